@@ -1,0 +1,49 @@
+# Every target does its own set-up: a fresh Debian machine with Python 3.11 needs nothing else.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup test bench bench-quick run audit clean warm
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# numba's cache is warmed here so that no kernel is compiled on a first tick.
+$(VENV)/.warmed: $(VENV)/.installed $(shell find bot4d ipc -name '*.py' 2>/dev/null)
+	$(PY) -m bot4d.warmup
+	touch $@
+
+setup: $(VENV)/.warmed
+
+warm: setup
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: setup $(VENV)/.bench-installed
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
+run: setup
+	$(PY) -m bot4d.cli run-paper
+
+$(VENV)/.audit-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[audit]'
+	touch $@
+
+audit: $(VENV)/.audit-installed
+	$(PY) -m bot4d.audit
+
+clean:
+	rm -rf $(VENV) .numba_cache .pytest_cache bench/results/*.json

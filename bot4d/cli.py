@@ -1,0 +1,36 @@
+"""The ``bot4d`` command: daemon entry point and its subcommands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bot4d import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bot4d", description="low-latency crypto trading engine")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("version", help="print the version")
+    sub.add_parser("warmup", help="compile all numba kernels into the cache")
+    sub.add_parser("run-paper", help="paper trading against the built-in simulated venue")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "version":
+        print(f"bot4d {__version__}")
+        return 0
+    if args.cmd == "warmup":
+        from bot4d.warmup import main as warm
+
+        return warm()
+    if args.cmd == "run-paper":
+        print(
+            "bot4d: paper mode is not built yet: the daemon (issue 6) and the simulated venue "
+            "(issue 5) come after the foundation, market-data and trading-core work.",
+            file=sys.stderr,
+        )
+        return 3
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

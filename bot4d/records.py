@@ -1,0 +1,81 @@
+"""Fixed-size record layouts that cross thread and process boundaries.
+
+These dtypes are the one definition of what travels through the ingress rings (normalised
+market data), the egress rings (order commands) and the journal rings (every event that the
+audit trail keeps). Kernels, venues, the sidecar and the monitors all take them from here.
+Prices and quantities are int64 fixed-point in the instrument's own scales.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# --- market data: one price level change, a trade, or a book control marker -----------------
+MD_LEVEL = 1      # set level (side, price) to qty; qty == 0 deletes the level
+MD_TRADE = 2      # a public trade: price, qty, side of the aggressor
+MD_CLEAR = 3      # clear the instrument's book (precedes a snapshot)
+MD_SNAPSHOT_END = 4  # the snapshot that followed MD_CLEAR is complete: book may go LIVE
+MD_BBO = 5        # best bid/ask from a ticker stream (price=bid, qty=bid qty, aux_px/aux_qty=ask)
+
+SIDE_BID = 0
+SIDE_ASK = 1
+
+MD_UPDATE_DTYPE = np.dtype(
+    [
+        ("seq", np.int64),        # ring sequence (stamped by journals; 0 in queues)
+        ("kind", np.int8),        # MD_*
+        ("side", np.int8),        # SIDE_BID / SIDE_ASK
+        ("flags", np.int16),      # bit 0: last record of a venue frame
+        ("instrument", np.int32), # instrument id (see bot4d.instruments)
+        ("price", np.int64),      # price units
+        ("qty", np.int64),        # quantity units
+        ("venue_seq", np.int64),  # the venue's own update id / sequence
+        ("exch_ts_ns", np.int64), # exchange event time, ns since epoch (0 if unknown)
+        ("recv_ts_ns", np.int64), # local receive time of the frame, ns (CLOCK_REALTIME)
+        ("aux_px", np.int64),
+        ("aux_qty", np.int64),
+    ],
+    align=True,
+)
+assert MD_UPDATE_DTYPE.itemsize == 72, MD_UPDATE_DTYPE.itemsize
+MD_FLAG_FRAME_END = 1
+
+# --- journal: every event of the trading core, in order, per shard ---------------------------
+EV_ORDER_NEW = 1
+EV_ORDER_STATE = 2
+EV_FILL = 3
+EV_RISK_REJECT = 4
+EV_KILL_SWITCH = 5
+EV_BREAKER = 6
+EV_POSITION = 7
+EV_BALANCE = 8
+EV_CONTROL = 9    # a mutating bot4ctl command: uid/pid in aux fields
+EV_TRADING_STATE = 10
+
+JOURNAL_EVENT_DTYPE = np.dtype(
+    [
+        ("seq", np.int64),          # journal sequence, stamped by the ring: gap-free per shard
+        ("ts_ns", np.int64),        # event time (injected clock), ns since epoch
+        ("kind", np.int16),         # EV_*
+        ("shard", np.int16),
+        ("instrument", np.int32),
+        ("order_id", np.int64),     # shard-local order id
+        ("client_order_id", np.int64),
+        ("side", np.int8),
+        ("order_type", np.int8),
+        ("tif", np.int8),
+        ("state", np.int8),         # order state / breaker state / trading state
+        ("reason", np.int32),       # reject reason, trip reason, breaker reason, error code
+        ("price", np.int64),
+        ("qty", np.int64),
+        ("filled_qty", np.int64),
+        ("fee", np.int64),
+        ("stop_price", np.int64),
+        ("aux0", np.int64),
+        ("aux1", np.int64),
+        ("aux2", np.int64),
+        ("aux3", np.int64),
+        ("aux4", np.int64),
+    ],
+    align=True,
+)
+assert JOURNAL_EVENT_DTYPE.itemsize == 128, JOURNAL_EVENT_DTYPE.itemsize

@@ -1,0 +1,34 @@
+"""Compile every numba kernel ahead of time so that no tick pays JIT cost.
+
+Each kernel module listed in KERNEL_MODULES exposes ``warmup() -> None`` which calls its
+kernels once on small inputs; with ``cache=True`` this fills numba's on-disk cache at set-up,
+and at daemon start it loads them before READY=1.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+KERNEL_MODULES: list[str] = [
+]
+
+
+def warm_all(verbose: bool = False) -> float:
+    t0 = time.perf_counter()
+    for name in KERNEL_MODULES:
+        t = time.perf_counter()
+        importlib.import_module(name).warmup()
+        if verbose:
+            print(f"warmed {name} in {time.perf_counter() - t:.2f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    took = warm_all(verbose=True)
+    print(f"kernels warm ({len(KERNEL_MODULES)} modules, {took:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
