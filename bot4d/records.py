@@ -79,3 +79,33 @@ JOURNAL_EVENT_DTYPE = np.dtype(
     align=True,
 )
 assert JOURNAL_EVENT_DTYPE.itemsize == 128, JOURNAL_EVENT_DTYPE.itemsize
+
+# --- order intents: what a strategy (or bot4ctl) asks the trading core to do ------------------
+CMD_PLACE = 1
+CMD_CANCEL = 2
+CMD_REPLACE = 3
+
+ORDER_INTENT_DTYPE = np.dtype(
+    [
+        ("client_order_id", np.int64),
+        ("ts_ns", np.int64),           # when the intent was made (injected clock)
+        ("command", np.int8),          # CMD_*
+        ("side", np.int8),             # SIDE_BID = buy, SIDE_ASK = sell
+        ("order_type", np.int8),       # see bot4d.kernels.oms
+        ("tif", np.int8),
+        ("instrument", np.int32),
+        ("price", np.int64),           # limit price units (0 for market)
+        ("qty", np.int64),             # quantity units
+        ("stop_price", np.int64),      # protective stop-loss price for opening orders (0: none)
+        ("take_profit_price", np.int64),
+        ("target_order_id", np.int64), # for cancel/replace
+        ("batch_id", np.int64),        # intents sharing a batch_id are decided together
+        ("oco_group", np.int64),       # 0: none
+        ("strategy", np.int32),
+        ("flags", np.int32),           # INTENT_FLAG_*
+    ],
+    align=True,
+)
+INTENT_FLAG_REDUCE_ONLY = 1
+INTENT_FLAG_POST_ONLY = 2
+INTENT_FLAG_WANTS_SIZING = 4   # risk sizes the order (Kelly, capped) instead of taking qty as is
