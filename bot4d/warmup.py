@@ -11,6 +11,7 @@ import sys
 import time
 
 KERNEL_MODULES: list[str] = [
+    "bot4d.kernels.matching",
 ]
 
 
