@@ -40,7 +40,7 @@ def bench_match(quick: bool) -> list[dict]:
     s = m.make_engine(1, max_levels=4096, max_orders=1 << 20, max_stops=16, n_accounts=8)
     m.warmup()
     # room for the engine's worst case with the whole pool live (see matching.event_reserve)
-    ev = np.zeros(3 * (1 << 20) + 64 * batch, m.SIM_EVENT_DTYPE)
+    ev = np.zeros(5 * (1 << 20) + 64 * batch, m.SIM_EVENT_DTYPE)
     lat = np.empty(n // batch + 1, np.int64)
     events = 0
     t0 = time.perf_counter_ns()

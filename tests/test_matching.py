@@ -236,8 +236,10 @@ def test_stp_decrement_smaller_expires():
     x = Ex()
     mk, _ = x.order(SELL, 5, 100, acct=A)
     t, ev = x.order(BUY, 2, 100, acct=A, stp=m.STP_DECREMENT)
-    # prevented 2: taker exhausted and expires; maker keeps 3, no trade happened
+    # prevented 2: taker exhausted and expires; maker keeps 3, no trade happened; both are told
     assert trades(ev, t) == [] and trades(ev, mk) == []
+    dec = {int(e["order_id"]): (int(e["qty"]), int(e["leaves_qty"])) for e in ev if e["kind"] == m.E_DECREMENTED}
+    assert dec == {mk: (2, 3), t: (2, 0)}
     assert [e["order_id"] for e in ev if e["kind"] == m.E_EXPIRED] == [t]
     assert x.asks() == [(100, 3)]
     t2, ev = x.order(BUY, 3, 100, acct=A, stp=m.STP_DECREMENT)  # equal: both expire
@@ -373,6 +375,7 @@ def test_book_never_crosses_and_quantity_is_conserved(flow):
         assert bids[0][0] < asks[0][0]
     # 2. per order: traded qty never exceeds order qty; final state accounts for all of it
     traded: dict[int, int] = {}
+    prevented: dict[int, int] = {}
     qty_of: dict[int, int] = {}
     closed: set[int] = set()
     for e in ev:
@@ -383,6 +386,9 @@ def test_book_never_crosses_and_quantity_is_conserved(flow):
             traded[oid] = traded.get(oid, 0) + int(e["qty"])
             assert traded[oid] <= qty_of[oid]
             assert e["cum_qty"] == traded[oid] and e["cum_qty"] + e["leaves_qty"] <= qty_of[oid]
+        elif e["kind"] == m.E_DECREMENTED:
+            prevented[oid] = prevented.get(oid, 0) + int(e["qty"])
+            assert e["cum_qty"] + e["leaves_qty"] + prevented[oid] == qty_of[oid]
         elif e["kind"] in (m.E_CANCELED, m.E_EXPIRED):
             closed.add(oid)
     # 3. makers and takers traded the same total
@@ -400,6 +406,6 @@ def test_book_never_crosses_and_quantity_is_conserved(flow):
     for slot in np.nonzero(live)[0]:
         oid = int(s.o_id[slot])
         assert oid not in closed
-        assert traded.get(oid, 0) + int(s.o_left[slot]) == qty_of[oid]
+        assert traded.get(oid, 0) + prevented.get(oid, 0) + int(s.o_left[slot]) == qty_of[oid]
     # 6. the pool's free count matches the live orders
     assert int(s.nfree[0]) + int(live.sum()) + int((s.o_state == 2).sum()) == 128
