@@ -1,0 +1,320 @@
+"""numba primitives for scanning venue JSON frames straight from their bytes.
+
+Why not a JSON library: cysimdjson and orjson turn JSON numbers into floats and, worse for
+latency, cost a Python object per field. Market-data frames are small, flat and regular, so the
+venue kernels walk the raw bytes themselves with these helpers: they read keys, skip values they
+do not need, and turn decimal *text* into int64 units digit by digit (the same rules as
+``bot4d.venues.numbers.parse_units``, against which the tests check them).
+
+Every helper is bounds-checked by hand (numba does not check indices) and reports failure with a
+negative index instead of raising, so random bytes can never crash a frame handler.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+INT64_MAX = (1 << 63) - 1
+
+# parse_dec error codes
+DEC_OK = 0
+DEC_SYNTAX = 1     # empty, non-digit, two dots, not a plain decimal
+DEC_NEGATIVE = 2   # leading '-'
+DEC_PRECISION = 3  # a non-zero digit beyond the scale
+DEC_OVERFLOW = 4   # does not fit in int64 at the scale
+
+_Q = 34      # '"'
+_BS = 92     # '\\'
+_LBRACE = 123
+_RBRACE = 125
+_LBRACK = 91
+_RBRACK = 93
+_COMMA = 44
+_COLON = 58
+_DOT = 46
+_MINUS = 45
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def skip_ws(buf, i, n):
+    while i < n:
+        c = buf[i]
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            i += 1
+        else:
+            break
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def skip_string(buf, i, n):
+    """``buf[i]`` is an opening quote; return the index after the closing quote, or -1."""
+    if i >= n or buf[i] != _Q:
+        return -1
+    i += 1
+    while i < n:
+        c = buf[i]
+        if c == _BS:
+            i += 2
+            continue
+        if c == _Q:
+            return i + 1
+        if c < 32:  # raw control characters are not allowed inside JSON strings
+            return -1
+        i += 1
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def skip_value(buf, i, n):
+    """Skip one JSON value starting at ``i`` (after whitespace); return the index after it or -1.
+
+    Nested arrays/objects are skipped by counting brackets outside strings; their inner
+    syntax is checked only loosely, which is fine because their content is never used.
+    """
+    i = skip_ws(buf, i, n)
+    if i >= n:
+        return -1
+    c = buf[i]
+    if c == _Q:
+        return skip_string(buf, i, n)
+    if c == _LBRACE or c == _LBRACK:
+        depth = 0
+        while i < n:
+            c = buf[i]
+            if c == _Q:
+                i = skip_string(buf, i, n)
+                if i < 0:
+                    return -1
+                continue
+            if c == _LBRACE or c == _LBRACK:
+                depth += 1
+                if depth > 64:
+                    return -1
+            elif c == _RBRACE or c == _RBRACK:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return -1
+    # number or literal: run of characters that may appear in them
+    j = i
+    while j < n:
+        c = buf[j]
+        if (48 <= c <= 57) or c == _MINUS or c == 43 or c == _DOT or c == 101 or c == 69 \
+                or (97 <= c <= 122):
+            j += 1
+        else:
+            break
+    if j == i:
+        return -1
+    return j
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_int(buf, i, n):
+    """A JSON integer at ``i`` -> (value, end); end == -1 if it is not a plain int64 integer."""
+    neg = False
+    if i < n and buf[i] == _MINUS:
+        neg = True
+        i += 1
+    start = i
+    v = 0
+    while i < n:
+        c = buf[i]
+        if 48 <= c <= 57:
+            d = c - 48
+            if v > (INT64_MAX - d) // 10:
+                return 0, -1
+            v = v * 10 + d
+            i += 1
+        else:
+            break
+    if i == start:
+        return 0, -1
+    if i < n and (buf[i] == _DOT or buf[i] == 101 or buf[i] == 69):
+        return 0, -1  # a fraction or exponent where an id/timestamp belongs
+    return (-v if neg else v), i
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_dec(buf, s, e, scale):
+    """Decimal text ``buf[s:e]`` -> (units of 10**-scale, DEC_* code); rules of parse_units."""
+    if s >= e:
+        return 0, DEC_SYNTAX
+    if buf[s] == _MINUS:
+        return 0, DEC_NEGATIVE
+    v = 0
+    ndig = 0
+    frac = -1  # digits seen after the dot; -1 = no dot yet
+    for k in range(s, e):
+        c = buf[k]
+        if 48 <= c <= 57:
+            d = c - 48
+            ndig += 1
+            if frac >= 0:
+                if frac >= scale:
+                    if d != 0:
+                        return 0, DEC_PRECISION
+                    continue  # trailing zeros beyond the scale are exact
+                frac += 1
+            if v > (INT64_MAX - d) // 10:
+                return 0, DEC_OVERFLOW
+            v = v * 10 + d
+        elif c == _DOT and frac < 0:
+            frac = 0
+        else:
+            return 0, DEC_SYNTAX
+    if ndig == 0:
+        return 0, DEC_SYNTAX
+    if frac < 0:
+        frac = 0
+    for _ in range(scale - frac):
+        if v > INT64_MAX // 10:
+            return 0, DEC_OVERFLOW
+        v *= 10
+    return v, DEC_OK
+
+
+@numba.njit(cache=True, nogil=True)
+def read_key(buf, i, n):
+    """At a key's opening quote: -> (key_start, key_end, index of the value) or (-1, -1, -1)."""
+    j = skip_string(buf, i, n)
+    if j < 0:
+        return -1, -1, -1
+    ks = i + 1
+    ke = j - 1
+    j = skip_ws(buf, j, n)
+    if j >= n or buf[j] != _COLON:
+        return -1, -1, -1
+    j = skip_ws(buf, j + 1, n)
+    if j >= n:
+        return -1, -1, -1
+    return ks, ke, j
+
+
+@numba.njit(cache=True, nogil=True)
+def after_value(buf, i, n):
+    """After a member's value: -> (i, 0) at the next key's quote, (i, 1) after '}', or (-1, -1)."""
+    i = skip_ws(buf, i, n)
+    if i >= n:
+        return -1, -1
+    c = buf[i]
+    if c == _COMMA:
+        i = skip_ws(buf, i + 1, n)
+        if i < n and buf[i] == _Q:
+            return i, 0
+        return -1, -1
+    if c == _RBRACE:
+        return i + 1, 1
+    return -1, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def string_span(buf, i, n):
+    """A JSON string without escapes at ``i`` -> (start, end, next) of its content, or -1s."""
+    if i >= n or buf[i] != _Q:
+        return -1, -1, -1
+    j = i + 1
+    while j < n:
+        c = buf[j]
+        if c == _Q:
+            return i + 1, j, j + 1
+        if c == _BS or c < 32:
+            return -1, -1, -1  # no venue number or symbol needs escapes: refuse them
+        j += 1
+    return -1, -1, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def eq_const(buf, s, e, const):
+    if e - s != const.shape[0]:
+        return False
+    for k in range(const.shape[0]):
+        if buf[s + k] != const[k]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def only_ws_left(buf, i, n):
+    return skip_ws(buf, i, n) == n
+
+
+# --- symbol table: venue symbol bytes -> instrument id, inside kernels ------------------------
+SYM_MAX = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def sym_hash(buf, s, e):
+    h = np.uint64(1469598103934665603)
+    for k in range(s, e):
+        h = (h ^ np.uint64(buf[k])) * np.uint64(1099511628211)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def sym_lookup(buf, s, e, keys, lens, ids):
+    """Instrument id of the symbol ``buf[s:e]``, or -1 when it is not configured."""
+    ln = e - s
+    if ln <= 0 or ln > SYM_MAX:
+        return -1
+    cap = ids.shape[0]
+    slot = np.int64(sym_hash(buf, s, e) & np.uint64(cap - 1))
+    for _ in range(cap):
+        idv = ids[slot]
+        if idv < 0:
+            return -1
+        if lens[slot] == ln:
+            same = True
+            for k in range(ln):
+                if keys[slot, k] != buf[s + k]:
+                    same = False
+                    break
+            if same:
+                return idv
+        slot = (slot + 1) & (cap - 1)
+    return -1
+
+
+class SymbolTable:
+    """Open-addressing table of symbols for ``sym_lookup``, built once from the configuration."""
+
+    def __init__(self, symbols: dict[str, int]) -> None:
+        cap = 16
+        while cap < 2 * max(1, len(symbols)):
+            cap *= 2
+        self.keys = np.zeros((cap, SYM_MAX), np.uint8)
+        self.lens = np.zeros(cap, np.int32)
+        self.ids = np.full(cap, -1, np.int32)
+        for sym, iid in symbols.items():
+            b = sym.encode("ascii")
+            if not 0 < len(b) <= SYM_MAX:
+                raise ValueError(f"symbol {sym!r} longer than {SYM_MAX} bytes")
+            arr = np.frombuffer(b, np.uint8)
+            slot = int(sym_hash(arr, 0, len(b)) & np.uint64(cap - 1))
+            while self.ids[slot] >= 0:
+                slot = (slot + 1) & (cap - 1)
+            self.keys[slot, : len(b)] = arr
+            self.lens[slot] = len(b)
+            self.ids[slot] = iid
+
+    def lookup(self, symbol: str) -> int:
+        b = np.frombuffer(symbol.encode("ascii"), np.uint8)
+        return int(sym_lookup(b, 0, len(b), self.keys, self.lens, self.ids))
+
+
+def frames_to_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate frames into one byte buffer and their end offsets (start of i = end of i-1).
+
+    A feed client copies each frame into a preallocated buffer as it arrives; this helper does
+    the same for tests and replays.
+    """
+    buf = np.frombuffer(b"".join(frames), np.uint8)
+    ends = np.fromiter(map(len, frames), np.int64, len(frames)).cumsum()
+    return buf, ends
+
+
+def const(text: str) -> np.ndarray:
+    """A byte constant for ``eq_const`` (numba freezes module-level arrays into the code)."""
+    return np.frombuffer(text.encode("ascii"), np.uint8).copy()
