@@ -122,22 +122,31 @@ def crc_decimal(crc: np.uint32, units: np.int64, scale: np.int64, table: np.ndar
 
 
 @nb.njit(cache=True, nogil=True)
-def kraken_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, qty_div, table) -> np.int64:
-    """Kraken's checksum from best-first int levels. ``px_div``/``qty_div`` = 10**(scale - the
-    pair's wire decimals): a level's token is the digits of units // div. Returns -1 when a level
-    is not a whole number at the wire decimals (the book cannot hold what Kraken would send)."""
+def kraken_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul, qty_div, qty_mul,
+                    table) -> np.int64:
+    """Kraken's checksum from best-first int levels. A level's token is the digits of its value
+    at the pair's wire decimals: units // div * mul, where div = 10**(scale - wire decimals) when
+    the book's scale is finer and mul = 10**(wire decimals - scale) when it is coarser. Returns -1
+    when a level is not a whole number at the wire decimals (Kraken could not have sent it)."""
     crc = np.uint32(0xFFFFFFFF)
     for i in range(min(nask, 10)):
         if ask_px[i] % px_div != 0 or ask_qty[i] % qty_div != 0:
             return -1
-        crc = crc_digits(crc, ask_px[i] // px_div, table)
-        crc = crc_digits(crc, ask_qty[i] // qty_div, table)
+        crc = crc_digits(crc, ask_px[i] // px_div * px_mul, table)
+        crc = crc_digits(crc, ask_qty[i] // qty_div * qty_mul, table)
     for i in range(min(nbid, 10)):
         if bid_px[i] % px_div != 0 or bid_qty[i] % qty_div != 0:
             return -1
-        crc = crc_digits(crc, bid_px[i] // px_div, table)
-        crc = crc_digits(crc, bid_qty[i] // qty_div, table)
+        crc = crc_digits(crc, bid_px[i] // px_div * px_mul, table)
+        crc = crc_digits(crc, bid_qty[i] // qty_div * qty_mul, table)
     return np.int64(crc ^ np.uint32(0xFFFFFFFF))
+
+
+def kraken_scaling(scale: int, wire_decimals: int) -> tuple[int, int]:
+    """(div, mul) turning units at ``scale`` into the integer Kraken's text spells."""
+    if scale >= wire_decimals:
+        return 10 ** (scale - wire_decimals), 1
+    return 1, 10 ** (wire_decimals - scale)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -170,5 +179,5 @@ def okx_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_scale, qty_sca
 
 def warmup() -> None:
     z = np.array([5, 6], np.int64)
-    kraken_book_crc(z, z, 2, z, z, 2, 1, 1, CRC_TABLE)
+    kraken_book_crc(z, z, 2, z, z, 2, 1, 1, 1, 1, CRC_TABLE)
     okx_book_crc(z, z, 2, z, z, 2, 1, 1, CRC_TABLE)

@@ -1,0 +1,175 @@
+"""What the L2 venue modules (Kraken, OKX, Coinbase) share: record emission, fast exact number
+parsing, and the per-instrument sync bookkeeping around the shared L2 book kernel.
+
+A venue handler parses one frame into MD_UPDATE_DTYPE records (never raising for bad venue input),
+applies them to the real book (``bot4d.kernels.book``), checks what the venue lets it check
+(checksum, sequence), and keeps the records for whoever forwards them (the ingress ring).
+"""
+from __future__ import annotations
+
+import calendar
+from typing import Any
+
+import numpy as np
+
+from bot4d.instruments import Instrument, InstrumentTable
+from bot4d.records import (
+    MD_CLEAR,
+    MD_FLAG_FRAME_END,
+    MD_LEVEL,
+    MD_SNAPSHOT_END,
+    MD_UPDATE_DTYPE,
+)
+from bot4d.venues.numbers import NumberError, parse_units
+from bot4d.venues.sync import Reason, ReasonCounters, SyncState
+
+_POW10 = [10**i for i in range(19)]
+_INT64_MAX = (1 << 63) - 1
+
+
+class BadNumber(Exception):
+    """Internal: a level's number text was refused; carries the Reason to count."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
+def units(text: Any, scale: int) -> int:
+    """Exact decimal text -> units, like ``parse_units`` (same refusals, tested against it) but
+    about three times faster on the common well-formed case, which is all venue traffic."""
+    if type(text) is not str:
+        raise NumberError(f"not number text: {text!r}")
+    whole, _, frac = text.partition(".")
+    lf = len(frac)
+    if lf <= scale and (whole.isdigit() and whole.isascii()) and (not frac or (frac.isdigit() and frac.isascii())):
+        v = int(whole + frac) * _POW10[scale - lf] if frac else int(whole) * _POW10[scale]
+        if v <= _INT64_MAX:
+            return v
+    return parse_units(text, scale)  # the careful path: raises NumberError with the reason
+
+
+def rfc3339_ns(text: Any) -> int:
+    """"2023-10-06T17:35:55.440295Z" -> ns since epoch, exactly (no float)."""
+    if type(text) is not str or len(text) < 20 or text[-1] != "Z" or text[10] != "T":
+        raise NumberError(f"not an RFC 3339 UTC time: {text!r}")
+    try:
+        y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+        h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    except ValueError:
+        raise NumberError(f"not an RFC 3339 UTC time: {text!r}") from None
+    frac = text[19:-1]
+    ns = 0
+    if frac:
+        if frac[0] != "." or not frac[1:].isdigit() or len(frac) > 10:
+            raise NumberError(f"bad fraction in {text!r}")
+        ns = int(frac[1:].ljust(9, "0"))
+    return (calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000_000) + ns
+
+
+def decimals_of(text: str) -> int:
+    """Digits after the dot in a venue's number text (0 without a dot)."""
+    dot = text.find(".")
+    return 0 if dot < 0 else len(text) - dot - 1
+
+
+class L2Handler:
+    """Base of a venue's market-data handler: instruments, states, counters, records, book.
+
+    ``books`` is a ``bot4d.kernels.book.Books`` covering every instrument id of ``table``.
+    """
+
+    venue: str = ""
+
+    def __init__(self, table: InstrumentTable, books: Any, *, max_frame_bytes: int = 4 << 20,
+                 batch_capacity: int = 1 << 16) -> None:
+        self.table = table
+        self.books = books
+        self.max_frame_bytes = max_frame_bytes
+        self.counters = ReasonCounters()
+        n = len(table)
+        self.states = np.full(n, SyncState.SYNCING, np.int8)
+        self.out = np.zeros(batch_capacity, MD_UPDATE_DTYPE)
+        self.n_out = 0
+        self.resync_requests: list[str] = []  # symbols whose book must be re-subscribed
+        self._rows: list[tuple] = []
+        self._by_symbol: dict[str, Instrument] = {
+            i.symbol: i for i in table if i.venue == self.venue
+        }
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def instrument(self, symbol: Any) -> Instrument | None:
+        return self._by_symbol.get(symbol) if type(symbol) is str else None
+
+    def state(self, symbol: str) -> SyncState:
+        return SyncState(int(self.states[self._by_symbol[symbol].id]))
+
+    def reject(self, reason: Reason) -> Reason:
+        self.counters.bump(reason)
+        return reason
+
+    def resync(self, inst: Instrument, reason: Reason) -> Reason:
+        """The book can no longer be trusted: clear it, mark RESYNCING, ask for a new snapshot."""
+        self.counters.bump(reason)
+        self.states[inst.id] = SyncState.RESYNCING
+        self._rows = [(0, MD_CLEAR, 0, MD_FLAG_FRAME_END, inst.id, 0, 0, 0, 0, 0, 0, 0)]
+        self._commit(apply=True)
+        if inst.symbol not in self.resync_requests:
+            self.resync_requests.append(inst.symbol)
+        return reason
+
+    def take_resync_requests(self) -> list[str]:
+        r, self.resync_requests = self.resync_requests, []
+        return r
+
+    # --- records ---------------------------------------------------------------------------------
+    def _commit(self, apply: bool) -> int:
+        """Move the frame's rows into ``out`` (and apply them to the book). Returns the book's
+        error code (0 = fine)."""
+        rows = self._rows
+        k = len(rows)
+        if not k:
+            return 0
+        if self.n_out + k > len(self.out):
+            # a consumer that never drains must not make us drop data silently: grow, and count
+            self.counters.bump(Reason.BATCH_FULL)
+            bigger = np.zeros(max(2 * len(self.out), self.n_out + k), MD_UPDATE_DTYPE)
+            bigger[: self.n_out] = self.out[: self.n_out]
+            self.out = bigger
+        last = rows[-1]
+        rows[-1] = last[:3] + (last[3] | MD_FLAG_FRAME_END,) + last[4:]
+        seg = self.out[self.n_out : self.n_out + k]
+        seg[:] = rows
+        self.n_out += k
+        self._rows = []
+        if apply:
+            return int(self.books.apply(seg))
+        return 0
+
+    def drain(self) -> np.ndarray:
+        """The records produced since the last drain (a copy; the batch is reused)."""
+        r = self.out[: self.n_out].copy()
+        self.n_out = 0
+        return r
+
+    def snapshot_rows(self, inst: Instrument, seq: int, ts: int, recv: int) -> None:
+        self._rows.append((0, MD_CLEAR, 0, 0, inst.id, 0, 0, seq, ts, recv, 0, 0))
+
+    def snapshot_end(self, inst: Instrument, seq: int, ts: int, recv: int) -> None:
+        self._rows.append((0, MD_SNAPSHOT_END, 0, 0, inst.id, 0, 0, seq, ts, recv, 0, 0))
+
+    def level(self, inst: Instrument, side: int, px_text: Any, qty_text: Any, seq: int, ts: int,
+              recv: int) -> None:
+        """Append one level; raises BadNumber for text that cannot be a price/qty."""
+        try:
+            px = units(px_text, inst.price_scale)
+        except NumberError:
+            raise BadNumber(Reason.BAD_PRICE) from None
+        try:
+            q = units(qty_text, inst.qty_scale)
+        except NumberError:
+            raise BadNumber(Reason.BAD_QTY) from None
+        if px <= 0 or px > inst.max_price_units:
+            raise BadNumber(Reason.BAD_PRICE)
+        if q > inst.max_qty_units:
+            raise BadNumber(Reason.BAD_QTY)
+        self._rows.append((0, MD_LEVEL, side, 0, inst.id, px, q, seq, ts, recv, 0, 0))
