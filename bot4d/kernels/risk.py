@@ -1,0 +1,600 @@
+"""Pre-trade risk: one kernel decides a batch of order intents, with a reason code per reject.
+
+Inputs are plain arrays so that risk depends on nobody's object model:
+
+* ``intents``: ``bot4d.records.ORDER_INTENT_DTYPE`` records.
+* ``pos``, ``open_orders``, ``open_buy``, ``open_sell`` (int64 per instrument, owned by the OMS):
+  signed position in qty units, number of live orders, and unfilled qty of live buy / sell orders.
+* ``mid`` (int64 per instrument, price units; 0 = no market data).
+* ``corr`` (float64 n x n): rolling return correlations from ``bot4d.kernels.correlation``
+  (NaN where there is not enough history: such a pair is not capped). Statistics of returns may
+  be float; every price, quantity and balance here is int64.
+* risk-owned arrays built by :func:`make_risk`: ``cfg`` (C_*), ``inst`` (I_* columns per
+  instrument), ``acct`` (A_*: equity, peak, day start), ``strat`` (S_* Kelly statistics per
+  strategy), ``bucket`` (B_* token bucket per venue) and ``work`` (scratch, all zero between calls).
+* ``ks``: the kill-switch array (``bot4d.kernels.killswitch``); its K_STATE is the trading state
+  the kernel enforces: ACTIVE, REDUCING (only orders that strictly reduce an existing position),
+  HALTED (cancels only).
+
+Quote scale: notional, equity and losses are int64 in units of ``10**-QUOTE_SCALE`` of the quote
+currency (QUOTE_SCALE = 8). For an instrument with price scale ``ps`` and qty scale ``qs`` the
+product ``price_units * qty_units`` has scale ``ps + qs``; the instrument row carries the exact
+integer factor that brings it to the quote scale (I_NOTIONAL_DIV = 10**(ps+qs-8) or
+I_NOTIONAL_MUL = 10**(8-ps-qs)). The product is checked against int64 *before* it is formed: an
+order whose notional would not fit is rejected with REJ_OVERFLOW, never wrapped.
+
+Definitions the checks rely on:
+
+* An order on instrument i *reduces* when it cannot increase |position| even if every live and
+  already-accepted order on the same side fills: a buy reduces iff
+  ``pos < 0 and open_buy + batch_buy + qty <= -pos`` (mirror for a sell). Every other place or
+  replace *opens* risk: it needs a protective stop (``stop_price`` below the entry for a buy,
+  above for a sell), is refused while the daily loss or drawdown limit is breached, must keep
+  the worst-case position notional within ``max_pos_bps`` of equity, and must not add exposure in
+  the direction of an existing position whose return correlation exceeds the cap.
+* Worst-case position after a buy: ``pos + open_buy + batch_buy + qty``, valued at the mid.
+* Rate: a token bucket per venue refilled at B_RATE tokens per second of *injected* time; each
+  accepted place/replace takes one token. Cancels never wait for risk (they reduce risk).
+* Batches: consecutive intents with the same non-zero ``batch_id`` form a batch. Under
+  POLICY_ALL_OR_NONE the batch is accepted whole or not at all (the failing member keeps its own
+  reason, the others get REJ_BATCH_PEER, and the effects of already passed members are undone);
+  under POLICY_INDEPENDENT each intent stands alone. Either way later intents see the effect of
+  accepted earlier ones (open orders, same-side exposure, rate tokens).
+* Kelly sizing (INTENT_FLAG_WANTS_SIZING): full Kelly for a win/loss bet from the strategy's
+  realised statistics, ``f = p - (1-p)/b = wins*(sum_win-sum_loss)/(n*sum_win)``, capped at
+  C_KELLY_CAP_BPS (25 %); the order gets ``floor(equity*f / price)`` (capped by the intent's qty
+  when that is non-zero) and then passes every other check with that quantity.
+
+Each reject writes one EV_RISK_REJECT record to the caller's journal array. The kernel never
+raises and allocates nothing.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from bot4d.kernels.killswitch import K_STATE, TS_ACTIVE, TS_HALTED, TS_REDUCING, make_killswitch
+from bot4d.records import (
+    CMD_CANCEL,
+    CMD_PLACE,
+    CMD_REPLACE,
+    EV_RISK_REJECT,
+    INTENT_FLAG_WANTS_SIZING,
+    JOURNAL_EVENT_DTYPE,
+    ORDER_INTENT_DTYPE,
+    SIDE_ASK,
+    SIDE_BID,
+)
+
+QUOTE_SCALE = 8
+INT64_MAX = np.iinfo(np.int64).max
+TOKEN = 1_000_000_000  # one rate token in nano-tokens (the bucket refills per ns of injected time)
+
+# --- reject reasons (journal ``reason``) -------------------------------------------------------
+ACCEPT = 0
+REJ_BAD_COMMAND = 1
+REJ_BAD_INSTRUMENT = 2
+REJ_BAD_QTY = 3
+REJ_BAD_PRICE = 4
+REJ_HALTED = 5
+REJ_REDUCING = 6
+REJ_MAX_QTY = 7
+REJ_NO_MARKET_DATA = 8
+REJ_PRICE_BAND = 9
+REJ_OVERFLOW = 10
+REJ_MAX_NOTIONAL = 11
+REJ_NO_STOP_LOSS = 12
+REJ_BAD_STOP_LOSS = 13
+REJ_DAILY_LOSS = 14
+REJ_DRAWDOWN = 15
+REJ_MAX_POSITION = 16
+REJ_CORRELATION = 17
+REJ_MAX_OPEN_ORDERS = 18
+REJ_RATE_LIMIT = 19
+REJ_BATCH_PEER = 20
+REJ_KELLY_NO_STATS = 21
+REJ_KELLY_NO_EDGE = 22
+REJ_INSTRUMENT_DISABLED = 23
+
+REASON_NAMES: dict[int, str] = {
+    v: k for k, v in globals().items() if k.startswith("REJ_") or k == "ACCEPT"
+}
+
+POLICY_INDEPENDENT = 0
+POLICY_ALL_OR_NONE = 1
+
+# --- cfg (int64 vector) ------------------------------------------------------------------------
+C_POLICY = 0
+C_MAX_POS_BPS = 1        # max worst-case |position| notional per instrument, bps of equity
+C_MAX_DAILY_LOSS = 2     # quote units
+C_MAX_DD_BPS = 3         # max drawdown from peak equity, bps
+C_CORR_CAP_BPS = 4       # correlation cap in bps of 1.0
+C_KELLY_CAP_BPS = 5
+C_KELLY_MIN_TRADES = 6
+C_N = 8
+
+# --- inst (int64, one row per instrument) ------------------------------------------------------
+I_VENUE = 0
+I_MAX_QTY = 1            # qty units
+I_MAX_NOTIONAL = 2       # quote units
+I_MAX_OPEN_ORDERS = 3
+I_BAND_BPS = 4           # max |limit price - mid| in bps of mid (fat finger)
+I_NOTIONAL_MUL = 5
+I_NOTIONAL_DIV = 6
+I_ENABLED = 7
+I_N = 8
+
+# --- acct (int64 vector) -----------------------------------------------------------------------
+A_EQUITY = 0
+A_PEAK_EQUITY = 1
+A_DAY_START_EQUITY = 2
+A_DAY = 3                # UTC day number (ns // 86400e9) that A_DAY_START_EQUITY belongs to
+A_N = 4
+
+# --- strat (int64, one row per strategy) -------------------------------------------------------
+S_WINS = 0
+S_LOSSES = 1
+S_SUM_WIN = 2            # quote units, >= 0
+S_SUM_LOSS = 3           # quote units, >= 0 (magnitude)
+S_N = 4
+
+# --- bucket (int64, one row per venue) ---------------------------------------------------------
+B_TOKENS = 0             # nano-tokens
+B_LAST_NS = 1
+B_CAPACITY = 2           # tokens
+B_RATE = 3               # tokens per second
+B_N = 4
+
+# --- work (int64 scratch per instrument) -------------------------------------------------------
+W_BUY = 0
+W_SELL = 1
+W_ORDERS = 2
+W_N = 3
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+class RiskState(NamedTuple):
+    cfg: np.ndarray
+    inst: np.ndarray
+    acct: np.ndarray
+    strat: np.ndarray
+    bucket: np.ndarray
+    work: np.ndarray
+    ks: np.ndarray
+
+
+def make_risk(n_instruments: int, n_venues: int = 1, n_strategies: int = 1) -> RiskState:
+    """Arrays with the issue's defaults: 2 % position, 15 % drawdown, 0.7 correlation, 25 % Kelly.
+
+    Per-instrument limits start at zero (nothing may trade) until :func:`set_instrument` is called.
+    """
+    if n_instruments <= 0 or n_venues <= 0 or n_strategies <= 0:
+        raise ValueError("need at least one instrument, venue and strategy")
+    cfg = np.zeros(C_N, np.int64)
+    cfg[C_POLICY] = POLICY_ALL_OR_NONE
+    cfg[C_MAX_POS_BPS] = 200
+    cfg[C_MAX_DD_BPS] = 1500
+    cfg[C_CORR_CAP_BPS] = 7000
+    cfg[C_KELLY_CAP_BPS] = 2500
+    cfg[C_KELLY_MIN_TRADES] = 20
+    inst = np.zeros((n_instruments, I_N), np.int64)
+    inst[:, I_NOTIONAL_MUL] = 1
+    inst[:, I_NOTIONAL_DIV] = 1
+    acct = np.zeros(A_N, np.int64)
+    acct[A_DAY] = -1
+    strat = np.zeros((n_strategies, S_N), np.int64)
+    bucket = np.zeros((n_venues, B_N), np.int64)
+    work = np.zeros((n_instruments, W_N), np.int64)
+    return RiskState(cfg, inst, acct, strat, bucket, work, make_killswitch())
+
+
+def set_instrument(
+    rs: RiskState, i: int, *, venue: int, price_scale: int, qty_scale: int, max_qty: int,
+    max_notional: int, max_open_orders: int, band_bps: int, enabled: bool = True,
+) -> None:
+    """Configure instrument ``i`` (limits in int units; see :mod:`bot4d.fixedpoint` for Decimal)."""
+    if not 0 <= i < rs.inst.shape[0]:
+        raise ValueError(f"instrument {i} outside 0..{rs.inst.shape[0] - 1}")
+    if not 0 <= venue < rs.bucket.shape[0]:
+        raise ValueError(f"venue {venue} outside 0..{rs.bucket.shape[0] - 1}")
+    if not (0 <= price_scale <= 18 and 0 <= qty_scale <= 18):
+        raise ValueError("scales must be within 0..18")
+    for name, v in (("max_qty", max_qty), ("max_notional", max_notional),
+                    ("max_open_orders", max_open_orders), ("band_bps", band_bps)):
+        if not 0 <= v <= INT64_MAX:
+            raise ValueError(f"{name}={v} must be a non-negative int64")
+    e = price_scale + qty_scale - QUOTE_SCALE
+    row = rs.inst[i]
+    row[I_VENUE] = venue
+    row[I_MAX_QTY] = max_qty
+    row[I_MAX_NOTIONAL] = max_notional
+    row[I_MAX_OPEN_ORDERS] = max_open_orders
+    row[I_BAND_BPS] = band_bps
+    row[I_NOTIONAL_MUL] = 10 ** (-e) if e < 0 else 1
+    row[I_NOTIONAL_DIV] = 10 ** e if e > 0 else 1
+    row[I_ENABLED] = 1 if enabled else 0
+
+
+def set_venue_rate(rs: RiskState, venue: int, *, capacity: int, per_second: int, now_ns: int) -> None:
+    """Token bucket of ``capacity`` orders refilled at ``per_second``; starts full at ``now_ns``."""
+    if capacity < 0 or per_second < 0 or capacity > INT64_MAX // TOKEN:
+        raise ValueError("capacity/per_second out of range")
+    rs.bucket[venue, B_CAPACITY] = capacity
+    rs.bucket[venue, B_RATE] = per_second
+    rs.bucket[venue, B_TOKENS] = capacity * TOKEN
+    rs.bucket[venue, B_LAST_NS] = now_ns
+
+
+# --- helpers -----------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sat_mul(a: int, b: int) -> int:
+    """a*b for a, b >= 0, saturated at INT64_MAX instead of wrapping."""
+    if a == 0 or b == 0:
+        return 0
+    if a > INT64_MAX // b:
+        return INT64_MAX
+    return a * b
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _notional(px: int, qty: int, mul: int, div: int) -> int:
+    """Quote-unit notional of qty at px (both >= 0), floor; -1 when it does not fit int64."""
+    if qty != 0 and px > INT64_MAX // qty:
+        return -1
+    v = (px * qty) // div
+    if mul != 1:
+        if v > INT64_MAX // mul:
+            return -1
+        v *= mul
+    return v
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _bps_of(x: int, bps: int) -> int:
+    """floor(x * bps / 10000) for x >= 0 without overflowing."""
+    return (x // 10000) * bps + ((x % 10000) * bps) // 10000
+
+
+@nb.njit(cache=True, nogil=True)
+def update_equity(acct: np.ndarray, equity: int, now_ns: int) -> None:
+    """Record equity: keeps the peak and the equity at the start of the UTC day."""
+    day = now_ns // DAY_NS
+    if acct[A_DAY] != day:
+        acct[A_DAY] = day
+        acct[A_DAY_START_EQUITY] = equity
+    acct[A_EQUITY] = equity
+    if equity > acct[A_PEAK_EQUITY]:
+        acct[A_PEAK_EQUITY] = equity
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _refill(bucket: np.ndarray, v: int, now_ns: int) -> None:
+    elapsed = now_ns - bucket[v, B_LAST_NS]
+    if elapsed <= 0:
+        return  # time never runs backwards for the bucket: no refill, keep the later stamp
+    cap = bucket[v, B_CAPACITY] * TOKEN
+    rate = bucket[v, B_RATE]
+    if rate > 0:
+        limit = cap // rate + 1  # beyond this the bucket is full anyway; keeps the product small
+        if elapsed > limit:
+            elapsed = limit
+        t = bucket[v, B_TOKENS] + elapsed * rate
+        bucket[v, B_TOKENS] = cap if t > cap else t
+    bucket[v, B_LAST_NS] = now_ns
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _daily_loss_breached(acct: np.ndarray, cfg: np.ndarray) -> bool:
+    eq = acct[A_EQUITY]
+    start = acct[A_DAY_START_EQUITY]
+    if eq >= start:
+        return False
+    loss = start - eq if eq >= 0 or start <= INT64_MAX + eq else INT64_MAX
+    return loss > cfg[C_MAX_DAILY_LOSS]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _drawdown_breached(acct: np.ndarray, cfg: np.ndarray) -> bool:
+    peak = acct[A_PEAK_EQUITY]
+    eq = acct[A_EQUITY]
+    if peak <= 0 or eq >= peak:
+        return False
+    if eq <= 0:
+        return True  # lost everything there was
+    return (peak - eq) > _sat_mul(cfg[C_MAX_DD_BPS], peak) // 10000
+
+
+@nb.njit(cache=True, nogil=True)
+def _decide(it, cfg, inst, acct, strat, bucket, work, state, pos, open_orders, open_buy,
+            open_sell, mid, corr, now_ns, out_qty, k):
+    """Decide one intent; on accept apply its effects to work/bucket. Returns reason, detail."""
+    n_inst = inst.shape[0]
+    cmd = it["command"]
+    i = it["instrument"]
+    side = it["side"]
+    if cmd != CMD_PLACE and cmd != CMD_CANCEL and cmd != CMD_REPLACE:
+        return REJ_BAD_COMMAND, 0
+    if i < 0 or i >= n_inst:
+        return REJ_BAD_INSTRUMENT, 0
+    if cmd == CMD_CANCEL:
+        out_qty[k] = 0
+        return ACCEPT, 0  # a cancel never adds risk: allowed in every state, never rate-limited
+    if side != SIDE_BID and side != SIDE_ASK:
+        return REJ_BAD_COMMAND, 0
+    if state == TS_HALTED:
+        return REJ_HALTED, 0
+    row = inst[i]
+    if row[I_ENABLED] == 0:
+        return REJ_INSTRUMENT_DISABLED, 0
+    px = it["price"]
+    if px < 0:
+        return REJ_BAD_PRICE, px
+    m = mid[i]
+    if m <= 0:
+        return REJ_NO_MARKET_DATA, m
+    ref_px = px if px > 0 else m  # market orders are valued at the mid
+    qty = it["qty"]
+    if it["flags"] & INTENT_FLAG_WANTS_SIZING:
+        s = it["strategy"]
+        if s < 0 or s >= strat.shape[0]:
+            return REJ_KELLY_NO_STATS, s
+        wins = strat[s, S_WINS]
+        losses = strat[s, S_LOSSES]
+        sw = strat[s, S_SUM_WIN]
+        sl = strat[s, S_SUM_LOSS]
+        if wins + losses < cfg[C_KELLY_MIN_TRADES] or wins <= 0 or sw <= 0:
+            return REJ_KELLY_NO_STATS, wins + losses
+        # statistics of returns may be float: the fraction becomes integer bps before any money
+        f = wins * (float(sw) - float(sl)) / ((wins + losses) * float(sw))
+        f_bps = int(f * 10000.0) if f > 0.0 else 0
+        if f_bps > cfg[C_KELLY_CAP_BPS]:
+            f_bps = cfg[C_KELLY_CAP_BPS]
+        eq = acct[A_EQUITY]
+        if f_bps <= 0 or eq <= 0:
+            return REJ_KELLY_NO_EDGE, f_bps
+        budget = _bps_of(eq, f_bps)  # quote units
+        # qty = budget * div / (mul * price), rounded down, refusing what does not fit
+        dv = row[I_NOTIONAL_DIV]
+        if budget > INT64_MAX // dv:
+            return REJ_OVERFLOW, budget
+        den = _sat_mul(row[I_NOTIONAL_MUL], ref_px)
+        sized = (budget * dv) // den
+        if qty > 0 and sized > qty:
+            sized = qty
+        if sized <= 0:
+            return REJ_KELLY_NO_EDGE, f_bps
+        qty = sized
+    if qty <= 0:
+        return REJ_BAD_QTY, qty
+    if qty > row[I_MAX_QTY]:
+        return REJ_MAX_QTY, qty
+    if px > 0:
+        diff = px - m if px > m else m - px
+        if diff > _sat_mul(row[I_BAND_BPS], m) // 10000:
+            return REJ_PRICE_BAND, px
+    notional = _notional(ref_px, qty, row[I_NOTIONAL_MUL], row[I_NOTIONAL_DIV])
+    if notional < 0:
+        return REJ_OVERFLOW, qty
+    if notional > row[I_MAX_NOTIONAL]:
+        return REJ_MAX_NOTIONAL, notional
+    p = pos[i]
+    if side == SIDE_BID:
+        same = open_buy[i] + work[i, W_BUY]
+        reduces = p < 0 and same <= -p and qty <= -p - same
+    else:
+        same = open_sell[i] + work[i, W_SELL]
+        reduces = p > 0 and same <= p and qty <= p - same
+    if state == TS_REDUCING and not reduces:
+        return REJ_REDUCING, p
+    if not reduces:
+        sp = it["stop_price"]
+        if sp == 0:
+            return REJ_NO_STOP_LOSS, 0
+        if side == SIDE_BID:
+            if not (0 < sp < ref_px):
+                return REJ_BAD_STOP_LOSS, sp
+        elif sp <= ref_px:
+            return REJ_BAD_STOP_LOSS, sp
+        if _daily_loss_breached(acct, cfg):
+            return REJ_DAILY_LOSS, acct[A_DAY_START_EQUITY] - acct[A_EQUITY]
+        if _drawdown_breached(acct, cfg):
+            return REJ_DRAWDOWN, acct[A_PEAK_EQUITY] - acct[A_EQUITY]
+        # worst case |position| if this and every live same-side order fill
+        if side == SIDE_BID:
+            worst = p + same
+            if worst > INT64_MAX - qty:
+                return REJ_OVERFLOW, qty
+            worst += qty
+        else:
+            worst = p - same
+            if worst < -INT64_MAX + qty:
+                return REJ_OVERFLOW, qty
+            worst = -(worst - qty)
+        eq = acct[A_EQUITY]
+        limit = _bps_of(eq, cfg[C_MAX_POS_BPS]) if eq > 0 else 0
+        wn = _notional(m, worst, row[I_NOTIONAL_MUL], row[I_NOTIONAL_DIV])
+        if wn < 0 or wn > limit:
+            return REJ_MAX_POSITION, wn
+        d = 1.0 if side == SIDE_BID else -1.0
+        cap = cfg[C_CORR_CAP_BPS] / 10000.0
+        for j in range(n_inst):
+            pj = pos[j]
+            if j == i or pj == 0:
+                continue
+            c = corr[i, j]
+            if c != c:
+                continue  # NaN: not enough history for this pair
+            if d * (1.0 if pj > 0 else -1.0) * c > cap:
+                return REJ_CORRELATION, j
+    if cmd == CMD_PLACE and open_orders[i] + work[i, W_ORDERS] >= row[I_MAX_OPEN_ORDERS]:
+        return REJ_MAX_OPEN_ORDERS, open_orders[i] + work[i, W_ORDERS]
+    v = row[I_VENUE]
+    _refill(bucket, v, now_ns)
+    if bucket[v, B_TOKENS] < TOKEN:
+        return REJ_RATE_LIMIT, bucket[v, B_TOKENS]
+    # accepted: later intents see this one
+    bucket[v, B_TOKENS] -= TOKEN
+    if side == SIDE_BID:
+        work[i, W_BUY] += qty
+    else:
+        work[i, W_SELL] += qty
+    if cmd == CMD_PLACE:
+        work[i, W_ORDERS] += 1
+    out_qty[k] = qty
+    return ACCEPT, 0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _undo(it, inst, bucket, work, qty):
+    i = it["instrument"]
+    if it["command"] == CMD_CANCEL:
+        return
+    if it["side"] == SIDE_BID:
+        work[i, W_BUY] -= qty
+    else:
+        work[i, W_SELL] -= qty
+    if it["command"] == CMD_PLACE:
+        work[i, W_ORDERS] -= 1
+    v = inst[i, I_VENUE]
+    bucket[v, B_TOKENS] += TOKEN
+
+
+@nb.njit(cache=True, nogil=True)
+def _journal(ev, n, it, state, reason, detail, now_ns, shard):
+    e = ev[n]
+    e["seq"] = 0
+    e["ts_ns"] = now_ns
+    e["kind"] = EV_RISK_REJECT
+    e["shard"] = shard
+    e["instrument"] = it["instrument"]
+    e["order_id"] = 0
+    e["client_order_id"] = it["client_order_id"]
+    e["side"] = it["side"]
+    e["order_type"] = it["order_type"]
+    e["tif"] = it["tif"]
+    e["state"] = state
+    e["reason"] = reason
+    e["price"] = it["price"]
+    e["qty"] = it["qty"]
+    e["filled_qty"] = 0
+    e["fee"] = 0
+    e["stop_price"] = it["stop_price"]
+    e["aux0"] = it["batch_id"]
+    e["aux1"] = it["strategy"]
+    e["aux2"] = detail
+    e["aux3"] = it["command"]
+    e["aux4"] = 0
+
+
+@nb.njit(cache=True, nogil=True)
+def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_orders, open_buy,
+                open_sell, mid, corr, now_ns, decision, out_qty, ev, ev_count, shard):
+    """Decide ``intents``; ``decision[k]`` = 0 (accept) or REJ_*, ``out_qty[k]`` = approved qty.
+
+    Rejects are appended to ``ev`` at ``ev_count[0]``. Processes whole batches while the journal
+    has room for every member's reject, and returns how many intents it decided (the caller
+    drains the journal and calls again with the rest).
+    """
+    n = intents.shape[0]
+    state = ks[K_STATE]
+    all_or_none = cfg[C_POLICY] == POLICY_ALL_OR_NONE
+    cap_ev = ev.shape[0]
+    k = 0
+    while k < n:
+        bid = intents[k]["batch_id"]
+        e = k + 1
+        if bid != 0:
+            while e < n and intents[e]["batch_id"] == bid:
+                e += 1
+        if ev_count[0] + (e - k) > cap_ev:
+            break
+        failed = -1
+        for j in range(k, e):
+            out_qty[j] = 0
+            if failed >= 0 and all_or_none:
+                decision[j] = REJ_BATCH_PEER
+                continue
+            r, detail = _decide(intents[j], cfg, inst, acct, strat, bucket, work, state, pos,
+                                open_orders, open_buy, open_sell, mid, corr, now_ns, out_qty, j)
+            decision[j] = r
+            if r != ACCEPT:
+                if failed < 0:
+                    failed = j
+                _journal(ev, ev_count[0], intents[j], state, r, detail, now_ns, shard)
+                ev_count[0] += 1
+        if failed >= 0 and all_or_none and e - k > 1:
+            for j in range(k, e):
+                if j < failed:
+                    _undo(intents[j], inst, bucket, work, out_qty[j])
+                    out_qty[j] = 0
+                if j != failed:
+                    decision[j] = REJ_BATCH_PEER
+                    _journal(ev, ev_count[0], intents[j], state, REJ_BATCH_PEER, failed,
+                             now_ns, shard)
+                    ev_count[0] += 1
+        k = e
+    # the effects were only needed inside this call: the OMS now owns the accepted orders
+    for j in range(k):
+        i = intents[j]["instrument"]
+        if 0 <= i < inst.shape[0]:
+            work[i, W_BUY] = 0
+            work[i, W_SELL] = 0
+            work[i, W_ORDERS] = 0
+    return k
+
+
+class RiskEngine:
+    """Python edge around the kernel: owns the arrays and output buffers."""
+
+    def __init__(self, rs: RiskState, max_batch: int = 4096, shard: int = 0) -> None:
+        self.rs = rs
+        self.shard = shard
+        self.decision = np.zeros(max_batch, np.int32)
+        self.out_qty = np.zeros(max_batch, np.int64)
+        self.ev = np.zeros(max_batch, JOURNAL_EVENT_DTYPE)
+        self.ev_count = np.zeros(1, np.int64)
+        n = rs.inst.shape[0]
+        self.corr = np.full((n, n), np.nan)
+
+    def check(self, intents: np.ndarray, pos: np.ndarray, open_orders: np.ndarray,
+              open_buy: np.ndarray, open_sell: np.ndarray, mid: np.ndarray, now_ns: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Decide intents (at most max_batch); returns views of (decision, out_qty).
+
+        Reject events are in ``self.ev[:self.ev_count[0]]``; the caller resets ev_count after
+        draining them.
+        """
+        if intents.dtype != ORDER_INTENT_DTYPE:
+            raise TypeError("intents must be ORDER_INTENT_DTYPE records")
+        n = intents.shape[0]
+        if n > self.decision.shape[0]:
+            raise ValueError(f"{n} intents exceed max_batch {self.decision.shape[0]}")
+        self.ev_count[0] = 0
+        rs = self.rs
+        done = check_batch(intents, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks,
+                           pos, open_orders, open_buy, open_sell, mid, self.corr, now_ns,
+                           self.decision, self.out_qty, self.ev, self.ev_count, self.shard)
+        if done != n:  # cannot happen with ev sized to max_batch; refuse rather than drop
+            raise RuntimeError(f"risk decided only {done} of {n} intents")
+        return self.decision[:n], self.out_qty[:n]
+
+
+def warmup() -> None:
+    rs = make_risk(2)
+    set_instrument(rs, 0, venue=0, price_scale=2, qty_scale=8, max_qty=10**8,
+                   max_notional=10**12, max_open_orders=4, band_bps=500)
+    set_venue_rate(rs, 0, capacity=10, per_second=10, now_ns=0)
+    update_equity(rs.acct, 10**13, 0)
+    eng = RiskEngine(rs, max_batch=4)
+    it = np.zeros(2, ORDER_INTENT_DTYPE)
+    it["command"] = CMD_PLACE
+    it["price"] = 100_00
+    it["qty"] = 1000
+    it["stop_price"] = 99_00
+    it["batch_id"] = 1
+    it["flags"][1] = INTENT_FLAG_WANTS_SIZING
+    z = np.zeros(2, np.int64)
+    eng.check(it, z, z, z, z, np.array([100_00, 0], np.int64), 1)
