@@ -1,0 +1,1 @@
+"""bot4d-persist: the sidecar that drains the journal rings into PostgreSQL."""

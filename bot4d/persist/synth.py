@@ -1,0 +1,99 @@
+"""Deterministic streams of journal events shaped like a trading core's, for tests and benchmarks.
+
+A stand-in for the daemon's shard loop (which is built elsewhere): orders are placed with a
+stop-loss, acknowledged, filled, and each fill moves a position. Values are int64 units of the
+instruments ``setup_reference`` configures; sequences are left 0 for the ring to stamp, or set
+with ``stamp``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+
+from bot4d import records as R
+from bot4d.persist.decode import JFLAG_OPENS_POSITION
+
+T0_NS = 1_795_000_000 * 10**9  # 2026-11-18, an arbitrary fixed start
+
+INSTRUMENTS = [  # id, venue, symbol, price_scale, qty_scale, quote_scale, position_cap
+    (0, "binance", "BTCUSDT", 2, 5, 8, "50"),
+    (1, "binance", "ETHUSDT", 2, 4, 8, None),
+    (2, "okx", "SOL-USDT", 3, 2, 8, "100000"),
+]
+ASSETS = [(0, "USDT", 8), (1, "BTC", 8), (2, "ETH", 8)]
+
+
+def setup_reference(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        for row in INSTRUMENTS:
+            conn.execute("INSERT INTO instruments (id, venue, symbol, price_scale, qty_scale, quote_scale, "
+                         "position_cap) VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+        for row in ASSETS:
+            conn.execute("INSERT INTO assets (id, code, scale) VALUES (%s, %s, %s)", row)
+
+
+def events(n: int, shard: int = 0, *, seed: int = 1, t0_ns: int = T0_NS, step_ns: int = 1_000_000) -> np.ndarray:
+    """``n`` events in a repeating order life-cycle: NEW, ACK, FILL, POSITION, FILLED state, ...
+
+    Mix per 10 events: 2 new orders, 4 order states, 2 fills, 1 position, plus one of
+    balance/risk/control in rotation, so every table is exercised.
+    """
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=R.JOURNAL_EVENT_DTYPE)
+    pattern = np.array([R.EV_ORDER_NEW, R.EV_ORDER_STATE, R.EV_FILL, R.EV_ORDER_STATE, R.EV_POSITION,
+                        R.EV_ORDER_NEW, R.EV_ORDER_STATE, R.EV_FILL, R.EV_ORDER_STATE, R.EV_BALANCE],
+                       dtype=np.int16)
+    i = np.arange(n)
+    kind = pattern[i % 10].copy()
+    rot = (i // 10) % 4  # the 10th slot rotates through balance, risk reject, breaker, control
+    tenth = (i % 10) == 9
+    kind[tenth & (rot == 1)] = R.EV_RISK_REJECT
+    kind[tenth & (rot == 2)] = R.EV_BREAKER
+    kind[tenth & (rot == 3)] = R.EV_CONTROL
+    ev["kind"] = kind
+    ev["shard"] = shard
+    ev["ts_ns"] = t0_ns + i.astype(np.int64) * step_ns
+    ev["instrument"] = (i // 5) % 2  # instruments 0 and 1
+    oid = (i // 5).astype(np.int64) + 1 + shard * 10**12
+    ev["order_id"] = oid
+    ev["client_order_id"] = oid + 7_000_000
+    ev["side"] = (i // 5) % 2
+    ev["order_type"] = 1
+    ev["tif"] = 1
+    ev["price"] = 6_000_000 + rng.integers(-50_000, 50_000, n)
+    ev["qty"] = rng.integers(1, 100_000, n)
+    new = kind == R.EV_ORDER_NEW
+    ev["stop_price"][new] = ev["price"][new] - 100_000
+    ev["aux0"][new] = JFLAG_OPENS_POSITION
+    st = kind == R.EV_ORDER_STATE
+    ev["state"][st] = 3
+    ev["filled_qty"][st] = ev["qty"][st] // 2
+    ev["aux0"][st] = oid[st] + 555
+    fill = kind == R.EV_FILL
+    ev["fee"][fill] = rng.integers(-1000, 100_000, int(fill.sum()))
+    ev["aux0"][fill] = 1 + (i[fill] % 2)
+    ev["aux1"][fill] = i[fill]
+    pos = kind == R.EV_POSITION
+    ev["qty"][pos] = rng.integers(-1_000_000, 1_000_000, int(pos.sum()))  # within BTC cap of 50
+    ev["aux0"][pos] = rng.integers(-10**9, 10**9, int(pos.sum()))
+    bal = kind == R.EV_BALANCE
+    ev["instrument"][bal] = -1
+    ev["aux0"][bal] = i[bal] % 3
+    ev["qty"][bal] = rng.integers(0, 10**12, int(bal.sum()))
+    ev["filled_qty"][bal] = 0
+    rk = kind == R.EV_RISK_REJECT
+    ev["reason"][rk] = 7
+    br = kind == R.EV_BREAKER
+    ev["instrument"][br] = -1
+    ev["state"][br] = 2
+    ctl = kind == R.EV_CONTROL
+    ev["instrument"][ctl] = -1
+    ev["reason"][ctl] = 3
+    ev["aux0"][ctl] = 0
+    ev["aux1"][ctl] = 4242
+    return ev
+
+
+def stamp(ev: np.ndarray, first_seq: int = 1) -> np.ndarray:
+    ev["seq"] = first_seq + np.arange(len(ev), dtype=np.int64)
+    return ev

@@ -1,0 +1,234 @@
+"""Write validated journal batches to PostgreSQL with binary COPY, cursor in the same transaction.
+
+``JournalWriter.write(shard, events)`` runs ONE transaction that creates any missing day
+partitions, COPYs every event into its table (fixed-width rows built by ``copybin`` for the
+high-volume tables; psycopg's ``write_row`` with ``set_types`` for the rare rows that have NULLs)
+and moves ``journal_cursor.last_seq`` for the shard from its expected old value to the last
+sequence written. Either all of it commits or none: after a crash anywhere the cursor names
+exactly the last row that exists, and the sidecar resumes at cursor + 1.
+
+The cursor update is conditional on the old value, so two sidecars draining one shard cannot both
+commit: the second gets ``CursorConflict`` instead of duplicating rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+
+from bot4d import records as R
+from bot4d.persist import copybin, schema
+from bot4d.persist.decode import (JFLAG_OPENS_POSITION, RISK_KINDS, DecodeError, RefData,
+                                  validate)
+
+DAY_NS = 86_400 * 10**9
+
+
+class CursorConflict(RuntimeError):
+    """The shard's cursor in the database is not where this writer left it."""
+
+
+def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, np.ndarray]]:
+    """(column, pg type, values) of one table for the events routed to it."""
+    ts = copybin.ns_to_pg_us(ev["ts_ns"])
+    head = [("shard", "smallint", ev["shard"]), ("seq", "bigint", ev["seq"]), ("ts", "timestamptz", ts)]
+    inst = ev["instrument"]
+    if table == "orders":
+        return head + [
+            ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
+            ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
+            ("order_type", "smallint", ev["order_type"]), ("tif", "smallint", ev["tif"]),
+            ("state", "smallint", ev["state"]),
+            ("opens_position", "boolean", (ev["aux0"] & JFLAG_OPENS_POSITION) != 0),
+            ("flags", "bigint", ev["aux0"]), ("oco_group", "bigint", ev["aux2"]),
+            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
+            ("stop_units", "bigint", ev["stop_price"]), ("take_profit_units", "bigint", ev["aux1"]),
+            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+        ]
+    if table == "order_events":
+        return head + [
+            ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
+            ("client_order_id", "bigint", ev["client_order_id"]), ("state", "smallint", ev["state"]),
+            ("reason", "integer", ev["reason"]), ("venue_order_id", "bigint", ev["aux0"]),
+            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
+            ("filled_units", "bigint", ev["filled_qty"]),
+            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+        ]
+    if table == "fills":
+        return head + [
+            ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
+            ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
+            ("liquidity", "smallint", ev["aux0"].astype(np.int16)), ("trade_id", "bigint", ev["aux1"]),
+            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
+            ("fee_units", "bigint", ev["fee"]),
+            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+            ("quote_scale", "smallint", ref.quote_scale[inst]),
+        ]
+    if table == "positions":
+        return head + [
+            ("instrument", "integer", inst), ("qty_units", "bigint", ev["qty"]),
+            ("avg_price_units", "bigint", ev["price"]), ("realized_units", "bigint", ev["aux0"]),
+            ("fees_units", "bigint", ev["fee"]),
+            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+            ("quote_scale", "smallint", ref.quote_scale[inst]),
+        ]
+    if table == "balances":
+        asset = ev["aux0"]
+        return head + [
+            ("asset", "integer", asset.astype(np.int32)), ("total_units", "bigint", ev["qty"]),
+            ("locked_units", "bigint", ev["filled_qty"]), ("scale", "smallint", ref.asset_scale[asset]),
+        ]
+    raise KeyError(table)
+
+
+ROUTES: list[tuple[str, tuple[int, ...]]] = [
+    ("orders", (R.EV_ORDER_NEW,)),
+    ("order_events", (R.EV_ORDER_STATE,)),
+    ("fills", (R.EV_FILL,)),
+    ("positions", (R.EV_POSITION,)),
+    ("balances", (R.EV_BALANCE,)),
+]
+
+RISK_COLS = ("shard", "seq", "ts", "kind", "instrument", "order_id", "client_order_id", "side", "state",
+             "reason", "price_units", "qty_units", "aux0", "aux1", "price_scale", "qty_scale")
+RISK_TYPES = ("int2", "int8", "timestamptz", "int2", "int4", "int8", "int8", "int2", "int2",
+              "int4", "int8", "int8", "int8", "int8", "int2", "int2")
+CONTROL_COLS = ("shard", "seq", "ts", "command", "uid", "pid", "instrument", "order_id", "arg0", "arg1")
+CONTROL_TYPES = ("int2", "int8", "timestamptz", "int4", "int8", "int8", "int4", "int8", "int8", "int8")
+
+
+def _pyts(ts_ns: int):
+    import datetime as dt
+
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(ts_ns) // 1000)
+
+
+class JournalWriter:
+    """Owns one connection; ``write`` persists a batch of one shard's events atomically."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.mode = schema.check(conn)
+        self.ref = self.load_refs()
+        self._days: set[int] = set()
+        self._cursor: dict[int, int] = {}
+
+    def load_refs(self) -> RefData:
+        """Scales of every configured instrument and asset; reload when the tables change."""
+        rows = self.conn.execute("SELECT id, price_scale, qty_scale, quote_scale FROM instruments").fetchall()
+        size = max((r[0] for r in rows), default=-1) + 1
+        ps, qs, cs = (np.full(size, -1, np.int16) for _ in range(3))
+        for i, p, q, c in rows:
+            ps[i], qs[i], cs[i] = p, q, c
+        arows = self.conn.execute("SELECT id, scale FROM assets").fetchall()
+        asz = np.full(max((r[0] for r in arows), default=-1) + 1, -1, np.int16)
+        for i, s in arows:
+            asz[i] = s
+        self.conn.commit()
+        return RefData(ps, qs, cs, asz)
+
+    def cursor(self, shard: int) -> int:
+        """Last persisted sequence of ``shard`` (0: nothing yet), read from the database."""
+        row = self.conn.execute("SELECT last_seq FROM journal_cursor WHERE shard = %s", (shard,)).fetchone()
+        self.conn.commit()
+        self._cursor[shard] = int(row[0]) if row else 0
+        return self._cursor[shard]
+
+    def write(self, shard: int, events: np.ndarray) -> int:
+        """Persist ``events`` (consecutive seqs of one shard, starting at cursor + 1).
+
+        Returns the new cursor. Records at or below the cursor (re-read after a crash between
+        commit and release) are skipped. If a record cannot be stored, the ones before it are
+        committed and DecodeError names it: the cursor stays just before it.
+        """
+        if shard not in self._cursor:
+            self.cursor(shard)
+        last = self._cursor[shard]
+        if len(events) and events["seq"][0] <= last:
+            events = events[events["seq"] > last]
+        if len(events) == 0:
+            return last
+        good, why = validate(events, shard, last + 1, self.ref)
+        if good < len(events) and ("unknown instrument" in why or "unknown asset" in why):
+            # instruments may have been added since start: reload once before refusing
+            self.ref = self.load_refs()
+            good, why = validate(events, shard, last + 1, self.ref)
+        if good:
+            self._commit(shard, events[:good], last)
+        if good < len(events):
+            raise DecodeError(shard, int(events["seq"][good]), why)
+        return self._cursor[shard]
+
+    def _commit(self, shard: int, ev: np.ndarray, last: int) -> None:
+        new_last = int(ev["seq"][-1])
+        kind = ev["kind"]
+        try:
+            with self.conn.transaction():
+                self._ensure_days(ev["ts_ns"])
+                with self.conn.cursor() as cur:
+                    for table, kinds in ROUTES:
+                        sel = ev[np.isin(kind, kinds)] if len(kinds) > 1 else ev[kind == kinds[0]]
+                        if len(sel):
+                            self._copy_fixed(cur, table, _cols(sel, self.ref, table))
+                    risk = ev[np.isin(kind, RISK_KINDS)]
+                    if len(risk):
+                        self._copy_risk(cur, risk)
+                    ctl = ev[kind == R.EV_CONTROL]
+                    if len(ctl):
+                        self._copy_control(cur, ctl)
+                    if last == 0:
+                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, 0) "
+                                    "ON CONFLICT (shard) DO NOTHING", (shard,))
+                    cur.execute("UPDATE journal_cursor SET last_seq = %s, updated_at = now() "
+                                "WHERE shard = %s AND last_seq = %s", (new_last, shard, last))
+                    if cur.rowcount != 1:
+                        raise CursorConflict(
+                            f"shard {shard}: journal_cursor is no longer {last} (another writer?)")
+        except BaseException:
+            self._days.clear()  # partitions created in the rolled-back transaction are gone too
+            self._cursor.pop(shard, None)
+            raise
+        self._cursor[shard] = new_last
+
+    def _ensure_days(self, ts_ns: np.ndarray) -> None:
+        if self.mode != "native":
+            return
+        days = np.unique(ts_ns // DAY_NS)
+        for d in days.tolist():
+            if d not in self._days:
+                self.conn.execute("SELECT bot4d_ensure_day(DATE '1970-01-01' + %s::int)", (d,))
+                self._days.add(d)
+
+    @staticmethod
+    def _copy_fixed(cur: psycopg.Cursor, table: str, cols: list[tuple[str, str, np.ndarray]]) -> None:
+        names = ", ".join(c[0] for c in cols)
+        payload = copybin.encode([(t, v) for _, t, v in cols])
+        with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(copybin.HEADER)
+            cp.write(payload)
+            cp.write(copybin.TRAILER)
+
+    def _copy_risk(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
+        with cur.copy(f"COPY risk_events ({', '.join(RISK_COLS)}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(list(RISK_TYPES))
+            for r in ev.tolist():
+                d = dict(zip(ev.dtype.names, r))
+                inst = d["instrument"]
+                has = inst >= 0
+                cp.write_row((
+                    d["shard"], d["seq"], _pyts(d["ts_ns"]), d["kind"], inst if has else None,
+                    d["order_id"], d["client_order_id"], d["side"], d["state"], d["reason"],
+                    d["price"], d["qty"], d["aux0"], d["aux1"],
+                    int(self.ref.price_scale[inst]) if has else None,
+                    int(self.ref.qty_scale[inst]) if has else None,
+                ))
+
+    def _copy_control(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
+        with cur.copy(f"COPY control_audit ({', '.join(CONTROL_COLS)}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(list(CONTROL_TYPES))
+            for r in ev.tolist():
+                d = dict(zip(ev.dtype.names, r))
+                inst = d["instrument"]
+                cp.write_row((
+                    d["shard"], d["seq"], _pyts(d["ts_ns"]), d["reason"], d["aux0"], d["aux1"],
+                    inst if inst >= 0 else None, d["order_id"], d["aux2"], d["aux3"],
+                ))
