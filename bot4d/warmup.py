@@ -12,6 +12,7 @@ import time
 
 KERNEL_MODULES: list[str] = [
     "bot4d.kernels.matching",
+    "ipc",
 ]
 
 
