@@ -30,7 +30,7 @@ from bot4d.records import (
 )
 from bot4d.venues import scan
 from bot4d.venues.scan import (
-    DEC_OK, after_value, eq_const, only_ws_left, parse_dec, parse_int, read_key, skip_value,
+    DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int, read_key, skip_value,
     skip_ws, string_span, sym_lookup,
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
@@ -316,86 +316,6 @@ def parse_frame(buf, i, n, fld):
 
 
 @numba.njit(cache=True, nogil=True)
-def _emit_levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k, cap):
-    """Parse a ``[["price","qty"],...]`` array into MD_LEVEL records from ``out[k]``.
-
-    Returns (new k, reason). On any bad level nothing is taken back here: the caller rewinds.
-    """
-    n = e
-    i = skip_ws(buf, s + 1, n)
-    if i < n and buf[i] == 93:
-        return k, R_OK
-    while True:
-        if i >= n or buf[i] != 91:
-            return k, R_MALFORMED
-        i = skip_ws(buf, i + 1, n)
-        p0, p1, i = string_span(buf, i, n)
-        if i < 0:
-            return k, R_MALFORMED
-        i = skip_ws(buf, i, n)
-        if i >= n or buf[i] != 44:
-            return k, R_MALFORMED
-        i = skip_ws(buf, i + 1, n)
-        q0, q1, i = string_span(buf, i, n)
-        if i < 0:
-            return k, R_MALFORMED
-        i = skip_ws(buf, i, n)
-        while i < n and buf[i] == 44:  # extra members of a level (none today): ignore
-            i = skip_value(buf, i + 1, n)
-            if i < 0:
-                return k, R_MALFORMED
-            i = skip_ws(buf, i, n)
-        if i >= n or buf[i] != 93:
-            return k, R_MALFORMED
-        i = skip_ws(buf, i + 1, n)
-        px, err = parse_dec(buf, p0, p1, ps)
-        if err != DEC_OK or px <= 0 or px > mp:
-            return k, R_BAD_PRICE
-        qty, err = parse_dec(buf, q0, q1, qs)
-        if err != DEC_OK or qty > mq:
-            return k, R_BAD_QTY
-        if k >= cap:
-            return k, R_BATCH_FULL
-        r = out[k]
-        r.seq = 0
-        r.kind = MD_LEVEL
-        r.side = side
-        r.flags = 0
-        r.instrument = inst
-        r.price = px
-        r.qty = qty
-        r.venue_seq = seq
-        r.exch_ts_ns = ets
-        r.recv_ts_ns = rts
-        r.aux_px = 0
-        r.aux_qty = 0
-        k += 1
-        if i < n and buf[i] == 44:
-            i = skip_ws(buf, i + 1, n)
-            continue
-        if i < n and buf[i] == 93:
-            return k, R_OK
-        return k, R_MALFORMED
-
-
-@numba.njit(cache=True, nogil=True)
-def _emit_one(out, k, kind, side, inst, px, qty, seq, ets, rts, apx, aqty):
-    r = out[k]
-    r.seq = 0
-    r.kind = kind
-    r.side = side
-    r.flags = MD_FLAG_FRAME_END
-    r.instrument = inst
-    r.price = px
-    r.qty = qty
-    r.venue_seq = seq
-    r.exch_ts_ns = ets
-    r.recv_ts_ns = rts
-    r.aux_px = apx
-    r.aux_qty = aqty
-
-
-@numba.njit(cache=True, nogil=True)
 def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                   keys, lens, ids, pscale, qscale, maxpx, maxqty,
                   st, last_u, out, fstatus, finst, counts, fld):
@@ -526,10 +446,10 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     if apply:
                         k0 = k
                         if fld[F_B1] > fld[F_B0]:
-                            k, reason = _emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst,
+                            k, reason = emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst,
                                                      ps, qs, mp, mq, u, ets, rts, out, k, cap)
                         if reason == R_OK:
-                            k, reason = _emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst,
+                            k, reason = emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst,
                                                      ps, qs, mp, mq, u, ets, rts, out, k, cap)
                         if reason == R_OK:
                             if k > k0:
@@ -556,7 +476,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                 elif e3 != DEC_OK or e4 != DEC_OK or bq > mq or aq > mq:
                     reason = R_BAD_QTY
                 else:
-                    _emit_one(out, k, MD_BBO, 0, inst, bp, bq, fld[F_u], ets, rts, ap, aq)
+                    emit_one(out, k, MD_BBO, 0, inst, bp, bq, fld[F_u], ets, rts, ap, aq)
                     k += 1
         else:  # trade / aggTrade
             need = H_P | H_Q | H_M
@@ -577,7 +497,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     side = SIDE_ASK if fld[F_M] == 1 else SIDE_BID
                     tid = fld[F_TID] if typ == T_TRADE else fld[F_AID]
                     tts = fld[F_T] * 1000000 if (have & H_T) else ets
-                    _emit_one(out, k, MD_TRADE, side, inst, px, qty, tid, tts, rts, 0, 0)
+                    emit_one(out, k, MD_TRADE, side, inst, px, qty, tid, tts, rts, 0, 0)
                     k += 1
         fstatus[f] = reason
         counts[reason] += 1
@@ -603,19 +523,19 @@ def parse_snapshot(buf, n, inst, ps, qs, mp, mq, rts, out, fld):
     cap = out.shape[0]
     if cap < 2:
         return 0, R_BATCH_FULL, lid
-    _emit_one(out, 0, MD_CLEAR, 0, inst, 0, 0, lid, ets, rts, 0, 0)
+    emit_one(out, 0, MD_CLEAR, 0, inst, 0, 0, lid, ets, rts, 0, 0)
     out[0].flags = 0
-    k, reason = _emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst, ps, qs, mp, mq, lid,
+    k, reason = emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst, ps, qs, mp, mq, lid,
                              ets, rts, out, 1, cap - 1)
     if reason == R_OK:
-        k, reason = _emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst, ps, qs, mp, mq, lid,
+        k, reason = emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst, ps, qs, mp, mq, lid,
                                  ets, rts, out, k, cap - 1)
     if reason != R_OK:
         return 0, reason, lid
     for j in range(1, k):  # a snapshot lists each level once with a positive quantity
         if out[j].qty <= 0:
             return 0, R_BAD_QTY, lid
-    _emit_one(out, k, MD_SNAPSHOT_END, 0, inst, 0, 0, lid, ets, rts, 0, 0)
+    emit_one(out, k, MD_SNAPSHOT_END, 0, inst, 0, 0, lid, ets, rts, 0, 0)
     return k + 1, R_OK, lid
 
 

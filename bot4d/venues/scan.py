@@ -14,6 +14,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bot4d.records import MD_FLAG_FRAME_END, MD_LEVEL
+from bot4d.venues.sync import Reason
+
 INT64_MAX = (1 << 63) - 1
 
 # parse_dec error codes
@@ -33,6 +36,13 @@ _COMMA = 44
 _COLON = 58
 _DOT = 46
 _MINUS = 45
+
+# emit_levels results are Reason codes so callers can count them directly
+LV_OK = int(Reason.OK)
+LV_MALFORMED = int(Reason.MALFORMED_JSON)
+LV_BAD_PRICE = int(Reason.BAD_PRICE)
+LV_BAD_QTY = int(Reason.BAD_QTY)
+LV_BATCH_FULL = int(Reason.BATCH_FULL)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -239,6 +249,88 @@ def eq_const(buf, s, e, const):
 @numba.njit(cache=True, nogil=True)
 def only_ws_left(buf, i, n):
     return skip_ws(buf, i, n) == n
+
+
+# --- level arrays -> records ----------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def emit_levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k, cap):
+    """Parse a ``[["price","qty"],...]`` array into MD_LEVEL records from ``out[k]``.
+
+    Returns (new k, reason). On any bad level nothing is taken back here: the caller rewinds.
+    """
+    n = e
+    i = skip_ws(buf, s + 1, n)
+    if i < n and buf[i] == 93:
+        return k, LV_OK
+    while True:
+        if i >= n or buf[i] != 91:
+            return k, LV_MALFORMED
+        i = skip_ws(buf, i + 1, n)
+        p0, p1, i = string_span(buf, i, n)
+        if i < 0:
+            return k, LV_MALFORMED
+        i = skip_ws(buf, i, n)
+        if i >= n or buf[i] != 44:
+            return k, LV_MALFORMED
+        i = skip_ws(buf, i + 1, n)
+        q0, q1, i = string_span(buf, i, n)
+        if i < 0:
+            return k, LV_MALFORMED
+        i = skip_ws(buf, i, n)
+        while i < n and buf[i] == 44:  # extra members of a level (none today): ignore
+            i = skip_value(buf, i + 1, n)
+            if i < 0:
+                return k, LV_MALFORMED
+            i = skip_ws(buf, i, n)
+        if i >= n or buf[i] != 93:
+            return k, LV_MALFORMED
+        i = skip_ws(buf, i + 1, n)
+        px, err = parse_dec(buf, p0, p1, ps)
+        if err != DEC_OK or px <= 0 or px > mp:
+            return k, LV_BAD_PRICE
+        qty, err = parse_dec(buf, q0, q1, qs)
+        if err != DEC_OK or qty > mq:
+            return k, LV_BAD_QTY
+        if k >= cap:
+            return k, LV_BATCH_FULL
+        r = out[k]
+        r.seq = 0
+        r.kind = MD_LEVEL
+        r.side = side
+        r.flags = 0
+        r.instrument = inst
+        r.price = px
+        r.qty = qty
+        r.venue_seq = seq
+        r.exch_ts_ns = ets
+        r.recv_ts_ns = rts
+        r.aux_px = 0
+        r.aux_qty = 0
+        k += 1
+        if i < n and buf[i] == 44:
+            i = skip_ws(buf, i + 1, n)
+            continue
+        if i < n and buf[i] == 93:
+            return k, LV_OK
+        return k, LV_MALFORMED
+
+
+@numba.njit(cache=True, nogil=True)
+def emit_one(out, k, kind, side, inst, px, qty, seq, ets, rts, apx, aqty):
+    r = out[k]
+    r.seq = 0
+    r.kind = kind
+    r.side = side
+    r.flags = MD_FLAG_FRAME_END
+    r.instrument = inst
+    r.price = px
+    r.qty = qty
+    r.venue_seq = seq
+    r.exch_ts_ns = ets
+    r.recv_ts_ns = rts
+    r.aux_px = apx
+    r.aux_qty = aqty
+
 
 
 # --- symbol table: venue symbol bytes -> instrument id, inside kernels ------------------------
