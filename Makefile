@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,sim]'
 	touch $@
 
 # numba's cache is warmed here so that no kernel is compiled on a first tick.
@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,sim,bench]'
 	touch $@
 
 bench: setup $(VENV)/.bench-installed

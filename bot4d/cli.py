@@ -13,6 +13,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("version", help="print the version")
     sub.add_parser("warmup", help="compile all numba kernels into the cache")
     sub.add_parser("run-paper", help="paper trading against the built-in simulated venue")
+    sub.add_parser("calibrate", help="fit the market generator to a trade file", add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["calibrate"]:  # its own parser owns its options
+        from bot4d.sim.calibrate import main as calibrate
+
+        return calibrate(argv[1:])
     args = ap.parse_args(argv)
 
     if args.cmd == "version":

@@ -12,6 +12,8 @@ import time
 
 KERNEL_MODULES: list[str] = [
     "bot4d.kernels.matching",
+    "bot4d.sim.generator",
+    "bot4d.kernels.book",
     "ipc",
 ]
 
