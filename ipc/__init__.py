@@ -22,7 +22,7 @@ __all__ = ["Segment", "SegmentError", "SegmentExists", "owner_alive", "reclaim_i
 
 def warmup() -> None:
     """Compile every ipc kernel (numba ``cache=True``) on tiny process-local inputs."""
-    from ipc import atomics, counters, histogram, ring, seqlock
+    from ipc import atomics, counters, histogram, loadgen, ring, seqlock
 
-    for m in (atomics, ring, seqlock, counters, histogram):
+    for m in (atomics, ring, seqlock, counters, histogram, loadgen):
         m.warmup()

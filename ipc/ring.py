@@ -147,7 +147,7 @@ def publish_batch(records, ctrl, src, n):
     done = 0
     spins = 0
     t0 = 0
-    waited = False
+    waiting = False
     timed_out = False
     while done < n:
         want = n - done
@@ -158,8 +158,10 @@ def publish_batch(records, ctrl, src, n):
         if avail <= 0:
             if fail:
                 break
-            if not waited:
-                waited = True
+            # bounded wait: spin with pause, then yield the core, then sleep, up to timeout_ns
+            if not waiting:
+                waiting = True
+                spins = 0
                 t0 = monotonic_ns()
                 store_relaxed(ctrl, C_WAITS, load_relaxed(ctrl, C_WAITS) + 1)
             spins += 1
@@ -175,6 +177,9 @@ def publish_batch(records, ctrl, src, n):
                 timed_out = True
                 break
             continue
+        if waiting:
+            waiting = False
+            store_relaxed(ctrl, C_WAIT_NS, load_relaxed(ctrl, C_WAIT_NS) + monotonic_ns() - t0)
         k = avail if avail < want else want
         if journal:
             for j in range(k):
@@ -194,7 +199,7 @@ def publish_batch(records, ctrl, src, n):
         prod += k
         done += k
         store_release(ctrl, C_PROD, prod)
-    if waited:
+    if waiting:
         store_relaxed(ctrl, C_WAIT_NS, load_relaxed(ctrl, C_WAIT_NS) + monotonic_ns() - t0)
     if done < n:
         store_relaxed(ctrl, C_FAILED, load_relaxed(ctrl, C_FAILED) + (n - done))
