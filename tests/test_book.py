@@ -1,0 +1,221 @@
+"""L2 book kernel: hand-checked cases, bad input paths, accessors vs Decimal, deep books."""
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal, localcontext
+
+import numpy as np
+import pytest
+
+from bot4d.kernels import book as bk
+from bot4d.records import (
+    MD_BBO,
+    MD_CLEAR,
+    MD_FLAG_FRAME_END,
+    MD_LEVEL,
+    MD_SNAPSHOT_END,
+    MD_TRADE,
+    MD_UPDATE_DTYPE,
+    SIDE_ASK,
+    SIDE_BID,
+)
+
+
+def recs(rows: list[tuple]) -> np.ndarray:
+    """rows of (kind, instrument, side, price, qty[, venue_seq[, flags]])."""
+    u = np.zeros(len(rows), MD_UPDATE_DTYPE)
+    for k, r in enumerate(rows):
+        kind, inst, side, px, q = r[:5]
+        u[k]["kind"] = kind
+        u[k]["instrument"] = inst
+        u[k]["side"] = side
+        u[k]["price"] = px
+        u[k]["qty"] = q
+        u[k]["venue_seq"] = r[5] if len(r) > 5 else 0
+        u[k]["flags"] = r[6] if len(r) > 6 else 0
+    return u
+
+
+def lv(inst: int, side: int, px: int, q: int, seq: int = 0, flags: int = 0) -> tuple:
+    return (MD_LEVEL, inst, side, px, q, seq, flags)
+
+
+def test_levels_sorted_best_first_and_storage_worst_first() -> None:
+    b = bk.make_books(2, 8)
+    err = b.apply(recs([lv(0, SIDE_BID, 100, 1), lv(0, SIDE_BID, 102, 2), lv(0, SIDE_BID, 101, 3),
+                        lv(0, SIDE_ASK, 105, 4), lv(0, SIDE_ASK, 103, 5), lv(0, SIDE_ASK, 104, 6)]))
+    assert err == 0
+    assert b.levels(0, SIDE_BID) == [(102, 2), (101, 3), (100, 1)]
+    assert b.levels(0, SIDE_ASK) == [(103, 5), (104, 6), (105, 4)]
+    # documented storage: worst-first, best at len-1
+    assert list(b.bid_px[0, :3]) == [100, 101, 102]
+    assert list(b.ask_px[0, :3]) == [105, 104, 103]
+    assert b.levels(1, SIDE_BID) == [] and b.levels(1, SIDE_ASK) == []
+    assert b.batch[bk.B_APPLIED] == 6
+
+
+def test_update_delete_and_absent_delete() -> None:
+    b = bk.make_books(1, 8)
+    b.apply(recs([lv(0, SIDE_BID, 100, 1), lv(0, SIDE_BID, 101, 2)]))
+    err = b.apply(recs([lv(0, SIDE_BID, 100, 7), lv(0, SIDE_BID, 101, 0), lv(0, SIDE_BID, 55, 0)]))
+    assert err == 0 and b.error[0] == 0
+    assert b.levels(0, SIDE_BID) == [(100, 7)]
+    assert b.counters[0, bk.CTR_DELETE_ABSENT] == 1
+
+
+def test_clear_and_venue_seq_and_ignored_kinds() -> None:
+    b = bk.make_books(2, 8)
+    u = recs([lv(1, SIDE_BID, 100, 1, seq=5), lv(1, SIDE_ASK, 101, 1, seq=6),
+              (MD_TRADE, 1, SIDE_BID, 100, 3, 99), (MD_BBO, 1, 0, 1, 1, 98)])
+    assert bk.apply_batch(b, u, 0, len(u)) == 2
+    assert b.last_venue_seq[1] == 6  # trades/BBO carry other sequences: not recorded
+    assert b.counters[1, bk.CTR_IGNORED] == 2
+    assert b.levels(1, SIDE_BID) == [(100, 1)]
+    assert bk.apply_batch(b, recs([(MD_CLEAR, 1, 0, 0, 0, 7)]), 0, 1) == 1
+    assert b.bid_len[1] == 0 and b.ask_len[1] == 0 and b.last_venue_seq[1] == 7
+    assert b.last_venue_seq[0] == 0
+
+
+def test_start_end_window() -> None:
+    b = bk.make_books(1, 8)
+    u = recs([lv(0, SIDE_BID, 100 + k, 1) for k in range(6)])
+    assert bk.apply_batch(b, u, 2, 4) == 2
+    assert b.levels(0, SIDE_BID) == [(103, 1), (102, 1)]
+    assert bk.apply_batch(b, u, -5, 99) == 6  # clipped to the array, never out of bounds
+
+
+@pytest.mark.parametrize(
+    "row, code",
+    [
+        (lv(0, SIDE_BID, 100, -1), bk.ERR_NEG_QTY),
+        (lv(0, SIDE_BID, 0, 1), bk.ERR_BAD_PRICE),
+        (lv(0, SIDE_BID, -5, 1), bk.ERR_BAD_PRICE),
+        (lv(0, SIDE_ASK, 1001, 1), bk.ERR_BAD_PRICE),  # beyond set_limits max_px
+        (lv(0, SIDE_ASK, 0, 0), bk.ERR_BAD_PRICE),      # a delete still needs a valid price
+        (lv(0, SIDE_ASK, 200, 51), bk.ERR_BAD_QTY),
+        (lv(0, 2, 200, 1), bk.ERR_BAD_SIDE),
+        ((99, 0, 0, 200, 1), bk.ERR_BAD_KIND),
+    ],
+)
+def test_bad_records_are_skipped_and_reported(row: tuple, code: int) -> None:
+    b = bk.make_books(2, 8)
+    b.set_limits(0, 1000, 50)
+    good = [lv(0, SIDE_BID, 90, 1), lv(0, SIDE_ASK, 110, 1)]
+    b.apply(recs(good))
+    before = (b.levels(0, SIDE_BID), b.levels(0, SIDE_ASK))
+    u = recs([row, lv(0, SIDE_BID, 91, 2, seq=3)])
+    assert b.apply(u) == code
+    assert b.error[0] == code
+    assert b.err_counts[0, code] == 1
+    assert b.batch[bk.B_FIRST_ERROR_AT] == 0 and b.batch[bk.B_FIRST_ERROR_INST] == 0
+    assert b.batch[bk.B_ERRORS] == 1
+    # the bad record changed nothing; the good one after it was still applied
+    assert b.levels(0, SIDE_BID) == [(91, 2)] + before[0]
+    assert b.levels(0, SIDE_ASK) == before[1]
+    assert b.error[1] == 0
+    # sticky until the feed resyncs with MD_CLEAR
+    assert b.apply(recs([lv(0, SIDE_BID, 92, 1)])) == 0 and b.error[0] == code
+    b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
+    assert b.error[0] == 0 and b.err_counts[0, code] == 1
+
+
+def test_bad_instrument_counted_not_crashing() -> None:
+    b = bk.make_books(2, 4)
+    u = recs([lv(2, SIDE_BID, 100, 1), lv(-1, SIDE_BID, 100, 1), lv(1, SIDE_BID, 100, 1)])
+    assert b.apply(u) == bk.ERR_BAD_INSTRUMENT
+    assert b.batch[bk.B_BAD_INSTRUMENT] == 2 and b.batch[bk.B_ERRORS] == 2
+    assert b.levels(1, SIDE_BID) == [(100, 1)]
+    assert (b.error == 0).all()
+
+
+def test_capacity_keeps_best_levels_and_reports() -> None:
+    b = bk.make_books(1, 3)
+    b.apply(recs([lv(0, SIDE_BID, p, 1) for p in (10, 11, 12)]))
+    assert b.apply(recs([lv(0, SIDE_BID, 13, 5)])) == bk.ERR_CAPACITY  # better: worst (10) goes
+    assert b.levels(0, SIDE_BID) == [(13, 5), (12, 1), (11, 1)]
+    b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
+    b.apply(recs([lv(0, SIDE_ASK, p, 1) for p in (10, 11, 12)]))
+    assert b.apply(recs([lv(0, SIDE_ASK, 13, 5)])) == bk.ERR_CAPACITY  # worse than all: dropped
+    assert b.levels(0, SIDE_ASK) == [(10, 1), (11, 1), (12, 1)]
+    assert b.apply(recs([lv(0, SIDE_ASK, 11, 9)])) == 0  # update of a present level in a full side
+    assert b.apply(recs([lv(0, SIDE_ASK, 105, 0)])) == 0  # delete absent in a full side
+    assert b.apply(recs([lv(0, SIDE_ASK, 9, 2)])) == bk.ERR_CAPACITY  # best: 12 evicted
+    assert b.levels(0, SIDE_ASK) == [(9, 2), (10, 1), (11, 9)]
+    assert b.err_counts[0, bk.ERR_CAPACITY] == 3
+
+
+def test_crossed_at_frame_end_batch_end_and_snapshot_end() -> None:
+    b = bk.make_books(1, 8)
+    # crossed mid-frame but fixed by the frame end: not an error
+    u = recs([lv(0, SIDE_ASK, 100, 1), lv(0, SIDE_BID, 100, 1), lv(0, SIDE_ASK, 100, 0),
+              lv(0, SIDE_ASK, 101, 1, flags=MD_FLAG_FRAME_END)])
+    assert b.apply(u) == 0
+    # crossed at a frame end
+    u = recs([lv(0, SIDE_BID, 102, 1, flags=MD_FLAG_FRAME_END), lv(0, SIDE_BID, 102, 0)])
+    assert b.apply(u) == bk.ERR_CROSSED and b.batch[bk.B_FIRST_ERROR_AT] == 0
+    assert b.is_crossed(0) is False  # the second record uncrossed it; the error stays reported
+    # crossed at the end of a batch without frame flags
+    b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
+    assert b.apply(recs([lv(0, SIDE_BID, 105, 1), lv(0, SIDE_ASK, 104, 1)])) == bk.ERR_CROSSED
+    assert b.batch[bk.B_FIRST_ERROR_AT] == -1 and b.is_crossed(0)
+    # snapshot end
+    b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
+    u = recs([lv(0, SIDE_BID, 105, 1), lv(0, SIDE_ASK, 105, 1), (MD_SNAPSHOT_END, 0, 0, 0, 0)])
+    assert b.apply(u) == bk.ERR_CROSSED and b.batch[bk.B_FIRST_ERROR_AT] == 2
+    assert b.batch[bk.B_ERRORS] == 1  # reported once, not again at the batch end
+
+
+def test_make_books_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        bk.make_books(0, 10)
+    with pytest.raises(ValueError):
+        bk.make_books(1, 0)
+    b = bk.make_books(1, 10)
+    with pytest.raises(ValueError):
+        b.set_limits(0, 0, 1)
+    b.set_limits(0, bk.INT64_MAX, bk.INT64_MAX)  # clamped to the overflow-safe ceilings
+    assert b.max_px[0] == bk.MAX_PX_LIMIT and b.max_qty[0] == bk.qty_ceiling(10)
+
+
+# --- accessors vs Decimal ---------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _exact_decimal():
+    """128-bit products divided down need more than Decimal's default 28 digits to be exact
+    (local to this module's tests: the global context stays untouched)."""
+    with localcontext() as c:
+        c.prec = 100
+        yield
+
+
+def floor_e9(x: Decimal) -> tuple[int, int]:
+    units = int(x.to_integral_value(rounding=ROUND_FLOOR))
+    frac = int(((x - units) * 10**9).to_integral_value(rounding=ROUND_FLOOR))
+    return units, frac
+
+
+def test_accessors_on_empty_book() -> None:
+    b = bk.make_books(1, 4)
+    assert b.best_bid(0) == (0, 0) and b.best_ask(0) == (0, 0)
+    assert b.mid(0) == 0 and b.microprice(0) == (0, 0, False)
+    assert b.imbalance(0, 5) == 0 and b.depth(0, 5) == (0, 0)
+    assert b.vwap_to_fill(0, SIDE_BID, 5) == (0, 0, 0, False)
+    assert not b.is_crossed(0)
+    assert b.top(0, 3)[2] == 0 and b.top(0, 3)[5] == 0
+
+
+def test_accessors_huge_values_exact() -> None:
+    """Prices and quantities whose products need 128 bits: exact against Decimal."""
+    b = bk.make_books(1, 4)
+    P = bk.MAX_PX_LIMIT
+    Q = bk.qty_ceiling(4)
+    b.apply(recs([lv(0, SIDE_BID, P - 7, Q), lv(0, SIDE_BID, P - 9, Q - 1),
+                  lv(0, SIDE_ASK, P, Q - 3), lv(0, SIDE_ASK, P - 1, 3)]))
+    bp, bq = P - 7, Q
+    ap, aq = P - 1, 3
+    assert b.mid(0) == (bp + ap) // 2
+    assert b.microprice(0) == (*floor_e9(Decimal(bp * aq + ap * bq) / Decimal(aq + bq)), True)
+    want = Decimal((P - 1) * 3 + P * (Q - 3)) / Decimal(Q)
+    u, f, filled, ok = b.vwap_to_fill(0, SIDE_BID, Q)
+    assert (u, f) == floor_e9(want) and filled == Q and ok
+    sb, sa = 2 * Q - 1, Q
+    assert b.depth(0, 9) == (sb, sa)
+    assert b.imbalance(0, 9) == int(Decimal(sb - sa) * 10**9 / Decimal(sb + sa))
