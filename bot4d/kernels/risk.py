@@ -156,6 +156,27 @@ W_N = 3
 DAY_NS = 86_400 * 1_000_000_000
 
 
+def set_limits(rs: RiskState, *, max_daily_loss: int, max_pos_bps: int = 200,
+               max_dd_bps: int = 1500, corr_cap_bps: int = 7000, kelly_cap_bps: int = 2500,
+               kelly_min_trades: int = 20, policy: int = POLICY_ALL_OR_NONE) -> None:
+    """Account-wide limits; every bps value is within 0..10000 (the kernel relies on it)."""
+    for name, v in (("max_pos_bps", max_pos_bps), ("max_dd_bps", max_dd_bps),
+                    ("corr_cap_bps", corr_cap_bps), ("kelly_cap_bps", kelly_cap_bps)):
+        if not 0 <= v <= 10000:
+            raise ValueError(f"{name}={v} must be within 0..10000")
+    if not 0 <= max_daily_loss <= INT64_MAX or kelly_min_trades < 0:
+        raise ValueError("max_daily_loss and kelly_min_trades must be non-negative int64")
+    if policy not in (POLICY_INDEPENDENT, POLICY_ALL_OR_NONE):
+        raise ValueError(f"unknown batch policy {policy}")
+    rs.cfg[C_POLICY] = policy
+    rs.cfg[C_MAX_POS_BPS] = max_pos_bps
+    rs.cfg[C_MAX_DAILY_LOSS] = max_daily_loss
+    rs.cfg[C_MAX_DD_BPS] = max_dd_bps
+    rs.cfg[C_CORR_CAP_BPS] = corr_cap_bps
+    rs.cfg[C_KELLY_CAP_BPS] = kelly_cap_bps
+    rs.cfg[C_KELLY_MIN_TRADES] = kelly_min_trades
+
+
 class RiskState(NamedTuple):
     cfg: np.ndarray
     inst: np.ndarray
@@ -203,9 +224,11 @@ def set_instrument(
     if not (0 <= price_scale <= 18 and 0 <= qty_scale <= 18):
         raise ValueError("scales must be within 0..18")
     for name, v in (("max_qty", max_qty), ("max_notional", max_notional),
-                    ("max_open_orders", max_open_orders), ("band_bps", band_bps)):
+                    ("max_open_orders", max_open_orders)):
         if not 0 <= v <= INT64_MAX:
             raise ValueError(f"{name}={v} must be a non-negative int64")
+    if not 0 <= band_bps <= 10000:
+        raise ValueError(f"band_bps={band_bps} must be within 0..10000")
     e = price_scale + qty_scale - QUOTE_SCALE
     row = rs.inst[i]
     row[I_VENUE] = venue
@@ -254,7 +277,7 @@ def _notional(px: int, qty: int, mul: int, div: int) -> int:
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _bps_of(x: int, bps: int) -> int:
-    """floor(x * bps / 10000) for x >= 0 without overflowing."""
+    """floor(x * bps / 10000), exact and overflow-free for x >= 0 and 0 <= bps <= 10000."""
     return (x // 10000) * bps + ((x % 10000) * bps) // 10000
 
 
@@ -304,7 +327,7 @@ def _drawdown_breached(acct: np.ndarray, cfg: np.ndarray) -> bool:
         return False
     if eq <= 0:
         return True  # lost everything there was
-    return (peak - eq) > _sat_mul(cfg[C_MAX_DD_BPS], peak) // 10000
+    return (peak - eq) > _bps_of(peak, cfg[C_MAX_DD_BPS])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -373,7 +396,7 @@ def _decide(it, cfg, inst, acct, strat, bucket, work, state, pos, open_orders, o
         return REJ_MAX_QTY, qty
     if px > 0:
         diff = px - m if px > m else m - px
-        if diff > _sat_mul(row[I_BAND_BPS], m) // 10000:
+        if diff > _bps_of(m, row[I_BAND_BPS]):
             return REJ_PRICE_BAND, px
     notional = _notional(ref_px, qty, row[I_NOTIONAL_MUL], row[I_NOTIONAL_DIV])
     if notional < 0:

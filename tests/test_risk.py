@@ -1,0 +1,335 @@
+"""Pre-trade risk kernel: one test per reject reason, batches, trading states, Kelly sizing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot4d.kernels import risk as R
+from bot4d.kernels.killswitch import K_STATE, TS_HALTED, TS_REDUCING
+from bot4d.records import (
+    CMD_CANCEL,
+    CMD_PLACE,
+    CMD_REPLACE,
+    EV_RISK_REJECT,
+    INTENT_FLAG_WANTS_SIZING,
+    ORDER_INTENT_DTYPE,
+    SIDE_ASK,
+    SIDE_BID,
+)
+
+USD = 10**8                      # quote scale 8
+EQUITY = 1_000_000 * USD         # 1 M USD
+MID = 50_000_00                  # 50,000.00 at price scale 2
+BTC = 10**8                      # qty scale 8
+T0 = 1_700_000_000_000_000_000
+
+
+class Book:
+    """Risk arrays plus the OMS-owned inputs, for 4 instruments on 2 venues."""
+
+    def __init__(self, policy: int = R.POLICY_ALL_OR_NONE) -> None:
+        self.rs = R.make_risk(4, n_venues=2, n_strategies=2)
+        R.set_limits(self.rs, max_daily_loss=20_000 * USD, policy=policy)
+        for i in range(4):
+            R.set_instrument(self.rs, i, venue=i % 2, price_scale=2, qty_scale=8, max_qty=BTC,
+                             max_notional=60_000 * USD, max_open_orders=3, band_bps=500)
+        for v in range(2):
+            R.set_venue_rate(self.rs, v, capacity=5, per_second=5, now_ns=T0)
+        R.update_equity(self.rs.acct, EQUITY, T0)
+        self.eng = R.RiskEngine(self.rs, max_batch=256)
+        self.pos = np.zeros(4, np.int64)
+        self.oo = np.zeros(4, np.int64)
+        self.ob = np.zeros(4, np.int64)
+        self.osl = np.zeros(4, np.int64)
+        self.mid = np.full(4, MID, np.int64)
+
+    def check(self, intents: np.ndarray, now: int = T0) -> tuple[list[int], list[int]]:
+        d, q = self.eng.check(intents, self.pos, self.oo, self.ob, self.osl, self.mid, now)
+        return d.tolist(), q.tolist()
+
+
+def intent(n: int = 1, **kw) -> np.ndarray:
+    """A valid opening buy of 0.1 BTC at the mid with a stop 2 % below."""
+    it = np.zeros(n, ORDER_INTENT_DTYPE)
+    it["command"] = CMD_PLACE
+    it["side"] = SIDE_BID
+    it["price"] = MID
+    it["qty"] = BTC // 10
+    it["stop_price"] = MID * 98 // 100
+    it["client_order_id"] = np.arange(1, n + 1)
+    for k, v in kw.items():
+        it[k] = v
+    return it
+
+
+def test_valid_opening_order_is_accepted():
+    b = Book()
+    d, q = b.check(intent())
+    assert d == [R.ACCEPT] and q == [BTC // 10]
+    assert b.eng.ev_count[0] == 0
+
+
+@pytest.mark.parametrize(
+    "kw, setup, reason",
+    [
+        (dict(command=9), None, R.REJ_BAD_COMMAND),
+        (dict(side=5), None, R.REJ_BAD_COMMAND),
+        (dict(instrument=4), None, R.REJ_BAD_INSTRUMENT),
+        (dict(instrument=-1), None, R.REJ_BAD_INSTRUMENT),
+        (dict(qty=0), None, R.REJ_BAD_QTY),
+        (dict(qty=-5), None, R.REJ_BAD_QTY),
+        (dict(price=-1), None, R.REJ_BAD_PRICE),
+        (dict(qty=BTC + 1), None, R.REJ_MAX_QTY),
+        (dict(), "no_mid", R.REJ_NO_MARKET_DATA),
+        (dict(price=MID * 106 // 100, stop_price=MID), None, R.REJ_PRICE_BAND),   # fat finger
+        (dict(price=MID * 94 // 100, stop_price=MID // 2), None, R.REJ_PRICE_BAND),
+        (dict(qty=BTC), "tight_notional", R.REJ_MAX_NOTIONAL),
+        (dict(stop_price=0), None, R.REJ_NO_STOP_LOSS),
+        (dict(stop_price=MID + 1), None, R.REJ_BAD_STOP_LOSS),                   # stop above a buy
+        (dict(side=SIDE_ASK, stop_price=MID - 1), None, R.REJ_BAD_STOP_LOSS),    # stop below a sell
+        (dict(), "daily_loss", R.REJ_DAILY_LOSS),
+        (dict(), "drawdown", R.REJ_DRAWDOWN),
+        (dict(qty=BTC // 2), None, R.REJ_MAX_POSITION),  # 25k USD > 2 % of 1 M
+        (dict(), "correlated", R.REJ_CORRELATION),
+        (dict(), "open_orders", R.REJ_MAX_OPEN_ORDERS),
+        (dict(), "no_tokens", R.REJ_RATE_LIMIT),
+        (dict(), "halted", R.REJ_HALTED),
+        (dict(), "reducing", R.REJ_REDUCING),
+        (dict(), "disabled", R.REJ_INSTRUMENT_DISABLED),
+        (dict(flags=INTENT_FLAG_WANTS_SIZING), None, R.REJ_KELLY_NO_STATS),
+        (dict(flags=INTENT_FLAG_WANTS_SIZING, strategy=1), "losing_strategy", R.REJ_KELLY_NO_EDGE),
+        (dict(flags=INTENT_FLAG_WANTS_SIZING, strategy=7), None, R.REJ_KELLY_NO_STATS),
+    ],
+)
+def test_every_reject_reason(kw, setup, reason):
+    b = Book()
+    if setup == "no_mid":
+        b.mid[0] = 0
+    elif setup == "tight_notional":
+        b.rs.inst[0, R.I_MAX_NOTIONAL] = 49_999 * USD
+    elif setup == "daily_loss":
+        R.update_equity(b.rs.acct, EQUITY - 20_001 * USD, T0 + 1)
+    elif setup == "drawdown":
+        R.set_limits(b.rs, max_daily_loss=10**6 * USD)
+        R.update_equity(b.rs.acct, EQUITY * 84 // 100, T0 + 1)   # 16 % below the peak
+    elif setup == "correlated":
+        b.pos[2] = BTC // 10
+        b.eng.corr[0, 2] = b.eng.corr[2, 0] = 0.71
+    elif setup == "open_orders":
+        b.oo[0] = 3
+    elif setup == "no_tokens":
+        b.rs.bucket[0, R.B_TOKENS] = R.TOKEN - 1
+    elif setup == "halted":
+        b.rs.ks[K_STATE] = TS_HALTED
+    elif setup == "reducing":
+        b.rs.ks[K_STATE] = TS_REDUCING
+    elif setup == "disabled":
+        b.rs.inst[0, R.I_ENABLED] = 0
+    elif setup == "losing_strategy":
+        b.rs.strat[1] = [40, 60, 4000 * USD, 6000 * USD]   # p=0.4, b=1: no edge
+    d, q = b.check(intent(**kw))
+    assert d == [reason], R.REASON_NAMES[d[0]]
+    assert q == [0]
+    ev = b.eng.ev[: b.eng.ev_count[0]]
+    assert len(ev) == 1 and ev[0]["kind"] == EV_RISK_REJECT and ev[0]["reason"] == reason
+    assert ev[0]["client_order_id"] == 1 and ev[0]["ts_ns"] == T0
+
+
+def test_notional_overflow_is_rejected_not_wrapped():
+    b = Book()
+    big = (1 << 62) + 12345
+    b.mid[0] = big
+    b.rs.inst[0, R.I_MAX_QTY] = 1 << 40
+    b.rs.inst[0, R.I_MAX_NOTIONAL] = R.INT64_MAX
+    d, _ = b.check(intent(price=big, qty=4, stop_price=big - 10))
+    assert d == [R.REJ_OVERFLOW]
+    # just below the int64 edge: the product fits and is judged by the limits instead
+    d, _ = b.check(intent(price=big, qty=1, stop_price=big - 10))
+    assert d == [R.REJ_MAX_POSITION]
+
+
+def test_uncorrelated_or_opposite_positions_do_not_cap():
+    b = Book()
+    b.pos[2] = -(BTC // 10)                      # short a 0.9-correlated instrument: a hedge
+    b.eng.corr[0, 2] = b.eng.corr[2, 0] = 0.9
+    b.pos[3] = BTC // 10
+    b.eng.corr[0, 3] = b.eng.corr[3, 0] = np.nan  # not enough history
+    assert b.check(intent())[0] == [R.ACCEPT]
+    assert b.check(intent(side=SIDE_ASK, stop_price=MID * 102 // 100))[0] == [R.REJ_CORRELATION]
+
+
+def test_market_order_is_valued_at_mid_and_needs_a_stop_below_mid():
+    b = Book()
+    assert b.check(intent(price=0, stop_price=MID - 100))[0] == [R.ACCEPT]
+    assert b.check(intent(price=0, stop_price=MID + 100))[0] == [R.REJ_BAD_STOP_LOSS]
+
+
+def test_reducing_order_needs_no_stop_and_passes_loss_limits():
+    b = Book()
+    b.pos[0] = BTC // 2
+    R.update_equity(b.rs.acct, EQUITY // 2, T0 + 1)   # drawdown and daily loss both breached
+    sell = intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2)
+    assert b.check(sell)[0] == [R.ACCEPT]
+    assert b.check(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2 + 1))[0] == [R.REJ_NO_STOP_LOSS]
+    # a live sell order already covers part of the position: the rest is all that reduces
+    b.osl[0] = BTC // 4
+    assert b.check(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 4 + 1))[0] == [R.REJ_NO_STOP_LOSS]
+
+
+def test_reducing_state_only_strictly_reducing_orders():
+    b = Book()
+    b.rs.ks[K_STATE] = TS_REDUCING
+    b.pos[0] = 1000
+    d, _ = b.check(intent(4, side=SIDE_ASK, qty=400, stop_price=0, batch_id=[1, 2, 3, 4]))
+    # 400 + 400 reduce; the third would flip the position to short: refused
+    assert d == [R.ACCEPT, R.ACCEPT, R.REJ_REDUCING, R.REJ_REDUCING]
+    assert b.check(intent(side=SIDE_BID))[0] == [R.REJ_REDUCING]     # adds to the long
+    c = intent(command=CMD_CANCEL, target_order_id=5)
+    assert b.check(c)[0] == [R.ACCEPT]
+
+
+def test_halted_accepts_only_cancels():
+    b = Book()
+    b.rs.ks[K_STATE] = TS_HALTED
+    b.pos[0] = 1000
+    d, _ = b.check(intent(3, command=[CMD_PLACE, CMD_CANCEL, CMD_REPLACE], side=SIDE_ASK,
+                          qty=10, stop_price=0, batch_id=[1, 2, 3]))
+    assert d == [R.REJ_HALTED, R.ACCEPT, R.REJ_HALTED]
+
+
+def test_later_intents_see_earlier_accepted_ones():
+    b = Book(policy=R.POLICY_INDEPENDENT)
+    # 3 open orders allowed; the 4th place in the same call is refused
+    d, _ = b.check(intent(4, qty=BTC // 100, batch_id=[1, 2, 3, 4]))
+    assert d == [R.ACCEPT] * 3 + [R.REJ_MAX_OPEN_ORDERS]
+    # position: 0.3 BTC worst case would be 15k USD < 20k; a 4th 0.1 would be 20k (ok), a 5th 25k
+    b = Book(policy=R.POLICY_INDEPENDENT)
+    b.rs.inst[0, R.I_MAX_OPEN_ORDERS] = 100
+    d, _ = b.check(intent(5, qty=BTC // 10, batch_id=[1, 2, 3, 4, 5]))
+    assert d == [R.ACCEPT] * 4 + [R.REJ_MAX_POSITION]
+    # rate: venue 0 has 5 tokens; instruments 0 and 2 share it
+    b = Book(policy=R.POLICY_INDEPENDENT)
+    b.rs.inst[:, R.I_MAX_OPEN_ORDERS] = 100
+    d, _ = b.check(intent(7, qty=BTC // 1000, instrument=[0, 2, 0, 2, 0, 2, 1],
+                          batch_id=[1, 2, 3, 4, 5, 6, 7]))
+    assert d == [R.ACCEPT] * 5 + [R.REJ_RATE_LIMIT, R.ACCEPT]
+    # the effects do not outlive the call: the OMS owns accepted orders from now on
+    assert not b.rs.work.any()
+
+
+def test_rate_bucket_refills_with_injected_time():
+    b = Book()
+    b.rs.inst[:, R.I_MAX_OPEN_ORDERS] = 100
+    one = dict(qty=BTC // 1000)
+    for k in range(5):
+        assert b.check(intent(**one))[0] == [R.ACCEPT]
+    assert b.check(intent(**one))[0] == [R.REJ_RATE_LIMIT]
+    assert b.check(intent(**one), now=T0 + 199_999_999)[0] == [R.REJ_RATE_LIMIT]   # 0.99 token
+    assert b.check(intent(**one), now=T0 + 200_000_000)[0] == [R.ACCEPT]           # 1 token
+    assert b.check(intent(**one), now=T0 + 100)[0] == [R.REJ_RATE_LIMIT]  # clock went back: no refill
+    # a long pause refills to capacity, not beyond
+    d, _ = b.check(intent(7, **one, batch_id=np.arange(1, 8)), now=T0 + 10**15)
+    assert d == [R.ACCEPT] * 5 + [R.REJ_RATE_LIMIT] * 2
+
+
+def test_all_or_none_batch_rolls_back_and_names_the_culprit():
+    b = Book()
+    it = intent(3, batch_id=7, qty=[BTC // 100, BTC // 100, BTC + 1])
+    d, q = b.check(it)
+    assert d == [R.REJ_BATCH_PEER, R.REJ_BATCH_PEER, R.REJ_MAX_QTY]
+    assert q == [0, 0, 0]
+    ev = b.eng.ev[: b.eng.ev_count[0]]
+    assert sorted(ev["reason"].tolist()) == [R.REJ_MAX_QTY, R.REJ_BATCH_PEER, R.REJ_BATCH_PEER]
+    assert all(ev[ev["reason"] == R.REJ_BATCH_PEER]["aux2"] == 2)  # points at the culprit
+    # the rolled-back members returned their rate tokens
+    assert b.rs.bucket[0, R.B_TOKENS] == 5 * R.TOKEN
+    # a following batch is decided on its own
+    d, _ = b.check(intent(2, batch_id=[8, 8], qty=BTC // 100))
+    assert d == [R.ACCEPT, R.ACCEPT]
+
+
+def test_independent_policy_keeps_passing_members():
+    b = Book(policy=R.POLICY_INDEPENDENT)
+    d, _ = b.check(intent(3, batch_id=7, qty=[BTC // 100, BTC + 1, BTC // 100]))
+    assert d == [R.ACCEPT, R.REJ_MAX_QTY, R.ACCEPT]
+
+
+def test_kelly_sizing():
+    b = Book()
+    # p = 0.55, avg win = avg loss (b = 1): Kelly f = p - q = 0.10 -> 10 % of 1 M = 100k USD
+    b.rs.strat[1] = [55, 45, 55 * 100 * USD, 45 * 100 * USD]
+    b.rs.inst[0, R.I_MAX_QTY] = 10 * BTC
+    b.rs.inst[0, R.I_MAX_NOTIONAL] = 10**6 * USD
+    R.set_limits(b.rs, max_daily_loss=10**5 * USD, max_pos_bps=2000)
+    d, q = b.check(intent(qty=0, flags=INTENT_FLAG_WANTS_SIZING, strategy=1))
+    assert d == [R.ACCEPT] and q == [2 * BTC]        # 100k USD / 50k USD
+    # the intent's qty caps the sized qty
+    d, q = b.check(intent(qty=BTC // 2, flags=INTENT_FLAG_WANTS_SIZING, strategy=1))
+    assert q == [BTC // 2]
+    # a big edge is capped at 25 %: p = 0.9, b = 3 -> f = 0.867 -> 25 % = 250k USD = 5 BTC
+    b.rs.strat[1] = [90, 10, 90 * 300 * USD, 10 * 100 * USD]
+    R.set_limits(b.rs, max_daily_loss=10**5 * USD, max_pos_bps=10000)
+    d, q = b.check(intent(qty=0, flags=INTENT_FLAG_WANTS_SIZING, strategy=1))
+    assert d == [R.ACCEPT] and q == [5 * BTC]
+    # the sized order still meets every other limit
+    b.rs.inst[0, R.I_MAX_QTY] = 4 * BTC
+    d, q = b.check(intent(qty=0, flags=INTENT_FLAG_WANTS_SIZING, strategy=1))
+    assert d == [R.REJ_MAX_QTY]
+
+
+def test_quote_scale_factor_for_small_scales():
+    rs = R.make_risk(1)
+    R.set_instrument(rs, 0, venue=0, price_scale=2, qty_scale=3, max_qty=1, max_notional=1,
+                     max_open_orders=1, band_bps=1)
+    assert rs.inst[0, R.I_NOTIONAL_MUL] == 1000 and rs.inst[0, R.I_NOTIONAL_DIV] == 1
+
+
+def test_daily_loss_resets_at_the_utc_day():
+    acct = R.make_risk(1).acct
+    R.update_equity(acct, 100, T0)
+    R.update_equity(acct, 80, T0 + 1)
+    assert acct[R.A_DAY_START_EQUITY] == 100 and acct[R.A_PEAK_EQUITY] == 100
+    R.update_equity(acct, 70, T0 + R.DAY_NS)
+    assert acct[R.A_DAY_START_EQUITY] == 70 and acct[R.A_PEAK_EQUITY] == 100
+
+
+def test_bad_input_is_refused_clearly():
+    b = Book()
+    with pytest.raises(TypeError, match="ORDER_INTENT_DTYPE"):
+        b.eng.check(np.zeros(1, np.int64), b.pos, b.oo, b.ob, b.osl, b.mid, T0)
+    with pytest.raises(ValueError, match="max_batch"):
+        b.eng.check(intent(257), b.pos, b.oo, b.ob, b.osl, b.mid, T0)
+    with pytest.raises(ValueError, match="instrument 9"):
+        R.set_instrument(b.rs, 9, venue=0, price_scale=2, qty_scale=8, max_qty=1,
+                         max_notional=1, max_open_orders=1, band_bps=1)
+    with pytest.raises(ValueError, match="band_bps"):
+        R.set_instrument(b.rs, 0, venue=0, price_scale=2, qty_scale=8, max_qty=1,
+                         max_notional=1, max_open_orders=1, band_bps=20000)
+    with pytest.raises(ValueError, match="venue 5"):
+        R.set_instrument(b.rs, 0, venue=5, price_scale=2, qty_scale=8, max_qty=1,
+                         max_notional=1, max_open_orders=1, band_bps=1)
+    with pytest.raises(ValueError, match="max_pos_bps"):
+        R.set_limits(b.rs, max_daily_loss=1, max_pos_bps=10001)
+    with pytest.raises(ValueError, match="policy"):
+        R.set_limits(b.rs, max_daily_loss=1, policy=5)
+    # the refused calls changed nothing
+    assert b.check(intent())[0] == [R.ACCEPT]
+
+
+def test_kernel_stops_at_journal_capacity_without_losing_rejects():
+    b = Book()
+    ev = np.zeros(2, b.eng.ev.dtype)
+    cnt = np.zeros(1, np.int64)
+    it = intent(5, batch_id=[1, 2, 3, 3, 4], qty=BTC + 1)
+    dec = np.zeros(5, np.int32)
+    q = np.zeros(5, np.int64)
+    rs = b.rs
+    done = R.check_batch(it, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, b.pos,
+                         b.oo, b.ob, b.osl, b.mid, b.eng.corr, T0, dec, q, ev, cnt, 0)
+    # intents 0 and 1 fit; the batch [2, 3] needs two more slots: stop before it
+    assert done == 2 and cnt[0] == 2
+    cnt[0] = 0
+    done2 = R.check_batch(it[done:], rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks,
+                          b.pos, b.oo, b.ob, b.osl, b.mid, b.eng.corr, T0, dec[done:], q[done:],
+                          ev, cnt, 0)
+    assert done2 == 2 and cnt[0] == 2
