@@ -28,7 +28,7 @@ from bot4d.venues.sync import Reason, SyncState
 
 ADVANCED_WS_URL = "wss://advanced-trade-ws.coinbase.com"
 LEGACY_WS_URL = "wss://ws-feed.exchange.coinbase.com"
-VENUE = "coinbase"
+VENUE = "COINBASE"
 
 _AT_SIDE = {"bid": SIDE_BID, "offer": SIDE_ASK}
 _LEGACY_SIDE = {"buy": SIDE_BID, "sell": SIDE_ASK}
@@ -147,8 +147,9 @@ class CoinbaseAdvanced(_CoinbaseBase):
             return self.resync(inst, e.reason)
         if snapshot:
             self.snapshot_end(inst, self.last_seq, ts, recv)
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_SNAPSHOT if snapshot else Reason.BAD_PRICE)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         if snapshot:
             self.states[inst.id] = SyncState.LIVE
         if self._crossed(inst):
@@ -228,8 +229,9 @@ class CoinbaseLegacy(_CoinbaseBase):
             self._rows = []
             return self.resync(inst, e.reason)
         self.snapshot_end(inst, 0, 0, recv)
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_SNAPSHOT)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         self.states[inst.id] = SyncState.LIVE
         if self._crossed(inst):
             return self.resync(inst, Reason.CROSSED_BOOK)
@@ -253,8 +255,9 @@ class CoinbaseLegacy(_CoinbaseBase):
         except BadNumber as e:
             self._rows = []
             return self.resync(inst, e.reason)
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_PRICE)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         if self._crossed(inst):
             return self.resync(inst, Reason.CROSSED_BOOK)
         return self.reject(Reason.OK)

@@ -48,7 +48,7 @@ from bot4d.venues.sync import Reason, SyncState
 
 WS_V1_URL = "wss://ws.kraken.com"
 WS_V2_URL = "wss://ws.kraken.com/v2"
-VENUE = "kraken"
+VENUE = "KRAKEN"
 V2_DEPTHS = (10, 25, 100, 500, 1000)
 
 
@@ -189,8 +189,9 @@ class KrakenV1(_KrakenBase):
         except BadNumber as e:
             self._rows = []
             return self.resync(inst, e.reason)
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_PRICE)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         return self._verify(inst, expected, depth)
 
     def _levels(self, inst: Instrument, side: int, levels: list, recv: int) -> None:
@@ -217,8 +218,9 @@ class KrakenV1(_KrakenBase):
             return self.resync(inst, e.reason)
         self.snapshot_end(inst, 0, 0, recv)
         self._learn_decimals(inst, asks or bids, lambda lv: (lv[0], lv[1]))
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_SNAPSHOT)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         self.states[inst.id] = SyncState.LIVE
         bpx, _, nb, apx, _, na = self.top(inst, 1)
         if nb and na and bpx[0] >= apx[0]:
@@ -334,8 +336,9 @@ class KrakenV2(_KrakenBase):
         if snapshot:
             self.snapshot_end(inst, 0, ts, recv)
             self._learn_decimals(inst, bids or asks, lambda lv: (lv.get("price"), lv.get("qty")))
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_SNAPSHOT if snapshot else Reason.BAD_PRICE)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         if snapshot:
             self.states[inst.id] = SyncState.LIVE
         return self._verify(inst, int(ck), self.depth)

@@ -13,17 +13,30 @@ from typing import Any
 import numpy as np
 
 from bot4d.instruments import Instrument, InstrumentTable
+from bot4d.kernels import book as _book
+from bot4d.kernels.book import top_n
 from bot4d.records import (
     MD_CLEAR,
     MD_FLAG_FRAME_END,
     MD_LEVEL,
     MD_SNAPSHOT_END,
     MD_UPDATE_DTYPE,
+    SIDE_ASK,
+    SIDE_BID,
 )
 from bot4d.venues.numbers import NumberError, parse_units
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
 _POW10 = [10**i for i in range(19)]
+
+# book kernel error code -> the reason a venue module counts (capacity is not the venue's fault:
+# the worst level was dropped, the top of the book is intact)
+_BOOK_ERR_REASON = {
+    _book.ERR_OK: Reason.OK, _book.ERR_NEG_QTY: Reason.BAD_QTY, _book.ERR_BAD_PRICE: Reason.BAD_PRICE,
+    _book.ERR_BAD_QTY: Reason.BAD_QTY, _book.ERR_CAPACITY: Reason.OK,
+    _book.ERR_CROSSED: Reason.CROSSED_BOOK, _book.ERR_BAD_SIDE: Reason.MALFORMED_JSON,
+    _book.ERR_BAD_KIND: Reason.MALFORMED_JSON, _book.ERR_BAD_INSTRUMENT: Reason.UNKNOWN_SYMBOL,
+}
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -90,6 +103,7 @@ class L2Handler:
         self.states = np.full(n, SyncState.SYNCING, np.int8)
         self.out = np.zeros(batch_capacity, MD_UPDATE_DTYPE)
         self.n_out = 0
+        self._top_bufs = tuple(np.zeros(32, np.int64) for _ in range(4))
         self.resync_requests: list[str] = []  # symbols whose book must be re-subscribed
         self._rows: list[tuple] = []
         self._by_symbol: dict[str, Instrument] = {
@@ -122,13 +136,13 @@ class L2Handler:
         return r
 
     # --- records ---------------------------------------------------------------------------------
-    def _commit(self, apply: bool) -> int:
-        """Move the frame's rows into ``out`` (and apply them to the book). Returns the book's
-        error code (0 = fine)."""
+    def _commit(self, apply: bool) -> Reason:
+        """Move the frame's rows into ``out`` and (book records) apply them to the book.
+        Returns Reason.OK or the reason the book kernel refused a record / found it crossed."""
         rows = self._rows
         k = len(rows)
         if not k:
-            return 0
+            return Reason.OK
         if self.n_out + k > len(self.out):
             # a consumer that never drains must not make us drop data silently: grow, and count
             self.counters.bump(Reason.BATCH_FULL)
@@ -142,8 +156,31 @@ class L2Handler:
         self.n_out += k
         self._rows = []
         if apply:
-            return int(self.books.apply(seg))
-        return 0
+            return _BOOK_ERR_REASON[self.books.apply(seg)]
+        return Reason.OK
+
+    # --- book access ----------------------------------------------------------------------------
+    def top(self, inst: Instrument, n: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, int]:
+        """Best n levels per side, best first (bid_px, bid_qty, nbid, ask_px, ask_qty, nask).
+        For n <= 32 the arrays are reused buffers, valid until the next call."""
+        if n > 32:
+            return self.books.top(inst.id, n)
+        bp, bq, ap, aq = self._top_bufs
+        nb_, na_ = top_n(self.books, inst.id, n, bp, bq, ap, aq)
+        return bp, bq, int(nb_), ap, aq, int(na_)
+
+    def truncate(self, inst: Instrument, depth: int) -> None:
+        """Delete the levels beyond the subscribed depth (venues that send no delete for levels
+        falling out of scope). Deletes are emitted as records so downstream books agree."""
+        b, i = self.books, inst.id
+        for side, lens, pxs in ((SIDE_BID, b.bid_len, b.bid_px), (SIDE_ASK, b.ask_len, b.ask_px)):
+            n = int(lens[i])
+            if n > depth:
+                # rows are stored worst-first: the first n - depth entries are out of scope
+                for px in pxs[i, : n - depth].tolist():
+                    self._rows.append((0, MD_LEVEL, side, 0, i, px, 0, 0, 0, 0, 0, 0))
+        if self._rows:
+            self._commit(apply=True)
 
     def drain(self) -> np.ndarray:
         """The records produced since the last drain (a copy; the batch is reused)."""
@@ -173,3 +210,19 @@ class L2Handler:
         if q > inst.max_qty_units:
             raise BadNumber(Reason.BAD_QTY)
         self._rows.append((0, MD_LEVEL, side, 0, inst.id, px, q, seq, ts, recv, 0, 0))
+
+
+def read_recording(path: Any) -> list[tuple[int, bytes]]:
+    """Received frames of a cryptofeed-format recording (see data/recorded/README.md) as
+    (local receive time ns, frame bytes); connection and sent-message lines are skipped."""
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\r\n")
+            if not line or line.startswith(b"wss://") or line.startswith(b"https://"):
+                continue
+            ts, sep, body = line.partition(b": ")
+            if not sep:
+                continue
+            out.append((units(ts.decode("ascii"), 9), body))
+    return out

@@ -30,7 +30,7 @@ from bot4d.venues.numbers import NumberError
 from bot4d.venues.sync import Reason, SyncState
 
 WS_PUBLIC_URL = "wss://ws.okx.com:8443/ws/v5/public"
-VENUE = "okx"
+VENUE = "OKX"
 CHECKSUM_DEPTH = 25
 NO_SEQ = -(1 << 62)
 
@@ -142,8 +142,9 @@ class OkxV5(L2Handler):
             return self.resync(inst, e.reason)
         if snapshot:
             self.snapshot_end(inst, vseq, ts_ns, recv)
-        if self._commit(apply=True):
-            return self.resync(inst, Reason.BAD_SNAPSHOT if snapshot else Reason.BAD_PRICE)
+        r = self._commit(apply=True)
+        if r:
+            return self.resync(inst, r)
         if snapshot:
             self.states[i] = SyncState.LIVE
         if has_seq:

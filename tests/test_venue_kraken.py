@@ -1,0 +1,338 @@
+"""Kraken v1 (recordings) and v2 (live format): parsing, book sync, checksums, bad input."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from decimal import Decimal
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from bot4d.instruments import InstrumentTable
+from bot4d.kernels.book import make_books
+from bot4d.records import MD_CLEAR, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, SIDE_ASK, SIDE_BID
+from bot4d.venues import kraken
+from bot4d.venues.l2sync import read_recording
+from bot4d.venues.sync import Reason, SyncState
+from tests.conftest import RECORDED
+
+PAIRS_V1 = {  # pair -> price decimals on the wire (checked on every level of KRAKEN.ws.50.0)
+    "ADA/XBT": 9, "XBT/CHF": 5, "OMG/USD": 6, "OCEAN/XBT": 9, "ETH/CHF": 5, "SC/EUR": 6,
+    "GRT/ETH": 9, "KSM/XBT": 8, "XMR/USD": 8, "WAVES/EUR": 6,
+}
+
+
+def v1_handler(extra_scale: int = 0, depth_capacity: int = 1024):
+    # quantities stay at 8 decimals: OMG/USD has 22,000,000 lots at one level, and the book's
+    # quantity ceiling (INT64_MAX / (2 * capacity)) leaves no room for finer units at depth 1000
+    t = InstrumentTable()
+    for pair, dec in PAIRS_V1.items():
+        t.add(kraken.VENUE, pair, dec + extra_scale, 8)
+    books = make_books(len(t), depth_capacity)
+    return kraken.KrakenV1(t, books), t, books
+
+
+@pytest.fixture(scope="module")
+def book_frames():
+    return read_recording(RECORDED / "KRAKEN.ws.50.0")
+
+
+def test_every_recorded_checksum_is_reproduced(book_frames) -> None:
+    for extra in (0, 2):  # book units at the wire's decimals, and finer than them
+        h, t, books = v1_handler(extra)
+        n_ck = 0
+        for recv, frame in book_frames:
+            n_ck += b'"c":"' in frame
+            r = h.on_frame(frame, recv)
+            assert r in (Reason.OK, Reason.IGNORED), (r, frame[:200])
+        assert n_ck == 4269
+        assert h.checked == n_ck
+        assert h.counters[Reason.CHECKSUM_MISMATCH] == 0
+        assert h.counters.rejects() == 0
+        assert all(h.state(p) == SyncState.LIVE for p in PAIRS_V1)
+
+
+def _reference_books(frames):
+    """A plain dict model of Kraken's rules, to cross-check the book kernel's final state."""
+    books: dict[str, list[dict]] = defaultdict(lambda: [{}, {}])
+    for _, frame in frames:
+        m = json.loads(frame)
+        if not isinstance(m, list):
+            continue
+        pair, depth = m[-1], int(m[-2][5:])
+        bk = books[pair]
+        for d in m[1:-2]:
+            for key, lv in d.items():
+                if key == "c":
+                    continue
+                side = bk[1] if key[0] == "a" else bk[0]
+                if key in ("as", "bs"):
+                    side.clear()
+                for e in lv:
+                    p, q = Decimal(e[0]), Decimal(e[1])
+                    if q == 0:
+                        side.pop(p, None)
+                    else:
+                        side[p] = q
+        for side, rev in ((bk[0], True), (bk[1], False)):
+            for p in sorted(side, reverse=not rev)[: max(0, len(side) - depth)]:
+                del side[p]
+    return books
+
+
+def test_final_books_equal_a_reference_model(book_frames) -> None:
+    h, t, books = v1_handler()
+    for recv, frame in book_frames:
+        h.on_frame(frame, recv)
+    ref = _reference_books(book_frames)
+    for inst in t:
+        bpx, bq, nb, apx, aq, na = h.top(inst, 2000)
+        rb, ra = ref[inst.symbol]
+        want_b = sorted(rb.items(), reverse=True)
+        want_a = sorted(ra.items())
+        got_b = [(inst.price(p), inst.qty(q)) for p, q in zip(bpx[:nb], bq[:nb])]
+        got_a = [(inst.price(p), inst.qty(q)) for p, q in zip(apx[:na], aq[:na])]
+        assert got_b == want_b and got_a == want_a, inst.symbol
+
+
+def test_records_of_a_snapshot_and_an_update(book_frames) -> None:
+    h, t, _ = v1_handler()
+    snap = next(f for _, f in book_frames if b'"as"' in f and b'"XMR/USD"' in f)
+    assert h.on_frame(snap, 7) == Reason.OK
+    recs = h.drain()
+    inst = t.get(kraken.VENUE, "XMR/USD")
+    assert recs["kind"][0] == MD_CLEAR and recs["kind"][-1] == MD_SNAPSHOT_END
+    assert (recs["instrument"] == inst.id).all() and (recs["recv_ts_ns"] == 7).all()
+    levels = recs[recs["kind"] == MD_LEVEL]
+    m = json.loads(snap)
+    assert len(levels) == len(m[1]["as"]) + len(m[1]["bs"])
+    first_ask = m[1]["as"][0]
+    a0 = levels[levels["side"] == SIDE_ASK][0]
+    assert a0["price"] == int(Decimal(first_ask[0]) * 10**8)
+    assert a0["qty"] == int(Decimal(first_ask[1]) * 10**8)
+    assert a0["exch_ts_ns"] == int(Decimal(first_ask[2]) * 10**9)
+    assert recs["flags"][-1] & 1 and not recs["flags"][:-1].any()
+
+
+def _first_update_after_snapshot(frames, pair):
+    seen = False
+    for _, f in frames:
+        if f.endswith(f'"{pair}"]'.encode()):
+            if b'"as"' in f:
+                seen = True
+            elif seen and b'"c"' in f:
+                return f
+    raise AssertionError
+
+
+def test_checksum_mismatch_resyncs_and_a_new_snapshot_recovers(book_frames) -> None:
+    h, t, _ = v1_handler()
+    snap = next(f for _, f in book_frames if b'"as"' in f and b'"XMR/USD"' in f)
+    upd = _first_update_after_snapshot(book_frames, "XMR/USD")
+    h.on_frame(snap)
+    m = json.loads(upd)
+    m[-3]["c"] = str((int(m[-3]["c"]) + 1) % (1 << 32))
+    assert h.on_frame(orjson.dumps(m)) == Reason.CHECKSUM_MISMATCH
+    assert h.state("XMR/USD") == SyncState.RESYNCING
+    assert h.take_resync_requests() == ["XMR/USD"]
+    inst = t.get(kraken.VENUE, "XMR/USD")
+    assert h.top(inst, 1)[2] == 0 and h.top(inst, 1)[5] == 0  # the untrusted book was cleared
+    assert h.on_frame(upd) == Reason.NOT_SYNCED
+    assert h.on_frame(snap) == Reason.OK and h.on_frame(upd) == Reason.OK
+    assert h.state("XMR/USD") == SyncState.LIVE
+    resub = json.loads(kraken.subscribe_v1(["XMR/USD"], depth=1000))
+    assert resub == {"event": "subscribe", "pair": ["XMR/USD"],
+                     "subscription": {"name": "book", "depth": 1000}}
+
+
+BAD_V1 = [
+    (b"[992,{\"b\":[[\"354.1", Reason.MALFORMED_JSON),
+    (b'{"event":"nonsense"}', Reason.UNKNOWN_MESSAGE),
+    (b'[1,{"a":[["1.0","1.0","1.0"]],"c":"1"},"book-10","NOPE/USD"]', Reason.UNKNOWN_SYMBOL),
+    (b'[1,{"a":[["1.0","1.0","1.0"]],"c":"1"},"book-10","ETH/CHF"]', Reason.NOT_SYNCED),
+    (b'[1,{"a":[["1.0","1.0","1.0"]],"c":"1"},"wat","ETH/CHF"]', Reason.UNKNOWN_MESSAGE),
+    (b'{"event":"heartbeat"}', Reason.IGNORED),
+    (b'"just a string"', Reason.MALFORMED_JSON),
+]
+
+
+@pytest.mark.parametrize("frame,reason", BAD_V1)
+def test_bad_v1_frames_are_counted_not_raised(frame, reason) -> None:
+    h, _, _ = v1_handler()
+    assert h.on_frame(frame) == reason
+    assert h.counters[reason] == 1
+
+
+LIVE_BAD_V1 = [
+    ('[["-2213.00000","1.00000000","1.0"]]', Reason.BAD_PRICE),
+    ('[["abc","1.00000000","1.0"]]', Reason.BAD_PRICE),
+    ('[["0.00000","1.00000000","1.0"]]', Reason.BAD_PRICE),
+    ('[["99999999999999999999.00000","1.00000000","1.0"]]', Reason.BAD_PRICE),
+    ('[["2213.00000","-1.00000000","1.0"]]', Reason.BAD_QTY),
+    ('[["2213.00000","x","1.0"]]', Reason.BAD_QTY),
+    ('[["2213.000001","1.00000000","1.0"]]', Reason.BAD_PRICE),  # finer than the instrument
+    ('[["2213.00000","1.00000000"]]', Reason.MALFORMED_JSON),
+    ('[["2213.00000","1.00000000","bad"]]', Reason.MALFORMED_JSON),
+    ('[["1.00000","1.00000000","1.0"]]', Reason.CROSSED_BOOK),  # an ask below the best bid
+]
+
+
+@pytest.mark.parametrize("levels,reason", LIVE_BAD_V1)
+def test_bad_levels_on_a_live_book_resync(book_frames, levels, reason) -> None:
+    h, t, _ = v1_handler()
+    snap = next(f for _, f in book_frames if b'"as"' in f and b'"ETH/CHF"' in f)
+    assert h.on_frame(snap) == Reason.OK
+    frame = f'[496,{{"a":{levels},"c":"1"}},"book-1000","ETH/CHF"]'.encode()
+    assert h.on_frame(frame) == reason
+    assert h.counters[reason] == 1
+    assert h.state("ETH/CHF") == SyncState.RESYNCING
+
+
+def test_oversize_frame_is_refused_unparsed(book_frames) -> None:
+    h, _, _ = v1_handler()
+    h.max_frame_bytes = 100
+    big = next(f for _, f in book_frames if b'"as"' in f)
+    assert h.on_frame(big) == Reason.OVERSIZE_FRAME
+
+
+def test_depth_truncation_drops_levels_kraken_no_longer_sends() -> None:
+    t = InstrumentTable()
+    inst = t.add(kraken.VENUE, "XBT/USD", 1, 8)
+    h = kraken.KrakenV1(t, make_books(1, 64))
+    snap = {"as": [["101.0", "1.00000000", "1.0"], ["102.0", "1.00000000", "1.0"]],
+            "bs": [["99.0", "1.00000000", "1.0"], ["98.0", "1.00000000", "1.0"]]}
+    assert h.on_frame(orjson.dumps([1, snap, "book-2", "XBT/USD"])) == Reason.OK
+    # a new best bid pushes 98.0 out of the subscribed depth of 2: Kraken sends no delete for it
+    book_after = ([("100.0", "1.00000000"), ("99.0", "1.00000000")],
+                  [("101.0", "1.00000000"), ("102.0", "1.00000000")])
+    c = kraken.book_checksum_v1(*book_after)
+    upd = [1, {"b": [["100.0", "1.00000000", "2.0"]], "c": str(c)}, "book-2", "XBT/USD"]
+    assert h.on_frame(orjson.dumps(upd)) == Reason.OK
+    bpx, _, nb, _, _, _ = h.top(inst, 10)
+    assert nb == 2 and list(bpx[:2]) == [1000, 990]
+
+
+def test_trades_v1() -> None:
+    frames = read_recording(RECORDED / "KRAKEN.ws.48.0")
+    t = InstrumentTable()
+    for pair, dec in PAIRS_V1.items():
+        t.add(kraken.VENUE, pair, dec, 8)
+    h = kraken.KrakenV1(t, make_books(len(t), 16))
+    n = 0
+    for recv, f in frames:
+        m = json.loads(f)
+        if isinstance(m, list) and m[-2] == "trade":
+            n += len(m[1])
+        assert h.on_frame(f, recv) in (Reason.OK, Reason.IGNORED)
+    recs = h.drain()
+    assert n > 0 and len(recs) == n and (recs["kind"] == MD_TRADE).all()
+    x = recs[0]
+    assert x["price"] == 35411000000 and x["qty"] == 89594024 and x["side"] == SIDE_ASK
+    assert x["exch_ts_ns"] == 1618678142557535000
+    # ticker frames (KRAKEN.ws.49.0) are well-formed and deliberately unused
+    for recv, f in read_recording(RECORDED / "KRAKEN.ws.49.0"):
+        assert h.on_frame(f, recv) in (Reason.IGNORED,)
+
+
+# --- v2 ----------------------------------------------------------------------------------------
+# The BTC/USD snapshot of Kraken's v2 checksum guide (checksum 3310070434), as Kraken sends it:
+# prices and quantities are JSON numbers. https://docs.kraken.com/api/docs/guides/spot-ws-book-v2
+from tests.test_venue_checksum import KRAKEN_V2_ASKS, KRAKEN_V2_BIDS, KRAKEN_V2_CHECKSUM  # noqa: E402
+
+
+def v2_frame(typ, bids, asks, checksum, symbol="BTC/USD"):
+    lv = lambda xs: ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in xs)  # noqa: E731
+    return (f'{{"channel":"book","type":"{typ}","data":[{{"symbol":"{symbol}","bids":[{lv(bids)}],'
+            f'"asks":[{lv(asks)}],"checksum":{checksum},"timestamp":"2023-10-06T17:35:55.440295Z"}}]}}'
+            ).encode()
+
+
+def v2_handler(pscale=1, qscale=8, depth=10):
+    t = InstrumentTable()
+    t.add(kraken.VENUE, "BTC/USD", pscale, qscale)
+    return kraken.KrakenV2(t, make_books(1, 64), depth=depth), t
+
+
+@pytest.mark.parametrize("pscale,qscale", [(1, 8), (4, 10)])
+def test_v2_documented_snapshot_passes_through_parser_and_book(pscale, qscale) -> None:
+    h, t = v2_handler(pscale, qscale)
+    assert h.on_frame(v2_frame("snapshot", KRAKEN_V2_BIDS, KRAKEN_V2_ASKS, KRAKEN_V2_CHECKSUM)) == Reason.OK
+    assert h.checked == 1 and h.state("BTC/USD") == SyncState.LIVE
+    # an update deleting the best bid: the checksum of the resulting book, from the text recipe
+    new_bids = KRAKEN_V2_BIDS[1:]
+    c = kraken.book_checksum(new_bids, KRAKEN_V2_ASKS)
+    assert h.on_frame(v2_frame("update", [("45283.5", "0")], [], c)) == Reason.OK
+    assert h.checked == 2
+    assert h.on_frame(v2_frame("update", [("45283.4", "0")], [], c)) == Reason.CHECKSUM_MISMATCH
+    assert h.take_resync_requests() == ["BTC/USD"]
+
+
+def test_v2_snapshot_with_a_wrong_checksum_is_refused() -> None:
+    h, _ = v2_handler()
+    f = v2_frame("snapshot", KRAKEN_V2_BIDS, KRAKEN_V2_ASKS, KRAKEN_V2_CHECKSUM + 1)
+    assert h.on_frame(f) == Reason.CHECKSUM_MISMATCH
+    assert h.state("BTC/USD") == SyncState.RESYNCING
+
+
+def test_v2_float_parsing_would_have_failed() -> None:
+    # the same frame through a float parser loses "0.10000000" -> 0.1: the recipe then disagrees
+    f = json.loads(v2_frame("snapshot", KRAKEN_V2_BIDS, KRAKEN_V2_ASKS, KRAKEN_V2_CHECKSUM))
+    d = f["data"][0]
+    lossy = [(str(x["price"]), str(x["qty"])) for x in d["bids"]]
+    lossy_a = [(str(x["price"]), str(x["qty"])) for x in d["asks"]]
+    assert kraken.book_checksum(lossy, lossy_a) != KRAKEN_V2_CHECKSUM
+
+
+def test_v2_trade_and_control_messages() -> None:
+    h, t = v2_handler()
+    # trade message shape from https://docs.kraken.com/api/docs/websocket-v2/trade
+    f = (b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"sell",'
+         b'"price":45283.5,"qty":0.00100000,"ord_type":"market","trade_id":4665906,'
+         b'"timestamp":"2023-09-25T07:49:37.708706Z"}]}')
+    assert h.on_frame(f, 5) == Reason.OK
+    r = h.drain()[0]
+    assert (r["kind"], r["side"], r["price"], r["qty"], r["venue_seq"]) == (
+        MD_TRADE, SIDE_ASK, 452835, 100000, 4665906)
+    assert r["exch_ts_ns"] == 1695628177708706000
+    assert h.on_frame(b'{"channel":"heartbeat"}') == Reason.IGNORED
+    assert h.on_frame(b'{"method":"subscribe","result":{"channel":"book"},"success":true}') == Reason.IGNORED
+    assert h.on_frame(b'{"channel":"book","type":"update","data":[{"symbol":"BTC/USD",'
+                      b'"bids":[],"asks":[],"checksum":1}]}') == Reason.NOT_SYNCED
+    assert h.on_frame(b'{"channel":"mystery"}') == Reason.UNKNOWN_MESSAGE
+    assert h.on_frame(b'{"channel":"book","type":"snapshot","data":[{"symbol":"BTC/USD",'
+                      b'"bids":[{"price":1e3,"qty":1}],"asks":[],"checksum":1}]}') == Reason.BAD_PRICE
+    sub = json.loads(kraken.subscribe_v2(["BTC/USD"], depth=25))
+    assert sub == {"method": "subscribe",
+                   "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 25, "snapshot": True}}
+    with pytest.raises(ValueError):
+        kraken.subscribe_v2(["BTC/USD"], depth=7)
+
+
+# --- fuzz --------------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_fuzz_random_bytes_v1_v2(data) -> None:
+    for cls in (kraken.KrakenV1, kraken.KrakenV2):
+        t = InstrumentTable()
+        t.add(kraken.VENUE, "ETH/CHF", 5, 8)
+        h = cls(t, make_books(1, 16))
+        r = h.on_frame(data)
+        assert isinstance(r, Reason) and r != Reason.OK or h.counters[Reason.OK] == 1
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_mutated_real_frames(book_frames, data) -> None:
+    h, _, _ = v1_handler()
+    frames = [f for _, f in book_frames[13:80]]
+    for f in frames[:10]:
+        h.on_frame(f)
+    f = bytearray(data.draw(st.sampled_from(frames)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(f) - 1))
+        f[i] = data.draw(st.sampled_from(b'0123456789.-,"[]{}:aceb x'))
+    r = h.on_frame(bytes(f))
+    assert isinstance(r, Reason)
+    assert int(h.counters.counts.sum()) == 11
