@@ -6,7 +6,16 @@ field an int32 length and the big-endian value. numpy fills that struct for a wh
 ``tobytes()`` is the COPY payload, which psycopg's ``copy.write`` passes through unchanged. This is
 what makes ``COPY ... FROM STDIN (FORMAT BINARY)`` cheap on the client: no Python object per value.
 
-Format: https://www.postgresql.org/docs/15/sql-copy.html ("Binary Format").
+NUMERIC is fixed-width too, by construction: an int64 number of units at a scale of 0..18 is
+sent as exactly 10 base-10000 digits with weight 4 (five digits before the point, covering
+|units| < 10^20, and five after it, covering 20 decimals). numeric_recv accepts leading and
+trailing zero digits and normalises them away (make_result strips them), and ``dscale`` carries
+the instrument's scale, so the stored value is exactly units / 10^scale, computed with integer
+arithmetic only.
+
+Formats: https://www.postgresql.org/docs/15/sql-copy.html ("Binary Format");
+NUMERIC's send/recv layout (ndigits, weight, sign, dscale, int16 digits) in PostgreSQL's
+src/backend/utils/adt/numeric.c (numeric_send / numeric_recv).
 """
 from __future__ import annotations
 
@@ -25,7 +34,50 @@ PG_BINARY = {
     "bigint": ">i8",
     "boolean": "u1",
     "timestamptz": ">i8",
+    "numeric": (">i2", (14,)),
 }
+
+NUMERIC_POS = 0x0000
+NUMERIC_NEG = 0x4000
+_P10 = np.array([10**k for k in range(20)], dtype=np.uint64)
+_D4 = np.uint64(10_000)
+
+
+def numeric_words(units: np.ndarray, scale: np.ndarray | int) -> np.ndarray:
+    """Binary NUMERIC of ``units / 10**scale`` as (n, 14) int16 words: header then 10 digits.
+
+    Integer arithmetic only (uint64), so the value is exact for every int64 and scale 0..18.
+    """
+    u = np.asarray(units, dtype=np.int64)
+    s = np.broadcast_to(np.asarray(scale, dtype=np.int64), u.shape)
+    if s.size and (s.min() < 0 or s.max() > 18):
+        raise ValueError("NUMERIC scale outside 0..18")
+    neg = u < 0
+    # |INT64_MIN| does not fit in int64: negate as -(u + 1) + 1 in uint64
+    mag = np.where(neg, -(u + 1), u).astype(np.uint64) + neg.astype(np.uint64)
+    ip = mag // _P10[s]
+    frac = mag % _P10[s]                      # `s` decimals
+    small = s <= 10
+    up = _P10[np.clip(10 - s, 0, 19)]
+    dn = _P10[np.clip(s - 10, 0, 19)]
+    hi = np.where(small, frac * up, frac // dn)                       # decimals 1..10
+    lo = np.where(small, np.uint64(0), (frac % dn) * _P10[np.clip(20 - s, 0, 19)])  # 11..20
+    w = np.empty(u.shape + (14,), dtype=np.int64)
+    w[..., 0] = 10
+    w[..., 1] = 4
+    w[..., 2] = np.where(neg, NUMERIC_NEG, NUMERIC_POS)
+    w[..., 3] = s
+    w[..., 4] = ip // _P10[16]
+    w[..., 5] = (ip // _P10[12]) % _D4
+    w[..., 6] = (ip // _P10[8]) % _D4
+    w[..., 7] = (ip // _D4) % _D4
+    w[..., 8] = ip % _D4
+    w[..., 9] = hi // _P10[6]
+    w[..., 10] = (hi // _P10[2]) % _D4
+    w[..., 11] = (hi % _P10[2]) * _P10[2] + lo // _P10[8]
+    w[..., 12] = (lo // _D4) % _D4
+    w[..., 13] = lo % _D4
+    return w
 
 
 def ns_to_pg_us(ts_ns: np.ndarray) -> np.ndarray:
@@ -34,7 +86,10 @@ def ns_to_pg_us(ts_ns: np.ndarray) -> np.ndarray:
 
 
 def encode(columns: list[tuple[str, np.ndarray]]) -> bytes:
-    """Tuples for ``columns`` = [(pg_type, values), ...] of equal length, without header/trailer."""
+    """Tuples for ``columns`` = [(pg_type, values), ...] of equal length, without header/trailer.
+
+    A ``numeric`` column's values are the (n, 14) words of ``numeric_words``.
+    """
     if not columns:
         raise ValueError("no columns")
     n = len(columns[0][1])

@@ -94,6 +94,6 @@ def events(n: int, shard: int = 0, *, seed: int = 1, t0_ns: int = T0_NS, step_ns
     return ev
 
 
-def stamp(ev: np.ndarray, first_seq: int = 1) -> np.ndarray:
+def stamp(ev: np.ndarray, first_seq: int = 0) -> np.ndarray:
     ev["seq"] = first_seq + np.arange(len(ev), dtype=np.int64)
     return ev

@@ -2,7 +2,7 @@
 
 ``JournalWriter.write(shard, events)`` runs ONE transaction that creates any missing day
 partitions, COPYs every event into its table (fixed-width rows built by ``copybin`` for the
-high-volume tables; psycopg's ``write_row`` with ``set_types`` for the rare rows that have NULLs)
+high-volume tables, NUMERIC encoded exactly from int64 units; psycopg's ``write_row`` with ``set_types`` for the rare rows that have NULLs)
 and moves ``journal_cursor.last_seq`` for the shard from its expected old value to the last
 sequence written. Either all of it commits or none: after a crash anywhere the cursor names
 exactly the last row that exists, and the sidecar resumes at cursor + 1.
@@ -16,6 +16,7 @@ import numpy as np
 import psycopg
 
 from bot4d import records as R
+from bot4d.fixedpoint import from_fixed
 from bot4d.persist import copybin, schema
 from bot4d.persist.decode import (JFLAG_OPENS_POSITION, RISK_KINDS, DecodeError, RefData,
                                   validate)
@@ -32,7 +33,9 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, np.n
     ts = copybin.ns_to_pg_us(ev["ts_ns"])
     head = [("shard", "smallint", ev["shard"]), ("seq", "bigint", ev["seq"]), ("ts", "timestamptz", ts)]
     inst = ev["instrument"]
+    num = copybin.numeric_words
     if table == "orders":
+        ps, qs = ref.price_scale[inst], ref.qty_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
@@ -40,42 +43,41 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, np.n
             ("state", "smallint", ev["state"]),
             ("opens_position", "boolean", (ev["aux0"] & JFLAG_OPENS_POSITION) != 0),
             ("flags", "bigint", ev["aux0"]), ("oco_group", "bigint", ev["aux2"]),
-            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
-            ("stop_units", "bigint", ev["stop_price"]), ("take_profit_units", "bigint", ev["aux1"]),
-            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
+            ("stop_price", "numeric", num(ev["stop_price"], ps)),
+            ("take_profit_price", "numeric", num(ev["aux1"], ps)),
         ]
     if table == "order_events":
+        ps, qs = ref.price_scale[inst], ref.qty_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("state", "smallint", ev["state"]),
             ("reason", "integer", ev["reason"]), ("venue_order_id", "bigint", ev["aux0"]),
-            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
-            ("filled_units", "bigint", ev["filled_qty"]),
-            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
+            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
+            ("filled_qty", "numeric", num(ev["filled_qty"], qs)),
         ]
     if table == "fills":
+        ps, qs, cs = ref.price_scale[inst], ref.qty_scale[inst], ref.quote_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
             ("liquidity", "smallint", ev["aux0"].astype(np.int16)), ("trade_id", "bigint", ev["aux1"]),
-            ("price_units", "bigint", ev["price"]), ("qty_units", "bigint", ev["qty"]),
-            ("fee_units", "bigint", ev["fee"]),
-            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
-            ("quote_scale", "smallint", ref.quote_scale[inst]),
+            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
+            ("fee", "numeric", num(ev["fee"], cs)),
         ]
     if table == "positions":
+        ps, qs, cs = ref.price_scale[inst], ref.qty_scale[inst], ref.quote_scale[inst]
         return head + [
-            ("instrument", "integer", inst), ("qty_units", "bigint", ev["qty"]),
-            ("avg_price_units", "bigint", ev["price"]), ("realized_units", "bigint", ev["aux0"]),
-            ("fees_units", "bigint", ev["fee"]),
-            ("price_scale", "smallint", ref.price_scale[inst]), ("qty_scale", "smallint", ref.qty_scale[inst]),
-            ("quote_scale", "smallint", ref.quote_scale[inst]),
+            ("instrument", "integer", inst), ("qty", "numeric", num(ev["qty"], qs)),
+            ("avg_price", "numeric", num(ev["price"], ps)), ("realized_pnl", "numeric", num(ev["aux0"], cs)),
+            ("fees", "numeric", num(ev["fee"], cs)),
         ]
     if table == "balances":
         asset = ev["aux0"]
+        sc = ref.asset_scale[asset]
         return head + [
-            ("asset", "integer", asset.astype(np.int32)), ("total_units", "bigint", ev["qty"]),
-            ("locked_units", "bigint", ev["filled_qty"]), ("scale", "smallint", ref.asset_scale[asset]),
+            ("asset", "integer", asset.astype(np.int32)), ("total", "numeric", num(ev["qty"], sc)),
+            ("locked", "numeric", num(ev["filled_qty"], sc)),
         ]
     raise KeyError(table)
 
@@ -89,9 +91,9 @@ ROUTES: list[tuple[str, tuple[int, ...]]] = [
 ]
 
 RISK_COLS = ("shard", "seq", "ts", "kind", "instrument", "order_id", "client_order_id", "side", "state",
-             "reason", "price_units", "qty_units", "aux0", "aux1", "price_scale", "qty_scale")
+             "reason", "price", "qty", "aux0", "aux1")
 RISK_TYPES = ("int2", "int8", "timestamptz", "int2", "int4", "int8", "int8", "int2", "int2",
-              "int4", "int8", "int8", "int8", "int8", "int2", "int2")
+              "int4", "numeric", "numeric", "int8", "int8")
 CONTROL_COLS = ("shard", "seq", "ts", "command", "uid", "pid", "instrument", "order_id", "arg0", "arg1")
 CONTROL_TYPES = ("int2", "int8", "timestamptz", "int4", "int8", "int8", "int4", "int8", "int8", "int8")
 
@@ -127,10 +129,10 @@ class JournalWriter:
         return RefData(ps, qs, cs, asz)
 
     def cursor(self, shard: int) -> int:
-        """Last persisted sequence of ``shard`` (0: nothing yet), read from the database."""
+        """Last persisted sequence of ``shard`` (-1: nothing yet), read from the database."""
         row = self.conn.execute("SELECT last_seq FROM journal_cursor WHERE shard = %s", (shard,)).fetchone()
         self.conn.commit()
-        self._cursor[shard] = int(row[0]) if row else 0
+        self._cursor[shard] = int(row[0]) if row else -1
         return self._cursor[shard]
 
     def write(self, shard: int, events: np.ndarray) -> int:
@@ -175,8 +177,8 @@ class JournalWriter:
                     ctl = ev[kind == R.EV_CONTROL]
                     if len(ctl):
                         self._copy_control(cur, ctl)
-                    if last == 0:
-                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, 0) "
+                    if last == -1:
+                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, -1) "
                                     "ON CONFLICT (shard) DO NOTHING", (shard,))
                     cur.execute("UPDATE journal_cursor SET last_seq = %s, updated_at = now() "
                                 "WHERE shard = %s AND last_seq = %s", (new_last, shard, last))
@@ -217,9 +219,9 @@ class JournalWriter:
                 cp.write_row((
                     d["shard"], d["seq"], _pyts(d["ts_ns"]), d["kind"], inst if has else None,
                     d["order_id"], d["client_order_id"], d["side"], d["state"], d["reason"],
-                    d["price"], d["qty"], d["aux0"], d["aux1"],
-                    int(self.ref.price_scale[inst]) if has else None,
-                    int(self.ref.qty_scale[inst]) if has else None,
+                    from_fixed(d["price"], int(self.ref.price_scale[inst])) if has else None,
+                    from_fixed(d["qty"], int(self.ref.qty_scale[inst])) if has else None,
+                    d["aux0"], d["aux1"],
                 ))
 
     def _copy_control(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:

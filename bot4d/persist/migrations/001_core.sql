@@ -1,9 +1,10 @@
 -- bot4d core schema: instruments, the journal's destination tables, and the per-shard cursor.
 --
--- Journal events carry int64 units. Every row keeps those units in BIGINT columns together with
--- the instrument's scale, and the NUMERIC value is a STORED generated column computed exactly
--- (an exact division by a power of ten, see bot4d_num). The sidecar can then send
--- fixed-width binary rows built with numpy, and no float ever touches a value.
+-- Journal events carry int64 units; money and quantities are stored as NUMERIC. The sidecar
+-- converts units -> NUMERIC exactly on the client, in numpy, into PostgreSQL's binary NUMERIC
+-- format with a fixed number of base-10000 digits (bot4d/persist/copybin.py), so every row it
+-- sends is fixed-width and no float ever touches a value. A zero price where a price is optional
+-- (stop_price, take_profit_price) means "none": fixed-width rows carry no NULLs.
 --
 -- Time-series tables carry a TIMESERIES marker comment: the migrator turns the marker into
 -- PARTITION BY RANGE (ts) (native partitioning by day) or, when TimescaleDB is installed, into a
@@ -13,14 +14,6 @@ CREATE TABLE bot4d_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
-
--- units -> NUMERIC, exactly. Not units * 10^-scale: power() with a negative exponent keeps only
--- ~16 decimals (10^-18 came out as 0). Giving the dividend `scale` decimals first makes the
--- division compute at least that many, and the exact quotient never has more; the outer round
--- only fixes the displayed scale. tests/test_persist_schema.py checks it against Decimal.
-CREATE FUNCTION bot4d_num(units bigint, scale smallint) RETURNS numeric
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN round(round(units::numeric, scale::int) / power(10::numeric, scale::int), scale::int);
 
 CREATE TABLE instruments (
     id            integer PRIMARY KEY CHECK (id >= 0),
@@ -40,9 +33,10 @@ CREATE TABLE assets (
 );
 
 -- The last journal sequence persisted per shard, committed in the same transaction as its rows.
+-- Journal sequences start at 0 (the ring's first record), so -1 means "nothing yet".
 CREATE TABLE journal_cursor (
     shard       smallint PRIMARY KEY CHECK (shard >= 0),
-    last_seq    bigint NOT NULL CHECK (last_seq >= 0),
+    last_seq    bigint NOT NULL CHECK (last_seq >= -1),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -51,7 +45,7 @@ CREATE TABLE orders (
     shard            smallint NOT NULL,
     seq              bigint NOT NULL,
     ts               timestamptz NOT NULL,
-    instrument       integer NOT NULL REFERENCES instruments (id),
+    instrument       integer NOT NULL,
     order_id         bigint NOT NULL,
     client_order_id  bigint NOT NULL,
     side             smallint NOT NULL CHECK (side IN (0, 1)),
@@ -61,20 +55,14 @@ CREATE TABLE orders (
     opens_position   boolean NOT NULL,
     flags            bigint NOT NULL,
     oco_group        bigint NOT NULL,
-    price_units      bigint NOT NULL CHECK (price_units >= 0),
-    qty_units        bigint NOT NULL CHECK (qty_units > 0),
-    stop_units       bigint NOT NULL CHECK (stop_units >= 0),
-    take_profit_units bigint NOT NULL CHECK (take_profit_units >= 0),
-    price_scale      smallint NOT NULL,
-    qty_scale        smallint NOT NULL,
-    price            numeric GENERATED ALWAYS AS (bot4d_num(price_units, price_scale)) STORED,
-    qty              numeric GENERATED ALWAYS AS (bot4d_num(qty_units, qty_scale)) STORED,
-    stop_price       numeric GENERATED ALWAYS AS (CASE WHEN stop_units > 0 THEN bot4d_num(stop_units, price_scale) END) STORED,
-    take_profit_price numeric GENERATED ALWAYS AS (CASE WHEN take_profit_units > 0 THEN bot4d_num(take_profit_units, price_scale) END) STORED,
+    price            numeric NOT NULL CHECK (price >= 0),          -- 0: market order
+    qty              numeric NOT NULL CHECK (qty > 0),
+    stop_price       numeric NOT NULL CHECK (stop_price >= 0),     -- 0: none
+    take_profit_price numeric NOT NULL CHECK (take_profit_price >= 0),
     PRIMARY KEY (shard, order_id),
     UNIQUE (shard, seq),
     -- the rule "no position without a stop-loss", held by the database too
-    CONSTRAINT opening_order_has_stop_loss CHECK (NOT opens_position OR stop_units > 0)
+    CONSTRAINT opening_order_has_stop_loss CHECK (NOT opens_position OR stop_price > 0)
 );
 
 CREATE TABLE order_events (
@@ -87,14 +75,9 @@ CREATE TABLE order_events (
     state            smallint NOT NULL,
     reason           integer NOT NULL,
     venue_order_id   bigint NOT NULL,
-    price_units      bigint NOT NULL CHECK (price_units >= 0),
-    qty_units        bigint NOT NULL CHECK (qty_units >= 0),
-    filled_units     bigint NOT NULL CHECK (filled_units >= 0),
-    price_scale      smallint NOT NULL,
-    qty_scale        smallint NOT NULL,
-    price            numeric GENERATED ALWAYS AS (bot4d_num(price_units, price_scale)) STORED,
-    qty              numeric GENERATED ALWAYS AS (bot4d_num(qty_units, qty_scale)) STORED,
-    filled_qty       numeric GENERATED ALWAYS AS (bot4d_num(filled_units, qty_scale)) STORED,
+    price            numeric NOT NULL CHECK (price >= 0),
+    qty              numeric NOT NULL CHECK (qty >= 0),
+    filled_qty       numeric NOT NULL CHECK (filled_qty >= 0),
     PRIMARY KEY (shard, seq, ts)
 ) /*@TIMESERIES ts*/;
 
@@ -108,15 +91,9 @@ CREATE TABLE fills (
     side             smallint NOT NULL CHECK (side IN (0, 1)),
     liquidity        smallint NOT NULL CHECK (liquidity IN (0, 1, 2)),  -- 0 unknown, 1 maker, 2 taker
     trade_id         bigint NOT NULL,
-    price_units      bigint NOT NULL CHECK (price_units > 0),
-    qty_units        bigint NOT NULL CHECK (qty_units > 0),
-    fee_units        bigint NOT NULL,                                   -- negative: rebate
-    price_scale      smallint NOT NULL,
-    qty_scale        smallint NOT NULL,
-    quote_scale      smallint NOT NULL,
-    price            numeric GENERATED ALWAYS AS (bot4d_num(price_units, price_scale)) STORED,
-    qty              numeric GENERATED ALWAYS AS (bot4d_num(qty_units, qty_scale)) STORED,
-    fee              numeric GENERATED ALWAYS AS (bot4d_num(fee_units, quote_scale)) STORED,
+    price            numeric NOT NULL CHECK (price > 0),
+    qty              numeric NOT NULL CHECK (qty > 0),
+    fee              numeric NOT NULL,                                  -- negative: rebate
     PRIMARY KEY (shard, seq, ts)
 ) /*@TIMESERIES ts*/;
 
@@ -125,46 +102,53 @@ CREATE TABLE positions (
     shard            smallint NOT NULL,
     seq              bigint NOT NULL,
     ts               timestamptz NOT NULL,
-    instrument       integer NOT NULL REFERENCES instruments (id),
-    qty_units        bigint NOT NULL,                    -- signed: negative is short
-    avg_price_units  bigint NOT NULL CHECK (avg_price_units >= 0),
-    realized_units   bigint NOT NULL,
-    fees_units       bigint NOT NULL,
-    price_scale      smallint NOT NULL,
-    qty_scale        smallint NOT NULL,
-    quote_scale      smallint NOT NULL,
-    qty              numeric GENERATED ALWAYS AS (bot4d_num(qty_units, qty_scale)) STORED,
-    avg_price        numeric GENERATED ALWAYS AS (bot4d_num(avg_price_units, price_scale)) STORED,
-    realized_pnl     numeric GENERATED ALWAYS AS (bot4d_num(realized_units, quote_scale)) STORED,
-    fees             numeric GENERATED ALWAYS AS (bot4d_num(fees_units, quote_scale)) STORED,
+    instrument       integer NOT NULL,
+    qty              numeric NOT NULL,                   -- signed: negative is short
+    avg_price        numeric NOT NULL CHECK (avg_price >= 0),
+    realized_pnl     numeric NOT NULL,
+    fees             numeric NOT NULL,
     PRIMARY KEY (shard, seq)
 );
 
--- The instrument's position cap, where configured, holds at the database too.
+-- The instrument's position cap, where configured, holds at the database too. One check per
+-- statement over the COPY's transition table: a per-row trigger cost 4x the insert rate.
 CREATE FUNCTION bot4d_check_position_cap() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    cap numeric;
+    bad record;
 BEGIN
-    SELECT position_cap INTO cap FROM instruments WHERE id = NEW.instrument;
-    IF cap IS NOT NULL AND abs(NEW.qty) > cap THEN
-        RAISE EXCEPTION 'position % on instrument % exceeds its cap %', NEW.qty, NEW.instrument, cap
+    SELECT n.seq, n.instrument, n.qty, i.position_cap INTO bad
+      FROM new_rows n JOIN instruments i ON i.id = n.instrument
+     WHERE i.position_cap IS NOT NULL AND abs(n.qty) > i.position_cap
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'position % on instrument % (journal seq %) exceeds its cap %',
+            bad.qty, bad.instrument, bad.seq, bad.position_cap
             USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NEW;
+    RETURN NULL;
 END $$;
 CREATE TRIGGER positions_cap AFTER INSERT ON positions
-    FOR EACH ROW EXECUTE FUNCTION bot4d_check_position_cap();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION bot4d_check_position_cap();
+
+-- Journal rows name instruments and assets by id without a foreign key (a per-row FK check
+-- halved the COPY rate); the writer refuses ids it does not find, and ids are never removed.
+CREATE FUNCTION bot4d_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are referenced by the journal tables and cannot be deleted', TG_TABLE_NAME;
+END $$;
+CREATE TRIGGER instruments_keep BEFORE DELETE OR TRUNCATE ON instruments
+    FOR EACH STATEMENT EXECUTE FUNCTION bot4d_refuse_delete();
+CREATE TRIGGER assets_keep BEFORE DELETE OR TRUNCATE ON assets
+    FOR EACH STATEMENT EXECUTE FUNCTION bot4d_refuse_delete();
 
 CREATE TABLE balances (
     shard            smallint NOT NULL,
     seq              bigint NOT NULL,
     ts               timestamptz NOT NULL,
-    asset            integer NOT NULL REFERENCES assets (id),
-    total_units      bigint NOT NULL,
-    locked_units     bigint NOT NULL CHECK (locked_units >= 0),
-    scale            smallint NOT NULL,
-    total            numeric GENERATED ALWAYS AS (bot4d_num(total_units, scale)) STORED,
-    locked           numeric GENERATED ALWAYS AS (bot4d_num(locked_units, scale)) STORED,
+    asset            integer NOT NULL,
+    total            numeric NOT NULL,
+    locked           numeric NOT NULL CHECK (locked >= 0),
     PRIMARY KEY (shard, seq)
 );
 
@@ -180,14 +164,10 @@ CREATE TABLE risk_events (
     side             smallint NOT NULL,
     state            smallint NOT NULL,
     reason           integer NOT NULL,
-    price_units      bigint NOT NULL,
-    qty_units        bigint NOT NULL,
+    price            numeric,                            -- NULL when not about an instrument
+    qty              numeric,
     aux0             bigint NOT NULL,
     aux1             bigint NOT NULL,
-    price_scale      smallint,
-    qty_scale        smallint,
-    price            numeric GENERATED ALWAYS AS (bot4d_num(price_units, price_scale)) STORED,
-    qty              numeric GENERATED ALWAYS AS (bot4d_num(qty_units, qty_scale)) STORED,
     PRIMARY KEY (shard, seq)
 );
 
@@ -211,14 +191,10 @@ CREATE TABLE control_audit (
 CREATE TABLE md_tops (
     ts               timestamptz NOT NULL,
     instrument       integer NOT NULL,
-    bid_units        bigint NOT NULL,
-    bid_qty_units    bigint NOT NULL,
-    ask_units        bigint NOT NULL,
-    ask_qty_units    bigint NOT NULL,
-    price_scale      smallint NOT NULL,
-    qty_scale        smallint NOT NULL,
-    bid              numeric GENERATED ALWAYS AS (bot4d_num(bid_units, price_scale)) STORED,
-    ask              numeric GENERATED ALWAYS AS (bot4d_num(ask_units, price_scale)) STORED
+    bid              numeric NOT NULL,
+    bid_qty          numeric NOT NULL,
+    ask              numeric NOT NULL,
+    ask_qty          numeric NOT NULL
 ) /*@TIMESERIES ts*/;
 
 -- Every journaled event lands in exactly one of these tables: this view is the audit of that.

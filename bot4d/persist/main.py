@@ -1,0 +1,119 @@
+"""``bot4d-persist``: schema migrations and the journal-to-PostgreSQL sidecar.
+
+    bot4d-persist migrate --dsn DSN           apply pending migrations (refuses a newer database)
+    bot4d-persist status  --dsn DSN           schema version, storage mode, per-shard cursors
+    bot4d-persist run --dsn DSN --instance X --shards 0,1
+                                              drain journals until SIGTERM/SIGINT; exit 2 on a
+                                              fatal error (undecodable record, schema mismatch,
+                                              rows refused by a database constraint)
+
+The DSN may also come from ``$BOT4D_PG_DSN``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+import psycopg
+
+from bot4d.persist import schema
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    dsn = args.dsn or os.environ.get("BOT4D_PG_DSN")
+    if not dsn:
+        raise SystemExit("bot4d-persist: no database: pass --dsn or set BOT4D_PG_DSN")
+    return dsn
+
+
+def _shards(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"bad shard list {text!r}")
+    return out
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        v = schema.migrate(_dsn(args), mode=args.mode)
+    except schema.SchemaError as e:
+        print(f"bot4d-persist: {e}", file=sys.stderr)
+        return 2
+    with psycopg.connect(_dsn(args)) as c:
+        print(f"schema version {v}, storage mode {schema.storage_mode(c)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with psycopg.connect(_dsn(args)) as c:
+        have = schema.current_version(c)
+        mode = schema.storage_mode(c) if have else "-"
+        print(f"schema version {have} (code {schema.code_version()}), storage mode {mode}")
+        if have:
+            for shard, last, at in c.execute(
+                    "SELECT shard, last_seq, updated_at FROM journal_cursor ORDER BY shard"):
+                print(f"shard {shard}: last persisted seq {last} at {at}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot4d.persist.sidecar import PumpConfig, counter_names, run_pumps
+    from ipc.counters import Counters
+
+    dsn = _dsn(args)
+    counters = Counters.create(args.instance, args.counters, counter_names(args.shards), reclaim_dead=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("bot4d.persist").info("signal %d: finishing the current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    cfgs = [PumpConfig(dsn, args.instance, s, ring_name=args.ring_name, slot=args.slot, batch=args.batch,
+                       ring_wait_s=args.ring_wait) for s in args.shards]
+    try:
+        return run_pumps(cfgs, counters=counters, stop=stop)
+    finally:
+        # the counters area belongs to this process: monitors should not read a dead sidecar's lag
+        counters.unlink()
+        counters.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dsn", help="libpq connection string (default: $BOT4D_PG_DSN)")
+    common.add_argument("-v", "--verbose", action="store_true")
+    ap = argparse.ArgumentParser(prog="bot4d-persist", description="bot4d journal persistence")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("migrate", parents=[common], help="apply pending schema migrations")
+    m.add_argument("--mode", choices=["native", "timescaledb"], default=None,
+                   help="storage of time-series tables (default: timescaledb when installed)")
+    sub.add_parser("status", parents=[common], help="schema version and journal cursors")
+    r = sub.add_parser("run", parents=[common], help="drain journal rings into PostgreSQL")
+    r.add_argument("--instance", required=True)
+    r.add_argument("--shards", type=_shards, required=True, help="e.g. 0,1 or 0-3")
+    r.add_argument("--ring-name", default="journal-{shard}")
+    r.add_argument("--slot", type=int, default=0, help="gating slot of the journal rings")
+    r.add_argument("--batch", type=int, default=32768)
+    r.add_argument("--counters", default="persist", help="name of the counters segment")
+    r.add_argument("--ring-wait", type=float, default=None,
+                   help="seconds to wait for a journal ring to appear (default: forever)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s bot4d-persist %(levelname)s %(message)s")
+    return {"migrate": cmd_migrate, "status": cmd_status, "run": cmd_run}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""PostgreSQL fixtures: one real server per test session, a fresh database per test.
+
+Use with ``pytest_plugins = ["tests.pg"]`` in a test module (or import the fixtures). The server
+is started by :class:`bot4d.pgserver.PgServer` (initdb + pg_ctl as ``postgres`` when root,
+Unix socket only) in a temporary directory and destroyed at the end of the session.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+
+import psycopg
+import pytest
+
+from bot4d.pgserver import PgServer
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    base = tempfile.mkdtemp(prefix="bot4d-pg-")
+    srv = PgServer(base)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.destroy()
+
+
+@pytest.fixture
+def pg_db(pg_server: PgServer) -> str:
+    """Conninfo of a fresh, empty database (dropped after the test)."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    conninfo = pg_server.create_database(name)
+    yield conninfo
+    if pg_server.running():
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def persist_db(pg_db: str) -> str:
+    """A fresh database with the bot4d schema and the synthetic instruments/assets."""
+    from bot4d.persist import schema, synth
+
+    schema.migrate(pg_db, log=lambda *_: None)
+    with psycopg.connect(pg_db) as c:
+        synth.setup_reference(c)
+    return pg_db

@@ -1,0 +1,135 @@
+"""Schema migrations, version checks, exact NUMERIC and the rules held by the database."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bot4d.fixedpoint import INT64_MAX, INT64_MIN, from_fixed
+from bot4d.persist import copybin, schema, synth
+from bot4d.persist.writer import JournalWriter
+
+pytest_plugins = ["tests.pg"]
+
+
+def test_migrate_fresh_then_idempotent_and_reports_native_mode(pg_db):
+    logs = []
+    assert schema.migrate(pg_db, log=logs.append) == schema.code_version()
+    assert logs and "001_core" in logs[0] and "native" in logs[0]
+    assert schema.migrate(pg_db, log=logs.append) == schema.code_version()
+    assert len(logs) == 1  # nothing applied the second time
+    with psycopg.connect(pg_db) as c:
+        assert schema.check(c) == "native"
+        parts = {r[0] for r in c.execute(
+            "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid")}
+        assert parts == {"fills", "order_events", "md_tops"}
+
+
+def test_database_ahead_of_code_is_refused_by_migrate_and_writer(pg_db):
+    schema.migrate(pg_db, log=lambda *_: None)
+    with psycopg.connect(pg_db) as c:
+        c.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, 'from_the_future')",
+                  (schema.code_version() + 1,))
+    with pytest.raises(schema.SchemaError, match="ahead|knows only up to"):
+        schema.migrate(pg_db, log=lambda *_: None)
+    with psycopg.connect(pg_db) as c, pytest.raises(schema.SchemaError, match="knows only up to"):
+        JournalWriter(c)
+
+
+def test_writer_refuses_unmigrated_database(pg_db):
+    with psycopg.connect(pg_db) as c, pytest.raises(schema.SchemaError, match="bot4d-persist migrate"):
+        JournalWriter(c)
+
+
+def test_cli_migrate_and_status(pg_db, capsys):
+    from bot4d.persist.main import main
+
+    assert main(["migrate", "--dsn", pg_db]) == 0
+    assert "storage mode native" in capsys.readouterr().out
+    assert main(["status", "--dsn", pg_db]) == 0
+    assert f"schema version {schema.code_version()}" in capsys.readouterr().out
+
+
+def test_timescale_rendering_turns_markers_into_hypertables():
+    # TimescaleDB is not installed here (not in Debian's archive): check the text we would run.
+    sql = schema.available()[0].path.read_text()
+    ts = schema.render(sql, "timescaledb")
+    code = "\n".join(line for line in ts.splitlines() if not line.lstrip().startswith("--"))
+    assert "PARTITION BY" not in code and "@TIMESERIES" not in code
+    for t in ("fills", "order_events", "md_tops"):
+        assert f"SELECT create_hypertable('{t}', 'ts', chunk_time_interval => interval '1 day');" in ts
+    nat = "\n".join(line for line in schema.render(sql, "native").splitlines()
+                     if not line.lstrip().startswith("--"))
+    assert nat.count("PARTITION BY RANGE (ts)") == 3 and "create_hypertable" not in nat
+
+
+def _roundtrip(conn, units, scales):
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS n (i integer, v numeric)")
+    conn.execute("TRUNCATE n")
+    payload = copybin.encode([("integer", np.arange(len(units), dtype=np.int32)),
+                              ("numeric", copybin.numeric_words(np.array(units, np.int64), np.array(scales)))])
+    with conn.cursor().copy("COPY n (i, v) FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(copybin.HEADER + payload + copybin.TRAILER)
+    return [r[0] for r in conn.execute("SELECT v FROM n ORDER BY i")]
+
+
+def test_numeric_encoding_edges_are_exact(pg_db):
+    units = [0, 1, -1, 5, -5, INT64_MAX, INT64_MIN, 10**18, -(10**18), 123456789, 99990000, 10000]
+    scales = [0, 18, 18, 3, 3, 18, 0, 18, 10, 8, 4, 0]
+    with psycopg.connect(pg_db) as c:
+        got = _roundtrip(c, units, scales)
+    assert got == [from_fixed(u, s) for u, s in zip(units, scales)]
+    assert got[5] == Decimal("9.223372036854775807") and got[6] == Decimal(INT64_MIN)
+    assert str(got[3]) == "0.005"  # dscale carries the instrument's scale
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(INT64_MIN, INT64_MAX), st.integers(0, 18)), min_size=1, max_size=50))
+def test_numeric_encoding_matches_decimal(pg_server, pairs):
+    with psycopg.connect(pg_server.conninfo("postgres")) as c:
+        got = _roundtrip(c, [p[0] for p in pairs], [p[1] for p in pairs])
+    assert got == [from_fixed(u, s) for u, s in pairs]
+
+
+def _order(conn, **kw):
+    row = dict(shard=0, seq=1, ts="2026-11-18T00:00:00Z", instrument=0, order_id=1, client_order_id=1,
+               side=0, order_type=1, tif=1, state=1, opens_position=True, flags=1, oco_group=0,
+               price=Decimal("100.00"), qty=Decimal("0.5"), stop_price=Decimal("90.00"),
+               take_profit_price=Decimal(0))
+    row.update(kw)
+    cols = ", ".join(row)
+    conn.execute(f"INSERT INTO orders ({cols}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
+
+
+def test_database_holds_the_rules(persist_db):
+    with psycopg.connect(persist_db, autocommit=True) as c:
+        _order(c)  # a valid opening order with a stop-loss
+        _order(c, seq=2, order_id=2, opens_position=False, stop_price=Decimal(0))  # reducing: no stop needed
+        with pytest.raises(psycopg.errors.CheckViolation, match="opening_order_has_stop_loss"):
+            _order(c, seq=3, order_id=3, stop_price=Decimal(0))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            _order(c, seq=4, order_id=4, qty=Decimal(0))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            _order(c, seq=5, order_id=5, qty=Decimal("-1"))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            _order(c, seq=6, order_id=1)  # order ids are unique per shard
+        # position caps: BTCUSDT (id 0) is capped at 50, ETHUSDT (id 1) has no cap
+        ins = ("INSERT INTO positions (shard, seq, ts, instrument, qty, avg_price, realized_pnl, fees) "
+               "VALUES (0, %s, now(), %s, %s, 1, 0, 0)")
+        c.execute(ins, (10, 0, Decimal("-50")))
+        c.execute(ins, (11, 1, Decimal("1000000")))
+        with pytest.raises(psycopg.errors.CheckViolation, match="exceeds its cap 50"):
+            c.execute(ins, (12, 0, Decimal("50.00001")))
+        with pytest.raises(psycopg.errors.RaiseException, match="cannot be deleted"):
+            c.execute("DELETE FROM instruments WHERE id = 2")
+        c.execute("SELECT bot4d_ensure_day('2026-11-18')")
+        fill = ("INSERT INTO fills (shard, seq, ts, instrument, order_id, client_order_id, side, liquidity, "
+                "trade_id, price, qty, fee) VALUES (0, %s, '2026-11-18T12:00:00Z', 0, 1, 1, 0, 1, 1, 100, %s, 0)")
+        c.execute(fill, (20, Decimal("0.1")))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute(fill, (21, Decimal(0)))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute(fill, (20, Decimal("0.1")))  # the same journal record twice
