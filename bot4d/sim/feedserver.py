@@ -1,0 +1,402 @@
+"""A loopback market-data server for tests and benchmarks: a venue on 127.0.0.1 that can misbehave.
+
+It serves a *market* — a script of frames in a venue's own wire format (recorded traffic or
+generated) plus that venue's book as the venue itself knows it — over a picows WebSocket server,
+and the venue's REST depth snapshot over plain HTTP on the same port (picows answers non-upgrade
+GETs with an ordinary response). The market moves forward as frames are sent and its book is the
+truth a client must end up with.
+
+Faults are injected on command (``inject``), each at the next frame or at a given script index:
+
+* ``DROP``       abort the TCP connection (no close handshake);
+* ``VANISH``     write the first bytes of a frame, then abort: the peer disappears mid-message;
+* ``SKIP``       the venue applies a book update but the client never gets it (a sequence gap);
+* ``CORRUPT``    send an update with a wrong checksum (venues that publish one);
+* ``MALFORMED``  send the update cut in half (invalid JSON); the venue applied it;
+* ``STALL``      stop sending on this connection, keep the socket open;
+* ``OVERSIZE``   send a 10 MB frame.
+
+One client connection is served at a time (a new one replaces the old, like a venue that sees a
+reconnect): it gets the stream from the market's current position, so everything missed while
+disconnected must be recovered by the client's resync.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from picows import (WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest,
+                    WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server)
+
+OVERSIZE_BYTES = 10 * 1024 * 1024
+
+
+class Fault(enum.Enum):
+    DROP = "drop"
+    VANISH = "vanish"
+    SKIP = "skip"
+    CORRUPT = "corrupt"
+    MALFORMED = "malformed"
+    STALL = "stall"
+    OVERSIZE = "oversize"
+
+
+# --- Binance: the venue's book from its own snapshot and diff events ------------------------------
+class BinanceMarket:
+    """The Binance spot depth model behind the server: per symbol, levels as the venue's own
+    decimal text and the last update id. Diff events older than the book are skipped exactly as
+    Binance's sync rules say, so a recorded snapshot plus the recorded stream gives the venue's
+    book at every point of the stream."""
+
+    ws_path = "/stream"
+
+    def __init__(self, frames: list[bytes], snapshots: dict[str, bytes]) -> None:
+        self.frames = frames
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.last_u: dict[str, int] = {}
+        for sym, body in snapshots.items():
+            m = orjson.loads(body)
+            self.books[sym] = ({p: q for p, q in m["bids"]}, {p: q for p, q in m["asks"]})
+            self.last_u[sym] = int(m["lastUpdateId"])
+        self.applied = 0
+
+    @staticmethod
+    def _event(frame: bytes) -> dict | None:
+        try:
+            m = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return None
+        if type(m) is dict and type(m.get("data")) is dict:
+            m = m["data"]
+        return m if type(m) is dict and m.get("e") == "depthUpdate" else None
+
+    def is_book_update(self, frame: bytes) -> bool:
+        return self._event(frame) is not None
+
+    def advance(self, frame: bytes) -> None:
+        """The venue published ``frame``: update its book."""
+        ev = self._event(frame)
+        if ev is None:
+            return
+        sym = ev["s"]
+        if sym not in self.books:
+            return
+        lu = self.last_u[sym]
+        if ev["u"] <= lu:
+            return  # older than the book
+        if ev["U"] > lu + 1:
+            raise AssertionError(f"{sym}: script has a gap at U={ev['U']} after {lu}")
+        for side, key in ((0, "b"), (1, "a")):
+            lv = self.books[sym][side]
+            for p, q in ev[key]:
+                if _is_zero(q):
+                    lv.pop(p, None)
+                else:
+                    lv[p] = q
+        self.last_u[sym] = ev["u"]
+        self.applied += 1
+
+    def snapshot(self, symbol: str, limit: int = 1000) -> bytes | None:
+        if symbol not in self.books:
+            return None
+        bids, asks = self.books[symbol]
+        b = sorted(bids.items(), key=lambda kv: _dec_key(kv[0]), reverse=True)[:limit]
+        a = sorted(asks.items(), key=lambda kv: _dec_key(kv[0]))[:limit]
+        return orjson.dumps({"lastUpdateId": self.last_u[symbol], "bids": [list(x) for x in b],
+                             "asks": [list(x) for x in a]})
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        u = urlsplit(path)
+        if u.path not in ("/api/v3/depth", "/fapi/v1/depth"):
+            return 404, b'{"code":-1,"msg":"not found"}'
+        q = parse_qs(u.query)
+        sym = q.get("symbol", [""])[0]
+        limit = int(q.get("limit", ["1000"])[0])
+        body = self.snapshot(sym, limit)
+        if body is None:
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        return 200, body
+
+    def on_client_message(self, msg: bytes) -> tuple[list[bytes], bool]:
+        """Replies to a client message, and whether the stream may start."""
+        try:
+            m = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            return [b'{"code":2,"msg":"Invalid JSON"}'], False
+        if type(m) is dict and m.get("method") == "SUBSCRIBE":
+            return [orjson.dumps({"result": None, "id": m.get("id")})], True
+        return [], False
+
+    def resync_frames(self) -> list[bytes]:
+        return []  # Binance resyncs over REST
+
+    def corrupt(self, frame: bytes) -> bytes:
+        return frame  # no checksum on Binance: nothing to corrupt
+
+    def book_units(self, symbol: str, price_scale: int, qty_scale: int):
+        """(bids best first, asks best first) in integer units, for comparison with a client."""
+        return _units_book(self.books[symbol], price_scale, qty_scale)
+
+
+def _is_zero(q: str) -> bool:
+    return not q.replace(".", "").strip("0")
+
+
+def _dec_key(text: str):
+    from decimal import Decimal
+
+    return Decimal(text)
+
+
+def _units_book(book, ps: int, qs: int):
+    from bot4d.venues.numbers import parse_units
+
+    bids = sorted(((parse_units(p, ps), parse_units(q, qs)) for p, q in book[0].items()), reverse=True)
+    asks = sorted((parse_units(p, ps), parse_units(q, qs)) for p, q in book[1].items())
+    return bids, asks
+
+
+def generate_binance(symbols: Iterable[str], n_frames: int, seed: int = 1, *,
+                     levels_per_side: int = 50, max_changes: int = 6,
+                     first_id: int = 1000) -> tuple[list[bytes], dict[str, bytes]]:
+    """A synthetic Binance combined stream: (frames, REST snapshots at the start).
+
+    Bids stay below and asks above a fixed mid so the book never crosses; each event changes a few
+    levels (about a fifth of them deletions) and chains ``U == previous u + 1`` per symbol.
+    """
+    rng = random.Random(seed)
+    syms = list(symbols)
+    mid = {s: 100_000 + 1000 * k for k, s in enumerate(syms)}  # in ticks of 1e-4
+    last = {s: first_id for s in syms}
+    snaps: dict[str, bytes] = {}
+
+    def px(t: int) -> str:
+        return f"{t // 10000}.{t % 10000:04d}0000"
+
+    def qty() -> str:
+        return f"{rng.randint(1, 5000)}.{rng.randint(0, 99999999):08d}"
+
+    for s in syms:
+        bids = [[px(mid[s] - i), qty()] for i in range(1, levels_per_side + 1)]
+        asks = [[px(mid[s] + i), qty()] for i in range(1, levels_per_side + 1)]
+        snaps[s] = orjson.dumps({"lastUpdateId": last[s], "bids": bids, "asks": asks})
+    frames = []
+    E = 1_700_000_000_000
+    for n in range(n_frames):
+        s = syms[rng.randrange(len(syms))]
+        k = rng.randint(1, max_changes)
+        b, a = [], []
+        for _ in range(k):
+            side = rng.random() < 0.5
+            t = mid[s] - rng.randint(1, levels_per_side) if side else mid[s] + rng.randint(1, levels_per_side)
+            lv = [px(t), "0.00000000" if rng.random() < 0.2 else qty()]
+            (b if side else a).append(lv)
+        U = last[s] + 1
+        u = U + rng.randint(0, 3)
+        last[s] = u
+        E += 1
+        frames.append(orjson.dumps({"stream": f"{s.lower()}@depth@100ms", "data": {
+            "e": "depthUpdate", "E": E, "s": s, "U": U, "u": u, "b": b, "a": a}}))
+    return frames, snaps
+
+
+# --- the server ----------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    fault: Fault
+    at: int | None           # script index, or None: the next book update
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    http_requests: int = 0
+    frames_sent: int = 0
+    faults_fired: dict[str, int] = field(default_factory=dict)
+
+
+class _Conn(WSListener):
+    def __init__(self, server: "FeedServer") -> None:
+        self.server = server
+        self.transport: WSTransport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.subscribed = asyncio.Event()
+        self.closed = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server._attach(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if frame.msg_type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        replies, start = self.server.market.on_client_message(frame.get_payload_as_bytes())
+        for r in replies:
+            transport.send(WSMsgType.TEXT, r)
+        if start:
+            self.subscribed.set()
+        self.server.client_messages.append(frame.get_payload_as_bytes())
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        self.writable.set()
+        self.subscribed.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class FeedServer:
+    """Serve ``market`` on 127.0.0.1 (ephemeral port). ``pace_s`` sleeps between frames (0: as
+    fast as the socket takes them); ``yield_every`` frames the sender yields to the loop."""
+
+    def __init__(self, market: Any, *, pace_s: float = 0.0, yield_every: int = 64,
+                 stamp: bool = False) -> None:
+        self.market = market
+        self.pace_s = pace_s
+        self.yield_every = yield_every
+        self.cursor = 0                      # next script index to publish
+        self.stats = ServerStats()
+        self.client_messages: list[bytes] = []
+        self._faults: deque[_Pending] = deque()
+        self._server: asyncio.Server | None = None
+        self._conn: _Conn | None = None
+        self._sender: asyncio.Task | None = None
+        self.done = asyncio.Event()          # the whole script has been published
+        self.port = 0
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def rest_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "FeedServer":
+        self._server = await ws_create_server(self._route, "127.0.0.1", 0,
+                                              max_frame_size=1 << 20, enable_auto_pong=False)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            try:
+                await self._sender
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.disconnect(graceful=False)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def inject(self, fault: Fault, at: int | None = None) -> None:
+        """Fire ``fault`` at script index ``at`` (None: at the next book update sent)."""
+        self._faults.append(_Pending(fault, at))
+
+    def drop_now(self) -> None:
+        c = self._conn
+        if c is not None and c.transport is not None:
+            c.transport.underlying_transport.abort()
+
+    # --- routing ---------------------------------------------------------------------------------
+    def _route(self, req: WSUpgradeRequest):
+        path = req.path.decode("latin-1")
+        if req.headers.get("Upgrade", "").lower() != "websocket":
+            self.stats.http_requests += 1
+            status, body = self.market.http(path)
+            hdr = {"Content-Type": "application/json"}
+            if status == 200:
+                resp = WSUpgradeResponse.create_ok_response(body, hdr)
+            else:
+                resp = WSUpgradeResponse.create_error_response(status, body, hdr)
+            return WSUpgradeResponseWithListener(resp, None)
+        if urlsplit(path).path != self.market.ws_path:
+            return None  # 404
+        return _Conn(self)
+
+    def _attach(self, conn: _Conn) -> None:
+        old = self._conn
+        self._conn = conn
+        self.stats.connections += 1
+        if self._sender is not None:
+            self._sender.cancel()
+        if old is not None and old.transport is not None and not old.closed:
+            old.transport.disconnect(graceful=False)
+        self._sender = asyncio.get_running_loop().create_task(self._pump(conn))
+
+    # --- the stream ---------------------------------------------------------------------------------
+    def _due(self, is_book: bool) -> Fault | None:
+        if not self._faults:
+            return None
+        f = self._faults[0]
+        if (f.at is None and is_book) or (f.at is not None and self.cursor >= f.at):
+            self._faults.popleft()
+            self.stats.faults_fired[f.fault.value] = self.stats.faults_fired.get(f.fault.value, 0) + 1
+            return f.fault
+        return None
+
+    async def _pump(self, conn: _Conn) -> None:
+        await conn.subscribed.wait()
+        t = conn.transport
+        frames = self.market.frames
+        for r in self.market.resync_frames():
+            t.send(WSMsgType.TEXT, r)
+        sent = 0
+        while self.cursor < len(frames) and not conn.closed:
+            if not conn.writable.is_set():
+                await conn.writable.wait()
+                continue
+            frame = frames[self.cursor]
+            fault = self._due(self.market.is_book_update(frame))
+            if fault is Fault.DROP:
+                t.underlying_transport.abort()
+                return
+            if fault is Fault.VANISH:
+                # a frame header announcing 4 KiB, 10 bytes of it, then the peer is gone
+                t.underlying_transport.write(b"\x81\x7e\x10\x00" + frame[:10])
+                t.underlying_transport.abort()
+                return
+            if fault is Fault.STALL:
+                return  # keep the socket open, send nothing more on it
+            if fault is Fault.OVERSIZE:
+                t.send(WSMsgType.TEXT, b'{"pad":"' + b"x" * (OVERSIZE_BYTES - 10) + b'"}')
+                # the frame is not from the script: the market does not move
+                await asyncio.sleep(0)
+                continue
+            self.market.advance(frame)
+            self.cursor += 1
+            if fault is Fault.SKIP:
+                continue
+            if fault is Fault.MALFORMED:
+                frame = frame[: len(frame) // 2]
+            elif fault is Fault.CORRUPT:
+                frame = self.market.corrupt(frame)
+            t.send(WSMsgType.TEXT, frame)
+            self.stats.frames_sent += 1
+            sent += 1
+            if self.pace_s:
+                await asyncio.sleep(self.pace_s)
+            elif sent % self.yield_every == 0:
+                await asyncio.sleep(0)
+        if self.cursor >= len(frames):
+            self.done.set()
