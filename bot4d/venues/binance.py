@@ -391,75 +391,73 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     or fld[F_U] > fld[F_u]:
                 reason = R_MALFORMED
             else:
-                # records needed at most: a level takes at least 9 bytes ('["1","0"]')
-                bound = (fld[F_B1] - fld[F_B0] + fld[F_A1] - fld[F_A0]) // 9 + 2
-                if cap - k < bound:
-                    if k > 0:
-                        break  # let the caller apply what we have and call again
-                    reason = R_BATCH_FULL
-                else:
-                    U = fld[F_U]
-                    u = fld[F_u]
-                    state = st[inst]
-                    lu = last_u[inst]
-                    apply = False
-                    if state == ST_LIVE:
-                        if futures:
-                            if fld[F_pu] == lu:
-                                apply = True
-                            elif u <= lu:
-                                reason = R_OUT_OF_ORDER
-                            else:
-                                reason = R_GAP
+                U = fld[F_U]
+                u = fld[F_u]
+                state = st[inst]
+                lu = last_u[inst]
+                apply = False
+                if state == ST_LIVE:
+                    if futures:
+                        if fld[F_pu] == lu:
+                            apply = True
+                        elif u <= lu:
+                            reason = R_OUT_OF_ORDER
                         else:
-                            if U == lu + 1:
-                                apply = True
-                            elif u <= lu:
-                                reason = R_OUT_OF_ORDER
-                            elif U <= lu:
-                                reason = R_OUT_OF_ORDER  # overlaps what we applied: broken
-                                st[inst] = ST_RESYNCING
-                            else:
-                                reason = R_GAP
-                    elif state == ST_BRIDGING:
-                        # lu holds the snapshot's lastUpdateId
-                        if futures:
-                            if u < lu:
-                                reason = R_STALE
-                            elif U <= lu:
-                                apply = True
-                            else:
-                                reason = R_GAP
-                        else:
-                            if u <= lu:
-                                reason = R_STALE
-                            elif U <= lu + 1:
-                                apply = True
-                            else:
-                                reason = R_GAP
+                            reason = R_GAP
                     else:
-                        fstatus[f] = FS_BUFFER
-                        f += 1
-                        continue
-                    if reason == R_GAP:
-                        st[inst] = ST_RESYNCING
-                    if apply:
-                        k0 = k
-                        if fld[F_B1] > fld[F_B0]:
-                            k, reason = emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst,
-                                                     ps, qs, mp, mq, u, ets, rts, out, k, cap)
-                        if reason == R_OK:
-                            k, reason = emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst,
-                                                     ps, qs, mp, mq, u, ets, rts, out, k, cap)
-                        if reason == R_OK:
-                            if k > k0:
-                                out[k - 1].flags = MD_FLAG_FRAME_END
-                            last_u[inst] = u
-                            st[inst] = ST_LIVE
-                        else:
-                            # a diff we cannot apply leaves the book wrong: resync
-                            k = k0
+                        if U == lu + 1:
+                            apply = True
+                        elif u <= lu:
+                            reason = R_OUT_OF_ORDER
+                        elif U <= lu:
+                            reason = R_OUT_OF_ORDER  # overlaps what we applied: broken
                             st[inst] = ST_RESYNCING
+                        else:
+                            reason = R_GAP
+                elif state == ST_BRIDGING:
+                    # lu holds the snapshot's lastUpdateId
+                    if futures:
+                        if u < lu:
+                            reason = R_STALE
+                        elif U <= lu:
+                            apply = True
+                        else:
+                            reason = R_GAP
+                    else:
+                        if u <= lu:
+                            reason = R_STALE
+                        elif U <= lu + 1:
+                            apply = True
+                        else:
+                            reason = R_GAP
+                else:
+                    fstatus[f] = FS_BUFFER
+                    f += 1
+                    continue
+                if reason == R_GAP:
+                    st[inst] = ST_RESYNCING
+                if apply:
+                    k0 = k
+                    if fld[F_B1] > fld[F_B0]:
+                        k, reason = emit_levels(buf, fld[F_B0], fld[F_B1], SIDE_BID, inst,
+                                                 ps, qs, mp, mq, u, ets, rts, out, k, cap)
+                    if reason == R_OK:
+                        k, reason = emit_levels(buf, fld[F_A0], fld[F_A1], SIDE_ASK, inst,
+                                                 ps, qs, mp, mq, u, ets, rts, out, k, cap)
+                    if reason == R_BATCH_FULL and k0 > 0:
+                        # no room left in this call: undo, let the caller apply what we
+                        # have, and take this frame first in the next call
+                        k = k0
+                        break
+                    if reason == R_OK:
+                        if k > k0:
+                            out[k - 1].flags = MD_FLAG_FRAME_END
+                        last_u[inst] = u
+                        st[inst] = ST_LIVE
+                    else:
+                        # a diff we cannot apply leaves the book wrong: resync
+                        k = k0
+                        st[inst] = ST_RESYNCING
         elif typ == T_BOOKTICKER:
             need = H_u | H_B | H_A | H_BQ | H_AQ
             if (have & need) != need or fld[F_BT] != VT_STRING or fld[F_AT] != VT_STRING:
@@ -645,6 +643,7 @@ class BinanceFeed:
                                     finst, self.counters.counts, self.fld)
             if k and self.books is not None:
                 self.books.apply(self.out[:k])
+                self._check_books()
             total = k
             first += done
             if done == 0:  # cannot happen (an empty output always takes a frame), but never spin
@@ -653,6 +652,19 @@ class BinanceFeed:
         for f in buffered:
             self._keep(int(finst[f]), self._frame_bytes(buf, ends, int(f), frames))
         return FrameResult(self.out[:total], fstatus, finst, self.needs_snapshot())
+
+    def _check_books(self) -> None:
+        """A book the kernel reports crossed cannot be right: count it and resync."""
+        from bot4d.kernels.book import B_ERRORS, ERR_CROSSED  # book kernel owns these codes
+
+        if self.books.batch[B_ERRORS] == 0:
+            return
+        for inst in self.symbols.values():
+            i = inst.id
+            if self.books.error[i] == ERR_CROSSED and self.state[i] in (ST_LIVE, ST_BRIDGING):
+                self.counters.bump(Reason.CROSSED_BOOK)
+                self.state[i] = ST_RESYNCING
+                self.resyncs += 1
 
     @staticmethod
     def _frame_bytes(buf, ends, f, frames):
@@ -688,14 +700,23 @@ class BinanceFeed:
             self.counters.bump(reason)
             return Reason(reason)
         self.counters.bump(Reason.OK)
+        self.state[inst.id] = ST_BRIDGING
         if self.books is not None:
             self.books.apply(self._snap_out[:k])
-        self.state[inst.id] = ST_BRIDGING
+            self._check_books()
+            if self.state[inst.id] != ST_BRIDGING:
+                return Reason.CROSSED_BOOK
         self.last_u[inst.id] = lid
         pending = self._buffer[inst.id]
         self._buffer[inst.id] = []
         if pending:
-            self.on_frames(pending)
+            r = self.on_frames(pending)
+            if self.state[inst.id] == ST_RESYNCING:
+                # the snapshot is older than the buffered diffs (they do not bridge it): they
+                # are still good for the next, newer snapshot, so keep them, in order
+                again = [pending[f] for f in
+                         np.flatnonzero((r.status == R_GAP) & (r.instruments == inst.id))]
+                self._buffer[inst.id] = again + self._buffer[inst.id]
         return Reason.OK
 
     def force_resync(self, symbol: str) -> None:

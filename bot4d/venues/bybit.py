@@ -387,76 +387,78 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
                     reason = R_UNKNOWN_SYMBOL
                 else:
                     finst[f] = inst
-                    bound = (g[G_B1] - g[G_B0] + g[G_A1] - g[G_A0]) // 9 + 4
-                    if cap - k < bound:
-                        if k > 0:
+                    if k >= cap:
+                        break
+                    u = g[G_U]
+                    seq = g[G_SEQ] if (have & HV_SEQ) else -1
+                    ets = g[G_TS] * 1000000
+                    ps = pscale[inst]
+                    qs = qscale[inst]
+                    mp = maxpx[inst]
+                    mq = maxqty[inst]
+                    k0 = k
+                    if g[G_TYPE] == K_SNAPSHOT:
+                        emit_one(out, k, MD_CLEAR, 0, inst, 0, 0, u, ets, rts, 0, 0)
+                        out[k].flags = 0
+                        k += 1
+                        k, reason = emit_levels(buf, g[G_B0], g[G_B1], SIDE_BID, inst, ps, qs,
+                                                mp, mq, u, ets, rts, out, k, cap)
+                        if reason == R_OK:
+                            k, reason = emit_levels(buf, g[G_A0], g[G_A1], SIDE_ASK, inst, ps,
+                                                    qs, mp, mq, u, ets, rts, out, k, cap)
+                        if reason == R_OK:
+                            for q in range(k0 + 1, k):
+                                if out[q].qty == 0:
+                                    reason = R_BAD_QTY  # a snapshot has no deletions
+                        if reason == R_OK and k >= cap:
+                            reason = R_BATCH_FULL
+                        if reason == R_BATCH_FULL and k0 > 0:
+                            k = k0  # retry first in the next call, after a flush
                             break
-                        reason = R_BATCH_FULL
-                    else:
-                        u = g[G_U]
-                        seq = g[G_SEQ] if (have & HV_SEQ) else -1
-                        ets = g[G_TS] * 1000000
-                        ps = pscale[inst]
-                        qs = qscale[inst]
-                        mp = maxpx[inst]
-                        mq = maxqty[inst]
-                        k0 = k
-                        if g[G_TYPE] == K_SNAPSHOT:
-                            emit_one(out, k, MD_CLEAR, 0, inst, 0, 0, u, ets, rts, 0, 0)
-                            out[k].flags = 0
+                        if reason == R_OK:
+                            emit_one(out, k, MD_SNAPSHOT_END, 0, inst, 0, 0, u, ets, rts,
+                                     0, 0)
                             k += 1
-                            k, reason = emit_levels(buf, g[G_B0], g[G_B1], SIDE_BID, inst, ps, qs,
-                                                    mp, mq, u, ets, rts, out, k, cap)
+                            st[inst] = ST_LIVE
+                            last_u[inst] = u
+                            last_seq[inst] = seq
+                        else:
+                            k = k0
+                            # the book was not replaced: keep it unusable until one is
+                            st[inst] = ST_RESYNCING
+                    else:
+                        lu = last_u[inst]
+                        if st[inst] != ST_LIVE:
+                            reason = R_NOT_SYNCED
+                        elif u == lu + 1 and (seq < 0 or seq > last_seq[inst]):
+                            k, reason = emit_levels(buf, g[G_B0], g[G_B1], SIDE_BID, inst, ps,
+                                                    qs, mp, mq, u, ets, rts, out, k, cap)
                             if reason == R_OK:
-                                k, reason = emit_levels(buf, g[G_A0], g[G_A1], SIDE_ASK, inst, ps,
-                                                        qs, mp, mq, u, ets, rts, out, k, cap)
+                                k, reason = emit_levels(buf, g[G_A0], g[G_A1], SIDE_ASK, inst,
+                                                        ps, qs, mp, mq, u, ets, rts, out, k,
+                                                        cap)
+                            if reason == R_BATCH_FULL and k0 > 0:
+                                k = k0  # retry first in the next call, after a flush
+                                break
                             if reason == R_OK:
-                                for q in range(k0 + 1, k):
-                                    if out[q].qty == 0:
-                                        reason = R_BAD_QTY  # a snapshot has no deletions
-                            if reason == R_OK and k < cap:
-                                emit_one(out, k, MD_SNAPSHOT_END, 0, inst, 0, 0, u, ets, rts,
-                                         0, 0)
-                                k += 1
-                                st[inst] = ST_LIVE
+                                if k > k0:
+                                    out[k - 1].flags = MD_FLAG_FRAME_END
                                 last_u[inst] = u
                                 last_seq[inst] = seq
                             else:
-                                if reason == R_OK:
-                                    reason = R_BATCH_FULL
                                 k = k0
-                                # the book was not replaced: keep it unusable until one is
                                 st[inst] = ST_RESYNCING
+                        elif u == lu + 1:
+                            reason = R_OUT_OF_ORDER  # seq went backwards: not trustworthy
+                            st[inst] = ST_RESYNCING
+                        elif u == 1 and lu > 1:
+                            reason = R_GAP  # restart announced by a delta: need a snapshot
+                            st[inst] = ST_RESYNCING
+                        elif u <= lu:
+                            reason = R_OUT_OF_ORDER
                         else:
-                            lu = last_u[inst]
-                            if st[inst] != ST_LIVE:
-                                reason = R_NOT_SYNCED
-                            elif u == lu + 1 and (seq < 0 or seq > last_seq[inst]):
-                                k, reason = emit_levels(buf, g[G_B0], g[G_B1], SIDE_BID, inst, ps,
-                                                        qs, mp, mq, u, ets, rts, out, k, cap)
-                                if reason == R_OK:
-                                    k, reason = emit_levels(buf, g[G_A0], g[G_A1], SIDE_ASK, inst,
-                                                            ps, qs, mp, mq, u, ets, rts, out, k,
-                                                            cap)
-                                if reason == R_OK:
-                                    if k > k0:
-                                        out[k - 1].flags = MD_FLAG_FRAME_END
-                                    last_u[inst] = u
-                                    last_seq[inst] = seq
-                                else:
-                                    k = k0
-                                    st[inst] = ST_RESYNCING
-                            elif u == lu + 1:
-                                reason = R_OUT_OF_ORDER  # seq went backwards: not trustworthy
-                                st[inst] = ST_RESYNCING
-                            elif u == 1 and lu > 1:
-                                reason = R_GAP  # restart announced by a delta: need a snapshot
-                                st[inst] = ST_RESYNCING
-                            elif u <= lu:
-                                reason = R_OUT_OF_ORDER
-                            else:
-                                reason = R_GAP
-                                st[inst] = ST_RESYNCING
+                            reason = R_GAP
+                            st[inst] = ST_RESYNCING
         fstatus[f] = reason
         counts[reason] += 1
         f += 1
@@ -505,6 +507,18 @@ class BybitFeed:
     def sync_state(self, symbol: str) -> SyncState:
         return SyncState(int(self.state[self.symbols[symbol].id]))
 
+    def _check_books(self) -> None:
+        """A book the kernel reports crossed cannot be right: count it and resync."""
+        from bot4d.kernels.book import B_ERRORS, ERR_CROSSED  # book kernel owns these codes
+
+        if self.books.batch[B_ERRORS] == 0:
+            return
+        for inst in self.symbols.values():
+            i = inst.id
+            if self.books.error[i] == ERR_CROSSED and self.state[i] == ST_LIVE:
+                self.counters.bump(Reason.CROSSED_BOOK)
+                self.state[i] = ST_RESYNCING
+
     def needs_resubscribe(self) -> list[str]:
         return [s for s, i in self.symbols.items() if self.state[i.id] == ST_RESYNCING]
 
@@ -538,6 +552,7 @@ class BybitFeed:
                                     self._finst[:nf], self.counters.counts, self.g)
             if k and self.books is not None:
                 self.books.apply(self.out[:k])
+                self._check_books()
             first += done
             if done == 0:
                 break
