@@ -1,0 +1,262 @@
+"""Sockets for the simulated Binance venue: REST over HTTP/1.1 and streams over WebSocket (picows).
+
+* REST on ``rest_port``: the Binance endpoints of ``BinanceVenue`` plus ``POST /sim/fault``
+  (``kind=...&count=N``) to inject faults on command.
+* WebSocket on ``ws_port``: ``/ws/<stream>`` (raw payloads), ``/stream?streams=a/b`` (combined:
+  ``{"stream": name, "data": payload}``), ``/ws/<listenKey>`` (user data), and live
+  ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` requests, as Binance's
+  WebSocket Streams documentation describes.
+* The agents' flow (``AgentFlow``) runs every ``step`` and trades through the engine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from decimal import Decimal
+from urllib.parse import parse_qsl, urlsplit
+
+from picows import WSListener, WSMsgType, WSTransport, ws_create_server
+
+from bot4d.fixedpoint import to_fixed
+from bot4d.sim import http
+from bot4d.sim.binance_venue import BinanceVenue, SymbolSpec
+from bot4d.sim.generator import AgentFlow, MarketParams
+
+log = logging.getLogger("bot4d.sim")
+
+
+def _canonical(stream: str) -> str:
+    """``btcusdt@depth@100ms`` and ``btcusdt@depth`` are one feed here."""
+    return stream[: -len("@100ms")] if stream.endswith("@100ms") else stream
+
+
+class _StreamConn(WSListener):
+    def __init__(self, server: "SimServer", streams: list[str], combined: bool, listen_key: str | None):
+        self.server = server
+        self.combined = combined
+        self.listen_key = listen_key
+        self.subs: dict[str, str] = {_canonical(s): s for s in streams}
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server.conns.add(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.server.conns.discard(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type == WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if frame.msg_type != WSMsgType.TEXT:
+            return
+        try:
+            req = json.loads(frame.get_payload_as_bytes())
+            method, params, rid = req["method"], req.get("params", []), req.get("id")
+            if method not in ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS") or not isinstance(params, list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            self.send({"error": {"code": 2, "msg": "Invalid request: unknown or malformed method"}, "id": None})
+            return
+        if method == "SUBSCRIBE":
+            for s in params:
+                self.subs[_canonical(str(s))] = str(s)
+            self.combined = True
+            self.send({"result": None, "id": rid})
+        elif method == "UNSUBSCRIBE":
+            for s in params:
+                self.subs.pop(_canonical(str(s)), None)
+            self.send({"result": None, "id": rid})
+        else:
+            self.send({"result": sorted(self.subs.values()), "id": rid})
+
+    def send(self, obj: dict) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send(WSMsgType.TEXT, json.dumps(obj, separators=(",", ":")).encode())
+
+    def market(self, stream: str, payload: dict) -> None:
+        name = self.subs.get(stream)
+        if name is not None:
+            self.send({"stream": name, "data": payload} if self.combined else payload)
+
+
+class SimServer:
+    """The simulated venue on loopback sockets, with its agents' market flow."""
+
+    def __init__(self, venue: BinanceVenue, flows: dict[str, AgentFlow] | None = None,
+                 step_s: float = 0.1):
+        self.venue = venue
+        self.flows = flows or {}
+        self.step_s = step_s
+        self.conns: set[_StreamConn] = set()
+        self.rest_server: asyncio.AbstractServer | None = None
+        self.ws_server: asyncio.AbstractServer | None = None
+        self._flow_task: asyncio.Task | None = None
+        self.delay_s = 0.0  # injected extra latency on every REST answer
+        venue.market_listeners.append(self._on_market)
+        venue.user_listeners.append(self._on_user)
+        venue.disconnect_hooks.append(self.disconnect_all)
+
+    @property
+    def rest_port(self) -> int:
+        assert self.rest_server is not None
+        return self.rest_server.sockets[0].getsockname()[1]
+
+    @property
+    def ws_port(self) -> int:
+        assert self.ws_server is not None
+        return self.ws_server.sockets[0].getsockname()[1]
+
+    async def start(self, host: str = "127.0.0.1", rest_port: int = 0, ws_port: int = 0) -> None:
+        self.rest_server = await http.serve(self._rest, host, rest_port)
+        self.ws_server = await ws_create_server(self._ws_factory, host, ws_port,
+                                                enable_auto_ping=False)
+        if self.flows:
+            self._flow_task = asyncio.create_task(self._run_flows())
+
+    async def stop(self) -> None:
+        if self._flow_task:
+            self._flow_task.cancel()
+        self.disconnect_all()
+        for srv in (self.rest_server, self.ws_server):
+            if srv is not None:
+                srv.close()
+                await srv.wait_closed()
+
+    def disconnect_all(self) -> None:
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.disconnect()
+        self.conns.clear()
+
+    async def _rest(self, req: http.Request) -> http.Response:
+        if req.path == "/sim/fault":
+            return self._fault(req)
+        resp = self.venue.handle(req)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return resp
+
+    def _fault(self, req: http.Request) -> http.Response:
+        if req.method != "POST":
+            return http.Response.json(405, {"code": -1000, "msg": "POST /sim/fault?kind=...&count=N"})
+        p = dict(parse_qsl(req.query + ("&" if req.query and req.body else "") + req.body.decode("ascii", "replace")))
+        kind = p.get("kind", "")
+        try:
+            count = int(p.get("count", "1"))
+            if kind == "delay":
+                self.delay_s = max(0.0, float(p.get("seconds", "0")))
+            else:
+                self.venue.inject(kind, count)
+        except ValueError as e:
+            return http.Response.json(400, {"code": -1100, "msg": str(e)})
+        return http.Response.json(200, {"armed": kind, "count": count})
+
+    def _ws_factory(self, request):
+        parts = urlsplit(request.path.decode() if isinstance(request.path, bytes) else request.path)
+        path = parts.path
+        if path == "/stream":
+            streams = dict(parse_qsl(parts.query)).get("streams", "")
+            return _StreamConn(self, [s for s in streams.split("/") if s], True, None)
+        if path.startswith("/ws/"):
+            name = path[4:]
+            if name in self.venue.listen_keys:
+                return _StreamConn(self, [], False, name)
+            return _StreamConn(self, [name] if name else [], False, None)
+        if path == "/ws":
+            return _StreamConn(self, [], False, None)
+        return None  # 404
+
+    def _on_market(self, stream: str, payload: dict) -> None:
+        for c in list(self.conns):
+            c.market(stream, payload)
+
+    def _on_user(self, listen_key: str, payload: dict) -> None:
+        for c in list(self.conns):
+            if c.listen_key == listen_key:
+                c.send(payload)
+
+    async def _run_flows(self) -> None:
+        steps_per_tick = 1
+        while True:
+            now = time.time_ns()
+            for sym, flow in self.flows.items():
+                orders = flow.steps(steps_per_tick)
+                orders["instrument"] = self.venue.sym_index[sym]
+                self.venue.submit_agent_orders(orders, now)
+            await asyncio.sleep(self.step_s)
+
+
+DEFAULT_SYMBOLS = [
+    SymbolSpec("BTCUSDT", "BTC", "USDT", Decimal("0.01"), Decimal("0.00001"), Decimal("0.00001"),
+               Decimal("9000"), Decimal("5")),
+    SymbolSpec("ETHUSDT", "ETH", "USDT", Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"),
+               Decimal("9000"), Decimal("5")),
+]
+DEFAULT_START = {"BTCUSDT": Decimal("60000.00"), "ETHUSDT": Decimal("3000.00")}
+
+
+def build(seed: int = 1, step_s: float = 0.1, symbols: list[SymbolSpec] = DEFAULT_SYMBOLS,
+          params: MarketParams | None = None) -> SimServer:
+    """A venue with the default symbols and agents whose steps are `step_s` long."""
+    venue = BinanceVenue(symbols)
+    p = params or MarketParams(step_ns=int(step_s * 1e9), arrival_rate=200.0, size_mu=0.0, size_sigma=0.7)
+    flows = {}
+    for k, s in enumerate(symbols):
+        start = DEFAULT_START.get(s.symbol, Decimal(100))
+        tick = to_fixed(s.tick_size, s.price_scale)
+        lot = max(1, to_fixed(s.min_qty, s.qty_scale)) * 100
+        flows[s.symbol] = AgentFlow(p, start_price_ticks=to_fixed(start, s.price_scale) // tick,
+                                    tick=tick, lot=lot, seed=seed + k, account=0,
+                                    first_order_id=(1 << 40) + (k << 32))
+    return SimServer(venue, flows, step_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bot4d sim", description="simulated Binance spot venue on loopback")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--rest-port", type=int, default=18080)
+    ap.add_argument("--ws-port", type=int, default=18081)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--account", action="append", default=[], metavar="KEYFILE",
+                    help="file with 'api_key secret' on one line; the account starts with 100000 USDT, 10 BTC, 100 ETH")
+    args = ap.parse_args(argv)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print("bot4d sim: serves loopback only", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    srv = build(args.seed)
+    for path in args.account:
+        try:
+            key, secret = open(path).read().split()
+        except (OSError, ValueError) as e:
+            print(f"bot4d sim: cannot read account file {path}: {e}", file=sys.stderr)
+            return 2
+        srv.venue.add_account(key, secret, {"USDT": "100000", "BTC": "10", "ETH": "100"})
+
+    async def run() -> None:
+        await srv.start(args.host, args.rest_port, args.ws_port)
+        log.info("simulated Binance on http://%s:%d and ws://%s:%d", args.host, srv.rest_port, args.host, srv.ws_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await srv.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

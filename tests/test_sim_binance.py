@@ -1,0 +1,284 @@
+"""The simulated Binance venue against a plain Binance-style client over real loopback sockets.
+
+The client below is written from Binance's documentation, not from our gateway: SIGNED requests
+carry ``timestamp`` and ``signature`` = HMAC-SHA256(secret, totalParams) in hex, the API key in the
+``X-MBX-APIKEY`` header (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/request-security),
+and execution reports arrive on ``/ws/<listenKey>`` after ``POST /api/v3/userDataStream``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from urllib.parse import urlencode
+
+import pytest
+from picows import WSListener, WSMsgType, ws_connect
+
+from bot4d.sim.binance_server import DEFAULT_SYMBOLS, SimServer
+from bot4d.sim.binance_venue import BinanceVenue
+
+KEY, SECRET = "simkey" + "A" * 58, "simsecret" + "B" * 55
+
+
+class ServerThread:
+    def __init__(self, server: SimServer):
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self):
+        self.t.start()
+        assert self.ready.wait(10)
+        return self
+
+    def call(self, fn, *a):
+        """Run fn(*a) on the server's loop (the venue is not thread-safe) and return its result."""
+        fut = asyncio.run_coroutine_threadsafe(self._call(fn, *a), self.loop)
+        return fut.result(10)
+
+    @staticmethod
+    async def _call(fn, *a):
+        return fn(*a)
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.t.join(10)
+
+
+class Client:
+    """Minimal Binance REST client per the docs."""
+
+    def __init__(self, port, key=KEY, secret=SECRET):
+        self.base = f"http://127.0.0.1:{port}"
+        self.key, self.secret = key, secret
+
+    def request(self, method, path, params=None, signed=False, ts_offset_ms=0, bad_sig=False):
+        params = dict(params or {})
+        if signed:
+            params["timestamp"] = int(time.time() * 1000) + ts_offset_ms
+            q = urlencode(params)
+            sig = hmac.new(self.secret.encode(), q.encode(), hashlib.sha256).hexdigest()
+            if bad_sig:
+                sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+            q += "&signature=" + sig
+        else:
+            q = urlencode(params)
+        req = urllib.request.Request(f"{self.base}{path}?{q}", method=method,
+                                     headers={"X-MBX-APIKEY": self.key})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read()), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read()), dict(e.headers)
+
+
+class Collector(WSListener):
+    def __init__(self):
+        self.msgs = []
+
+    def on_ws_frame(self, transport, frame):
+        if frame.msg_type == WSMsgType.TEXT:
+            self.msgs.append(json.loads(frame.get_payload_as_bytes()))
+
+
+def make_venue():
+    v = BinanceVenue(DEFAULT_SYMBOLS)
+    acct = v.add_account(KEY, SECRET, {"USDT": "100000", "BTC": "2"})
+    v.set_fees(acct.index, "0.001", "0.001")
+    return v, acct
+
+
+@pytest.fixture()
+def sim():
+    venue, acct = make_venue()
+    with ServerThread(SimServer(venue)) as st:
+        yield st, Client(st.server.rest_port), acct
+
+
+def test_place_query_cancel_with_execution_reports(sim):
+    st, c, acct = sim
+
+    async def flow():
+        status, lk, _ = await asyncio.to_thread(c.request, "POST", "/api/v3/userDataStream")
+        assert status == 200
+        user_t, user = await ws_connect(Collector, f"ws://127.0.0.1:{st.server.ws_port}/ws/{lk['listenKey']}")
+        mkt_t, mkt = await ws_connect(Collector, f"ws://127.0.0.1:{st.server.ws_port}/stream?streams=btcusdt@depth@100ms/btcusdt@trade")
+        await asyncio.sleep(0.05)
+        status, o, hdr = await asyncio.to_thread(c.request, "POST", "/api/v3/order", {
+            "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+            "quantity": "0.01000", "price": "50000.00", "newClientOrderId": "my-1"}, True)
+        assert status == 200, o
+        assert o["status"] == "NEW" and o["clientOrderId"] == "my-1" and o["origQty"] == "0.01000000"
+        assert int(hdr["X-MBX-USED-WEIGHT-1M"]) >= 1
+        status, q, _ = await asyncio.to_thread(c.request, "GET", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": o["orderId"]}, True)
+        assert status == 200 and q["status"] == "NEW" and q["price"] == "50000.00000000"
+        status, oo, _ = await asyncio.to_thread(c.request, "GET", "/api/v3/openOrders", {"symbol": "BTCUSDT"}, True)
+        assert [x["orderId"] for x in oo] == [o["orderId"]]
+        status, acc, _ = await asyncio.to_thread(c.request, "GET", "/api/v3/account", {}, True)
+        usdt = next(b for b in acc["balances"] if b["asset"] == "USDT")
+        assert Decimal(usdt["locked"]) == Decimal("500.5")  # 500 + worst-case 0.1 % fee reserve
+        status, cx, _ = await asyncio.to_thread(c.request, "DELETE", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "my-1"}, True)
+        assert status == 200 and cx["status"] == "CANCELED"
+        await asyncio.sleep(0.1)
+        reports = [m for m in user.msgs if m.get("e") == "executionReport"]
+        assert [(r["x"], r["X"]) for r in reports] == [("NEW", "NEW"), ("CANCELED", "CANCELED")]
+        assert all(r["c"] == "my-1" and r["i"] == o["orderId"] for r in reports)
+        depth = [m for m in mkt.msgs if m["stream"] == "btcusdt@depth@100ms"]
+        assert len(depth) == 2  # the bid appeared, then went away
+        assert depth[0]["data"]["b"] == [["50000.00000000", "0.01000000"]]
+        assert depth[1]["data"]["b"] == [["50000.00000000", "0.00000000"]]
+        assert depth[1]["data"]["U"] == depth[0]["data"]["u"] + 1
+        status, acc, _ = await asyncio.to_thread(c.request, "GET", "/api/v3/account", {}, True)
+        usdt = next(b for b in acc["balances"] if b["asset"] == "USDT")
+        assert (usdt["free"], usdt["locked"]) == ("100000.00000000", "0.00000000")
+        user_t.disconnect()
+        mkt_t.disconnect()
+
+    asyncio.run(flow())
+
+
+def test_fill_settles_balances_and_reports_trade(sim):
+    st, c, acct = sim
+    # a resting agent ask to trade against
+    import numpy as np
+    from bot4d.kernels import matching as m
+    o = np.zeros(1, m.SIM_ORDER_DTYPE)
+    o["op"], o["otype"], o["tif"], o["side"], o["order_id"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, 1, 1 << 41
+    o["price"], o["qty"] = 6_000_000, 200  # 60000.00 BTCUSDT, 0.00200 BTC
+    st.call(st.server.venue.submit_agent_orders, o, time.time_ns())
+    status, r, _ = c.request("POST", "/api/v3/order", {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+        "quantity": "0.00300", "price": "60001.00"}, True)
+    assert status == 200 and r["status"] == "EXPIRED" and r["executedQty"] == "0.00200000"
+    assert r["fills"] == [{"price": "60000.00000000", "qty": "0.00200000", "commission": "0.12000000",
+                           "commissionAsset": "USDT", "tradeId": r["fills"][0]["tradeId"]}]
+    _, acc, _ = c.request("GET", "/api/v3/account", {}, True)
+    bal = {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acc["balances"]}
+    assert bal["BTC"] == (Decimal("2.002"), 0)
+    assert bal["USDT"] == (Decimal("100000") - Decimal("120") - Decimal("0.12"), 0)
+
+
+@pytest.mark.parametrize(
+    "kw,http_status,code",
+    [
+        (dict(bad_sig=True), 400, -1022),
+        (dict(ts_offset_ms=-10_000), 400, -1021),   # older than recvWindow 5000
+        (dict(ts_offset_ms=5_000), 400, -1021),     # from the future
+    ],
+)
+def test_signature_and_timestamp_errors(sim, kw, http_status, code):
+    st, c, _ = sim
+    status, body, _ = c.request("GET", "/api/v3/account", {}, True, **kw)
+    assert (status, body["code"]) == (http_status, code)
+
+
+def test_api_key_and_parameter_errors(sim):
+    st, c, _ = sim
+    status, body, _ = Client(st.server.rest_port, key="nope").request("GET", "/api/v3/account", {}, True)
+    assert (status, body["code"]) == (401, -2015)
+    cases = [
+        ({"symbol": "NOPE", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1"}, -1121),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "1"}, -1102),
+        ({"symbol": "BTCUSDT", "side": "UP", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1"}, -1100),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1e3", "price": "1"}, -1100),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.000001", "price": "100"}, -1013),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01", "price": "100.001"}, -1013),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.00001", "price": "100"}, -1013),  # notional 0.001 < 5
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "10", "price": "60000"}, -2010),  # balance
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "SIDEWAYS", "quantity": "1"}, -1116),
+    ]
+    for params, code in cases:
+        status, body, _ = c.request("POST", "/api/v3/order", params, True)
+        assert status == 400 and body["code"] == code, (params, body)
+        assert body["msg"]
+    status, body, _ = c.request("DELETE", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": 999}, True)
+    assert (status, body["code"], body["msg"]) == (400, -2011, "Unknown order sent.")
+    status, body, _ = c.request("GET", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": 999}, True)
+    assert (status, body["code"], body["msg"]) == (400, -2013, "Order does not exist.")
+    status, body, _ = c.request("GET", "/api/v3/nothing")
+    assert status == 404
+    # nothing was locked by any refused order
+    _, acc, _ = c.request("GET", "/api/v3/account", {}, True)
+    assert all(b["locked"] == "0.00000000" for b in acc["balances"])
+
+
+def test_rate_limit_429_then_418_ban():
+    venue, _ = make_venue()
+    venue.limiter.limit = 50
+    with ServerThread(SimServer(venue)) as st:
+        c = Client(st.server.rest_port)
+        seen = []
+        for _ in range(40):
+            status, body, hdr = c.request("GET", "/api/v3/depth", {"symbol": "BTCUSDT"})  # weight 5
+            seen.append(status)
+            if status in (429, 418):
+                assert body["code"] == -1003 and int(hdr["Retry-After"]) >= 1
+            if status == 418:
+                break
+        assert seen[:10] == [200] * 10
+        assert seen[10] == 429
+        assert seen[-1] == 418  # kept going after 429s: banned
+        status, _, _ = c.request("GET", "/api/v3/ping")
+        assert status == 418  # the ban covers every endpoint
+
+
+def test_injected_faults(sim):
+    st, c, _ = sim
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01", "price": "1000"}
+    for kind, count in (("http_5xx", 1), ("reject_orders", 1)):
+        status, body, _ = Client(st.server.rest_port).request("POST", "/sim/fault", {"kind": kind, "count": count})
+        assert status == 200
+    status, body, _ = c.request("POST", "/api/v3/order", order, True)
+    assert status == 503
+    status, body, _ = c.request("POST", "/api/v3/order", order, True)
+    assert (status, body["code"]) == (400, -2010)
+    status, body, _ = Client(st.server.rest_port).request("POST", "/sim/fault", {"kind": "volcano"})
+    assert status == 400 and "unknown fault" in body["msg"]
+    # unknown outcome: the venue accepts the order but the answer never comes
+    Client(st.server.rest_port).request("POST", "/sim/fault", {"kind": "unknown_outcome"})
+    with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+        c.request("POST", "/api/v3/order", dict(order, newClientOrderId="lost-1"), True)
+    status, q, _ = c.request("GET", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "lost-1"}, True)
+    assert status == 200 and q["status"] == "NEW"  # reconciling by client order id finds it
+
+
+def http_client_errors():
+    import http.client
+    return http.client.RemoteDisconnected
+
+
+def test_depth_snapshot_and_gap_fault_are_consistent(sim):
+    st, c, _ = sim
+    v = st.server.venue
+    got = []
+    v.market_listeners.append(lambda s, p: got.append((s, p)))
+    import numpy as np
+    from bot4d.kernels import matching as m
+    o = np.zeros(3, m.SIM_ORDER_DTYPE)
+    o["op"], o["otype"], o["tif"], o["side"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, [0, 1, 0]
+    o["order_id"] = [(1 << 41) + k for k in range(3)]
+    o["price"], o["qty"] = [5_990_000, 6_010_000, 5_980_000], 100
+    st.call(v.submit_agent_orders, o[:2], time.time_ns())
+    status, snap, _ = c.request("GET", "/api/v3/depth", {"symbol": "BTCUSDT", "limit": 10})
+    assert snap["bids"] == [["59900.00000000", "0.00100000"]] and snap["asks"] == [["60100.00000000", "0.00100000"]]
+    st.call(v.inject, "depth_gap", 1)
+    st.call(v.submit_agent_orders, o[2:], time.time_ns())
+    diffs = [p for s, p in got if s == "btcusdt@depth"]
+    assert diffs[-1]["U"] == snap["lastUpdateId"] + 2  # one id skipped: a client must resync
+    status, body, _ = c.request("GET", "/api/v3/depth", {"symbol": "BTCUSDT", "limit": 0})
+    assert status == 400 and body["code"] == -1100
