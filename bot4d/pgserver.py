@@ -151,13 +151,18 @@ class PgServer:
     def conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.sock} dbname={dbname} user={self.user}"
 
-    def create_database(self, name: str) -> str:
-        """Create a fresh database (dropping one of that name) and return its conninfo."""
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-            raise PgServerError(f"database name {name!r} must be a lowercase identifier")
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a fresh database (dropping one of that name) and return its conninfo.
+
+        ``template`` copies an existing database (no one may be connected to it), which is
+        how tests get an already migrated schema in milliseconds instead of re-running DDL.
+        """
+        for n in (name, template):
+            if n is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", n):
+                raise PgServerError(f"database name {n!r} must be a lowercase identifier")
         with psycopg.connect(self.conninfo("postgres"), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            c.execute(f'CREATE DATABASE "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.conninfo(name)
 
     def drop_database(self, name: str) -> None:

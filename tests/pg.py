@@ -39,12 +39,23 @@ def pg_db(pg_server: PgServer) -> str:
         pg_server.drop_database(name)
 
 
-@pytest.fixture
-def persist_db(pg_db: str) -> str:
-    """A fresh database with the bot4d schema and the synthetic instruments/assets."""
+@pytest.fixture(scope="session")
+def _persist_template(pg_server: PgServer) -> str:
+    """A database migrated once per session, with the synthetic instruments/assets, to copy."""
     from bot4d.persist import schema, synth
 
-    schema.migrate(pg_db, log=lambda *_: None)
-    with psycopg.connect(pg_db) as c:
+    conninfo = pg_server.create_database("bot4d_template")
+    schema.migrate(conninfo, log=lambda *_: None)
+    with psycopg.connect(conninfo) as c:
         synth.setup_reference(c)
-    return pg_db
+    return "bot4d_template"
+
+
+@pytest.fixture
+def persist_db(pg_server: PgServer, _persist_template: str) -> str:
+    """A fresh database with the bot4d schema and the synthetic instruments/assets."""
+    name = f"p{os.getpid()}_{next(_counter)}"
+    conninfo = pg_server.create_database(name, template=_persist_template)
+    yield conninfo
+    if pg_server.running():
+        pg_server.drop_database(name)

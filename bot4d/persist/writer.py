@@ -7,8 +7,9 @@ and moves ``journal_cursor.last_seq`` for the shard from its expected old value 
 sequence written. Either all of it commits or none: after a crash anywhere the cursor names
 exactly the last row that exists, and the sidecar resumes at cursor + 1.
 
-The cursor update is conditional on the old value, so two sidecars draining one shard cannot both
-commit: the second gets ``CursorConflict`` instead of duplicating rows.
+The transaction first locks the shard's cursor row and checks it still holds the value this
+writer last saw, so two sidecars draining one shard cannot both commit: the second gets
+``CursorConflict`` instead of duplicating rows.
 """
 from __future__ import annotations
 
@@ -157,7 +158,10 @@ class JournalWriter:
         if good:
             self._commit(shard, events[:good], last)
         if good < len(events):
-            raise DecodeError(shard, int(events["seq"][good]), why)
+            found = int(events["seq"][good])
+            if found != last + 1 + good:
+                why += f" (found seq {found})"
+            raise DecodeError(shard, last + 1 + good, why)
         return self._cursor[shard]
 
     def _commit(self, shard: int, ev: np.ndarray, last: int) -> None:
@@ -165,8 +169,19 @@ class JournalWriter:
         kind = ev["kind"]
         try:
             with self.conn.transaction():
-                self._ensure_days(ev["ts_ns"])
                 with self.conn.cursor() as cur:
+                    # lock the shard's cursor row first: a second writer waits here, then sees
+                    # the cursor moved and stops before writing a single row
+                    if last == -1:
+                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, -1) "
+                                    "ON CONFLICT (shard) DO NOTHING", (shard,))
+                    cur.execute("SELECT last_seq FROM journal_cursor WHERE shard = %s FOR UPDATE", (shard,))
+                    row = cur.fetchone()
+                    if row is None or row[0] != last:
+                        raise CursorConflict(
+                            f"shard {shard}: journal_cursor is {row and row[0]}, this writer expected "
+                            f"{last} (another writer on this shard?)")
+                    self._ensure_days(ev["ts_ns"])
                     for table, kinds in ROUTES:
                         sel = ev[np.isin(kind, kinds)] if len(kinds) > 1 else ev[kind == kinds[0]]
                         if len(sel):
@@ -177,14 +192,8 @@ class JournalWriter:
                     ctl = ev[kind == R.EV_CONTROL]
                     if len(ctl):
                         self._copy_control(cur, ctl)
-                    if last == -1:
-                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, -1) "
-                                    "ON CONFLICT (shard) DO NOTHING", (shard,))
                     cur.execute("UPDATE journal_cursor SET last_seq = %s, updated_at = now() "
-                                "WHERE shard = %s AND last_seq = %s", (new_last, shard, last))
-                    if cur.rowcount != 1:
-                        raise CursorConflict(
-                            f"shard {shard}: journal_cursor is no longer {last} (another writer?)")
+                                "WHERE shard = %s", (new_last, shard))
         except BaseException:
             self._days.clear()  # partitions created in the rolled-back transaction are gone too
             self._cursor.pop(shard, None)
