@@ -62,6 +62,33 @@ def test_update_delete_and_absent_delete() -> None:
     assert b.counters[0, bk.CTR_DELETE_ABSENT] == 1
 
 
+@pytest.mark.parametrize("side", [SIDE_BID, SIDE_ASK])
+def test_every_position_of_a_deep_row(side: int) -> None:
+    """Update, delete and re-insert the level at every position of a 40-level row: covers the
+    linear scan near the top and the binary search below it, at both ends."""
+    b = bk.make_books(1, 64)
+    prices = list(range(1000, 1040))
+    b.apply(recs([lv(0, side, p, p) for p in prices]))
+    want = dict(zip(prices, prices))
+    best_first = sorted(want.items(), reverse=(side == SIDE_BID))
+    assert b.levels(0, side) == best_first
+    for p in prices:
+        b.apply(recs([lv(0, side, p, 7)]))
+        want[p] = 7
+        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        b.apply(recs([lv(0, side, p, 0)]))
+        del want[p]
+        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        b.apply(recs([lv(0, side, p, p)]))
+        want[p] = p
+        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+    for p in (999, 1040, 2000, 1):  # outside: insert at both ends, then delete again
+        b.apply(recs([lv(0, side, p, 1)]))
+        want[p] = 1
+        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+    assert b.error[0] == 0
+
+
 def test_clear_and_venue_seq_and_ignored_kinds() -> None:
     b = bk.make_books(2, 8)
     u = recs([lv(1, SIDE_BID, 100, 1, seq=5), lv(1, SIDE_ASK, 101, 1, seq=6),
