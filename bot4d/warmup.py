@@ -14,6 +14,8 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.matching",
     "bot4d.sim.generator",
     "bot4d.kernels.book",
+    "bot4d.venues.checksum",
+    "bot4d.venues.kraken_scan",
     "ipc",
 ]
 

@@ -40,14 +40,16 @@ def book_frames():
 
 
 def test_every_recorded_checksum_is_reproduced(book_frames) -> None:
+    n_ck = sum(b'"c":"' in f for _, f in book_frames)
+    assert n_ck == 4269
     for extra in (0, 2):  # book units at the wire's decimals, and finer than them
         h, t, books = v1_handler(extra)
-        n_ck = 0
-        for recv, frame in book_frames:
-            n_ck += b'"c":"' in frame
-            r = h.on_frame(frame, recv)
-            assert r in (Reason.OK, Reason.IGNORED), (r, frame[:200])
-        assert n_ck == 4269
+        if extra == 0:  # the Python reference path, frame by frame
+            for recv, frame in book_frames:
+                r = h.on_frame(frame, recv)
+                assert r in (Reason.OK, Reason.IGNORED), (r, frame[:200])
+        else:  # the batch hot path
+            h.on_frames([f for _, f in book_frames], [r for r, _ in book_frames])
         assert h.checked == n_ck
         assert h.counters[Reason.CHECKSUM_MISMATCH] == 0
         assert h.counters.rejects() == 0
@@ -311,6 +313,10 @@ def test_v2_trade_and_control_messages() -> None:
 
 
 # --- fuzz --------------------------------------------------------------------------------------
+def _grt_frames(book_frames):
+    """GRT/ETH has the smallest snapshot (133 levels): cheap enough to replay per example."""
+    return [f for _, f in book_frames if f.endswith(b'"GRT/ETH"]')][:40]
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes_v1_v2(data) -> None:
@@ -322,11 +328,11 @@ def test_fuzz_random_bytes_v1_v2(data) -> None:
         assert isinstance(r, Reason) and r != Reason.OK or h.counters[Reason.OK] == 1
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_fuzz_mutated_real_frames(book_frames, data) -> None:
-    h, _, _ = v1_handler()
-    frames = [f for _, f in book_frames[13:80]]
+    h, _, _ = v1_handler(depth_capacity=256)
+    frames = _grt_frames(book_frames)
     for f in frames[:10]:
         h.on_frame(f)
     f = bytearray(data.draw(st.sampled_from(frames)))
@@ -336,3 +342,81 @@ def test_fuzz_mutated_real_frames(book_frames, data) -> None:
     r = h.on_frame(bytes(f))
     assert isinstance(r, Reason)
     assert int(h.counters.counts.sum()) == 11
+
+
+# --- the batch hot path (kraken_scan) must be indistinguishable from the Python reference ------
+def _tampered(book_frames, seed):
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for recv, f in book_frames:
+        x = rnd.random()
+        if x < 0.01 and b'"c":"' in f:
+            m = json.loads(f)
+            m[-3]["c"] = str((int(m[-3]["c"]) + 1) % (1 << 32))
+            f = orjson.dumps(m)
+        elif x < 0.015:
+            f = f[: len(f) // 2]
+        elif x < 0.02:
+            f = f.replace(b'"', b"'", 1)
+        elif x < 0.025 and b'"b":[["' in f:
+            f = f.replace(b'"b":[["', b'"b":[["-', 1)
+        out.append((recv, f))
+        if x > 0.995:  # a second copy of a snapshot later in the stream resyncs the pair
+            snap = next((g for _, g in book_frames if b'"as"' in g and g.endswith(f[-12:])), None)
+            if snap is not None:
+                out.append((recv, snap))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_path_equals_frame_path(book_frames, seed) -> None:
+    frames = book_frames if seed == 0 else _tampered(book_frames, seed)
+    a, t, _ = v1_handler()
+    b, _, _ = v1_handler()
+    for recv, f in frames:
+        a.on_frame(f, recv)
+    for k in range(0, len(frames), 333):  # several batches, boundaries anywhere
+        chunk = frames[k:k + 333]
+        b.on_frames([f for _, f in chunk], [r for r, _ in chunk])
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert a.checked == b.checked
+    if seed:
+        assert a.counters[Reason.CHECKSUM_MISMATCH] > 0 and a.counters[Reason.MALFORMED_JSON] > 0
+    assert (a.drain() == b.drain()).all()
+    for inst in t:
+        for side in (SIDE_BID, SIDE_ASK):
+            assert a.books.levels(inst.id, side) == b.books.levels(inst.id, side)
+    assert [a.state(p) for p in PAIRS_V1] == [b.state(p) for p in PAIRS_V1]
+    assert a.take_resync_requests() == b.take_resync_requests()
+
+
+def test_batch_path_grows_a_full_batch(book_frames) -> None:
+    h, _, _ = v1_handler()
+    h.out = h.out[:4]
+    h.on_frames([f for _, f in book_frames[:400]])
+    assert h.counters[Reason.BATCH_FULL] > 0 and h.n_out > 4
+    ref, _, _ = v1_handler()
+    for _, f in book_frames[:400]:
+        ref.on_frame(f)
+    assert (ref.drain() == h.drain()).all()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_batch_path_mutated_frames(book_frames, data) -> None:
+    a, _, _ = v1_handler(depth_capacity=256)
+    b, _, _ = v1_handler(depth_capacity=256)
+    base = _grt_frames(book_frames)
+    frames = []
+    for _ in range(data.draw(st.integers(1, 12))):
+        f = bytearray(data.draw(st.sampled_from(base)))
+        for _ in range(data.draw(st.integers(0, 3))):
+            f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.sampled_from(b'0123456789.-,"[]{}:aceb x'))
+        frames.append(bytes(f))
+    for f in base[:10] + frames:
+        a.on_frame(f)
+    b.on_frames(base[:10] + frames)
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert (a.drain() == b.drain()).all()

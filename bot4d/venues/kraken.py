@@ -134,7 +134,65 @@ class _KrakenBase(L2Handler):
 
 class KrakenV1(_KrakenBase):
     """Kraken WebSocket v1 public feed: ``book`` (snapshot ``as``/``bs``, updates ``a``/``b``
-    with checksum ``c``) and ``trade``."""
+    with checksum ``c``) and ``trade``.
+
+    ``on_frames`` is the batch hot path (``kraken_scan``: one nogil numba call for a run of book
+    updates); ``on_frame`` handles one frame in Python and is the reference the batch path
+    falls back to for everything else."""
+
+    def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
+        super().__init__(table, books, **kw)
+        from bot4d.venues.scan import SymbolTable
+
+        insts = list(self._by_symbol.values())
+        n = len(table)
+        self._sym = SymbolTable({i.symbol: i.id for i in insts})
+        self._pscale = np.zeros(n, np.int64)
+        self._qscale = np.zeros(n, np.int64)
+        self._maxp = np.zeros(n, np.int64)
+        self._maxq = np.zeros(n, np.int64)
+        for i in insts:
+            self._pscale[i.id], self._qscale[i.id] = i.price_scale, i.qty_scale
+            self._maxp[i.id], self._maxq[i.id] = i.max_price_units, i.max_qty_units
+        self._stats = np.zeros(2, np.int64)
+
+    def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
+        """Process a batch of frames in order; results are in ``counters``/``out`` as with
+        ``on_frame`` (per-frame statuses are not returned: the batch path is for throughput)."""
+        from bot4d.venues import kraken_scan as ks
+        from bot4d.venues.l2sync import _BOOK_ERR_REASON
+        from bot4d.venues.scan import frames_to_batch
+
+        if not frames:
+            return
+        buf, ends = frames_to_batch(frames)
+        recv = np.zeros(len(frames), np.int64) if recv_ts_ns is None else np.asarray(recv_ts_ns, np.int64)
+        sym = self._sym
+        f = 0
+        nf = len(frames)
+        while f < nf:
+            before = self._stats.copy()
+            f, code, k, val = ks.kraken_v1_run(
+                buf, ends, f, recv, sym.keys, sym.lens, sym.ids, self._pscale, self._qscale,
+                self._maxp, self._maxq, self.scaling, self.states, self.books, self.out,
+                self.n_out, *self._top_bufs, self._stats)
+            self.n_out = int(k)
+            d = self._stats - before
+            self.counters.bump(Reason.OK, int(d[0]))
+            self.checked += int(d[1])
+            if code == ks.STOP_DONE:
+                return
+            if code == ks.STOP_BATCH_FULL:
+                self._grow()
+                continue
+            fr = frames[f]
+            if code == ks.STOP_FALLBACK:
+                self.on_frame(fr, int(recv[f]))
+            else:
+                inst = self.instrument(orjson.loads(fr)[-1])
+                reason = Reason.CHECKSUM_MISMATCH if code == ks.STOP_CHECKSUM else _BOOK_ERR_REASON[val]
+                self.resync(inst, reason)
+            f += 1
 
     def on_frame(self, frame: bytes, recv_ts_ns: int = 0) -> Reason:
         if len(frame) > self.max_frame_bytes:

@@ -144,11 +144,7 @@ class L2Handler:
         if not k:
             return Reason.OK
         if self.n_out + k > len(self.out):
-            # a consumer that never drains must not make us drop data silently: grow, and count
-            self.counters.bump(Reason.BATCH_FULL)
-            bigger = np.zeros(max(2 * len(self.out), self.n_out + k), MD_UPDATE_DTYPE)
-            bigger[: self.n_out] = self.out[: self.n_out]
-            self.out = bigger
+            self._grow(self.n_out + k)
         last = rows[-1]
         rows[-1] = last[:3] + (last[3] | MD_FLAG_FRAME_END,) + last[4:]
         seg = self.out[self.n_out : self.n_out + k]
@@ -181,6 +177,13 @@ class L2Handler:
                     self._rows.append((0, MD_LEVEL, side, 0, i, px, 0, 0, 0, 0, 0, 0))
         if self._rows:
             self._commit(apply=True)
+
+    def _grow(self, need: int = 0) -> None:
+        # a consumer that does not drain must not make us drop data silently: grow, and count
+        self.counters.bump(Reason.BATCH_FULL)
+        bigger = np.zeros(max(2 * len(self.out), need), MD_UPDATE_DTYPE)
+        bigger[: self.n_out] = self.out[: self.n_out]
+        self.out = bigger
 
     def drain(self) -> np.ndarray:
         """The records produced since the last drain (a copy; the batch is reused)."""
