@@ -419,7 +419,10 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     if futures:
                         if u < lu:
                             reason = R_STALE
-                        elif U <= lu:
+                        elif U <= lu or fld[F_pu] == lu:
+                            # documented: U <= lastUpdateId <= u. A snapshot taken exactly at
+                            # an event boundary is continued by the event whose pu equals it
+                            # (its U is above lastUpdateId): that event chains just as well
                             apply = True
                         else:
                             reason = R_GAP
@@ -587,6 +590,12 @@ class BinanceFeed:
             self.qscale[i.id] = i.qty_scale
             self.maxpx[i.id] = i.max_price_units
             self.maxqty[i.id] = i.max_qty_units
+            if books is not None:
+                # the book clamps limits to what its sums can hold; refuse (and count) here
+                # whatever it would refuse, so a level is never dropped silently downstream
+                books.set_limits(i.id, i.max_price_units, i.max_qty_units)
+                self.maxpx[i.id] = books.max_px[i.id]
+                self.maxqty[i.id] = books.max_qty[i.id]
         self.state = np.full(n, ST_SYNCING, np.int8)
         self.last_u = np.zeros(n, np.int64)
         self.counters = ReasonCounters()
@@ -648,7 +657,8 @@ class BinanceFeed:
             first += done
             if done == 0:  # cannot happen (an empty output always takes a frame), but never spin
                 break
-        buffered = np.flatnonzero(fstatus == FS_BUFFER)
+        # the diff that revealed a gap is newer than the book: it may bridge the next snapshot
+        buffered = np.flatnonzero((fstatus == FS_BUFFER) | (fstatus == R_GAP))
         for f in buffered:
             self._keep(int(finst[f]), self._frame_bytes(buf, ends, int(f), frames))
         return FrameResult(self.out[:total], fstatus, finst, self.needs_snapshot())
@@ -710,13 +720,9 @@ class BinanceFeed:
         pending = self._buffer[inst.id]
         self._buffer[inst.id] = []
         if pending:
-            r = self.on_frames(pending)
-            if self.state[inst.id] == ST_RESYNCING:
-                # the snapshot is older than the buffered diffs (they do not bridge it): they
-                # are still good for the next, newer snapshot, so keep them, in order
-                again = [pending[f] for f in
-                         np.flatnonzero((r.status == R_GAP) & (r.instruments == inst.id))]
-                self._buffer[inst.id] = again + self._buffer[inst.id]
+            # a snapshot older than these diffs makes the first of them a GAP: on_batch keeps
+            # it and the rest buffered, in order, for the next (newer) snapshot
+            self.on_frames(pending)
         return Reason.OK
 
     def force_resync(self, symbol: str) -> None:

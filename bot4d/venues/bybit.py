@@ -494,6 +494,12 @@ class BybitFeed:
             self.qscale[i.id] = i.qty_scale
             self.maxpx[i.id] = i.max_price_units
             self.maxqty[i.id] = i.max_qty_units
+            if books is not None:
+                # the book clamps limits to what its sums can hold; refuse (and count) here
+                # whatever it would refuse, so a level is never dropped silently downstream
+                books.set_limits(i.id, i.max_price_units, i.max_qty_units)
+                self.maxpx[i.id] = books.max_px[i.id]
+                self.maxqty[i.id] = books.max_qty[i.id]
         self.state = np.full(n, ST_SYNCING, np.int8)
         self.last_u = np.zeros(n, np.int64)
         self.last_seq = np.full(n, -1, np.int64)
