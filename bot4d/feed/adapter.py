@@ -18,6 +18,7 @@ Contract:
   must fetch and hand to ``on_snapshot`` (Binance); ``take_resubscribe`` returns messages to send
   on the open connection to get a fresh WebSocket snapshot (Kraken, OKX). An adapter may use
   either or both.
+* ``force_resync``: the same while the connection stays up (downstream lost records).
 * ``on_disconnect``: the chain is broken for every instrument of the connection: clear state so
   that reconnecting starts a full sync.
 """
@@ -75,3 +76,7 @@ class FeedAdapter(Protocol):
 
     def on_disconnect(self) -> None:
         """The connection is gone: every instrument must resync from scratch."""
+
+    def force_resync(self) -> None:
+        """Downstream lost records (ingress ring full): resync every instrument over the open
+        connection (new snapshots / resubscriptions), marking them not LIVE at once."""

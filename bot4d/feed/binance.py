@@ -87,6 +87,10 @@ class BinanceAdapter:
         for s in self.symbols:
             self.feed.force_resync(s)
 
+    def force_resync(self) -> None:
+        # the diff stream goes on: buffering restarts and fresh REST snapshots are fetched
+        self.on_disconnect()
+
 
 class BinanceFuturesAdapter(BinanceAdapter):
     venue = vbf.VENUE

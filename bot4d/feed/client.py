@@ -40,6 +40,7 @@ from bot4d.venues.sync import N_REASONS, Reason
 
 log = logging.getLogger("bot4d.feed")
 
+# the owning shard's ingress: returns how many records it took (None: all), e.g. Ring.publish
 Sink = Callable[[np.ndarray], Any]
 _QUIET = (int(Reason.OK), int(Reason.IGNORED))
 
@@ -284,7 +285,13 @@ class FeedConnection:
         if len(recs):
             self.states.touch(recs["instrument"], now)
             if self.sink is not None:
-                self.sink(recs)
+                took = self.sink(recs)
+                if took is not None and took < len(recs):
+                    # the shard's book misses records: it must not be trusted until resynced
+                    self.counters.bump(ConnEvent.SINK_REFUSED, len(recs) - int(took))
+                    self.burst.event(self.venue, "ingress ring full; resyncing", 1, now)
+                    self.adapter.force_resync()
+                    self.counters.bump(ConnEvent.RESYNCS, len(self._ids))
         self._publish(now)
         self._report_reasons(now)
         if self._transport is None:

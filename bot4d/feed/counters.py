@@ -31,6 +31,7 @@ class ConnEvent(IntEnum):
     BYTES = 14
     PINGS_SENT = 15
     RESUBSCRIBES = 16
+    SINK_REFUSED = 17       # records the ingress ring did not take: the books resync
 
 
 N_CONN_EVENTS = len(ConnEvent)

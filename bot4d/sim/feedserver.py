@@ -281,6 +281,11 @@ class FeedServer:
         self._sender: asyncio.Task | None = None
         self.done = asyncio.Event()          # the whole script has been published
         self.port = 0
+        self.http_failures = 0               # answer this many snapshot requests with 503
+        self._hold_at: int | None = None
+        self._released = asyncio.Event()
+        self._released.set()
+        self.held = asyncio.Event()          # the pump is waiting at the hold point
 
     @property
     def ws_base(self) -> str:
@@ -313,6 +318,17 @@ class FeedServer:
         """Fire ``fault`` at script index ``at`` (None: at the next book update sent)."""
         self._faults.append(_Pending(fault, at))
 
+    def hold(self, at: int) -> None:
+        """Stop publishing when the script reaches index ``at`` until ``release()``: a test
+        uses it to let a client finish a resync before the market moves on."""
+        self._hold_at = at
+        self._released.clear()
+        self.held.clear()
+
+    def release(self) -> None:
+        self._hold_at = None
+        self._released.set()
+
     def drop_now(self) -> None:
         c = self._conn
         if c is not None and c.transport is not None:
@@ -323,6 +339,10 @@ class FeedServer:
         path = req.path.decode("latin-1")
         if req.headers.get("Upgrade", "").lower() != "websocket":
             self.stats.http_requests += 1
+            if self.http_failures > 0:
+                self.http_failures -= 1
+                resp = WSUpgradeResponse.create_error_response(503, b"busy")
+                return WSUpgradeResponseWithListener(resp, None)
             status, body = self.market.http(path)
             hdr = {"Content-Type": "application/json"}
             if status == 200:
@@ -366,6 +386,10 @@ class FeedServer:
             if not conn.writable.is_set():
                 await conn.writable.wait()
                 continue
+            if self._hold_at is not None and self.cursor >= self._hold_at:
+                self.held.set()
+                await self._released.wait()
+                continue
             frame = frames[self.cursor]
             fault = self._due(self.market.is_book_update(frame))
             if fault is Fault.DROP:
@@ -400,3 +424,24 @@ class FeedServer:
                 await asyncio.sleep(0)
         if self.cursor >= len(frames):
             self.done.set()
+
+
+def recorded_binance(recorded_dir: Any, prefix: str = "BINANCE") -> tuple[list[bytes], dict[str, bytes]]:
+    """(frames, REST snapshots by symbol) from a cryptofeed recording pair
+    (``<prefix>.ws.1.0`` and ``<prefix>.http.0.0``; see data/recorded/README.md)."""
+    from pathlib import Path
+
+    from bot4d.venues.l2sync import read_recording
+
+    d = Path(recorded_dir)
+    frames = [b for _, b in read_recording(d / f"{prefix}.ws.1.0")]
+    snaps: dict[str, bytes] = {}
+    with open(d / f"{prefix}.http.0.0", "rb") as f:
+        for line in f:
+            url, sep, rest = line.partition(b" -> ")
+            if not sep:
+                continue
+            _, _, body = rest.partition(b": ")
+            q = parse_qs(urlsplit(url.decode()).query)
+            snaps[q["symbol"][0]] = body.strip()
+    return frames, snaps
