@@ -333,3 +333,26 @@ def test_kernel_stops_at_journal_capacity_without_losing_rejects():
                           b.pos, b.oo, b.ob, b.osl, b.mid, b.eng.corr, T0, dec[done:], q[done:],
                           ev, cnt, 0)
     assert done2 == 2 and cnt[0] == 2
+
+
+def test_check_one_matches_check_and_refuses_bad_input():
+    a, b = Book(), Book()
+    b.eng.bind(b.pos, b.oo, b.ob, b.osl, b.mid)
+    its = intent(6, qty=[BTC // 10, BTC + 1, BTC // 10, BTC // 10, BTC // 10, BTC // 10],
+                 stop_price=[MID - 5, MID - 5, 0, MID - 5, MID - 5, MID - 5])
+    for k in range(6):
+        da, qa = a.check(its[k:k + 1], now=T0 + k)
+        assert b.eng.check_one(its[k:k + 1], np.int64(T0 + k)) == (da[0], qa[0])
+    # the bound arrays are read live: a position change is seen without re-binding
+    b.pos[0] = BTC
+    assert b.eng.check_one(its[:1], T0 + 10)[0] == R.REJ_MAX_POSITION
+    with pytest.raises(ValueError, match="exactly one"):
+        b.eng.check_one(its[:2], T0)
+    with pytest.raises(TypeError):
+        b.eng.check_one(its[:1], 1.5)
+    with pytest.raises(TypeError, match="ORDER_INTENT_DTYPE"):
+        b.eng.check_one(np.zeros(1, np.int64), T0)
+    with pytest.raises(TypeError, match="open_orders"):
+        b.eng.bind(b.pos, b.oo.astype(np.int32), b.ob, b.osl, b.mid)
+    with pytest.raises(RuntimeError, match="bind"):
+        Book().eng.check_one(its[:1], T0)

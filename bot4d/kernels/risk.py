@@ -50,6 +50,7 @@ raises and allocates nothing.
 """
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numba as nb
@@ -151,7 +152,16 @@ B_N = 4
 W_BUY = 0
 W_SELL = 1
 W_ORDERS = 2
-W_N = 3
+W_FLAGS = 3              # which per-call caches below are filled for this instrument
+W_RAW_NOTIONAL = 4       # largest price*qty product whose notional is within I_MAX_NOTIONAL
+W_RAW_POSITION = 5       # largest mid*worst product whose notional is within the position limit
+W_CORR_BUY = 6           # 1 + instrument whose correlation blocks a buy, or -1
+W_CORR_SELL = 7
+W_N = 8
+WF_NOTIONAL = 1
+WF_POSITION = 2
+WF_CORR = 4
+SMALL = 1 << 31          # both factors below this: the product fits int64 without a check
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -330,148 +340,55 @@ def _drawdown_breached(acct: np.ndarray, cfg: np.ndarray) -> bool:
     return (peak - eq) > _bps_of(peak, cfg[C_MAX_DD_BPS])
 
 
-@nb.njit(cache=True, nogil=True)
-def _decide(it, cfg, inst, acct, strat, bucket, work, state, pos, open_orders, open_buy,
-            open_sell, mid, corr, now_ns, out_qty, k):
-    """Decide one intent; on accept apply its effects to work/bucket. Returns reason, detail."""
-    n_inst = inst.shape[0]
-    cmd = it["command"]
-    i = it["instrument"]
-    side = it["side"]
-    if cmd != CMD_PLACE and cmd != CMD_CANCEL and cmd != CMD_REPLACE:
-        return REJ_BAD_COMMAND, 0
-    if i < 0 or i >= n_inst:
-        return REJ_BAD_INSTRUMENT, 0
-    if cmd == CMD_CANCEL:
-        out_qty[k] = 0
-        return ACCEPT, 0  # a cancel never adds risk: allowed in every state, never rate-limited
-    if side != SIDE_BID and side != SIDE_ASK:
-        return REJ_BAD_COMMAND, 0
-    if state == TS_HALTED:
-        return REJ_HALTED, 0
-    row = inst[i]
-    if row[I_ENABLED] == 0:
-        return REJ_INSTRUMENT_DISABLED, 0
-    px = it["price"]
-    if px < 0:
-        return REJ_BAD_PRICE, px
-    m = mid[i]
-    if m <= 0:
-        return REJ_NO_MARKET_DATA, m
-    ref_px = px if px > 0 else m  # market orders are valued at the mid
-    qty = it["qty"]
-    if it["flags"] & INTENT_FLAG_WANTS_SIZING:
-        s = it["strategy"]
-        if s < 0 or s >= strat.shape[0]:
-            return REJ_KELLY_NO_STATS, s
-        wins = strat[s, S_WINS]
-        losses = strat[s, S_LOSSES]
-        sw = strat[s, S_SUM_WIN]
-        sl = strat[s, S_SUM_LOSS]
-        if wins + losses < cfg[C_KELLY_MIN_TRADES] or wins <= 0 or sw <= 0:
-            return REJ_KELLY_NO_STATS, wins + losses
-        # statistics of returns may be float: the fraction becomes integer bps before any money
-        f = wins * (float(sw) - float(sl)) / ((wins + losses) * float(sw))
-        f_bps = int(f * 10000.0) if f > 0.0 else 0
-        if f_bps > cfg[C_KELLY_CAP_BPS]:
-            f_bps = cfg[C_KELLY_CAP_BPS]
-        eq = acct[A_EQUITY]
-        if f_bps <= 0 or eq <= 0:
-            return REJ_KELLY_NO_EDGE, f_bps
-        budget = _bps_of(eq, f_bps)  # quote units
-        # qty = budget * div / (mul * price), rounded down, refusing what does not fit
-        dv = row[I_NOTIONAL_DIV]
-        if budget > INT64_MAX // dv:
-            return REJ_OVERFLOW, budget
-        den = _sat_mul(row[I_NOTIONAL_MUL], ref_px)
-        sized = (budget * dv) // den
-        if qty > 0 and sized > qty:
-            sized = qty
-        if sized <= 0:
-            return REJ_KELLY_NO_EDGE, f_bps
-        qty = sized
-    if qty <= 0:
-        return REJ_BAD_QTY, qty
-    if qty > row[I_MAX_QTY]:
-        return REJ_MAX_QTY, qty
-    if px > 0:
-        diff = px - m if px > m else m - px
-        if diff > _bps_of(m, row[I_BAND_BPS]):
-            return REJ_PRICE_BAND, px
-    notional = _notional(ref_px, qty, row[I_NOTIONAL_MUL], row[I_NOTIONAL_DIV])
-    if notional < 0:
-        return REJ_OVERFLOW, qty
-    if notional > row[I_MAX_NOTIONAL]:
-        return REJ_MAX_NOTIONAL, notional
-    p = pos[i]
-    if side == SIDE_BID:
-        same = open_buy[i] + work[i, W_BUY]
-        reduces = p < 0 and same <= -p and qty <= -p - same
-    else:
-        same = open_sell[i] + work[i, W_SELL]
-        reduces = p > 0 and same <= p and qty <= p - same
-    if state == TS_REDUCING and not reduces:
-        return REJ_REDUCING, p
-    if not reduces:
-        sp = it["stop_price"]
-        if sp == 0:
-            return REJ_NO_STOP_LOSS, 0
-        if side == SIDE_BID:
-            if not (0 < sp < ref_px):
-                return REJ_BAD_STOP_LOSS, sp
-        elif sp <= ref_px:
-            return REJ_BAD_STOP_LOSS, sp
-        if _daily_loss_breached(acct, cfg):
-            return REJ_DAILY_LOSS, acct[A_DAY_START_EQUITY] - acct[A_EQUITY]
-        if _drawdown_breached(acct, cfg):
-            return REJ_DRAWDOWN, acct[A_PEAK_EQUITY] - acct[A_EQUITY]
-        # worst case |position| if this and every live same-side order fill
-        if side == SIDE_BID:
-            worst = p + same
-            if worst > INT64_MAX - qty:
-                return REJ_OVERFLOW, qty
-            worst += qty
-        else:
-            worst = p - same
-            if worst < -INT64_MAX + qty:
-                return REJ_OVERFLOW, qty
-            worst = -(worst - qty)
-        eq = acct[A_EQUITY]
-        limit = _bps_of(eq, cfg[C_MAX_POS_BPS]) if eq > 0 else 0
-        wn = _notional(m, worst, row[I_NOTIONAL_MUL], row[I_NOTIONAL_DIV])
-        if wn < 0 or wn > limit:
-            return REJ_MAX_POSITION, wn
-        d = 1.0 if side == SIDE_BID else -1.0
-        cap = cfg[C_CORR_CAP_BPS] / 10000.0
-        for j in range(n_inst):
-            pj = pos[j]
-            if j == i or pj == 0:
-                continue
-            c = corr[i, j]
-            if c != c:
-                continue  # NaN: not enough history for this pair
-            if d * (1.0 if pj > 0 else -1.0) * c > cap:
-                return REJ_CORRELATION, j
-    if cmd == CMD_PLACE and open_orders[i] + work[i, W_ORDERS] >= row[I_MAX_OPEN_ORDERS]:
-        return REJ_MAX_OPEN_ORDERS, open_orders[i] + work[i, W_ORDERS]
-    v = row[I_VENUE]
-    _refill(bucket, v, now_ns)
-    if bucket[v, B_TOKENS] < TOKEN:
-        return REJ_RATE_LIMIT, bucket[v, B_TOKENS]
-    # accepted: later intents see this one
-    bucket[v, B_TOKENS] -= TOKEN
-    if side == SIDE_BID:
-        work[i, W_BUY] += qty
-    else:
-        work[i, W_SELL] += qty
-    if cmd == CMD_PLACE:
-        work[i, W_ORDERS] += 1
-    out_qty[k] = qty
-    return ACCEPT, 0
+@nb.njit(cache=True, nogil=True, inline="always")
+def _raw_limit(limit: int, mul: int, div: int) -> int:
+    """Largest x >= 0 with floor(x/div)*mul <= limit, saturated at INT64_MAX.
+
+    Lets the hot path compare a raw price*qty product against a per-instrument bound instead of
+    dividing every product by the scale factor: floor(x/div)*mul <= L  <=>  x <= (L//mul+1)*div-1.
+    """
+    if limit < 0:
+        return -1
+    q = limit // mul + 1
+    if q > INT64_MAX // div:
+        return INT64_MAX
+    return q * div - 1
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _undo(it, inst, bucket, work, qty):
+def _product(a: int, b: int) -> int:
+    """a*b for a, b >= 0, or -1 when it does not fit int64 (division only for large factors)."""
+    if a < SMALL and b < SMALL:
+        return a * b
+    if b != 0 and a > INT64_MAX // b:
+        return -1
+    return a * b
+
+
+@nb.njit(cache=True, nogil=True)
+def _corr_cache(work, corr, pos, i, cap):
+    """Which existing position (if any) blocks a buy / a sell of i by correlation. Positions and
+    correlations do not change inside one call, so this is computed once per instrument."""
+    work[i, W_CORR_BUY] = -1
+    work[i, W_CORR_SELL] = -1
+    for j in range(pos.shape[0]):
+        pj = pos[j]
+        if j == i or pj == 0:
+            continue
+        c = corr[i, j]
+        if c != c:
+            continue  # NaN: not enough history for this pair
+        sc = c if pj > 0 else -c
+        if sc > cap and work[i, W_CORR_BUY] < 0:
+            work[i, W_CORR_BUY] = j + 1
+        if -sc > cap and work[i, W_CORR_SELL] < 0:
+            work[i, W_CORR_SELL] = j + 1
+    work[i, W_FLAGS] |= WF_CORR
+
+
+@nb.njit(cache=True, nogil=True)
+def _undo(intents, k, inst, bucket, work, qty):
+    it = intents[k]
     i = it["instrument"]
     if it["command"] == CMD_CANCEL:
         return
@@ -486,7 +403,8 @@ def _undo(it, inst, bucket, work, qty):
 
 
 @nb.njit(cache=True, nogil=True)
-def _journal(ev, n, it, state, reason, detail, now_ns, shard):
+def _journal(ev, n, intents, k, state, reason, detail, now_ns, shard):
+    it = intents[k]
     e = ev[n]
     e["seq"] = 0
     e["ts_ns"] = now_ns
@@ -524,6 +442,12 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
     n = intents.shape[0]
     state = ks[K_STATE]
     all_or_none = cfg[C_POLICY] == POLICY_ALL_OR_NONE
+    # account-wide facts that cannot change inside one call
+    eq = acct[A_EQUITY]
+    pos_limit = _bps_of(eq, cfg[C_MAX_POS_BPS]) if eq > 0 else 0
+    loss_hit = _daily_loss_breached(acct, cfg)
+    dd_hit = _drawdown_breached(acct, cfg)
+    cap = cfg[C_CORR_CAP_BPS] / 10000.0
     cap_ev = ev.shape[0]
     k = 0
     while k < n:
@@ -540,22 +464,226 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
             if failed >= 0 and all_or_none:
                 decision[j] = REJ_BATCH_PEER
                 continue
-            r, detail = _decide(intents[j], cfg, inst, acct, strat, bucket, work, state, pos,
-                                open_orders, open_buy, open_sell, mid, corr, now_ns, out_qty, j)
+            # The decision is written out here rather than in a helper: numba inlining of a
+            # function with many array arguments (or passing a record) cost 4-10x per intent in
+            # reference-count traffic here. Each check ends the one-pass loop with a reason.
+            r = ACCEPT
+            detail = np.int64(0)
+            for _once in range(1):
+                it = intents[j]
+                n_inst = inst.shape[0]
+                cmd = it["command"]
+                i = it["instrument"]
+                side = it["side"]
+                if cmd != CMD_PLACE and cmd != CMD_CANCEL and cmd != CMD_REPLACE:
+                    r = REJ_BAD_COMMAND
+                    detail = 0
+                    break
+                if i < 0 or i >= n_inst:
+                    r = REJ_BAD_INSTRUMENT
+                    detail = 0
+                    break
+                if cmd == CMD_CANCEL:  # never adds risk: allowed in every state, never rate-limited
+                    out_qty[j] = 0
+                    r = ACCEPT
+                    detail = 0
+                    break
+                if side != SIDE_BID and side != SIDE_ASK:
+                    r = REJ_BAD_COMMAND
+                    detail = 0
+                    break
+                if state == TS_HALTED:
+                    r = REJ_HALTED
+                    detail = 0
+                    break
+                if inst[i, I_ENABLED] == 0:
+                    r = REJ_INSTRUMENT_DISABLED
+                    detail = 0
+                    break
+                px = it["price"]
+                if px < 0:
+                    r = REJ_BAD_PRICE
+                    detail = px
+                    break
+                m = mid[i]
+                if m <= 0:
+                    r = REJ_NO_MARKET_DATA
+                    detail = m
+                    break
+                ref_px = px if px > 0 else m  # market orders are valued at the mid
+                qty = it["qty"]
+                mul = inst[i, I_NOTIONAL_MUL]
+                dv = inst[i, I_NOTIONAL_DIV]
+                if it["flags"] & INTENT_FLAG_WANTS_SIZING:
+                    s = it["strategy"]
+                    if s < 0 or s >= strat.shape[0]:
+                        r = REJ_KELLY_NO_STATS
+                        detail = s
+                        break
+                    wins = strat[s, S_WINS]
+                    losses = strat[s, S_LOSSES]
+                    sw = strat[s, S_SUM_WIN]
+                    sl = strat[s, S_SUM_LOSS]
+                    if wins + losses < cfg[C_KELLY_MIN_TRADES] or wins <= 0 or sw <= 0:
+                        r = REJ_KELLY_NO_STATS
+                        detail = wins + losses
+                        break
+                    # statistics of returns may be float: the fraction becomes integer bps before any money
+                    f = wins * (float(sw) - float(sl)) / ((wins + losses) * float(sw))
+                    f_bps = int(f * 10000.0) if f > 0.0 else 0
+                    if f_bps > cfg[C_KELLY_CAP_BPS]:
+                        f_bps = cfg[C_KELLY_CAP_BPS]
+                    eq = acct[A_EQUITY]
+                    if f_bps <= 0 or eq <= 0:
+                        r = REJ_KELLY_NO_EDGE
+                        detail = f_bps
+                        break
+                    budget = _bps_of(eq, f_bps)  # quote units
+                    # qty = budget * div / (mul * price), rounded down, refusing what does not fit
+                    if budget > INT64_MAX // dv:
+                        r = REJ_OVERFLOW
+                        detail = budget
+                        break
+                    sized = (budget * dv) // _sat_mul(mul, ref_px)
+                    if qty > 0 and sized > qty:
+                        sized = qty
+                    if sized <= 0:
+                        r = REJ_KELLY_NO_EDGE
+                        detail = f_bps
+                        break
+                    qty = sized
+                if qty <= 0:
+                    r = REJ_BAD_QTY
+                    detail = qty
+                    break
+                if qty > inst[i, I_MAX_QTY]:
+                    r = REJ_MAX_QTY
+                    detail = qty
+                    break
+                if px > 0:
+                    diff = px - m if px > m else m - px
+                    # |px - m| * 10000 > band * m, exact; no division while both fit comfortably
+                    if diff < SMALL and m < SMALL:
+                        if diff * 10000 > inst[i, I_BAND_BPS] * m:
+                            r = REJ_PRICE_BAND
+                            detail = px
+                            break
+                    elif diff > _bps_of(m, inst[i, I_BAND_BPS]):
+                        r = REJ_PRICE_BAND
+                        detail = px
+                        break
+                raw = _product(ref_px, qty)
+                if raw < 0:
+                    r = REJ_OVERFLOW
+                    detail = qty
+                    break
+                if work[i, W_FLAGS] & WF_NOTIONAL == 0:
+                    work[i, W_RAW_NOTIONAL] = _raw_limit(inst[i, I_MAX_NOTIONAL], mul, dv)
+                    work[i, W_FLAGS] |= WF_NOTIONAL
+                if raw > work[i, W_RAW_NOTIONAL]:
+                    r = REJ_MAX_NOTIONAL
+                    detail = _notional(ref_px, qty, mul, dv)
+                    break
+                p = pos[i]
+                if side == SIDE_BID:
+                    same = open_buy[i] + work[i, W_BUY]
+                    reduces = p < 0 and same <= -p and qty <= -p - same
+                else:
+                    same = open_sell[i] + work[i, W_SELL]
+                    reduces = p > 0 and same <= p and qty <= p - same
+                if state == TS_REDUCING and not reduces:
+                    r = REJ_REDUCING
+                    detail = p
+                    break
+                if not reduces:
+                    sp = it["stop_price"]
+                    if sp == 0:
+                        r = REJ_NO_STOP_LOSS
+                        detail = 0
+                        break
+                    if side == SIDE_BID:
+                        if not (0 < sp < ref_px):
+                            r = REJ_BAD_STOP_LOSS
+                            detail = sp
+                            break
+                    elif sp <= ref_px:
+                        r = REJ_BAD_STOP_LOSS
+                        detail = sp
+                        break
+                    if loss_hit:
+                        r = REJ_DAILY_LOSS
+                        detail = acct[A_DAY_START_EQUITY] - acct[A_EQUITY]
+                        break
+                    if dd_hit:
+                        r = REJ_DRAWDOWN
+                        detail = acct[A_PEAK_EQUITY] - acct[A_EQUITY]
+                        break
+                    # worst case |position| if this and every live same-side order fill
+                    if side == SIDE_BID:
+                        worst = p + same
+                        if worst > INT64_MAX - qty:
+                            r = REJ_OVERFLOW
+                            detail = qty
+                            break
+                        worst += qty
+                    else:
+                        worst = p - same
+                        if worst < -INT64_MAX + qty:
+                            r = REJ_OVERFLOW
+                            detail = qty
+                            break
+                        worst = -(worst - qty)
+                    if work[i, W_FLAGS] & WF_POSITION == 0:
+                        work[i, W_RAW_POSITION] = _raw_limit(pos_limit, mul, dv)
+                        work[i, W_FLAGS] |= WF_POSITION
+                    wraw = _product(m, worst)
+                    if wraw < 0 or wraw > work[i, W_RAW_POSITION]:
+                        r = REJ_MAX_POSITION
+                        detail = _notional(m, worst, mul, dv)
+                        break
+                    if work[i, W_FLAGS] & WF_CORR == 0:
+                        _corr_cache(work, corr, pos, i, cap)
+                    blk = work[i, W_CORR_BUY] if side == SIDE_BID else work[i, W_CORR_SELL]
+                    if blk > 0:
+                        r = REJ_CORRELATION
+                        detail = blk - 1
+                        break
+                if cmd == CMD_PLACE and open_orders[i] + work[i, W_ORDERS] >= inst[i, I_MAX_OPEN_ORDERS]:
+                    r = REJ_MAX_OPEN_ORDERS
+                    detail = open_orders[i] + work[i, W_ORDERS]
+                    break
+                v = inst[i, I_VENUE]
+                _refill(bucket, v, now_ns)
+                if bucket[v, B_TOKENS] < TOKEN:
+                    r = REJ_RATE_LIMIT
+                    detail = bucket[v, B_TOKENS]
+                    break
+                # accepted: later intents see this one
+                bucket[v, B_TOKENS] -= TOKEN
+                if side == SIDE_BID:
+                    work[i, W_BUY] += qty
+                else:
+                    work[i, W_SELL] += qty
+                if cmd == CMD_PLACE:
+                    work[i, W_ORDERS] += 1
+                out_qty[j] = qty
+                r = ACCEPT
+                detail = 0
+                break
             decision[j] = r
             if r != ACCEPT:
                 if failed < 0:
                     failed = j
-                _journal(ev, ev_count[0], intents[j], state, r, detail, now_ns, shard)
+                _journal(ev, ev_count[0], intents, j, state, r, detail, now_ns, shard)
                 ev_count[0] += 1
         if failed >= 0 and all_or_none and e - k > 1:
             for j in range(k, e):
                 if j < failed:
-                    _undo(intents[j], inst, bucket, work, out_qty[j])
+                    _undo(intents, j, inst, bucket, work, out_qty[j])
                     out_qty[j] = 0
                 if j != failed:
                     decision[j] = REJ_BATCH_PEER
-                    _journal(ev, ev_count[0], intents[j], state, REJ_BATCH_PEER, failed,
+                    _journal(ev, ev_count[0], intents, j, state, REJ_BATCH_PEER, failed,
                              now_ns, shard)
                     ev_count[0] += 1
         k = e
@@ -563,9 +691,8 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
     for j in range(k):
         i = intents[j]["instrument"]
         if 0 <= i < inst.shape[0]:
-            work[i, W_BUY] = 0
-            work[i, W_SELL] = 0
-            work[i, W_ORDERS] = 0
+            for c in range(W_N):
+                work[i, c] = 0
     return k
 
 
@@ -581,6 +708,7 @@ class RiskEngine:
         self.ev_count = np.zeros(1, np.int64)
         n = rs.inst.shape[0]
         self.corr = np.full((n, n), np.nan)
+        self._entry = None
 
     def check(self, intents: np.ndarray, pos: np.ndarray, open_orders: np.ndarray,
               open_buy: np.ndarray, open_sell: np.ndarray, mid: np.ndarray, now_ns: int
@@ -603,6 +731,49 @@ class RiskEngine:
         if done != n:  # cannot happen with ev sized to max_batch; refuse rather than drop
             raise RuntimeError(f"risk decided only {done} of {n} intents")
         return self.decision[:n], self.out_qty[:n]
+
+    def bind(self, pos: np.ndarray, open_orders: np.ndarray, open_buy: np.ndarray,
+             open_sell: np.ndarray, mid: np.ndarray) -> None:
+        """Bind the OMS/market arrays (updated in place by their owners) for :meth:`check_one`.
+
+        They are validated once here, so that the per-intent path can call the compiled kernel
+        without numba's per-call type dispatch (about 0.5 us of a single check).
+        """
+        n = self.rs.inst.shape[0]
+        for name, a in (("pos", pos), ("open_orders", open_orders), ("open_buy", open_buy),
+                        ("open_sell", open_sell), ("mid", mid)):
+            if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.shape != (n,) \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                raise TypeError(f"{name} must be a writeable C-contiguous int64 array of {n}")
+        self._bound = (pos, open_orders, open_buy, open_sell, mid)
+        one = np.zeros(1, ORDER_INTENT_DTYPE)
+        rs = self.rs
+        args = (one, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, pos,
+                open_orders, open_buy, open_sell, mid, self.corr, 0, self.decision,
+                self.out_qty, self.ev, self.ev_count, self.shard)
+        sig = tuple(nb.typeof(a) for a in args)
+        check_batch.compile(sig)
+        self._entry = check_batch.overloads[sig].entry_point
+        self._tail = (rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, pos,
+                      open_orders, open_buy, open_sell, mid, self.corr)
+
+    def check_one(self, intent: np.ndarray, now_ns: int) -> tuple[int, int]:
+        """Decide one intent (a length-1 ORDER_INTENT_DTYPE array) against the bound arrays.
+
+        Returns (reason, approved qty); a reject's journal record is ``self.ev[0]``.
+        """
+        if intent.dtype is not ORDER_INTENT_DTYPE and intent.dtype != ORDER_INTENT_DTYPE:
+            raise TypeError("intent must be ORDER_INTENT_DTYPE records")
+        if intent.shape != (1,) or not intent.flags.c_contiguous:
+            raise ValueError("check_one takes a contiguous array of exactly one intent")
+        if type(now_ns) is not int:
+            now_ns = operator.index(now_ns)  # numpy ints are fine; a float is a TypeError
+        if self._entry is None:
+            raise RuntimeError("RiskEngine.check_one needs bind() first")
+        self.ev_count[0] = 0
+        self._entry(intent, *self._tail, now_ns, self.decision, self.out_qty, self.ev,
+                    self.ev_count, self.shard)
+        return int(self.decision[0]), int(self.out_qty[0])
 
 
 def warmup() -> None:
