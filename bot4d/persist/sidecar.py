@@ -108,7 +108,7 @@ class ShardPump:
             try:
                 ring = R.Ring.attach(self.cfg.instance, name, readonly=False, dtype=JOURNAL_EVENT_DTYPE)
             except SegmentError as e:
-                if "no such segment" not in str(e):
+                if "no such segment" not in str(e) and "never completely initialised" not in str(e):
                     # wrong layout, wrong kind, corrupt header: never guess at records
                     raise FatalError(f"shard {self.cfg.shard}: cannot use journal ring: {e}") from None
                 if self.cfg.ring_wait_s is not None and time.monotonic() - t0 > self.cfg.ring_wait_s:
@@ -134,6 +134,7 @@ class ShardPump:
                                 self.cfg.shard, str(e).strip().splitlines()[0])
                     first = False
                 self._set("state", ST_DB_DOWN)
+                self._publish_lag()  # monitors see the journal filling while we wait
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.cfg.backoff_max_s)
                 continue

@@ -97,3 +97,55 @@ def events(n: int, shard: int = 0, *, seed: int = 1, t0_ns: int = T0_NS, step_ns
 def stamp(ev: np.ndarray, first_seq: int = 0) -> np.ndarray:
     ev["seq"] = first_seq + np.arange(len(ev), dtype=np.int64)
     return ev
+
+
+def produce(instance: str, shard: int, n: int, *, capacity: int = 4096, chunk: int = 256,
+            policy: str = "fail", rate: float = 0.0, seed: int = 1, bad_at: int = -1) -> None:
+    """The daemon stand-in: create shard ``shard``'s journal ring and publish ``n`` events.
+
+    Refused publishes (ring full because the sidecar cannot write) are retried, never dropped,
+    exactly what the daemon's policy must guarantee; the ring's counters record the refusals.
+    ``rate`` (events/s, 0 = as fast as possible) paces the stream so tests can kill things
+    mid-way. ``bad_at`` >= 0 corrupts that event's kind (a record the sidecar cannot decode).
+    """
+    import time
+
+    from ipc.ring import Ring
+
+    ring = Ring.create(instance, f"journal-{shard}", R.JOURNAL_EVENT_DTYPE, capacity, kind="journal",
+                       n_gating=1, policy=policy, timeout_ns=50_000_000, reclaim_dead=True)
+    ev = events(n, shard=shard, seed=seed)
+    if 0 <= bad_at < n:
+        ev["kind"][bad_at] = 99
+    t0 = time.monotonic()
+    i = 0
+    while i < n:
+        part = ev[i:i + chunk]
+        part["ts_ns"] = time.time_ns()
+        k = ring.publish(part)
+        i += k
+        if k < len(part):
+            time.sleep(0.001)  # full: the daemon would stop trading here, and keep every event
+        if rate > 0:
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    ring.segment.heartbeat()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="journal producer stand-in for tests and benchmarks")
+    ap.add_argument("--instance", required=True)
+    ap.add_argument("--shard", type=int, default=0)
+    ap.add_argument("-n", type=int, required=True)
+    ap.add_argument("--capacity", type=int, default=4096)
+    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--policy", default="fail")
+    ap.add_argument("--rate", type=float, default=0.0)
+    ap.add_argument("--bad-at", type=int, default=-1)
+    a = ap.parse_args()
+    produce(a.instance, a.shard, a.n, capacity=a.capacity, chunk=a.chunk, policy=a.policy, rate=a.rate,
+            bad_at=a.bad_at)
+    print("done", flush=True)
