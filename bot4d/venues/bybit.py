@@ -246,13 +246,16 @@ def parse_frame(buf, i, n, g):
 def _digits_or_zero(buf, s, e):
     """Spot trade ids are decimal strings; derivatives use UUIDs (not a sequence): 0 then."""
     v = 0
-    if e <= s or e - s > 18:
+    if e <= s or e - s > 19:
         return 0
     for k in range(s, e):
         c = buf[k]
         if c < 48 or c > 57:
             return 0
-        v = v * 10 + (c - 48)
+        d = c - 48
+        if v > (scan.INT64_MAX - d) // 10:
+            return 0
+        v = v * 10 + d
     return v
 
 
