@@ -152,3 +152,22 @@ def test_fast_units_agrees_with_parse_units(text, scale) -> None:
     except NumberError:
         got = None
     assert got == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(levels, levels)
+def test_hot_path_crc_equals_reference(bids, asks) -> None:
+    from bot4d.venues.checksum import CRC_TABLE8, crc32_buf, kraken_book_crc_fast
+    import zlib
+
+    bids = sorted(dict(bids).items(), reverse=True)
+    asks = sorted(dict(asks).items())
+    a = [np.array(x, np.int64) for x in ([p for p, _ in bids], [q for _, q in bids],
+                                         [p for p, _ in asks], [q for _, q in asks])]
+    text = np.zeros(1024, np.uint8)
+    assert kraken_book_crc_fast(a[0], a[1], len(bids), a[2], a[3], len(asks), 1, 1, 1, 1,
+                                CRC_TABLE8, text) == \
+        kraken_book_crc(a[0], a[1], len(bids), a[2], a[3], len(asks), 1, 1, 1, 1, CRC_TABLE)
+    raw = np.frombuffer(bytes(range(256)) * 3, np.uint8)
+    for n in (0, 1, 7, 8, 9, 500, 768):
+        assert crc32_buf(raw, n, CRC_TABLE8) == zlib.crc32(raw[:n].tobytes())

@@ -33,6 +33,20 @@ def _crc_table() -> np.ndarray:
 
 
 CRC_TABLE = _crc_table()
+
+
+def _crc_tables8() -> np.ndarray:
+    """Slicing-by-8 tables: T[k][b] is the CRC of byte b followed by k zero bytes."""
+    t = np.zeros((8, 256), np.uint32)
+    t[0] = CRC_TABLE
+    for k in range(1, 8):
+        for b in range(256):
+            c = int(t[k - 1][b])
+            t[k][b] = (c >> 8) ^ int(CRC_TABLE[c & 0xFF])
+    return t
+
+
+CRC_TABLE8 = _crc_tables8()
 POW10 = np.array([10**i for i in range(19)], np.int64)
 
 Levels = Sequence[tuple[str, str]]
@@ -75,20 +89,38 @@ def crc_byte(crc: np.uint32, b: np.int64, table: np.ndarray) -> np.uint32:
     return table[(crc ^ np.uint32(b)) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
 
 
-@nb.njit(cache=True, nogil=True)
-def crc_digits(crc: np.uint32, v: np.int64, table: np.ndarray) -> np.uint32:
-    """Feed the decimal digits of v > 0 (no leading zeros); v == 0 feeds nothing."""
+@nb.njit(cache=True, nogil=True, inline="always")
+def crc_digits_buf(crc: np.uint32, v: np.int64, table: np.ndarray, scratch: np.ndarray) -> np.uint32:
+    """Feed the decimal digits of v > 0 (no leading zeros); v == 0 feeds nothing. Digits are
+    produced two at a time by division by the constant 100 (a multiply, not a hardware divide)
+    into ``scratch`` (>= 20 bytes), then fed most significant first."""
     if v <= 0:
         return crc
-    buf = np.empty(20, np.uint8)
     n = 0
-    while v > 0:
-        buf[n] = 48 + v % 10
-        v //= 10
+    while v >= 100:
+        q = v // 100
+        r = v - q * 100
+        scratch[n] = 48 + r % 10
+        scratch[n + 1] = 48 + r // 10
+        n += 2
+        v = q
+    if v >= 10:
+        scratch[n] = 48 + v % 10
+        scratch[n + 1] = 48 + v // 10
+        n += 2
+    else:
+        scratch[n] = 48 + v
         n += 1
     for k in range(n - 1, -1, -1):
-        crc = crc_byte(crc, buf[k], table)
+        crc = crc_byte(crc, scratch[k], table)
     return crc
+
+
+@nb.njit(cache=True, nogil=True)
+def crc_digits(crc: np.uint32, v: np.int64, table: np.ndarray) -> np.uint32:
+    """crc_digits_buf with its own scratch (for callers outside the per-level loops)."""
+    scratch = np.empty(24, np.uint8)
+    return crc_digits_buf(crc, v, table, scratch)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -122,6 +154,71 @@ def crc_decimal(crc: np.uint32, units: np.int64, scale: np.int64, table: np.ndar
 
 
 @nb.njit(cache=True, nogil=True)
+def crc32_buf(buf: np.ndarray, n: int, t8: np.ndarray) -> np.uint32:
+    """zlib-compatible CRC32 of buf[:n], eight bytes per step (slicing-by-8): the byte-at-a-time
+    loop is one long dependency chain and cost ~2 ns/byte here, this about a quarter of it."""
+    crc = np.uint32(0xFFFFFFFF)
+    i = 0
+    while i + 8 <= n:
+        lo = crc ^ (np.uint32(buf[i]) | (np.uint32(buf[i + 1]) << np.uint32(8))
+                    | (np.uint32(buf[i + 2]) << np.uint32(16)) | (np.uint32(buf[i + 3]) << np.uint32(24)))
+        crc = (t8[7, lo & np.uint32(0xFF)] ^ t8[6, (lo >> np.uint32(8)) & np.uint32(0xFF)]
+               ^ t8[5, (lo >> np.uint32(16)) & np.uint32(0xFF)] ^ t8[4, lo >> np.uint32(24)]
+               ^ t8[3, buf[i + 4]] ^ t8[2, buf[i + 5]] ^ t8[1, buf[i + 6]] ^ t8[0, buf[i + 7]])
+        i += 8
+    while i < n:
+        crc = t8[0, (crc ^ np.uint32(buf[i])) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
+        i += 1
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def put_digits(out: np.ndarray, n: int, v: np.int64, tmp: np.ndarray) -> int:
+    """Append the decimal digits of v > 0 to out[n:] (nothing for 0); return the new length."""
+    if v <= 0:
+        return n
+    m = 0
+    while v >= 100:
+        q = v // 100
+        r = v - q * 100
+        tmp[m] = 48 + r % 10
+        tmp[m + 1] = 48 + r // 10
+        m += 2
+        v = q
+    if v >= 10:
+        tmp[m] = 48 + v % 10
+        tmp[m + 1] = 48 + v // 10
+        m += 2
+    else:
+        tmp[m] = 48 + v
+        m += 1
+    for k in range(m - 1, -1, -1):
+        out[n] = tmp[k]
+        n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def kraken_book_crc_fast(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul, qty_div,
+                         qty_mul, t8, text) -> np.int64:
+    """kraken_book_crc with the checksum text built in ``text`` (>= 800 bytes, caller-owned:
+    no allocation) and hashed eight bytes at a time."""
+    tmp = text[text.shape[0] - 24:]
+    n = 0
+    for i in range(min(nask, 10)):
+        if ask_px[i] % px_div != 0 or ask_qty[i] % qty_div != 0:
+            return -1
+        n = put_digits(text, n, ask_px[i] // px_div * px_mul, tmp)
+        n = put_digits(text, n, ask_qty[i] // qty_div * qty_mul, tmp)
+    for i in range(min(nbid, 10)):
+        if bid_px[i] % px_div != 0 or bid_qty[i] % qty_div != 0:
+            return -1
+        n = put_digits(text, n, bid_px[i] // px_div * px_mul, tmp)
+        n = put_digits(text, n, bid_qty[i] // qty_div * qty_mul, tmp)
+    return np.int64(crc32_buf(text, n, t8))
+
+
+@nb.njit(cache=True, nogil=True)
 def kraken_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul, qty_div, qty_mul,
                     table) -> np.int64:
     """Kraken's checksum from best-first int levels. A level's token is the digits of its value
@@ -129,16 +226,17 @@ def kraken_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul
     the book's scale is finer and mul = 10**(wire decimals - scale) when it is coarser. Returns -1
     when a level is not a whole number at the wire decimals (Kraken could not have sent it)."""
     crc = np.uint32(0xFFFFFFFF)
+    sc = np.empty(24, np.uint8)  # one scratch per checksum, not per number
     for i in range(min(nask, 10)):
         if ask_px[i] % px_div != 0 or ask_qty[i] % qty_div != 0:
             return -1
-        crc = crc_digits(crc, ask_px[i] // px_div * px_mul, table)
-        crc = crc_digits(crc, ask_qty[i] // qty_div * qty_mul, table)
+        crc = crc_digits_buf(crc, ask_px[i] // px_div * px_mul, table, sc)
+        crc = crc_digits_buf(crc, ask_qty[i] // qty_div * qty_mul, table, sc)
     for i in range(min(nbid, 10)):
         if bid_px[i] % px_div != 0 or bid_qty[i] % qty_div != 0:
             return -1
-        crc = crc_digits(crc, bid_px[i] // px_div * px_mul, table)
-        crc = crc_digits(crc, bid_qty[i] // qty_div * qty_mul, table)
+        crc = crc_digits_buf(crc, bid_px[i] // px_div * px_mul, table, sc)
+        crc = crc_digits_buf(crc, bid_qty[i] // qty_div * qty_mul, table, sc)
     return np.int64(crc ^ np.uint32(0xFFFFFFFF))
 
 
@@ -180,4 +278,5 @@ def okx_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_scale, qty_sca
 def warmup() -> None:
     z = np.array([5, 6], np.int64)
     kraken_book_crc(z, z, 2, z, z, 2, 1, 1, 1, 1, CRC_TABLE)
+    kraken_book_crc_fast(z, z, 2, z, z, 2, 1, 1, 1, 1, CRC_TABLE8, np.zeros(1024, np.uint8))
     okx_book_crc(z, z, 2, z, z, 2, 1, 1, CRC_TABLE)

@@ -155,6 +155,7 @@ class KrakenV1(_KrakenBase):
             self._pscale[i.id], self._qscale[i.id] = i.price_scale, i.qty_scale
             self._maxp[i.id], self._maxq[i.id] = i.max_price_units, i.max_qty_units
         self._stats = np.zeros(2, np.int64)
+        self._crc_text = np.zeros(1024, np.uint8)  # checksum text scratch of the hot path
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """Process a batch of frames in order; results are in ``counters``/``out`` as with
@@ -174,8 +175,9 @@ class KrakenV1(_KrakenBase):
             before = self._stats.copy()
             f, code, k, val = ks.kraken_v1_run(
                 buf, ends, f, recv, sym.keys, sym.lens, sym.ids, self._pscale, self._qscale,
-                self._maxp, self._maxq, self.scaling, self.states, self.books, self.out,
-                self.n_out, *self._top_bufs, self._stats)
+                self._maxp, self._maxq, self.scaling, self.states, self.books.levels,
+                self.books.state, self.books.stats, self.books.scratch, self.out,
+                self.n_out, *self._top_bufs, self._crc_text, self._stats)
             self.n_out = int(k)
             d = self._stats - before
             self.counters.bump(Reason.OK, int(d[0]))

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, apply_batch, top_n
+from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, S_ASK_LEN, S_BID_LEN, apply_batch, top_n
 from bot4d.records import MD_FLAG_FRAME_END, MD_LEVEL, SIDE_ASK, SIDE_BID
-from bot4d.venues.checksum import CRC_TABLE, kraken_book_crc
+from bot4d.venues.checksum import CRC_TABLE8, kraken_book_crc_fast
 from bot4d.venues.scan import (
     DEC_OK, after_value, only_ws_left, parse_dec, parse_int, read_key, skip_value, skip_ws,
     string_span, sym_lookup,
@@ -153,7 +153,7 @@ def _object(buf, s, e, inst, ps, qs, mp, mq, rts, out, k):
 
 @nb.njit(cache=True, nogil=True)
 def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, maxq, scaling,
-                  states, books, out, k, tb, tbq, ta, taq, stats):
+                  states, levels, state, bstats, scratch, out, k, tb, tbq, ta, taq, text, stats):
     """Process frames f0.. of the batch (frame f is buf[ends[f-1]:ends[f]]). Returns
     (frame index, STOP_*, k = records in out, value). ``stats`` += (frames ok, checksums)."""
     nf = ends.shape[0]
@@ -232,17 +232,14 @@ def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, ma
             return f, STOP_BATCH_FULL, kf, 0
         if k > kf:
             out[k - 1].flags = MD_FLAG_FRAME_END
-            apply_batch(books, out, kf, k)
-            err = books.batch[B_FIRST_ERROR]
+            apply_batch(levels, state, bstats, scratch, out, kf, k)
+            err = scratch[B_FIRST_ERROR]
             if err != 0 and err != ERR_CAPACITY:
                 return f, STOP_BOOK_ERR, k, err
         # truncate to the subscribed depth: Kraken sends no delete for levels pushed out
         kt = k
         for side in range(2):
-            if side == 0:
-                ln = books.bid_len[inst]
-            else:
-                ln = books.ask_len[inst]
+            ln = state[inst, S_BID_LEN] if side == 0 else state[inst, S_ASK_LEN]
             for m in range(ln - depth):
                 if k >= out.shape[0]:
                     break  # cannot happen with the room reserved above; never write past out
@@ -252,7 +249,7 @@ def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, ma
                 r.side = SIDE_BID if side == 0 else SIDE_ASK
                 r.flags = 0
                 r.instrument = inst
-                r.price = books.bid_px[inst, m] if side == 0 else books.ask_px[inst, m]
+                r.price = levels[inst, 0, m] if side == 0 else levels[inst, 2, m]
                 r.qty = 0
                 r.venue_seq = 0
                 r.exch_ts_ns = 0
@@ -262,11 +259,12 @@ def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, ma
                 k += 1
         if k > kt:
             out[k - 1].flags = MD_FLAG_FRAME_END
-            apply_batch(books, out, kt, k)
+            apply_batch(levels, state, bstats, scratch, out, kt, k)
         if ck >= 0:
-            nb_, na_ = top_n(books, inst, 10, tb, tbq, ta, taq)
-            got = kraken_book_crc(tb, tbq, nb_, ta, taq, na_, scaling[inst, 0], scaling[inst, 1],
-                                  scaling[inst, 2], scaling[inst, 3], CRC_TABLE)
+            nb_, na_ = top_n(levels, state, inst, 10, tb, tbq, ta, taq)
+            got = kraken_book_crc_fast(tb, tbq, nb_, ta, taq, na_, scaling[inst, 0],
+                                       scaling[inst, 1], scaling[inst, 2], scaling[inst, 3],
+                                       CRC_TABLE8, text)
             stats[1] += 1
             if got != ck:
                 return f, STOP_CHECKSUM, k, 0

@@ -162,7 +162,7 @@ class L2Handler:
         if n > 32:
             return self.books.top(inst.id, n)
         bp, bq, ap, aq = self._top_bufs
-        nb_, na_ = top_n(self.books, inst.id, n, bp, bq, ap, aq)
+        nb_, na_ = top_n(self.books.levels, self.books.state, inst.id, n, bp, bq, ap, aq)
         return bp, bq, int(nb_), ap, aq, int(na_)
 
     def truncate(self, inst: Instrument, depth: int) -> None:
