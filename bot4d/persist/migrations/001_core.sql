@@ -232,9 +232,18 @@ BEGIN
              WHERE n.nspname = current_schema() LOOP
         part := t || '_' || to_char(day, 'YYYYMMDD');
         IF to_regclass(quote_ident(part)) IS NULL THEN
-            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                           part, t, day::timestamp AT TIME ZONE 'UTC',
-                           (day + 1)::timestamp AT TIME ZONE 'UTC');
+            -- two shards' writers may meet a new day together: one creates, the other waits
+            -- here until that commits and then finds the partition exists
+            PERFORM pg_advisory_xact_lock(1651470389, (day - DATE '2000-01-01'));
+        END IF;
+        IF to_regclass(quote_ident(part)) IS NULL THEN
+            BEGIN
+                EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                               part, t, day::timestamp AT TIME ZONE 'UTC',
+                               (day + 1)::timestamp AT TIME ZONE 'UTC');
+            EXCEPTION WHEN duplicate_table OR unique_violation THEN
+                NULL;  -- the other writer created it (its commit came after our catalog lookup)
+            END;
         END IF;
     END LOOP;
 END $$;
