@@ -92,8 +92,14 @@ class DictBook:
                 [(int(p * f), int(q * g)) for p, q in sorted(self.asks.items())])
 
 
+def side_levels(books, iid: int, side: int) -> list[tuple[int, int]]:
+    """Best-first (price, qty) of one side; ``levels_of`` in the book's newer API."""
+    f = getattr(books, "levels_of", None)
+    return f(iid, side) if f is not None else books.levels(iid, side)
+
+
 def book_levels(books, iid):
-    return books.levels(iid, SIDE_BID), books.levels(iid, SIDE_ASK)
+    return side_levels(books, iid, SIDE_BID), side_levels(books, iid, SIDE_ASK)
 
 
 # --- signing ----------------------------------------------------------------------------------
@@ -485,7 +491,7 @@ def depth(U, u, b='[["0.0021","1"]]', a="[]", s="BNBBTC"):
 ])
 def test_bad_input_is_counted_never_raised(frame, reason, resyncs):
     feed, books = live_feed()
-    before = books.levels(0, SIDE_BID), books.levels(0, SIDE_ASK)
+    before = side_levels(books, 0, SIDE_BID), side_levels(books, 0, SIDE_ASK)
     r = feed.on_frames([frame])
     want = SyncState.RESYNCING if resyncs else SyncState.LIVE
     assert feed.sync_state("BNBBTC") == want
@@ -499,7 +505,7 @@ def test_bad_input_is_counted_never_raised(frame, reason, resyncs):
     assert feed.counters[reason] == 1
     assert feed.counters.counts.sum() == 3   # snapshot + bridging diff + this frame, once each
     # a rejected diff never half-applies
-    assert (books.levels(0, SIDE_BID), books.levels(0, SIDE_ASK)) == before
+    assert (side_levels(books, 0, SIDE_BID), side_levels(books, 0, SIDE_ASK)) == before
 
 
 def test_oversize_frame_buffer_overflow_bad_snapshot_and_batch_splitting():
@@ -522,7 +528,7 @@ def test_oversize_frame_buffer_overflow_bad_snapshot_and_batch_splitting():
     frames = [depth(u, u, b=f'[["0.{u}","1"],["0.0{u}","2"]]') for u in (5, 6, 7)]
     r = feed.on_frames(frames)
     assert list(r.status) == [0, 0, 0]
-    assert len(feed.books.levels(0, SIDE_BID)) == 7
+    assert len(side_levels(feed.books, 0, SIDE_BID)) == 7
     # one frame larger than the whole output batch cannot be applied: counted, resync
     big = depth(8, 8, b="[" + ",".join(f'["1.{k}","1"]' for k in range(9)) + "]")
     feed.max_frame = 1 << 20

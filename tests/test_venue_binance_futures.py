@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 
 from bot4d.kernels.book import make_books
-from bot4d.records import MD_BBO, SIDE_ASK, SIDE_BID
+from bot4d.records import MD_BBO
 from bot4d.venues import binance_futures as bf
 from bot4d.venues.sync import Reason, SyncState
-from tests.test_venue_binance import DictBook, load_http, load_ws, snapshot_body, spot_table, timeline
+from tests.test_venue_binance import (
+    DictBook, book_levels, load_http, load_ws, snapshot_body, spot_table, timeline,
+)
 
 FUT_SYMBOLS = ["SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT"]
 WS, HTTP = "BINANCE_FUTURES.ws.1.0", "BINANCE_FUTURES.http.0.0"
@@ -86,7 +88,7 @@ def test_futures_replay_holds_the_pu_chain_and_matches_a_reference_book():
             prev = ev["u"]
             ref.diff(ev)
         i = t.get("BINANCE_FUTURES", sym).id
-        assert (books.levels(i, SIDE_BID), books.levels(i, SIDE_ASK)) == ref.units(8, 3)
+        assert book_levels(books, i) == ref.units(8, 3)
         assert feed.last_u[i] == prev
     # bookTicker at the same update id as a depth event equals the book's top there
     same = [r for r in tickers if (int(r["instrument"]), int(r["venue_seq"])) in tops]
@@ -141,8 +143,7 @@ def test_dropped_event_breaks_the_pu_chain_and_resync_restores_the_book():
     for sym in FUT_SYMBOLS:
         j = t.get("BINANCE_FUTURES", sym).id
         assert vic.sync_state(sym) == SyncState.LIVE
-        assert vic_books.levels(j, SIDE_BID) == ref_books.levels(j, SIDE_BID)
-        assert vic_books.levels(j, SIDE_ASK) == ref_books.levels(j, SIDE_ASK)
+        assert book_levels(vic_books, j) == book_levels(ref_books, j)
 
 
 def test_futures_duplicate_is_dropped_and_wrong_pu_is_a_gap():

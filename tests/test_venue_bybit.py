@@ -26,6 +26,7 @@ from bot4d.kernels.book import make_books
 from bot4d.records import MD_CLEAR, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, SIDE_ASK, SIDE_BID
 from bot4d.venues import bybit
 from bot4d.venues.sync import Reason, SyncState
+from tests.test_venue_binance import book_levels
 
 DOC_SNAPSHOT = (b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1672304484978,'
                 b'"data":{"s":"BTCUSDT","b":[["16493.50","0.006"],["16493.00","0.100"]],'
@@ -50,7 +51,7 @@ def new_feed(*symbols, **kw):
 
 
 def levels(books, i=0):
-    return books.levels(i, SIDE_BID), books.levels(i, SIDE_ASK)
+    return book_levels(books, i)
 
 
 def test_subscription_messages_match_the_documented_shape():
