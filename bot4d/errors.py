@@ -28,9 +28,12 @@ Sources (each table below cites its page):
 * Bybit v5: https://bybit-exchange.github.io/docs/v5/error (10006 too many visits, 10002
   timestamp outside recv_window, 10003/10004 key/signature, 10016 server error, 110007/170131
   insufficient balance, 110001/170213 order does not exist).
-* Coinbase Advanced Trade: https://docs.cdp.coinbase.com/advanced-trade/docs/rest-api-errors
-  (HTTP 401 unauthenticated, 429 rate limited, 5xx) and the order ``failure_reason`` values
-  (INSUFFICIENT_FUND, INVALID_LIMIT_PRICE_POST_ONLY, UNKNOWN_FAILURE_REASON, ...).
+* Coinbase: https://docs.cdp.coinbase.com/coinbase-app/api-architecture/status-codes (401, 403,
+  429 "being rate limited", 5xx), https://docs.cdp.coinbase.com/api-reference/v2/errors ("5xx
+  errors are not a guarantee of failure ... treat the operation's status as unknown"), and the
+  Advanced Trade create-order ``failure_reason`` values
+  (https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/rest-api: INSUFFICIENT_FUND,
+  INVALID_LIMIT_PRICE_POST_ONLY, UNKNOWN_FAILURE_REASON, ...).
 """
 from __future__ import annotations
 

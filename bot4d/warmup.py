@@ -16,6 +16,10 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.book",
     "bot4d.venues.checksum",
     "bot4d.venues.kraken_scan",
+    "bot4d.kernels.killswitch",
+    "bot4d.kernels.breaker",
+    "bot4d.kernels.correlation",
+    "bot4d.kernels.risk",
     "ipc",
 ]
 
