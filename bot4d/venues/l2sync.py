@@ -110,6 +110,14 @@ class L2Handler:
             i.symbol: i for i in table if i.venue == self.venue
         }
 
+    def on_frame(self, frame: bytes, recv_ts_ns: int = 0) -> Reason:  # pragma: no cover
+        raise NotImplementedError
+
+    def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
+        """A batch of frames in order (venues with a numba hot path override this)."""
+        for k, f in enumerate(frames):
+            self.on_frame(f, 0 if recv_ts_ns is None else int(recv_ts_ns[k]))
+
     # --- bookkeeping ---------------------------------------------------------------------------
     def instrument(self, symbol: Any) -> Instrument | None:
         return self._by_symbol.get(symbol) if type(symbol) is str else None
