@@ -289,6 +289,8 @@ def journal_read(records, ctrl, from_seq, dst, max_n):
         n = max_n
     if n > dst.shape[0]:
         n = dst.shape[0]
+    if n < 0:
+        n = 0                               # ahead of the producer: nothing yet
     lapped = from_seq < prod - cap or from_seq < 0
     k = 0
     while not lapped and k < n:
