@@ -356,3 +356,25 @@ def test_check_one_matches_check_and_refuses_bad_input():
         b.eng.bind(b.pos, b.oo.astype(np.int32), b.ob, b.osl, b.mid)
     with pytest.raises(RuntimeError, match="bind"):
         Book().eng.check_one(its[:1], T0)
+
+
+def test_risk_reads_the_oms_arrays_in_place():
+    """The OMS's [account, instrument] arrays feed risk as row views (bot4d.kernels.oms_state)."""
+    from bot4d.kernels.oms_state import make_oms
+
+    oms = make_oms(2, 4, capacity=16)
+    b = Book()
+    acct = 1
+    b.eng.bind(oms.positions.qty[acct], oms.open_orders[acct], oms.open_buy_qty[acct],
+               oms.open_sell_qty[acct], b.mid)
+    assert b.eng.check_one(intent(), T0) == (R.ACCEPT, BTC // 10)
+    oms.open_orders[acct, 0] = 3                     # the OMS now has three live orders
+    assert b.eng.check_one(intent(), T0)[0] == R.REJ_MAX_OPEN_ORDERS
+    oms.open_orders[acct, 0] = 0
+    oms.positions.qty[acct, 0] = BTC // 2            # a fill made us long 0.5 BTC
+    assert b.eng.check_one(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2), T0)[0] == R.ACCEPT
+    oms.open_sell_qty[acct, 0] = BTC // 2            # ...but a live sell already covers it
+    assert b.eng.check_one(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2), T0)[0] == R.REJ_NO_STOP_LOSS
+    # the OMS's notional units (price x qty units) convert exactly to quote units
+    assert R.notional_to_quote(b.rs, 0, MID * BTC) == 50_000 * USD
+    assert R.notional_to_quote(b.rs, 0, -1) == -1   # floor: a loss is never rounded away

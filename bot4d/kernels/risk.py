@@ -23,6 +23,12 @@ integer factor that brings it to the quote scale (I_NOTIONAL_DIV = 10**(ps+qs-8)
 I_NOTIONAL_MUL = 10**(8-ps-qs)). The product is checked against int64 *before* it is formed: an
 order whose notional would not fit is rejected with REJ_OVERFLOW, never wrapped.
 
+The OMS (``bot4d.kernels.oms_state``) keeps positions and open orders as [account, instrument]
+int64 arrays: pass the account's rows (``positions.qty[acct]``, ``open_orders[acct]``,
+``open_buy_qty[acct]``, ``open_sell_qty[acct]``; views, no copy). Its P&L and balances are in
+*notional units* (price units x qty units of each instrument); :func:`notional_to_quote` converts
+them exactly to the quote scale used for equity here.
+
 Definitions the checks rely on:
 
 * An order on instrument i *reduces* when it cannot increase |position| even if every live and
@@ -249,6 +255,14 @@ def set_instrument(
     row[I_NOTIONAL_MUL] = 10 ** (-e) if e < 0 else 1
     row[I_NOTIONAL_DIV] = 10 ** e if e > 0 else 1
     row[I_ENABLED] = 1 if enabled else 0
+
+
+def notional_to_quote(rs: RiskState, i: int, units: int) -> int:
+    """Price-units x qty-units of instrument ``i`` in quote units (floor toward -inf)."""
+    v = int(units) * int(rs.inst[i, I_NOTIONAL_MUL]) // int(rs.inst[i, I_NOTIONAL_DIV])
+    if not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise OverflowError(f"{units} notional units of instrument {i} do not fit int64 quote units")
+    return v
 
 
 def set_venue_rate(rs: RiskState, venue: int, *, capacity: int, per_second: int, now_ns: int) -> None:
