@@ -152,8 +152,8 @@ def test_batch_recording_and_reset():
     cats = np.array([E.CAT_RETRY, E.CAT_RETRY, E.CAT_RETRY, E.CAT_OK, E.CAT_OK], np.int64)
     lats = np.full(5, MS, np.int64)
     ts = T0 + np.arange(5, dtype=np.int64)
-    opened = B.br_record_batch(b.br, b.cfg, ids, cats, lats, ts, b.ev, b.n, 0)
-    assert opened == 1
+    done, opened = B.br_record_batch(b.br, b.cfg, ids, cats, lats, ts, b.ev, b.n, 0)
+    assert done == 5 and opened == 1
     assert b.br[:, B.BR_STATE].tolist() == [B.CLOSED, B.CLOSED, B.OPEN, B.CLOSED]
     B.br_reset(b.br, 2, T0 + 9, b.ev, b.n, 0)
     assert b.br[2, B.BR_STATE] == B.CLOSED and b.last()["reason"] == B.BRR_RESET
@@ -236,3 +236,21 @@ def test_stat_breaker_recloses_after_cooldown_and_ignores_missing_mids():
     assert s.st[0, B.SB_STATE] == B.CLOSED
     assert s.ev[s.n[0] - 1]["reason"] == B.BRR_COOLDOWN_ELAPSED
     assert s.st[1, B.SB_COUNT] == 0                  # instrument 1 untouched
+
+
+def test_batch_stops_at_journal_capacity_and_single_calls_count_lost_records():
+    b = Br(max_consec=1)
+    ev = np.zeros(1, JOURNAL_EVENT_DTYPE)
+    n = np.zeros(1, np.int64)
+    ids = np.array([0, 2, 3], np.int64)
+    cats = np.full(3, E.CAT_RETRY, np.int64)
+    z = np.zeros(3, np.int64)
+    done, opened = B.br_record_batch(b.br, b.cfg, ids, cats, z, z + T0, ev, n, 0)
+    assert (done, opened) == (1, 1) and n[0] == 1      # breaker 2 waits for room
+    assert b.br[2, B.BR_STATE] == B.CLOSED
+    n[0] = 0                                          # the caller drained the journal
+    done, opened = B.br_record_batch(b.br, b.cfg, ids[done:], cats[1:], z[1:], z[1:] + T0, ev, n, 0)
+    assert (done, opened) == (1, 1)
+    # a single call with a full journal still opens the breaker and counts the missing record
+    B.br_record(b.br, b.cfg, 3, E.CAT_RETRY, 0, T0, ev, n, 0)
+    assert b.br[3, B.BR_STATE] == B.OPEN and b.br[3, B.BR_LOST] == 1

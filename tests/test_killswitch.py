@@ -234,3 +234,11 @@ def test_config_refuses_bad_values():
         K.make_ks_config(max_daily_loss=1, cooloff_ns=1.5)
     with pytest.raises(ValueError, match="window_ns"):
         K.make_ks_config(max_daily_loss=1, window_ns=3)
+
+
+def test_full_journal_still_halts_and_counts_the_missing_record():
+    k = KS()
+    ev = np.zeros(0, JOURNAL_EVENT_DTYPE)
+    assert K.ks_trip(k.ks, k.cfg, K.TRIP_JOURNAL_BACKPRESSURE, 5, T0, ev, k.n, 0)
+    assert k.state() == "HALTED" and k.ks[K.K_REASON] == K.TRIP_JOURNAL_BACKPRESSURE
+    assert k.ks[K.K_EVENTS_LOST] == 1 and k.n[0] == 0

@@ -23,7 +23,9 @@ the parametric one-period VaR of the current position, ``VaR = z_q * std * |posi
 (``z_q`` = SBC_VAR_Z_MILLI/1000, default 2.326 for 99 %, std over the window including the new
 return, notional in quote units), exceeds SBC_VAR_LIMIT. It re-closes after SBC_COOLDOWN_NS.
 
-Every state change is an EV_BREAKER record in the caller's journal array (``instrument`` = breaker
+Every state change is an EV_BREAKER record in the caller's journal array (give it room for two
+records per call; if it is full the change still happens, because a breaker must open even when
+the journal cannot keep up, and BR_LOST / SB_LOST count the records that could not be written) (``instrument`` = breaker
 id or instrument, ``state`` = new state, ``reason`` = BRR_*, ``aux0`` = old state, ``aux1`` = the
 measured value: count, error rate in bps, latency ns, z in milli-sigma or VaR in quote units).
 """
@@ -68,7 +70,8 @@ BR_PROBES = 4
 BR_PROBE_OK = 5
 BR_REASON = 6
 BR_TRIPS = 7
-BR_WIN_CALLS = 8
+BR_LOST = 8       # state changes whose journal record did not fit the caller's array
+BR_WIN_CALLS = 9
 BR_WIN_FAILS = BR_WIN_CALLS + 2 * BR_NB
 BR_CAT = BR_WIN_FAILS + 2 * BR_NB
 BR_N = BR_CAT + N_CATEGORIES
@@ -124,9 +127,11 @@ def make_breakers(n_venues: int, *, max_consec: int = 5, window_ns: int = 10_000
 
 @nb.njit(cache=True, nogil=True)
 def _bev(ev, ev_count, ident, new_state, old_state, reason, detail, now_ns, shard):
+    """Append one EV_BREAKER record; False when the array is full (the caller counts the loss:
+    the state change itself is kept, a breaker must open even when the journal cannot keep up)."""
     n = ev_count[0]
     if n >= ev.shape[0]:
-        return
+        return False
     e = ev[n]
     e["seq"] = 0
     e["ts_ns"] = now_ns
@@ -151,6 +156,7 @@ def _bev(ev, ev_count, ident, new_state, old_state, reason, detail, now_ns, shar
     e["aux3"] = 0
     e["aux4"] = 0
     ev_count[0] = n + 1
+    return True
 
 
 @nb.njit(cache=True, nogil=True)
@@ -168,7 +174,8 @@ def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard):
     if new_state == CLOSED:
         win_clear(br[i], BR_WIN_CALLS, BR_NB)
         win_clear(br[i], BR_WIN_FAILS, BR_NB)
-    _bev(ev, ev_count, i, new_state, old, reason, detail, now_ns, shard)
+    if not _bev(ev, ev_count, i, new_state, old, reason, detail, now_ns, shard):
+        br[i, BR_LOST] += 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -239,15 +246,22 @@ def br_record(br, cfg, i, category, latency_ns, now_ns, ev, ev_count, shard):
 
 @nb.njit(cache=True, nogil=True)
 def br_record_batch(br, cfg, ids, categories, latencies, ts, ev, ev_count, shard):
-    """Report many outcomes in one call; returns how many breakers opened."""
+    """Report many outcomes; returns (outcomes consumed, breakers opened).
+
+    Stops while the journal array still has room for the next outcome's possible record, so a
+    batch never loses one: drain the journal and call again with the rest."""
     opened = 0
-    for k in range(ids.shape[0]):
+    k = 0
+    while k < ids.shape[0]:
+        if ev_count[0] >= ev.shape[0]:
+            break
         i = ids[k]
         before = br[i, BR_STATE]
         after = br_record(br, cfg, i, categories[k], latencies[k], ts[k], ev, ev_count, shard)
         if after == OPEN and before != OPEN:
             opened += 1
-    return opened
+        k += 1
+    return k, opened
 
 
 @nb.njit(cache=True, nogil=True)
@@ -264,6 +278,7 @@ SB_LAST_MID = 3
 SB_OPENED_AT = 4
 SB_REASON = 5
 SB_TRIPS = 6
+SB_LOST = 7       # state changes whose journal record did not fit
 SB_N = 8
 
 SBC_Z_MILLI = 0
@@ -312,8 +327,9 @@ def stat_update(st, ring, cfg, i, mid, position_notional, now_ns, ev, ev_count, 
     if st[i, SB_STATE] == OPEN and now_ns - st[i, SB_OPENED_AT] >= cfg[SBC_COOLDOWN_NS]:
         st[i, SB_STATE] = CLOSED
         st[i, SB_REASON] = BRR_COOLDOWN_ELAPSED
-        _bev(ev, ev_count, i, CLOSED, OPEN, BRR_COOLDOWN_ELAPSED, now_ns - st[i, SB_OPENED_AT],
-             now_ns, shard)
+        if not _bev(ev, ev_count, i, CLOSED, OPEN, BRR_COOLDOWN_ELAPSED,
+                    now_ns - st[i, SB_OPENED_AT], now_ns, shard):
+            st[i, SB_LOST] += 1
     prev = st[i, SB_LAST_MID]
     st[i, SB_LAST_MID] = mid
     if prev <= 0:
@@ -347,7 +363,8 @@ def stat_update(st, ring, cfg, i, mid, position_notional, now_ns, ev, ev_count, 
         st[i, SB_OPENED_AT] = now_ns
         st[i, SB_REASON] = reason
         st[i, SB_TRIPS] += 1
-        _bev(ev, ev_count, i, OPEN, CLOSED, reason, detail, now_ns, shard)
+        if not _bev(ev, ev_count, i, OPEN, CLOSED, reason, detail, now_ns, shard):
+            st[i, SB_LOST] += 1
     return st[i, SB_STATE]
 
 

@@ -10,7 +10,8 @@ Layout (int64 words)::
     0 K_MAGIC    KS_MAGIC                  8  K_PLAN       recovery plan of the current trip
     1 K_VERSION  KS_VERSION                9  K_RESUME_AT  ns when an auto cool-off ends
     2 K_STATE    TS_ACTIVE/REDUCING/HALTED 10 K_CHANGES    state changes so far (monitors)
-    3 K_TRIPPED  1 while tripped           11..15          reserved
+    3 K_TRIPPED  1 while tripped           11 K_EVENTS_LOST records that found the array full
+                                           12..15          reserved
     4 K_REASON   TRIP_* of the trip        16..            three sliding windows (rejects,
     5 K_TRIP_TS  ns of the trip                            errors, breaker opens), 2*KS_NB words
     6 K_DETAIL   measured value at trip                    each (see risk_window)
@@ -70,6 +71,7 @@ K_TRIP_COUNT = 7
 K_PLAN = 8
 K_RESUME_AT = 9
 K_CHANGES = 10
+K_EVENTS_LOST = 11       # journal records that did not fit the caller's array
 KS_NB = 8
 K_WIN_REJECTS = 16
 K_WIN_ERRORS = K_WIN_REJECTS + 2 * KS_NB
@@ -156,6 +158,9 @@ def attach(buf) -> np.ndarray:
 def _event(ev, ev_count, kind, ks, reason, detail, now_ns, shard, old_state):
     n = ev_count[0]
     if n >= ev.shape[0]:
+        # the state change stands (halting must not wait for the journal) and the trip's facts
+        # stay in this array; only the record is missing, and that is counted
+        ks[K_EVENTS_LOST] += 1
         return False
     e = ev[n]
     e["seq"] = 0
