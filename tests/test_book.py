@@ -44,12 +44,12 @@ def test_levels_sorted_best_first_and_storage_worst_first() -> None:
     err = b.apply(recs([lv(0, SIDE_BID, 100, 1), lv(0, SIDE_BID, 102, 2), lv(0, SIDE_BID, 101, 3),
                         lv(0, SIDE_ASK, 105, 4), lv(0, SIDE_ASK, 103, 5), lv(0, SIDE_ASK, 104, 6)]))
     assert err == 0
-    assert b.levels(0, SIDE_BID) == [(102, 2), (101, 3), (100, 1)]
-    assert b.levels(0, SIDE_ASK) == [(103, 5), (104, 6), (105, 4)]
+    assert b.levels_of(0, SIDE_BID) == [(102, 2), (101, 3), (100, 1)]
+    assert b.levels_of(0, SIDE_ASK) == [(103, 5), (104, 6), (105, 4)]
     # documented storage: worst-first, best at len-1
     assert list(b.bid_px[0, :3]) == [100, 101, 102]
     assert list(b.ask_px[0, :3]) == [105, 104, 103]
-    assert b.levels(1, SIDE_BID) == [] and b.levels(1, SIDE_ASK) == []
+    assert b.levels_of(1, SIDE_BID) == [] and b.levels_of(1, SIDE_ASK) == []
     assert b.batch[bk.B_APPLIED] == 6
 
 
@@ -58,7 +58,7 @@ def test_update_delete_and_absent_delete() -> None:
     b.apply(recs([lv(0, SIDE_BID, 100, 1), lv(0, SIDE_BID, 101, 2)]))
     err = b.apply(recs([lv(0, SIDE_BID, 100, 7), lv(0, SIDE_BID, 101, 0), lv(0, SIDE_BID, 55, 0)]))
     assert err == 0 and b.error[0] == 0
-    assert b.levels(0, SIDE_BID) == [(100, 7)]
+    assert b.levels_of(0, SIDE_BID) == [(100, 7)]
     assert b.counters[0, bk.CTR_DELETE_ABSENT] == 1
 
 
@@ -71,21 +71,21 @@ def test_every_position_of_a_deep_row(side: int) -> None:
     b.apply(recs([lv(0, side, p, p) for p in prices]))
     want = dict(zip(prices, prices))
     best_first = sorted(want.items(), reverse=(side == SIDE_BID))
-    assert b.levels(0, side) == best_first
+    assert b.levels_of(0, side) == best_first
     for p in prices:
         b.apply(recs([lv(0, side, p, 7)]))
         want[p] = 7
-        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        assert b.levels_of(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
         b.apply(recs([lv(0, side, p, 0)]))
         del want[p]
-        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        assert b.levels_of(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
         b.apply(recs([lv(0, side, p, p)]))
         want[p] = p
-        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        assert b.levels_of(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
     for p in (999, 1040, 2000, 1):  # outside: insert at both ends, then delete again
         b.apply(recs([lv(0, side, p, 1)]))
         want[p] = 1
-        assert b.levels(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
+        assert b.levels_of(0, side) == sorted(want.items(), reverse=(side == SIDE_BID))
     assert b.error[0] == 0
 
 
@@ -93,11 +93,11 @@ def test_clear_and_venue_seq_and_ignored_kinds() -> None:
     b = bk.make_books(2, 8)
     u = recs([lv(1, SIDE_BID, 100, 1, seq=5), lv(1, SIDE_ASK, 101, 1, seq=6),
               (MD_TRADE, 1, SIDE_BID, 100, 3, 99), (MD_BBO, 1, 0, 1, 1, 98)])
-    assert bk.apply_batch(b, u, 0, len(u)) == 2
+    assert bk.apply_batch(*b[:4], u, 0, len(u)) == 2
     assert b.last_venue_seq[1] == 6  # trades/BBO carry other sequences: not recorded
     assert b.counters[1, bk.CTR_IGNORED] == 2
-    assert b.levels(1, SIDE_BID) == [(100, 1)]
-    assert bk.apply_batch(b, recs([(MD_CLEAR, 1, 0, 0, 0, 7)]), 0, 1) == 1
+    assert b.levels_of(1, SIDE_BID) == [(100, 1)]
+    assert bk.apply_batch(*b[:4], recs([(MD_CLEAR, 1, 0, 0, 0, 7)]), 0, 1) == 1
     assert b.bid_len[1] == 0 and b.ask_len[1] == 0 and b.last_venue_seq[1] == 7
     assert b.last_venue_seq[0] == 0
 
@@ -105,9 +105,9 @@ def test_clear_and_venue_seq_and_ignored_kinds() -> None:
 def test_start_end_window() -> None:
     b = bk.make_books(1, 8)
     u = recs([lv(0, SIDE_BID, 100 + k, 1) for k in range(6)])
-    assert bk.apply_batch(b, u, 2, 4) == 2
-    assert b.levels(0, SIDE_BID) == [(103, 1), (102, 1)]
-    assert bk.apply_batch(b, u, -5, 99) == 6  # clipped to the array, never out of bounds
+    assert bk.apply_batch(*b[:4], u, 2, 4) == 2
+    assert b.levels_of(0, SIDE_BID) == [(103, 1), (102, 1)]
+    assert bk.apply_batch(*b[:4], u, -5, 99) == 6  # clipped to the array, never out of bounds
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_bad_records_are_skipped_and_reported(row: tuple, code: int) -> None:
     b.set_limits(0, 1000, 50)
     good = [lv(0, SIDE_BID, 90, 1), lv(0, SIDE_ASK, 110, 1)]
     b.apply(recs(good))
-    before = (b.levels(0, SIDE_BID), b.levels(0, SIDE_ASK))
+    before = (b.levels_of(0, SIDE_BID), b.levels_of(0, SIDE_ASK))
     u = recs([row, lv(0, SIDE_BID, 91, 2, seq=3)])
     assert b.apply(u) == code
     assert b.error[0] == code
@@ -136,8 +136,8 @@ def test_bad_records_are_skipped_and_reported(row: tuple, code: int) -> None:
     assert b.batch[bk.B_FIRST_ERROR_AT] == 0 and b.batch[bk.B_FIRST_ERROR_INST] == 0
     assert b.batch[bk.B_ERRORS] == 1
     # the bad record changed nothing; the good one after it was still applied
-    assert b.levels(0, SIDE_BID) == [(91, 2)] + before[0]
-    assert b.levels(0, SIDE_ASK) == before[1]
+    assert b.levels_of(0, SIDE_BID) == [(91, 2)] + before[0]
+    assert b.levels_of(0, SIDE_ASK) == before[1]
     assert b.error[1] == 0
     # sticky until the feed resyncs with MD_CLEAR
     assert b.apply(recs([lv(0, SIDE_BID, 92, 1)])) == 0 and b.error[0] == code
@@ -150,7 +150,7 @@ def test_bad_instrument_counted_not_crashing() -> None:
     u = recs([lv(2, SIDE_BID, 100, 1), lv(-1, SIDE_BID, 100, 1), lv(1, SIDE_BID, 100, 1)])
     assert b.apply(u) == bk.ERR_BAD_INSTRUMENT
     assert b.batch[bk.B_BAD_INSTRUMENT] == 2 and b.batch[bk.B_ERRORS] == 2
-    assert b.levels(1, SIDE_BID) == [(100, 1)]
+    assert b.levels_of(1, SIDE_BID) == [(100, 1)]
     assert (b.error == 0).all()
 
 
@@ -158,15 +158,15 @@ def test_capacity_keeps_best_levels_and_reports() -> None:
     b = bk.make_books(1, 3)
     b.apply(recs([lv(0, SIDE_BID, p, 1) for p in (10, 11, 12)]))
     assert b.apply(recs([lv(0, SIDE_BID, 13, 5)])) == bk.ERR_CAPACITY  # better: worst (10) goes
-    assert b.levels(0, SIDE_BID) == [(13, 5), (12, 1), (11, 1)]
+    assert b.levels_of(0, SIDE_BID) == [(13, 5), (12, 1), (11, 1)]
     b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
     b.apply(recs([lv(0, SIDE_ASK, p, 1) for p in (10, 11, 12)]))
     assert b.apply(recs([lv(0, SIDE_ASK, 13, 5)])) == bk.ERR_CAPACITY  # worse than all: dropped
-    assert b.levels(0, SIDE_ASK) == [(10, 1), (11, 1), (12, 1)]
+    assert b.levels_of(0, SIDE_ASK) == [(10, 1), (11, 1), (12, 1)]
     assert b.apply(recs([lv(0, SIDE_ASK, 11, 9)])) == 0  # update of a present level in a full side
     assert b.apply(recs([lv(0, SIDE_ASK, 105, 0)])) == 0  # delete absent in a full side
     assert b.apply(recs([lv(0, SIDE_ASK, 9, 2)])) == bk.ERR_CAPACITY  # best: 12 evicted
-    assert b.levels(0, SIDE_ASK) == [(9, 2), (10, 1), (11, 9)]
+    assert b.levels_of(0, SIDE_ASK) == [(9, 2), (10, 1), (11, 9)]
     assert b.err_counts[0, bk.ERR_CAPACITY] == 3
 
 

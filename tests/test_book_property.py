@@ -136,7 +136,7 @@ def to_array(rows: list[dict]) -> np.ndarray:
 def assert_same(b: bk.Books, ref: RefBooks) -> None:
     for i in range(ref.n):
         for s in (SIDE_BID, SIDE_ASK):
-            assert b.levels(i, s) == ref.levels(i, s), (i, s)
+            assert b.levels_of(i, s) == ref.levels(i, s), (i, s)
         assert int(b.error[i]) == ref.error[i]
         assert list(b.err_counts[i]) == ref.err_counts[i]
         assert int(b.last_venue_seq[i]) == ref.seq[i]
@@ -180,7 +180,7 @@ def test_random_streams_equal_reference(cap: int, batches: list[list[dict]]) -> 
     ref = RefBooks(N_INST, cap)
     for rows in batches:
         u = to_array(rows)
-        applied = bk.apply_batch(b, u, 0, len(u))
+        applied = bk.apply_batch(*b[:4], u, 0, len(u))
         want = ref.apply(rows)
         got = (applied, *(int(b.batch[k]) for k in (bk.B_ERRORS, bk.B_FIRST_ERROR,
                                                       bk.B_FIRST_ERROR_AT, bk.B_FIRST_ERROR_INST)))
@@ -194,13 +194,13 @@ def test_batch_boundaries_do_not_change_the_book(rows: list[dict], cut: int) -> 
     """One batch or two windows over the same array: the same books."""
     u = to_array(rows)
     one, two = bk.make_books(N_INST, 8), bk.make_books(N_INST, 8)
-    bk.apply_batch(one, u, 0, len(u))
+    bk.apply_batch(*one[:4], u, 0, len(u))
     cut = min(cut, len(u))
-    bk.apply_batch(two, u, 0, cut)
-    bk.apply_batch(two, u, cut, len(u))
+    bk.apply_batch(*two[:4], u, 0, cut)
+    bk.apply_batch(*two[:4], u, cut, len(u))
     for i in range(N_INST):
         for s in (SIDE_BID, SIDE_ASK):
-            assert one.levels(i, s) == two.levels(i, s)
+            assert one.levels_of(i, s) == two.levels_of(i, s)
 
 
 # --- accessors vs Decimal on random books ----------------------------------------------------------
@@ -264,7 +264,7 @@ def test_top_n_respects_small_out_arrays() -> None:
     b.apply(to_array([{"kind": MD_LEVEL, "side": SIDE_BID, "price": p, "qty": 1} for p in (1, 2, 3)]))
     o = np.full(2, -1, np.int64)
     e = np.zeros(0, np.int64)
-    assert bk.top_n(b, 0, 10, o, o.copy(), e, e) == (2, 0)
+    assert bk.top_n(b.levels, b.state, 0, 10, o, o.copy(), e, e) == (2, 0)
     assert list(o) == [3, 2]
 
 
@@ -298,7 +298,7 @@ def test_deep_book_random_stream_equals_reference(cap: int) -> None:
     checkpoints = list(range(0, len(u), 7_919)) + [len(u)]
     errors = 0
     for a, z in zip(checkpoints, checkpoints[1:]):
-        bk.apply_batch(b, u, a, z)
+        bk.apply_batch(*b[:4], u, a, z)
         errors += int(b.batch[bk.B_ERRORS])
         for r in u[a:z].tolist():
             d = ref[r[4]][r[2]]
@@ -310,7 +310,7 @@ def test_deep_book_random_stream_equals_reference(cap: int) -> None:
                 if len(d) > cap:
                     del d[min(d) if r[2] == SIDE_BID else max(d)]
         for i in range(2):
-            assert b.levels(i, SIDE_BID) == sorted(ref[i][SIDE_BID].items(), reverse=True)
-            assert b.levels(i, SIDE_ASK) == sorted(ref[i][SIDE_ASK].items())
+            assert b.levels_of(i, SIDE_BID) == sorted(ref[i][SIDE_BID].items(), reverse=True)
+            assert b.levels_of(i, SIDE_ASK) == sorted(ref[i][SIDE_ASK].items())
     assert int(b.bid_len[0]) > cap // 2  # still deep: the test exercised deep rows
     assert errors == int(b.err_counts[:, bk.ERR_CAPACITY].sum())  # only capacity, never crossed

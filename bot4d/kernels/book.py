@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from bot4d.kernels.book_math import add128, div128, frac_e9, mul64, muldiv_floor
+from bot4d.kernels.book_math import add128, div128, frac_e9, memmove_within, mul64, muldiv_floor
 from bot4d.records import (
     MD_BBO,
     MD_CLEAR,
@@ -97,39 +97,57 @@ B_BAD_INSTRUMENT = 5    # cumulative: records whose instrument id was out of ran
 N_B = 8
 
 
-class Books(NamedTuple):
-    """L2 books of ``n`` instruments with ``capacity`` levels per side (see the module doc)."""
+# --- per-instrument state columns (state[i, S_*]): one 64-byte row of hot state per instrument ---
+S_BID_LEN = 0
+S_ASK_LEN = 1
+S_SEQ = 2
+S_ERROR = 3
+S_MAX_PX = 4
+S_MAX_QTY = 5
+S_DIRTY = 6             # 0 untouched in this batch, 1 changed since its last crossed check, 2 checked
+NS = 8
 
-    bid_px: np.ndarray          # int64[n, cap], worst-first (ascending)
-    bid_qty: np.ndarray         # int64[n, cap]
-    ask_px: np.ndarray          # int64[n, cap], worst-first (descending)
-    ask_qty: np.ndarray         # int64[n, cap]
-    bid_len: np.ndarray         # int64[n]
-    ask_len: np.ndarray         # int64[n]
-    last_venue_seq: np.ndarray  # int64[n]
-    error: np.ndarray           # int64[n], last ERR_* since the last MD_CLEAR (0 ok)
-    max_px: np.ndarray          # int64[n], highest accepted price
-    max_qty: np.ndarray         # int64[n], highest accepted quantity
-    err_counts: np.ndarray      # int64[n, N_ERR]
-    counters: np.ndarray        # int64[n, N_CTR]
-    batch: np.ndarray           # int64[N_B]
-    dirty: np.ndarray           # int64[n]: 1 while touched in the current batch
-    dirty_list: np.ndarray      # int64[n]: the touched instruments, in order
+
+class Books(NamedTuple):
+    """L2 books of ``n`` instruments with ``capacity`` levels per side (see the module doc).
+
+    The kernels take the four backing arrays (``levels``, ``state``, ``stats``, ``scratch``):
+    numba unboxes a NamedTuple of many arrays in 2-4 µs per call, four arrays in well under 1 µs,
+    and a venue applies one small frame per call. The named fields are views into them.
+    """
+
+    levels: np.ndarray          # int64[n, 4, cap]: [i, 0] bid px, [i, 1] bid qty, [i, 2] ask px, [i, 3] ask qty
+    state: np.ndarray           # int64[n, NS]: S_* columns
+    stats: np.ndarray           # int64[n, N_ERR + N_CTR]: error counts, then counters (monitor-visible)
+    scratch: np.ndarray         # int64[N_B + n]: batch summary, then the touched-instrument list
+    bid_px: np.ndarray          # view [n, cap], worst-first (ascending)
+    bid_qty: np.ndarray         # view [n, cap]
+    ask_px: np.ndarray          # view [n, cap], worst-first (descending)
+    ask_qty: np.ndarray         # view [n, cap]
+    bid_len: np.ndarray         # view [n]
+    ask_len: np.ndarray         # view [n]
+    last_venue_seq: np.ndarray  # view [n]
+    error: np.ndarray           # view [n]: last ERR_* since the last MD_CLEAR (0 ok)
+    max_px: np.ndarray          # view [n]: highest accepted price
+    max_qty: np.ndarray         # view [n]: highest accepted quantity
+    err_counts: np.ndarray      # view [n, N_ERR]
+    counters: np.ndarray        # view [n, N_CTR]
+    batch: np.ndarray           # view [N_B]: summary of the last apply_batch
 
     # --- Python conveniences (each calls the njit kernel of the same job) -----------------------
     @property
     def n_instruments(self) -> int:
-        return self.bid_px.shape[0]
+        return self.levels.shape[0]
 
     @property
     def capacity(self) -> int:
-        return self.bid_px.shape[1]
+        return self.levels.shape[2]
 
     def apply(self, updates: np.ndarray) -> int:
         """Apply every record of ``updates``; return the first error code raised (0 = clean).
         The number applied is ``self.batch[B_APPLIED]`` (and apply_batch's return value)."""
-        apply_batch(self, updates, 0, len(updates))
-        return int(self.batch[B_FIRST_ERROR])
+        apply_batch(self.levels, self.state, self.stats, self.scratch, updates, 0, len(updates))
+        return int(self.scratch[B_FIRST_ERROR])
 
     def set_limits(self, instrument: int, max_px: int, max_qty: int) -> None:
         """Accepted price/quantity range of one instrument (units); clamped to the safe ceilings."""
@@ -138,14 +156,10 @@ class Books(NamedTuple):
         self.max_px[instrument] = min(max_px, MAX_PX_LIMIT)
         self.max_qty[instrument] = min(max_qty, qty_ceiling(self.capacity))
 
-    def levels(self, instrument: int, side: int) -> list[tuple[int, int]]:
+    def levels_of(self, instrument: int, side: int) -> list[tuple[int, int]]:
         """All levels of one side, best first, as (price units, qty units)."""
-        if side == SIDE_BID:
-            n = int(self.bid_len[instrument])
-            px, q = self.bid_px[instrument, :n], self.bid_qty[instrument, :n]
-        else:
-            n = int(self.ask_len[instrument])
-            px, q = self.ask_px[instrument, :n], self.ask_qty[instrument, :n]
+        n = int(self.state[instrument, S_BID_LEN + side])
+        px, q = self.levels[instrument, 2 * side, :n], self.levels[instrument, 2 * side + 1, :n]
         return [(int(px[k]), int(q[k])) for k in range(n - 1, -1, -1)]
 
     def top(self, instrument: int, n: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, int]:
@@ -153,37 +167,37 @@ class Books(NamedTuple):
         the argument order of the venue checksum kernels."""
         bp, bq = np.zeros(n, np.int64), np.zeros(n, np.int64)
         ap, aq = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        nb_, na_ = top_n(self, instrument, n, bp, bq, ap, aq)
+        nb_, na_ = top_n(self.levels, self.state, instrument, n, bp, bq, ap, aq)
         return bp, bq, int(nb_), ap, aq, int(na_)
 
     def best_bid(self, instrument: int) -> tuple[int, int]:
-        p, q = best_bid(self, instrument)
+        p, q = best_bid(self.levels, self.state, instrument)
         return int(p), int(q)
 
     def best_ask(self, instrument: int) -> tuple[int, int]:
-        p, q = best_ask(self, instrument)
+        p, q = best_ask(self.levels, self.state, instrument)
         return int(p), int(q)
 
     def mid(self, instrument: int) -> int:
-        return int(mid(self, instrument))
+        return int(mid(self.levels, self.state, instrument))
 
     def microprice(self, instrument: int) -> tuple[int, int, bool]:
-        u, f, ok = microprice(self, instrument)
+        u, f, ok = microprice(self.levels, self.state, instrument)
         return int(u), int(f), bool(ok)
 
     def imbalance(self, instrument: int, n: int) -> int:
-        return int(imbalance(self, instrument, n))
+        return int(imbalance(self.levels, self.state, instrument, n))
 
     def depth(self, instrument: int, n: int) -> tuple[int, int]:
-        b, a = depth(self, instrument, n)
+        b, a = depth(self.levels, self.state, instrument, n)
         return int(b), int(a)
 
     def vwap_to_fill(self, instrument: int, side: int, qty: int) -> tuple[int, int, int, bool]:
-        u, f, filled, ok = vwap_to_fill(self, instrument, side, qty)
+        u, f, filled, ok = vwap_to_fill(self.levels, self.state, instrument, side, qty)
         return int(u), int(f), int(filled), bool(ok)
 
     def is_crossed(self, instrument: int) -> bool:
-        return bool(is_crossed(self, instrument))
+        return bool(is_crossed(self.levels, self.state, instrument))
 
 
 def qty_ceiling(capacity: int) -> int:
@@ -198,30 +212,34 @@ def make_books(n_instruments: int, capacity: int) -> Books:
     if capacity < 1:
         raise ValueError(f"capacity must be >= 1, got {capacity}")
     n, c = n_instruments, capacity
-    b = Books(
-        bid_px=np.zeros((n, c), np.int64), bid_qty=np.zeros((n, c), np.int64),
-        ask_px=np.zeros((n, c), np.int64), ask_qty=np.zeros((n, c), np.int64),
-        bid_len=np.zeros(n, np.int64), ask_len=np.zeros(n, np.int64),
-        last_venue_seq=np.zeros(n, np.int64), error=np.zeros(n, np.int64),
-        max_px=np.full(n, MAX_PX_LIMIT, np.int64), max_qty=np.full(n, qty_ceiling(c), np.int64),
-        err_counts=np.zeros((n, N_ERR), np.int64), counters=np.zeros((n, N_CTR), np.int64),
-        batch=np.zeros(N_B, np.int64),
-        dirty=np.zeros(n, np.int64), dirty_list=np.zeros(n, np.int64),
+    levels = np.zeros((n, 4, c), np.int64)
+    state = np.zeros((n, NS), np.int64)
+    state[:, S_MAX_PX] = MAX_PX_LIMIT
+    state[:, S_MAX_QTY] = qty_ceiling(c)
+    stats = np.zeros((n, N_ERR + N_CTR), np.int64)
+    scratch = np.zeros(N_B + n, np.int64)
+    scratch[B_FIRST_ERROR_AT] = -1
+    scratch[B_FIRST_ERROR_INST] = -1
+    return Books(
+        levels=levels, state=state, stats=stats, scratch=scratch,
+        bid_px=levels[:, 0, :], bid_qty=levels[:, 1, :], ask_px=levels[:, 2, :], ask_qty=levels[:, 3, :],
+        bid_len=state[:, S_BID_LEN], ask_len=state[:, S_ASK_LEN], last_venue_seq=state[:, S_SEQ],
+        error=state[:, S_ERROR], max_px=state[:, S_MAX_PX], max_qty=state[:, S_MAX_QTY],
+        err_counts=stats[:, :N_ERR], counters=stats[:, N_ERR:], batch=scratch[:N_B],
     )
-    b.batch[B_FIRST_ERROR_AT] = -1
-    b.batch[B_FIRST_ERROR_INST] = -1
-    return b
 
 
 # ------------------------------------------------------------------------------------------------
 # the update kernel
-_SCAN = 8  # levels checked linearly from the top before falling back to binary search
+_SCAN = 4  # levels compared one by one from the top before galloping
+_LOOP_MAX = 16  # shorter shifts are an element loop: cheaper than calling memmove
 
 
 @nb.njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _find(px, n, key, s):
-    """Position of key in the row ordered ascending by s*px (s=+1 bids, -1 asks):
-    (index, found). Not found: the index where it would be inserted."""
+    """Position of key in a row ordered ascending by s*px (s=+1 bids, -1 asks), searched from
+    the top (the end) because that is where feeds change the book: (index, found); when not
+    found, the index where it would be inserted. Cost grows with log(distance from the top)."""
     k = n - 1
     lim = n - _SCAN
     if lim < 0:
@@ -233,15 +251,29 @@ def _find(px, n, key, s):
         if kk < key:
             return k + 1, False
         k -= 1
-    lo = 0
+    if lim == 0:
+        return 0, False
+    # every key in [lim, n) is above key: gallop down from lim, then bisect the bracket
     hi = lim
+    step = 1
+    lo = 0
+    while True:
+        j = hi - step
+        if j < 0:
+            break
+        if s * px[j] <= key:
+            lo = j
+            break
+        hi = j
+        step <<= 1
+    # key in [s*px[lo], s*px[hi]) or below s*px[0] when lo == 0
     while lo < hi:
         m = (lo + hi) >> 1
         if s * px[m] < key:
             lo = m + 1
         else:
             hi = m
-    return lo, (lo < lim and s * px[lo] == key)
+    return lo, (lo < n and s * px[lo] == key)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -254,60 +286,71 @@ def _set_level(px, qty, n, price, q, s):
         if q != 0:
             qty[pos] = q
             return n, 0
-        for j in range(pos, n - 1):
-            px[j] = px[j + 1]
-            qty[j] = qty[j + 1]
+        m = n - 1 - pos
+        if m > _LOOP_MAX:
+            memmove_within(px, pos, pos + 1, m)
+            memmove_within(qty, pos, pos + 1, m)
+        else:
+            for j in range(pos, n - 1):
+                px[j] = px[j + 1]
+                qty[j] = qty[j + 1]
         return n - 1, 0
     if q == 0:
         return n, 1
     cap = px.shape[0]
     if n < cap:
-        for j in range(n, pos, -1):
-            px[j] = px[j - 1]
-            qty[j] = qty[j - 1]
+        m = n - pos
+        if m > _LOOP_MAX:
+            memmove_within(px, pos + 1, pos, m)
+            memmove_within(qty, pos + 1, pos, m)
+        else:
+            for j in range(n, pos, -1):
+                px[j] = px[j - 1]
+                qty[j] = qty[j - 1]
         px[pos] = price
         qty[pos] = q
         return n + 1, 0
     # full: keep the best `cap` levels. The new level is worse than everything stored (pos == 0):
     # it is the one dropped; otherwise the worst stored level (index 0) goes.
     if pos > 0:
-        for j in range(0, pos - 1):
-            px[j] = px[j + 1]
-            qty[j] = qty[j + 1]
+        if pos > 1:
+            memmove_within(px, 0, 1, pos - 1)
+            memmove_within(qty, 0, 1, pos - 1)
         px[pos - 1] = price
         qty[pos - 1] = q
     return n, 2
 
 
 @nb.njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _crossed(b, i):
-    nb_ = b.bid_len[i]
-    na_ = b.ask_len[i]
-    return nb_ > 0 and na_ > 0 and b.bid_px[i, nb_ - 1] >= b.ask_px[i, na_ - 1]
+def _crossed(levels, state, i):
+    nb_ = state[i, S_BID_LEN]
+    na_ = state[i, S_ASK_LEN]
+    return nb_ > 0 and na_ > 0 and levels[i, 0, nb_ - 1] >= levels[i, 2, na_ - 1]
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def _raise(b, i, code, at):
-    b.error[i] = code
-    b.err_counts[i, code] += 1
-    b.batch[B_ERRORS] += 1
-    if b.batch[B_FIRST_ERROR] == 0:
-        b.batch[B_FIRST_ERROR] = code
-        b.batch[B_FIRST_ERROR_AT] = at
-        b.batch[B_FIRST_ERROR_INST] = i
+def _raise(state, stats, scratch, i, code, at):
+    state[i, S_ERROR] = code
+    stats[i, code] += 1
+    scratch[B_ERRORS] += 1
+    if scratch[B_FIRST_ERROR] == 0:
+        scratch[B_FIRST_ERROR] = code
+        scratch[B_FIRST_ERROR_AT] = at
+        scratch[B_FIRST_ERROR_INST] = i
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def apply_batch(b, updates, start, end):
-    """Apply ``updates[start:end]`` (MD_UPDATE_DTYPE) to the books ``b``; return the number of
-    MD_LEVEL/MD_CLEAR records applied. Never raises: problems set ``b.error``/``b.err_counts`` and
-    the batch summary ``b.batch`` (see the module doc)."""
-    n_inst = b.bid_len.shape[0]
-    b.batch[B_APPLIED] = 0
-    b.batch[B_ERRORS] = 0
-    b.batch[B_FIRST_ERROR] = 0
-    b.batch[B_FIRST_ERROR_AT] = -1
-    b.batch[B_FIRST_ERROR_INST] = -1
+def apply_batch(levels, state, stats, scratch, updates, start, end):
+    """Apply ``updates[start:end]`` (MD_UPDATE_DTYPE) to the books held in ``levels``/``state``
+    (a ``Books``' backing arrays); return the number of MD_LEVEL/MD_CLEAR records applied. Never
+    raises: problems set ``state[i, S_ERROR]``, ``stats`` and the summary in ``scratch[:N_B]``
+    (see the module doc)."""
+    n_inst = levels.shape[0]
+    scratch[B_APPLIED] = 0
+    scratch[B_ERRORS] = 0
+    scratch[B_FIRST_ERROR] = 0
+    scratch[B_FIRST_ERROR_AT] = -1
+    scratch[B_FIRST_ERROR_INST] = -1
     if start < 0:
         start = 0
     if end > updates.shape[0]:
@@ -318,126 +361,122 @@ def apply_batch(b, updates, start, end):
         u = updates[r]
         i = u.instrument
         if i < 0 or i >= n_inst:
-            b.batch[B_BAD_INSTRUMENT] += 1
-            b.batch[B_ERRORS] += 1
-            if b.batch[B_FIRST_ERROR] == 0:
-                b.batch[B_FIRST_ERROR] = ERR_BAD_INSTRUMENT
-                b.batch[B_FIRST_ERROR_AT] = r
+            scratch[B_BAD_INSTRUMENT] += 1
+            scratch[B_ERRORS] += 1
+            if scratch[B_FIRST_ERROR] == 0:
+                scratch[B_FIRST_ERROR] = ERR_BAD_INSTRUMENT
+                scratch[B_FIRST_ERROR_AT] = r
             continue
         kind = u.kind
         if kind == MD_LEVEL:
             price = u.price
             q = u.qty
-            side = u.side
+            side = np.int64(u.side)
             if q < 0:
-                _raise(b, i, ERR_NEG_QTY, r)
+                _raise(state, stats, scratch, i, ERR_NEG_QTY, r)
                 continue
-            if q > b.max_qty[i]:
-                _raise(b, i, ERR_BAD_QTY, r)
+            if q > state[i, S_MAX_QTY]:
+                _raise(state, stats, scratch, i, ERR_BAD_QTY, r)
                 continue
-            if price <= 0 or price > b.max_px[i]:
-                _raise(b, i, ERR_BAD_PRICE, r)
+            if price <= 0 or price > state[i, S_MAX_PX]:
+                _raise(state, stats, scratch, i, ERR_BAD_PRICE, r)
                 continue
-            if side == SIDE_BID:
-                n, st = _set_level(b.bid_px[i], b.bid_qty[i], b.bid_len[i], price, q, 1)
-                b.bid_len[i] = n
-            elif side == SIDE_ASK:
-                n, st = _set_level(b.ask_px[i], b.ask_qty[i], b.ask_len[i], price, q, -1)
-                b.ask_len[i] = n
-            else:
-                _raise(b, i, ERR_BAD_SIDE, r)
+            if side != SIDE_BID and side != SIDE_ASK:
+                _raise(state, stats, scratch, i, ERR_BAD_SIDE, r)
                 continue
+            n, st = _set_level(levels[i, 2 * side], levels[i, 2 * side + 1],
+                               state[i, S_BID_LEN + side], price, q, 1 - 2 * side)
+            state[i, S_BID_LEN + side] = n
             if st == 1:
-                b.counters[i, CTR_DELETE_ABSENT] += 1
+                stats[i, N_ERR + CTR_DELETE_ABSENT] += 1
             elif st == 2:
-                _raise(b, i, ERR_CAPACITY, r)
-            b.counters[i, CTR_LEVELS] += 1
+                _raise(state, stats, scratch, i, ERR_CAPACITY, r)
+            stats[i, N_ERR + CTR_LEVELS] += 1
             applied += 1
         elif kind == MD_CLEAR:
-            b.bid_len[i] = 0
-            b.ask_len[i] = 0
-            b.error[i] = ERR_OK
-            b.counters[i, CTR_CLEARS] += 1
+            state[i, S_BID_LEN] = 0
+            state[i, S_ASK_LEN] = 0
+            state[i, S_ERROR] = ERR_OK
+            stats[i, N_ERR + CTR_CLEARS] += 1
             applied += 1
         elif kind == MD_SNAPSHOT_END:
-            b.counters[i, CTR_SNAPSHOT_ENDS] += 1
+            stats[i, N_ERR + CTR_SNAPSHOT_ENDS] += 1
         elif kind == MD_TRADE or kind == MD_BBO:
-            b.counters[i, CTR_IGNORED] += 1
+            stats[i, N_ERR + CTR_IGNORED] += 1
             continue
         else:
-            _raise(b, i, ERR_BAD_KIND, r)
+            _raise(state, stats, scratch, i, ERR_BAD_KIND, r)
             continue
         if u.venue_seq != 0:
-            b.last_venue_seq[i] = u.venue_seq
-        # dirty[i]: 0 untouched in this batch, 1 changed since its last crossed check, 2 checked
-        if b.dirty[i] == 0:
-            b.dirty_list[ndirty] = i
+            state[i, S_SEQ] = u.venue_seq
+        if state[i, S_DIRTY] == 0:
+            scratch[N_B + ndirty] = i
             ndirty += 1
         if kind == MD_SNAPSHOT_END or (u.flags & MD_FLAG_FRAME_END) != 0:
-            if _crossed(b, i):
-                _raise(b, i, ERR_CROSSED, r)
-            b.dirty[i] = 2
+            if _crossed(levels, state, i):
+                _raise(state, stats, scratch, i, ERR_CROSSED, r)
+            state[i, S_DIRTY] = 2
         else:
-            b.dirty[i] = 1
+            state[i, S_DIRTY] = 1
     # end of batch: a book left crossed by records without a frame-end flag is still reported
     for k in range(ndirty):
-        i = b.dirty_list[k]
-        if b.dirty[i] == 1 and _crossed(b, i):
-            _raise(b, i, ERR_CROSSED, -1)
-        b.dirty[i] = 0
-    b.batch[B_APPLIED] = applied
+        i = scratch[N_B + k]
+        if state[i, S_DIRTY] == 1 and _crossed(levels, state, i):
+            _raise(state, stats, scratch, i, ERR_CROSSED, -1)
+        state[i, S_DIRTY] = 0
+    scratch[B_APPLIED] = applied
     return applied
 
 
 # ------------------------------------------------------------------------------------------------
-# accessors: njit, take the Books tuple; the Books methods wrap them for Python
+# accessors: njit over (levels, state, i), for other kernels; the Books methods wrap them
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def best_bid(b, i):
+def best_bid(levels, state, i):
     """(price, qty) of the best bid; (0, 0) when the side is empty."""
-    n = b.bid_len[i]
+    n = state[i, S_BID_LEN]
     if n == 0:
         return np.int64(0), np.int64(0)
-    return b.bid_px[i, n - 1], b.bid_qty[i, n - 1]
+    return levels[i, 0, n - 1], levels[i, 1, n - 1]
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def best_ask(b, i):
+def best_ask(levels, state, i):
     """(price, qty) of the best ask; (0, 0) when the side is empty."""
-    n = b.ask_len[i]
+    n = state[i, S_ASK_LEN]
     if n == 0:
         return np.int64(0), np.int64(0)
-    return b.ask_px[i, n - 1], b.ask_qty[i, n - 1]
+    return levels[i, 2, n - 1], levels[i, 3, n - 1]
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def is_crossed(b, i):
+def is_crossed(levels, state, i):
     """Both sides present and best bid >= best ask."""
-    return _crossed(b, i)
+    return _crossed(levels, state, i)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def mid(b, i):
+def mid(levels, state, i):
     """floor((best bid + best ask) / 2) in price units; 0 when a side is empty."""
-    nb_ = b.bid_len[i]
-    na_ = b.ask_len[i]
+    nb_ = state[i, S_BID_LEN]
+    na_ = state[i, S_ASK_LEN]
     if nb_ == 0 or na_ == 0:
         return np.int64(0)
-    return (b.bid_px[i, nb_ - 1] + b.ask_px[i, na_ - 1]) // 2
+    return (levels[i, 0, nb_ - 1] + levels[i, 2, na_ - 1]) // 2
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def microprice(b, i):
+def microprice(levels, state, i):
     """(bid*ask_qty + ask*bid_qty) / (bid_qty + ask_qty) at the top of the book, as
     (units, frac_e9, ok): units + frac_e9/1e9 price units, floor at 1e-9. ok False (0, 0) when a
     side is empty."""
-    nb_ = b.bid_len[i]
-    na_ = b.ask_len[i]
+    nb_ = state[i, S_BID_LEN]
+    na_ = state[i, S_ASK_LEN]
     if nb_ == 0 or na_ == 0:
         return np.int64(0), np.int64(0), False
-    bp = np.uint64(b.bid_px[i, nb_ - 1])
-    bq = np.uint64(b.bid_qty[i, nb_ - 1])
-    ap = np.uint64(b.ask_px[i, na_ - 1])
-    aq = np.uint64(b.ask_qty[i, na_ - 1])
+    bp = np.uint64(levels[i, 0, nb_ - 1])
+    bq = np.uint64(levels[i, 1, nb_ - 1])
+    ap = np.uint64(levels[i, 2, na_ - 1])
+    aq = np.uint64(levels[i, 3, na_ - 1])
     h1, l1 = mul64(bp, aq)
     h2, l2 = mul64(ap, bq)
     h, lo = add128(h1, l1, h2, l2)
@@ -447,24 +486,24 @@ def microprice(b, i):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def depth(b, i, n):
+def depth(levels, state, i, n):
     """(sum of bid qty, sum of ask qty) over the best n levels of each side."""
-    nb_ = b.bid_len[i]
-    na_ = b.ask_len[i]
+    nb_ = state[i, S_BID_LEN]
+    na_ = state[i, S_ASK_LEN]
     sb = np.int64(0)
     sa = np.int64(0)
     for k in range(min(n, nb_)):
-        sb += b.bid_qty[i, nb_ - 1 - k]
+        sb += levels[i, 1, nb_ - 1 - k]
     for k in range(min(n, na_)):
-        sa += b.ask_qty[i, na_ - 1 - k]
+        sa += levels[i, 3, na_ - 1 - k]
     return sb, sa
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def imbalance(b, i, n):
+def imbalance(levels, state, i, n):
     """(bid depth - ask depth) / (bid depth + ask depth) over the best n levels, scaled by 1e9
     and truncated toward zero; 0 when both are empty."""
-    sb, sa = depth(b, i, n)
+    sb, sa = depth(levels, state, i, n)
     tot = sb + sa
     if tot == 0:
         return np.int64(0)
@@ -474,23 +513,19 @@ def imbalance(b, i, n):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def vwap_to_fill(b, i, side, qty):
+def vwap_to_fill(levels, state, i, side, qty):
     """Average price to fill ``qty`` with an order of ``side`` (SIDE_BID = buy: walks the asks;
     SIDE_ASK = sell: walks the bids), best level first.
     Returns (units, frac_e9, filled, complete): average = units + frac_e9/1e9 price units (floor
     at 1e-9) over ``filled`` quantity; complete False when the book holds less than qty (then the
     average is over what it holds) or qty <= 0 / the side is empty ((0, 0, 0, False))."""
-    if side == SIDE_BID:
-        px = b.ask_px[i]
-        qv = b.ask_qty[i]
-        n = b.ask_len[i]
-    else:
-        px = b.bid_px[i]
-        qv = b.bid_qty[i]
-        n = b.bid_len[i]
+    book_side = SIDE_ASK if side == SIDE_BID else SIDE_BID
+    px = levels[i, 2 * book_side]
+    qv = levels[i, 2 * book_side + 1]
+    n = state[i, S_BID_LEN + book_side]
     if qty <= 0 or n == 0:
         return np.int64(0), np.int64(0), np.int64(0), False
-    left = qty
+    left = np.int64(qty)
     hi = np.uint64(0)
     lo = np.uint64(0)
     k = n - 1
@@ -502,23 +537,23 @@ def vwap_to_fill(b, i, side, qty):
         k -= 1
     filled = qty - left
     q, r = div128(hi, lo, np.uint64(filled))
-    return np.int64(q), frac_e9(r, np.uint64(filled)), filled, left == 0
+    return np.int64(q), frac_e9(r, np.uint64(filled)), np.int64(filled), left == 0
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def top_n(b, i, n, out_bid_px, out_bid_qty, out_ask_px, out_ask_qty):
+def top_n(levels, state, i, n, out_bid_px, out_bid_qty, out_ask_px, out_ask_qty):
     """Copy the best n levels of each side, best first, into the out arrays (checksum-ready);
     returns (nbid, nask) actually copied (limited by the book and by the out arrays)."""
-    nb_ = b.bid_len[i]
-    na_ = b.ask_len[i]
+    nb_ = state[i, S_BID_LEN]
+    na_ = state[i, S_ASK_LEN]
     kb = min(n, nb_, out_bid_px.shape[0], out_bid_qty.shape[0])
     ka = min(n, na_, out_ask_px.shape[0], out_ask_qty.shape[0])
     for k in range(kb):
-        out_bid_px[k] = b.bid_px[i, nb_ - 1 - k]
-        out_bid_qty[k] = b.bid_qty[i, nb_ - 1 - k]
+        out_bid_px[k] = levels[i, 0, nb_ - 1 - k]
+        out_bid_qty[k] = levels[i, 1, nb_ - 1 - k]
     for k in range(ka):
-        out_ask_px[k] = b.ask_px[i, na_ - 1 - k]
-        out_ask_qty[k] = b.ask_qty[i, na_ - 1 - k]
+        out_ask_px[k] = levels[i, 2, na_ - 1 - k]
+        out_ask_qty[k] = levels[i, 3, na_ - 1 - k]
     return kb, ka
 
 
@@ -533,12 +568,13 @@ def warmup() -> None:
     u["venue_seq"] = [1, 2, 3, 4]
     b.apply(u)
     o = np.zeros(2, np.int64)
-    top_n(b, 0, 2, o, o, o, o)
-    best_bid(b, 0)
-    best_ask(b, 0)
-    is_crossed(b, 0)
-    mid(b, 0)
-    microprice(b, 0)
-    depth(b, 0, 2)
-    imbalance(b, 0, 2)
-    vwap_to_fill(b, 0, SIDE_BID, 1)
+    b.top(0, 2)
+    top_n(b.levels, b.state, 0, 2, o, o, o, o)
+    b.best_bid(0)
+    b.best_ask(0)
+    b.is_crossed(0)
+    b.mid(0)
+    b.microprice(0)
+    b.depth(0, 2)
+    b.imbalance(0, 2)
+    b.vwap_to_fill(0, SIDE_BID, 1)

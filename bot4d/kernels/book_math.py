@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
@@ -78,3 +82,25 @@ def frac_e9(r: np.uint64, d: np.uint64) -> np.int64:
     hi, lo = mul64(r, np.uint64(1_000_000_000))
     q, _ = div128(hi, lo, d)
     return np.int64(q)
+
+
+@intrinsic
+def memmove_within(typingctx, arr, dst, src, count):
+    """``arr[dst:dst+count] = arr[src:src+count]`` for a contiguous 1-D array, overlap allowed,
+    as one ``llvm.memmove`` (libc's vectorised memmove): a numba slice assignment between
+    overlapping views would copy through a temporary array (an allocation), and an element loop
+    is several times slower on the long shifts of deep books. No bounds checks: callers own them."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        raise TypingError(f"memmove_within: expected a contiguous 1-D array, got {arr}")
+    sig = types.void(arr, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary, d, s, c = args
+        a = context.make_array(aryty)(context, builder, ary)
+        pd = cgutils.get_item_pointer(context, builder, aryty, a, [d], wraparound=False)
+        ps = cgutils.get_item_pointer(context, builder, aryty, a, [s], wraparound=False)
+        cgutils.raw_memmove(builder, pd, ps, c, context.get_abi_sizeof(context.get_data_type(aryty.dtype)))
+        return context.get_dummy_value()
+
+    return sig, codegen

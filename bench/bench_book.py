@@ -1,0 +1,278 @@
+"""L2 book benchmarks: level updates applied per second, against the order-book C extension
+(cryptofeed's book, ``order-book`` 0.6.1) and sortedcontainers.SortedDict in the same run.
+
+All contenders get the identical, pre-parsed update stream and their final books are compared
+level by level before any number is reported, so none of them can be measuring a no-op. The
+stream imitates a deep venue book: ~1,000-5,000 levels per side with gaps, most changes within a
+few levels of the top (quantity changes, new levels, levels vanishing, the top moving), a few
+anywhere in the book, and deletes only of levels that exist.
+"""
+from __future__ import annotations
+
+import time
+
+import numba as nb
+import numpy as np
+from sortedcontainers import SortedDict
+
+from bench.harness import baseline_of, benchmark, result
+from bot4d.kernels import book as bk
+from bot4d.records import MD_LEVEL, MD_UPDATE_DTYPE, SIDE_ASK, SIDE_BID
+
+
+def make_stream(n: int, depth: int, seed: int, deep_frac: float = 0.03) -> tuple[np.ndarray, dict, dict]:
+    """(updates, initial bids, initial asks): a snapshot of ``depth`` levels per side, then n
+    diffs. Generated against a real model of the book so every delete hits a present level."""
+    rng = np.random.default_rng(seed)
+    mid = 10_000_000
+    bids = SortedDict()
+    asks = SortedDict()
+    # snapshot: levels on ~60 % of the ticks, so inserts inside the book have gaps to land in
+    p = mid - 1
+    while len(bids) < depth:
+        if rng.random() < 0.6:
+            bids[p] = int(rng.integers(1, 10_000))
+        p -= 1
+    p = mid + 1
+    while len(asks) < depth:
+        if rng.random() < 0.6:
+            asks[p] = int(rng.integers(1, 10_000))
+        p += 1
+    init_b, init_a = dict(bids), dict(asks)
+    u = np.zeros(n, MD_UPDATE_DTYPE)
+    u["kind"] = MD_LEVEL
+    side_r = rng.integers(0, 2, n)
+    op_r = rng.random(n)
+    deep_r = rng.random(n) < deep_frac
+    k_r = np.minimum(rng.geometric(0.35, n) - 1, depth - 1)
+    kdeep_r = rng.integers(0, depth, n)
+    q_r = rng.integers(1, 10_000, n)
+    gap_r = rng.geometric(0.5, n)
+    sides = (bids, asks)
+    for t in range(n):
+        s = int(side_r[t])
+        d = sides[s]
+        other = sides[1 - s]
+        L = len(d)
+        k = int(kdeep_r[t] if deep_r[t] else k_r[t])
+        k = min(k, L - 1)
+        # index k counted from the best level
+        idx = L - 1 - k if s == SIDE_BID else k
+        op = op_r[t]
+        if L > depth * 1.02:
+            op = 0.65  # keep the depth roughly constant: delete
+        elif L < depth * 0.98:
+            op = 0.9   # insert
+        if op < 0.55:    # quantity change of an existing level
+            price = d.keys()[idx]
+            qty = int(q_r[t])
+        elif op < 0.77:  # level vanishes
+            price = d.keys()[idx]
+            qty = 0
+        else:            # new level: k levels from the top, or improving the top
+            base = d.keys()[idx]
+            step = int(gap_r[t])
+            price = base + step if s == SIDE_BID else base - step
+            if price in d:
+                price = base - step if s == SIDE_BID else base + step
+            ob = other.keys()[-1 if s == SIDE_ASK else 0] if other else None
+            if ob is not None and ((s == SIDE_BID and price >= ob) or (s == SIDE_ASK and price <= ob)):
+                price = base  # would cross: make it a quantity change instead
+            qty = int(q_r[t])
+        if qty:
+            d[price] = qty
+        else:
+            del d[price]
+        u["side"][t] = s
+        u["price"][t] = price
+        u["qty"][t] = qty
+    return u, init_b, init_a
+
+
+def snapshot_records(bids: dict, asks: dict) -> np.ndarray:
+    s = np.zeros(len(bids) + len(asks), MD_UPDATE_DTYPE)
+    s["kind"] = MD_LEVEL
+    s["side"][: len(bids)] = SIDE_BID
+    s["side"][len(bids):] = SIDE_ASK
+    s["price"] = list(bids) + list(asks)
+    s["qty"] = list(bids.values()) + list(asks.values())
+    return s
+
+
+# --- contenders ----------------------------------------------------------------------------------
+def run_numba(u: np.ndarray, snap: np.ndarray, depth: int, batch: int) -> tuple[bk.Books, np.ndarray, float]:
+    b = bk.make_books(1, 2 * depth)
+    b.apply(snap)
+    n = len(u)
+    lat = np.empty((n + batch - 1) // batch, np.int64)
+    apply_batch = bk.apply_batch
+    L, S, C, G = b.levels, b.state, b.stats, b.scratch
+    k = 0
+    t0 = time.perf_counter_ns()
+    for a in range(0, n, batch):
+        z = min(a + batch, n)
+        t = time.perf_counter_ns()
+        apply_batch(L, S, C, G, u, a, z)
+        lat[k] = (time.perf_counter_ns() - t) // (z - a)
+        k += 1
+    took = (time.perf_counter_ns() - t0) / 1e9
+    return b, lat[:k], took
+
+
+def run_dicts(make, u: np.ndarray, init_b: dict, init_a: dict, batch: int):
+    """Drive a Python mapping-per-side book (order_book's sides or SortedDict) with the stream,
+    the way a feed handler does: ``side[price] = qty`` or ``del side[price]``."""
+    ob, bids, asks = make(init_b, init_a)
+    sides = (bids, asks)
+    ops = list(zip([sides[s] for s in u["side"].tolist()], u["price"].tolist(), u["qty"].tolist()))
+    n = len(ops)
+    lat = np.empty((n + batch - 1) // batch, np.int64)
+    k = 0
+    t0 = time.perf_counter_ns()
+    for a in range(0, n, batch):
+        chunk = ops[a:a + batch]
+        t = time.perf_counter_ns()
+        for d, p, q in chunk:
+            if q:
+                d[p] = q
+            else:
+                del d[p]
+        lat[k] = (time.perf_counter_ns() - t) // len(chunk)
+        k += 1
+    took = (time.perf_counter_ns() - t0) / 1e9
+    return ob, bids, asks, lat[:k], took
+
+
+def make_order_book(init_b: dict, init_a: dict):
+    from order_book import OrderBook
+
+    ob = OrderBook()
+    for p, q in init_b.items():
+        ob.bids[p] = q
+    for p, q in init_a.items():
+        ob.asks[p] = q
+    return ob, ob.bids, ob.asks
+
+
+def make_sorted(init_b: dict, init_a: dict):
+    return None, SortedDict(init_b), SortedDict(init_a)
+
+
+# --- the same kernel with best-first rows, to measure the layout choice ---------------------------
+@nb.njit(cache=True, nogil=True)
+def _apply_best_first(px_b, q_b, px_a, q_a, lens, u, start, end):
+    """Rows ordered best-first (bids descending, asks ascending): binary search, then shift the
+    tail. Only for this benchmark: it is what `book` would cost without the worst-first layout."""
+    for r in range(start, end):
+        s = u[r].side
+        price = u[r].price
+        q = u[r].qty
+        if s == 0:
+            px = px_b
+            qv = q_b
+            sg = -1
+        else:
+            px = px_a
+            qv = q_a
+            sg = 1
+        n = lens[s]
+        key = sg * price
+        lo = 0
+        hi = n
+        while lo < hi:
+            m = (lo + hi) >> 1
+            if sg * px[m] < key:
+                lo = m + 1
+            else:
+                hi = m
+        if lo < n and px[lo] == price:
+            if q != 0:
+                qv[lo] = q
+            else:
+                for j in range(lo, n - 1):
+                    px[j] = px[j + 1]
+                    qv[j] = qv[j + 1]
+                lens[s] = n - 1
+        elif q != 0:
+            for j in range(n, lo, -1):
+                px[j] = px[j - 1]
+                qv[j] = qv[j - 1]
+            px[lo] = price
+            qv[lo] = q
+            lens[s] = n + 1
+
+
+def run_best_first(u: np.ndarray, init_b: dict, init_a: dict, depth: int, batch: int):
+    cap = 2 * depth
+    px_b, q_b = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+    px_a, q_a = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+    bl = sorted(init_b.items(), reverse=True)
+    al = sorted(init_a.items())
+    px_b[: len(bl)] = [p for p, _ in bl]
+    q_b[: len(bl)] = [q for _, q in bl]
+    px_a[: len(al)] = [p for p, _ in al]
+    q_a[: len(al)] = [q for _, q in al]
+    lens = np.array([len(bl), len(al)], np.int64)
+    _apply_best_first(px_b, q_b, px_a, q_a, lens, u, 0, 0)  # compile outside the timing
+    n = len(u)
+    lat = np.empty((n + batch - 1) // batch, np.int64)
+    k = 0
+    t0 = time.perf_counter_ns()
+    for a in range(0, n, batch):
+        z = min(a + batch, n)
+        t = time.perf_counter_ns()
+        _apply_best_first(px_b, q_b, px_a, q_a, lens, u, a, z)
+        lat[k] = (time.perf_counter_ns() - t) // (z - a)
+        k += 1
+    took = (time.perf_counter_ns() - t0) / 1e9
+    levels = ([(int(px_b[j]), int(q_b[j])) for j in range(lens[0])],
+              [(int(px_a[j]), int(q_a[j])) for j in range(lens[1])])
+    return levels, lat[:k], took
+
+
+@benchmark("md.book_apply")
+def bench_book_apply(quick: bool) -> list[dict]:
+    n = 200_000 if quick else 2_000_000
+    depth = 2_000 if quick else 5_000
+    batch = 256
+    bk.warmup()
+    u, init_b, init_a = make_stream(n, depth, seed=5)
+    snap = snapshot_records(init_b, init_a)
+
+    b, lat_nb, t_nb = run_numba(u, snap, depth, batch)
+    assert int(b.err_counts.sum()) == 0 and int(b.batch[bk.B_BAD_INSTRUMENT]) == 0
+    want_b, want_a = b.levels_of(0, SIDE_BID), b.levels_of(0, SIDE_ASK)
+
+    ob, ob_b, ob_a, lat_ob, t_ob = run_dicts(make_order_book, u, init_b, init_a, batch)
+    # order_book's to_dict() is keyed in book order: best first on both sides
+    assert list(ob_b.to_dict().items()) == want_b, "order-book final bids differ"
+    assert list(ob_a.to_dict().items()) == want_a, "order-book final asks differ"
+
+    _, sd_b, sd_a, lat_sd, t_sd = run_dicts(make_sorted, u, init_b, init_a, batch)
+    assert list(reversed(sd_b.items())) == want_b and list(sd_a.items()) == want_a
+
+    bf_levels, lat_bf, t_bf = run_best_first(u, init_b, init_a, depth, batch)
+    assert bf_levels == (want_b, want_a), "best-first variant diverged"
+
+    # a frame-sized batch too: a feed applies a venue frame (1-20 levels) per call
+    small = 16
+    b16, lat16, t16 = run_numba(u, snap, depth, small)
+    assert b16.levels_of(0, SIDE_BID) == want_b
+
+    basis = f"per update, averaged over batches of {batch}"
+    common = dict(updates=n, depth_per_side=depth, final_levels=(len(want_b), len(want_a)),
+                  books_equal=True, latency_basis=basis)
+    r_ob = result("md.book_apply.order_book_0.6.1", "updates", throughput_per_s=n / t_ob,
+                  latency_ns=lat_ob, **common)
+    r_sd = result("md.book_apply.sorteddict", "updates", throughput_per_s=n / t_sd,
+                  latency_ns=lat_sd, **common)
+    r_bf = result("md.book_apply.numba_best_first_rows", "updates", throughput_per_s=n / t_bf,
+                  latency_ns=lat_bf, baseline=baseline_of(r_ob), **common)
+    r_nb = result("md.book_apply", "updates", throughput_per_s=n / t_nb, latency_ns=lat_nb,
+                  baseline=baseline_of(r_ob), speedup_vs_baseline=round(t_ob / t_nb, 2),
+                  speedup_vs_sorteddict=round(t_sd / t_nb, 2),
+                  speedup_vs_best_first_rows=round(t_bf / t_nb, 2), **common)
+    common16 = dict(common, latency_basis=f"per update, averaged over batches of {small}")
+    r_16 = result("md.book_apply.batch16", "updates", throughput_per_s=n / t16, latency_ns=lat16,
+                  baseline=baseline_of(r_ob), speedup_vs_baseline=round(t_ob / t16, 2), **common16)
+    return [r_nb, r_16, r_ob, r_sd, r_bf]
