@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -30,6 +30,7 @@ from bot4d.records import (
 )
 from bot4d.venues import scan
 from bot4d.venues.scan import (
+    I_COLS, I_LAST_U, I_MAXPX, I_MAXQTY, I_PSCALE, I_QSCALE, I_STATE, W_FLD, W_SIZE,
     DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int, read_key, skip_value,
     skip_ws, string_span, sym_lookup,
 )
@@ -316,16 +317,18 @@ def parse_frame(buf, i, n, fld):
 
 
 @numba.njit(cache=True, nogil=True)
-def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
-                  keys, lens, ids, pscale, qscale, maxpx, maxqty,
-                  st, last_u, out, fstatus, finst, counts, fld):
+def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame, tab, ip, out, fres,
+                  work):
     """Parse frames ``first..first+nframes`` of a batch into ``out`` and advance sync state.
 
     ``ends[f]`` is the end offset of frame f in ``buf`` (frame f starts at ``ends[f-1]``).
-    Per frame, ``fstatus`` gets a Reason code, FS_BUFFER (a diff to keep until a snapshot) or
-    FS_NOT_DONE, and ``finst`` the instrument (or -1). Returns (frames done, records written);
-    the batch stops early only when ``out`` cannot hold the next frame's records.
+    Per frame, ``fres[f, 0]`` gets a Reason code, FS_BUFFER (a diff to keep until a snapshot)
+    or FS_NOT_DONE, and ``fres[f, 1]`` the instrument (or -1). ``ip`` holds the per-instrument
+    scales, limits and sync state (scan.I_* columns), ``work`` the reason counters and scratch.
+    Returns (frames done, records written); the batch stops early only when ``out`` cannot hold
+    the next frame's records.
     """
+    fld = work[W_FLD:]
     cap = out.shape[0]
     k = 0
     f = first
@@ -334,15 +337,15 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
         s0 = ends[f - 1] if f > 0 else 0
         e0 = ends[f]
         rts = recv_ns[f]
-        finst[f] = -1
+        fres[f, 1] = -1
         if e0 - s0 > max_frame:
-            fstatus[f] = R_OVERSIZE
-            counts[R_OVERSIZE] += 1
+            fres[f, 0] = R_OVERSIZE
+            work[R_OVERSIZE] += 1
             f += 1
             continue
         if not parse_frame(buf, s0, e0, fld):
-            fstatus[f] = R_MALFORMED
-            counts[R_MALFORMED] += 1
+            fres[f, 0] = R_MALFORMED
+            work[R_MALFORMED] += 1
             f += 1
             continue
         have = fld[F_HAVE]
@@ -355,32 +358,32 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                 reason = R_IGNORED   # {"result":null,"id":1}
             else:
                 reason = R_UNKNOWN_MESSAGE
-            fstatus[f] = reason
-            counts[reason] += 1
+            fres[f, 0] = reason
+            work[reason] += 1
             f += 1
             continue
         if typ == T_IGNORED or typ == T_OTHER:
             reason = R_IGNORED if typ == T_IGNORED else R_UNKNOWN_MESSAGE
-            fstatus[f] = reason
-            counts[reason] += 1
+            fres[f, 0] = reason
+            work[reason] += 1
             f += 1
             continue
         if (have & H_S) == 0:
-            fstatus[f] = R_MALFORMED
-            counts[R_MALFORMED] += 1
+            fres[f, 0] = R_MALFORMED
+            work[R_MALFORMED] += 1
             f += 1
             continue
-        inst = sym_lookup(buf, fld[F_S0], fld[F_S1], keys, lens, ids)
+        inst = sym_lookup(buf, fld[F_S0], fld[F_S1], tab)
         if inst < 0:
-            fstatus[f] = R_UNKNOWN_SYMBOL
-            counts[R_UNKNOWN_SYMBOL] += 1
+            fres[f, 0] = R_UNKNOWN_SYMBOL
+            work[R_UNKNOWN_SYMBOL] += 1
             f += 1
             continue
-        finst[f] = inst
-        ps = pscale[inst]
-        qs = qscale[inst]
-        mp = maxpx[inst]
-        mq = maxqty[inst]
+        fres[f, 1] = inst
+        ps = ip[inst, I_PSCALE]
+        qs = ip[inst, I_QSCALE]
+        mp = ip[inst, I_MAXPX]
+        mq = ip[inst, I_MAXQTY]
         ets = fld[F_E] * 1000000 if (have & H_E) else 0
         reason = R_OK
         if typ == T_DEPTH:
@@ -393,8 +396,8 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
             else:
                 U = fld[F_U]
                 u = fld[F_u]
-                state = st[inst]
-                lu = last_u[inst]
+                state = ip[inst, I_STATE]
+                lu = ip[inst, I_LAST_U]
                 apply = False
                 if state == ST_LIVE:
                     if futures:
@@ -411,7 +414,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                             reason = R_OUT_OF_ORDER
                         elif U <= lu:
                             reason = R_OUT_OF_ORDER  # overlaps what we applied: broken
-                            st[inst] = ST_RESYNCING
+                            ip[inst, I_STATE] = ST_RESYNCING
                         else:
                             reason = R_GAP
                 elif state == ST_BRIDGING:
@@ -434,11 +437,11 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                         else:
                             reason = R_GAP
                 else:
-                    fstatus[f] = FS_BUFFER
+                    fres[f, 0] = FS_BUFFER
                     f += 1
                     continue
                 if reason == R_GAP:
-                    st[inst] = ST_RESYNCING
+                    ip[inst, I_STATE] = ST_RESYNCING
                 if apply:
                     k0 = k
                     if fld[F_B1] > fld[F_B0]:
@@ -455,12 +458,12 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     if reason == R_OK:
                         if k > k0:
                             out[k - 1].flags = MD_FLAG_FRAME_END
-                        last_u[inst] = u
-                        st[inst] = ST_LIVE
+                        ip[inst, I_LAST_U] = u
+                        ip[inst, I_STATE] = ST_LIVE
                     else:
                         # a diff we cannot apply leaves the book wrong: resync
                         k = k0
-                        st[inst] = ST_RESYNCING
+                        ip[inst, I_STATE] = ST_RESYNCING
         elif typ == T_BOOKTICKER:
             need = H_u | H_B | H_A | H_BQ | H_AQ
             if (have & need) != need or fld[F_BT] != VT_STRING or fld[F_AT] != VT_STRING:
@@ -500,11 +503,11 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame,
                     tts = fld[F_T] * 1000000 if (have & H_T) else ets
                     emit_one(out, k, MD_TRADE, side, inst, px, qty, tid, tts, rts, 0, 0)
                     k += 1
-        fstatus[f] = reason
-        counts[reason] += 1
+        fres[f, 0] = reason
+        work[reason] += 1
         f += 1
     for g in range(f, stop):
-        fstatus[g] = FS_NOT_DONE
+        fres[g, 0] = FS_NOT_DONE
     return f - first, k
 
 
@@ -558,16 +561,16 @@ class FrameResult:
     records: np.ndarray
     status: np.ndarray
     instruments: np.ndarray
-    needs_snapshot: list[str] = field(default_factory=list)
 
 
 class BinanceFeed:
     """Binance spot (or, with ``futures=True``, USD-M futures) market data for one connection.
 
-    The feed client hands raw frames to ``on_frames``; records that passed the sync rules are
-    applied to ``books`` (a ``bot4d.kernels.book.Books``, or None to only produce records), and
-    ``needs_snapshot()`` lists symbols whose REST snapshot the client must fetch and pass to
-    ``on_snapshot``. Nothing here raises for bad venue input: it is counted in ``counters``.
+    The feed client hands raw frames to ``on_frame`` / ``on_frames``; records that passed the
+    sync rules are applied to ``books`` (a ``bot4d.kernels.book.Books``, or None to only produce
+    records), and ``needs_snapshot()`` lists symbols whose REST snapshot the client must fetch
+    and pass to ``on_snapshot``. Nothing here raises for bad venue input: it is counted in
+    ``counters``.
     """
 
     futures = False
@@ -581,33 +584,34 @@ class BinanceFeed:
         self.symbols: dict[str, Instrument] = {i.symbol: i for i in mine}
         self.table = scan.SymbolTable({i.symbol: i.id for i in mine})
         n = len(instruments)
-        self.pscale = np.zeros(n, np.int64)
-        self.qscale = np.zeros(n, np.int64)
-        self.maxpx = np.zeros(n, np.int64)
-        self.maxqty = np.zeros(n, np.int64)
+        self.ip = np.zeros((n, I_COLS), np.int64)   # scales, limits, sync state (scan.I_*)
         for i in mine:
-            self.pscale[i.id] = i.price_scale
-            self.qscale[i.id] = i.qty_scale
-            self.maxpx[i.id] = i.max_price_units
-            self.maxqty[i.id] = i.max_qty_units
+            lim = (i.max_price_units, i.max_qty_units)
             if books is not None:
                 # the book clamps limits to what its sums can hold; refuse (and count) here
                 # whatever it would refuse, so a level is never dropped silently downstream
-                books.set_limits(i.id, i.max_price_units, i.max_qty_units)
-                self.maxpx[i.id] = books.max_px[i.id]
-                self.maxqty[i.id] = books.max_qty[i.id]
-        self.state = np.full(n, ST_SYNCING, np.int8)
-        self.last_u = np.zeros(n, np.int64)
+                books.set_limits(i.id, *lim)
+                lim = (int(books.max_px[i.id]), int(books.max_qty[i.id]))
+            self.ip[i.id, :4] = (i.price_scale, i.qty_scale, *lim)
+        self.state = self.ip[:, I_STATE]            # views, for Python readers
+        self.last_u = self.ip[:, I_LAST_U]
+        self.state[:] = ST_SYNCING
+        self.work = np.zeros(W_SIZE, np.int64)
         self.counters = ReasonCounters()
+        self.counters.counts = self.work[:len(Reason)]  # the kernel counts straight into it
+        self.fld = self.work[W_FLD:]
         self.max_frame = max_frame
         self.max_buffered = max_buffered
         self.out = np.zeros(batch_records, MD_UPDATE_DTYPE)
-        self.fld = np.zeros(N_FIELDS, np.int64)
-        self._fstatus = np.zeros(1024, np.int8)
-        self._finst = np.zeros(1024, np.int32)
+        self._fres = np.zeros((1024, 2), np.int32)
+        self._ends1 = np.zeros(1, np.int64)
+        self._recv1 = np.zeros(1, np.int64)
         self._buffer: dict[int, list[bytes]] = {i.id: [] for i in mine}
         self._snap_out = np.zeros(1 << 14, MD_UPDATE_DTYPE)
         self.resyncs = 0
+        if books is not None:
+            from bot4d.kernels import book as _book  # codes owned by the book kernel
+            self._B_ERRORS, self._ERR_CROSSED = _book.B_ERRORS, _book.ERR_CROSSED
 
     # -- state ---------------------------------------------------------------------------------
     def sync_state(self, symbol: str) -> SyncState:
@@ -623,11 +627,27 @@ class BinanceFeed:
         return snapshot_url(symbol, limit)
 
     # -- frames --------------------------------------------------------------------------------
+    def on_frame(self, frame: bytes, recv_ns: int = 0) -> int:
+        """One frame, the lowest-latency path: returns its status (a Reason, or FS_BUFFER)."""
+        buf = np.frombuffer(frame, np.uint8)
+        self._ends1[0] = len(frame)
+        self._recv1[0] = recv_ns
+        _, k = process_batch(buf, self._ends1, 0, 1, self._recv1, self.futures, self.max_frame,
+                             self.table.tab, self.ip, self.out, self._fres, self.work)
+        if k and self.books is not None:
+            self.books.apply(self.out[:k])
+            if self.books.batch[self._B_ERRORS]:
+                self._check_books()
+        st = int(self._fres[0, 0])
+        if st == FS_BUFFER or st == R_GAP:
+            self._keep(int(self._fres[0, 1]), frame)
+        return st
+
     def on_frames(self, frames: list[bytes], recv_ns: np.ndarray | None = None) -> FrameResult:
         """Parse, sync-check and apply a batch of raw frames. Never raises for venue input."""
         nf = len(frames)
         if nf == 0:
-            return FrameResult(self.out[:0], self._fstatus[:0], self._finst[:0])
+            return FrameResult(self.out[:0], self._fres[:0, 0], self._fres[:0, 1])
         buf, ends = scan.frames_to_batch(frames)
         if recv_ns is None:
             recv_ns = np.zeros(nf, np.int64)
@@ -635,43 +655,41 @@ class BinanceFeed:
 
     def on_batch(self, buf: np.ndarray, ends: np.ndarray, recv_ns: np.ndarray,
                  frames: list[bytes] | None = None) -> FrameResult:
-        """Like on_frames for frames already laid out in one buffer (``ends`` = end offsets)."""
+        """Like on_frames for frames already laid out in one buffer (``ends`` = end offsets).
+
+        ``FrameResult.records`` holds the records of the last kernel call only (the output is
+        reused when a batch needs several calls); statuses cover every frame.
+        """
         nf = len(ends)
-        if self._fstatus.shape[0] < nf:
-            self._fstatus = np.zeros(nf, np.int8)
-            self._finst = np.zeros(nf, np.int32)
-        fstatus = self._fstatus[:nf]
-        finst = self._finst[:nf]
+        if self._fres.shape[0] < nf:
+            self._fres = np.zeros((nf, 2), np.int32)
+        fres = self._fres[:nf]
         first = 0
         total = 0
         while first < nf:
             done, k = process_batch(buf, ends, first, nf - first, recv_ns, self.futures,
-                                    self.max_frame, self.table.keys, self.table.lens,
-                                    self.table.ids, self.pscale, self.qscale, self.maxpx,
-                                    self.maxqty, self.state, self.last_u, self.out, fstatus,
-                                    finst, self.counters.counts, self.fld)
+                                    self.max_frame, self.table.tab, self.ip, self.out, fres,
+                                    self.work)
             if k and self.books is not None:
                 self.books.apply(self.out[:k])
-                self._check_books()
+                if self.books.batch[self._B_ERRORS]:
+                    self._check_books()
             total = k
             first += done
             if done == 0:  # cannot happen (an empty output always takes a frame), but never spin
                 break
         # the diff that revealed a gap is newer than the book: it may bridge the next snapshot
-        buffered = np.flatnonzero((fstatus == FS_BUFFER) | (fstatus == R_GAP))
-        for f in buffered:
-            self._keep(int(finst[f]), self._frame_bytes(buf, ends, int(f), frames))
-        return FrameResult(self.out[:total], fstatus, finst, self.needs_snapshot())
+        status = fres[:, 0]
+        keep = np.flatnonzero((status == FS_BUFFER) | (status == R_GAP))
+        for f in keep:
+            self._keep(int(fres[f, 1]), self._frame_bytes(buf, ends, int(f), frames))
+        return FrameResult(self.out[:total], status, fres[:, 1])
 
     def _check_books(self) -> None:
         """A book the kernel reports crossed cannot be right: count it and resync."""
-        from bot4d.kernels.book import B_ERRORS, ERR_CROSSED  # book kernel owns these codes
-
-        if self.books.batch[B_ERRORS] == 0:
-            return
         for inst in self.symbols.values():
             i = inst.id
-            if self.books.error[i] == ERR_CROSSED and self.state[i] in (ST_LIVE, ST_BRIDGING):
+            if self.books.error[i] == self._ERR_CROSSED and self.state[i] in (ST_LIVE, ST_BRIDGING):
                 self.counters.bump(Reason.CROSSED_BOOK)
                 self.state[i] = ST_RESYNCING
                 self.resyncs += 1
@@ -700,9 +718,10 @@ class BinanceFeed:
             return Reason.UNKNOWN_SYMBOL
         arr = np.frombuffer(body, np.uint8)
         while True:
-            k, reason, lid = parse_snapshot(arr, len(arr), inst.id, inst.price_scale,
-                                            inst.qty_scale, inst.max_price_units,
-                                            inst.max_qty_units, recv_ns, self._snap_out, self.fld)
+            p = self.ip[inst.id]
+            k, reason, lid = parse_snapshot(arr, len(arr), inst.id, p[I_PSCALE], p[I_QSCALE],
+                                            p[I_MAXPX], p[I_MAXQTY], recv_ns, self._snap_out,
+                                            self.fld)
             if reason != R_BATCH_FULL:
                 break
             self._snap_out = np.zeros(self._snap_out.shape[0] * 4, MD_UPDATE_DTYPE)
@@ -713,7 +732,8 @@ class BinanceFeed:
         self.state[inst.id] = ST_BRIDGING
         if self.books is not None:
             self.books.apply(self._snap_out[:k])
-            self._check_books()
+            if self.books.batch[self._B_ERRORS]:
+                self._check_books()
             if self.state[inst.id] != ST_BRIDGING:
                 return Reason.CROSSED_BOOK
         self.last_u[inst.id] = lid

@@ -30,6 +30,7 @@ from bot4d.records import (
 )
 from bot4d.venues import scan
 from bot4d.venues.scan import (
+    I_COLS, I_LAST_SEQ, I_LAST_U, I_MAXPX, I_MAXQTY, I_PSCALE, I_QSCALE, I_STATE, W_FLD, W_SIZE,
     DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int,
     read_key, skip_value, skip_ws, string_span, sym_lookup,
 )
@@ -260,7 +261,7 @@ def _digits_or_zero(buf, s, e):
 
 
 @numba.njit(cache=True, nogil=True)
-def emit_trades(buf, s, e, keys, lens, ids, pscale, qscale, maxpx, maxqty, rts, out, k, cap):
+def emit_trades(buf, s, e, tab, ip, rts, out, k, cap):
     """``[{"T":..,"s":..,"S":"Buy","v":"..","p":"..","i":"..",..},...]`` -> MD_TRADE records.
 
     Returns (new k, reason); every trade of the frame must be good or none is taken.
@@ -318,14 +319,14 @@ def emit_trades(buf, s, e, keys, lens, ids, pscale, qscale, maxpx, maxqty, rts, 
                 break
         if s0 < 0 or p0 < 0 or v0 < 0 or side < 0:
             return k0, R_MALFORMED
-        inst = sym_lookup(buf, s0, s1, keys, lens, ids)
+        inst = sym_lookup(buf, s0, s1, tab)
         if inst < 0:
             return k0, R_UNKNOWN_SYMBOL
-        px, e1 = parse_dec(buf, p0, p1, pscale[inst])
-        if e1 != DEC_OK or px <= 0 or px > maxpx[inst]:
+        px, e1 = parse_dec(buf, p0, p1, ip[inst, I_PSCALE])
+        if e1 != DEC_OK or px <= 0 or px > ip[inst, I_MAXPX]:
             return k0, R_BAD_PRICE
-        qty, e2 = parse_dec(buf, v0, v1, qscale[inst])
-        if e2 != DEC_OK or qty <= 0 or qty > maxqty[inst]:
+        qty, e2 = parse_dec(buf, v0, v1, ip[inst, I_QSCALE])
+        if e2 != DEC_OK or qty <= 0 or qty > ip[inst, I_MAXQTY]:
             return k0, R_BAD_QTY
         if k >= cap:
             return k0, R_BATCH_FULL
@@ -345,10 +346,9 @@ def emit_trades(buf, s, e, keys, lens, ids, pscale, qscale, maxpx, maxqty, rts, 
 
 
 @numba.njit(cache=True, nogil=True)
-def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids,
-                  pscale, qscale, maxpx, maxqty, st, last_u, last_seq, out, fstatus, finst,
-                  counts, g):
+def process_batch(buf, ends, first, nframes, recv_ns, max_frame, tab, ip, out, fres, work):
     """Bybit counterpart of ``binance.process_batch``: frames -> records + sync state."""
+    g = work[W_FLD:]
     cap = out.shape[0]
     k = 0
     f = first
@@ -357,7 +357,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
         s0 = ends[f - 1] if f > 0 else 0
         e0 = ends[f]
         rts = recv_ns[f]
-        finst[f] = -1
+        fres[f, 1] = -1
         reason = R_OK
         if e0 - s0 > max_frame:
             reason = R_OVERSIZE
@@ -374,8 +374,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
                 bound = (g[G_D1] - g[G_D0]) // 20 + 1
                 if cap - k < bound and k > 0:
                     break
-                k2, reason = emit_trades(buf, g[G_D0], g[G_D1], keys, lens, ids, pscale, qscale,
-                                         maxpx, maxqty, rts, out, k, cap)
+                k2, reason = emit_trades(buf, g[G_D0], g[G_D1], tab, ip, rts, out, k, cap)
                 if reason == R_BATCH_FULL and k > 0:
                     break
                 k = k2
@@ -385,20 +384,20 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
             if g[G_DT] != 1 or (have & need) != need or g[G_TYPE] == K_NONE:
                 reason = R_MALFORMED
             else:
-                inst = sym_lookup(buf, g[G_S0], g[G_S1], keys, lens, ids)
+                inst = sym_lookup(buf, g[G_S0], g[G_S1], tab)
                 if inst < 0:
                     reason = R_UNKNOWN_SYMBOL
                 else:
-                    finst[f] = inst
+                    fres[f, 1] = inst
                     if k >= cap:
                         break
                     u = g[G_U]
                     seq = g[G_SEQ] if (have & HV_SEQ) else -1
                     ets = g[G_TS] * 1000000
-                    ps = pscale[inst]
-                    qs = qscale[inst]
-                    mp = maxpx[inst]
-                    mq = maxqty[inst]
+                    ps = ip[inst, I_PSCALE]
+                    qs = ip[inst, I_QSCALE]
+                    mp = ip[inst, I_MAXPX]
+                    mq = ip[inst, I_MAXQTY]
                     k0 = k
                     if g[G_TYPE] == K_SNAPSHOT:
                         emit_one(out, k, MD_CLEAR, 0, inst, 0, 0, u, ets, rts, 0, 0)
@@ -422,18 +421,18 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
                             emit_one(out, k, MD_SNAPSHOT_END, 0, inst, 0, 0, u, ets, rts,
                                      0, 0)
                             k += 1
-                            st[inst] = ST_LIVE
-                            last_u[inst] = u
-                            last_seq[inst] = seq
+                            ip[inst, I_STATE] = ST_LIVE
+                            ip[inst, I_LAST_U] = u
+                            ip[inst, I_LAST_SEQ] = seq
                         else:
                             k = k0
                             # the book was not replaced: keep it unusable until one is
-                            st[inst] = ST_RESYNCING
+                            ip[inst, I_STATE] = ST_RESYNCING
                     else:
-                        lu = last_u[inst]
-                        if st[inst] != ST_LIVE:
+                        lu = ip[inst, I_LAST_U]
+                        if ip[inst, I_STATE] != ST_LIVE:
                             reason = R_NOT_SYNCED
-                        elif u == lu + 1 and (seq < 0 or seq > last_seq[inst]):
+                        elif u == lu + 1 and (seq < 0 or seq > ip[inst, I_LAST_SEQ]):
                             k, reason = emit_levels(buf, g[G_B0], g[G_B1], SIDE_BID, inst, ps,
                                                     qs, mp, mq, u, ets, rts, out, k, cap)
                             if reason == R_OK:
@@ -446,27 +445,27 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, keys, lens, ids
                             if reason == R_OK:
                                 if k > k0:
                                     out[k - 1].flags = MD_FLAG_FRAME_END
-                                last_u[inst] = u
-                                last_seq[inst] = seq
+                                ip[inst, I_LAST_U] = u
+                                ip[inst, I_LAST_SEQ] = seq
                             else:
                                 k = k0
-                                st[inst] = ST_RESYNCING
+                                ip[inst, I_STATE] = ST_RESYNCING
                         elif u == lu + 1:
                             reason = R_OUT_OF_ORDER  # seq went backwards: not trustworthy
-                            st[inst] = ST_RESYNCING
+                            ip[inst, I_STATE] = ST_RESYNCING
                         elif u == 1 and lu > 1:
                             reason = R_GAP  # restart announced by a delta: need a snapshot
-                            st[inst] = ST_RESYNCING
+                            ip[inst, I_STATE] = ST_RESYNCING
                         elif u <= lu:
                             reason = R_OUT_OF_ORDER
                         else:
                             reason = R_GAP
-                            st[inst] = ST_RESYNCING
-        fstatus[f] = reason
-        counts[reason] += 1
+                            ip[inst, I_STATE] = ST_RESYNCING
+        fres[f, 0] = reason
+        work[reason] += 1
         f += 1
     for q in range(f, stop):
-        fstatus[q] = FS_NOT_DONE
+        fres[q, 0] = FS_NOT_DONE
     return f - first, k
 
 
@@ -488,43 +487,40 @@ class BybitFeed:
         self.symbols: dict[str, Instrument] = {i.symbol: i for i in mine}
         self.table = scan.SymbolTable({i.symbol: i.id for i in mine})
         n = len(instruments)
-        self.pscale = np.zeros(n, np.int64)
-        self.qscale = np.zeros(n, np.int64)
-        self.maxpx = np.zeros(n, np.int64)
-        self.maxqty = np.zeros(n, np.int64)
+        self.ip = np.zeros((n, I_COLS), np.int64)   # scales, limits, sync state (scan.I_*)
         for i in mine:
-            self.pscale[i.id] = i.price_scale
-            self.qscale[i.id] = i.qty_scale
-            self.maxpx[i.id] = i.max_price_units
-            self.maxqty[i.id] = i.max_qty_units
+            lim = (i.max_price_units, i.max_qty_units)
             if books is not None:
                 # the book clamps limits to what its sums can hold; refuse (and count) here
                 # whatever it would refuse, so a level is never dropped silently downstream
-                books.set_limits(i.id, i.max_price_units, i.max_qty_units)
-                self.maxpx[i.id] = books.max_px[i.id]
-                self.maxqty[i.id] = books.max_qty[i.id]
-        self.state = np.full(n, ST_SYNCING, np.int8)
-        self.last_u = np.zeros(n, np.int64)
-        self.last_seq = np.full(n, -1, np.int64)
+                books.set_limits(i.id, *lim)
+                lim = (int(books.max_px[i.id]), int(books.max_qty[i.id]))
+            self.ip[i.id, :4] = (i.price_scale, i.qty_scale, *lim)
+        self.state = self.ip[:, I_STATE]
+        self.last_u = self.ip[:, I_LAST_U]
+        self.last_seq = self.ip[:, I_LAST_SEQ]
+        self.state[:] = ST_SYNCING
+        self.last_seq[:] = -1
+        self.work = np.zeros(W_SIZE, np.int64)
         self.counters = ReasonCounters()
+        self.counters.counts = self.work[:len(Reason)]
         self.max_frame = max_frame
         self.out = np.zeros(batch_records, MD_UPDATE_DTYPE)
-        self.g = np.zeros(N_FIELDS, np.int64)
-        self._fstatus = np.zeros(1024, np.int8)
-        self._finst = np.zeros(1024, np.int32)
+        self._fres = np.zeros((1024, 2), np.int32)
+        self._ends1 = np.zeros(1, np.int64)
+        self._recv1 = np.zeros(1, np.int64)
+        if books is not None:
+            from bot4d.kernels import book as _book  # codes owned by the book kernel
+            self._B_ERRORS, self._ERR_CROSSED = _book.B_ERRORS, _book.ERR_CROSSED
 
     def sync_state(self, symbol: str) -> SyncState:
         return SyncState(int(self.state[self.symbols[symbol].id]))
 
     def _check_books(self) -> None:
         """A book the kernel reports crossed cannot be right: count it and resync."""
-        from bot4d.kernels.book import B_ERRORS, ERR_CROSSED  # book kernel owns these codes
-
-        if self.books.batch[B_ERRORS] == 0:
-            return
         for inst in self.symbols.values():
             i = inst.id
-            if self.books.error[i] == ERR_CROSSED and self.state[i] == ST_LIVE:
+            if self.books.error[i] == self._ERR_CROSSED and self.state[i] == ST_LIVE:
                 self.counters.bump(Reason.CROSSED_BOOK)
                 self.state[i] = ST_RESYNCING
 
@@ -535,10 +531,23 @@ class BybitFeed:
         t = [f"orderbook.{self.depth}.{symbol}"]
         return [unsubscribe_message(t), subscribe_message(t)]
 
+    def on_frame(self, frame: bytes, recv_ns: int = 0) -> int:
+        """One frame, the lowest-latency path: returns its status (a Reason)."""
+        buf = np.frombuffer(frame, np.uint8)
+        self._ends1[0] = len(frame)
+        self._recv1[0] = recv_ns
+        _, k = process_batch(buf, self._ends1, 0, 1, self._recv1, self.max_frame,
+                             self.table.tab, self.ip, self.out, self._fres, self.work)
+        if k and self.books is not None:
+            self.books.apply(self.out[:k])
+            if self.books.batch[self._B_ERRORS]:
+                self._check_books()
+        return int(self._fres[0, 0])
+
     def on_frames(self, frames: list[bytes], recv_ns: np.ndarray | None = None):
         nf = len(frames)
         if nf == 0:
-            return self.out[:0], self._fstatus[:0]
+            return self.out[:0], self._fres[:0, 0]
         buf, ends = scan.frames_to_batch(frames)
         if recv_ns is None:
             recv_ns = np.zeros(nf, np.int64)
@@ -547,25 +556,22 @@ class BybitFeed:
     def on_batch(self, buf: np.ndarray, ends: np.ndarray, recv_ns: np.ndarray):
         """Parse, check and apply frames laid out in one buffer; returns (last records, status)."""
         nf = len(ends)
-        if self._fstatus.shape[0] < nf:
-            self._fstatus = np.zeros(nf, np.int8)
-            self._finst = np.zeros(nf, np.int32)
-        fstatus = self._fstatus[:nf]
+        if self._fres.shape[0] < nf:
+            self._fres = np.zeros((nf, 2), np.int32)
+        fres = self._fres[:nf]
         first = 0
         k = 0
         while first < nf:
             done, k = process_batch(buf, ends, first, nf - first, recv_ns, self.max_frame,
-                                    self.table.keys, self.table.lens, self.table.ids,
-                                    self.pscale, self.qscale, self.maxpx, self.maxqty,
-                                    self.state, self.last_u, self.last_seq, self.out, fstatus,
-                                    self._finst[:nf], self.counters.counts, self.g)
+                                    self.table.tab, self.ip, self.out, fres, self.work)
             if k and self.books is not None:
                 self.books.apply(self.out[:k])
-                self._check_books()
+                if self.books.batch[self._B_ERRORS]:
+                    self._check_books()
             first += done
             if done == 0:
                 break
-        return self.out[:k], fstatus
+        return self.out[:k], fres[:, 0]
 
 
 def warmup() -> None:

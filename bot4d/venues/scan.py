@@ -345,26 +345,36 @@ def sym_hash(buf, s, e):
     return h
 
 
+SYM_LEN = SYM_MAX       # column holding the symbol length
+SYM_ID = SYM_MAX + 1    # 4 columns: instrument id + 1, little-endian (0 = empty slot)
+SYM_COLS = SYM_MAX + 8
+
+
 @numba.njit(cache=True, nogil=True)
-def sym_lookup(buf, s, e, keys, lens, ids):
-    """Instrument id of the symbol ``buf[s:e]``, or -1 when it is not configured."""
+def sym_lookup(buf, s, e, tab):
+    """Instrument id of the symbol ``buf[s:e]``, or -1 when it is not configured.
+
+    ``tab`` (uint8[cap, SYM_COLS]) holds symbol bytes, length and id in one array because
+    every extra array argument costs the caller dispatch time on each kernel call.
+    """
     ln = e - s
     if ln <= 0 or ln > SYM_MAX:
         return -1
-    cap = ids.shape[0]
+    cap = tab.shape[0]
     slot = np.int64(sym_hash(buf, s, e) & np.uint64(cap - 1))
     for _ in range(cap):
-        idv = ids[slot]
-        if idv < 0:
+        idv = (np.int64(tab[slot, SYM_ID]) | (np.int64(tab[slot, SYM_ID + 1]) << 8)
+               | (np.int64(tab[slot, SYM_ID + 2]) << 16) | (np.int64(tab[slot, SYM_ID + 3]) << 24))
+        if idv == 0:
             return -1
-        if lens[slot] == ln:
+        if tab[slot, SYM_LEN] == ln:
             same = True
             for k in range(ln):
-                if keys[slot, k] != buf[s + k]:
+                if tab[slot, k] != buf[s + k]:
                     same = False
                     break
             if same:
-                return idv
+                return idv - 1
         slot = (slot + 1) & (cap - 1)
     return -1
 
@@ -376,24 +386,34 @@ class SymbolTable:
         cap = 16
         while cap < 2 * max(1, len(symbols)):
             cap *= 2
-        self.keys = np.zeros((cap, SYM_MAX), np.uint8)
-        self.lens = np.zeros(cap, np.int32)
-        self.ids = np.full(cap, -1, np.int32)
+        self.tab = np.zeros((cap, SYM_COLS), np.uint8)
         for sym, iid in symbols.items():
             b = sym.encode("ascii")
             if not 0 < len(b) <= SYM_MAX:
                 raise ValueError(f"symbol {sym!r} longer than {SYM_MAX} bytes")
+            if not 0 <= iid < (1 << 31) - 1:
+                raise ValueError(f"instrument id {iid} out of range")
             arr = np.frombuffer(b, np.uint8)
             slot = int(sym_hash(arr, 0, len(b)) & np.uint64(cap - 1))
-            while self.ids[slot] >= 0:
+            while self.tab[slot, SYM_ID:SYM_ID + 4].any():
                 slot = (slot + 1) & (cap - 1)
-            self.keys[slot, : len(b)] = arr
-            self.lens[slot] = len(b)
-            self.ids[slot] = iid
+            self.tab[slot, : len(b)] = arr
+            self.tab[slot, SYM_LEN] = len(b)
+            self.tab[slot, SYM_ID:SYM_ID + 4] = np.frombuffer((iid + 1).to_bytes(4, "little"),
+                                                              np.uint8)
 
     def lookup(self, symbol: str) -> int:
         b = np.frombuffer(symbol.encode("ascii"), np.uint8)
-        return int(sym_lookup(b, 0, len(b), self.keys, self.lens, self.ids))
+        return int(sym_lookup(b, 0, len(b), self.tab))
+
+
+# per-instrument parameter/state columns shared by the venue kernels (int64[n, I_COLS]): one
+# array instead of six, for the same dispatch-cost reason
+I_PSCALE, I_QSCALE, I_MAXPX, I_MAXQTY, I_STATE, I_LAST_U, I_LAST_SEQ = 0, 1, 2, 3, 4, 5, 6
+I_COLS = 8
+# work array (int64[W_SIZE]): reason counters first, then the frame parser's scratch fields
+W_FLD = 32
+W_SIZE = 96
 
 
 def frames_to_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
