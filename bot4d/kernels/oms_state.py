@@ -8,10 +8,20 @@ One ``OmsState`` belongs to one shard. Risk (``bot4d.kernels.risk``) reads, as p
 * ``positions.realised[account, instrument]`` int64 realised P&L, notional units (gross of fees)
 * ``positions.fees[account, instrument]``    int64  fees paid, notional units
 * ``positions.balance[account]``             int64  quote cash, notional units
-* ``open_orders[account, instrument]``       int32  live (non-terminal) orders
+* ``open_orders[account, instrument]``       int64  live (non-terminal) orders
 * ``open_buy_qty / open_sell_qty[account, instrument]`` int64 remaining qty of live orders
 
+Risk's ``check_batch`` takes per-instrument 1-D rows: pass ``positions.qty[acct]``,
+``open_orders[acct]``, ``open_buy_qty[acct]``, ``open_sell_qty[acct]`` (views, no copy).
 (layout of ``positions`` and its rounding rules: ``bot4d.kernels.positions``).
+
+The OMS also owns, per shard: ``filters`` (``bot4d.kernels.filters.FilterTable``), ``fees``
+(``bot4d.kernels.fees.FeeSchedule``) and ``idem`` (``bot4d.kernels.idempotency.IdemTable``).
+Live orders of one (account, instrument) are chained through ``o_next``/``o_prev_link`` from
+``list_head[account, instrument]`` so self-trade checks and stop triggers touch only them.
+``stp_mode[account]`` is the account's self-trade policy (``bot4d.kernels.stp``),
+``strat_acct[strategy]`` maps an intent's strategy to its account, ``policy[P_*]`` holds
+shard policies (batch all-or-none).
 
 Orders live in slots ``0 .. capacity-1`` (``capacity`` a power of two). The shard-local order id
 is ``serial << slot_bits | slot`` with a per-shard serial that only grows, so a lookup is a mask
@@ -36,7 +46,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bot4d.kernels.fees import FeeSchedule, make_fees
+from bot4d.kernels.filters import FilterTable, make_filters
+from bot4d.kernels.idempotency import IdemTable, make_idem
 from bot4d.kernels.positions import PositionBook, make_positions
+from bot4d.kernels.stp import STP_CANCEL_NEW
 
 # --- order states (journal ``state`` field) ----------------------------------------------------
 S_NEW = 0
@@ -104,7 +118,12 @@ C_IDEM_EVICTED_LIVE = 9
 C_NO_SLOT = 10
 C_OCO_CANCELLED = 11
 C_TRIGGERED = 12
+C_JOURNAL_FULL = 13
 N_COUNTERS = 16
+
+P_BATCH_ALL_OR_NONE = 0
+N_POLICY = 4
+MAX_STRATEGIES = 256
 
 
 class OmsState(NamedTuple):
@@ -139,11 +158,26 @@ class OmsState(NamedTuple):
     legal: np.ndarray
     counters: np.ndarray
     positions: PositionBook
+    o_next: np.ndarray
+    o_prev_link: np.ndarray
+    list_head: np.ndarray
+    stp_mode: np.ndarray
+    strat_acct: np.ndarray
+    policy: np.ndarray
+    filters: FilterTable
+    fees: FeeSchedule
+    idem: IdemTable
 
 
-def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14,
-             shard: int = 0) -> OmsState:
-    """Preallocate one shard's order table (``capacity`` rounded up to a power of two)."""
+def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard: int = 0,
+             *, idem_capacity: int = 1 << 16, idem_window_ns: int = 60_000_000_000,
+             idem_tick_ns: int = 100_000_000, idem_strict: bool = False,
+             fee_tiers: list | None = None, batch_all_or_none: bool = True) -> OmsState:
+    """Preallocate one shard's order table (``capacity`` rounded up to a power of two).
+
+    Filters start disabled (load them with ``filters.set_from_binance`` or set the arrays);
+    fees default to one zero-rate tier; every account's STP policy is cancel-new.
+    """
     if n_accounts < 1 or n_instruments < 1 or capacity < 2:
         raise ValueError("need >= 1 account, >= 1 instrument, capacity >= 2")
     bits = 1
@@ -153,6 +187,8 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14,
     if bits > 40:
         raise ValueError("capacity too large")
     a, n = n_accounts, n_instruments
+    pol = np.zeros(N_POLICY, np.int64)
+    pol[P_BATCH_ALL_OR_NONE] = 1 if batch_all_or_none else 0
     return OmsState(
         o_id=np.zeros(cap, np.int64), o_coid=np.zeros(cap, np.int64),
         o_acct=np.zeros(cap, np.int32), o_inst=np.zeros(cap, np.int32),
@@ -167,8 +203,16 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14,
         free=np.arange(cap - 1, -1, -1, dtype=np.int64), nfree=np.array([cap], np.int64),
         serial=np.array([1], np.int64), seq=np.array([1], np.int64),
         slot_bits=np.array([bits], np.int64), shard=np.array([shard], np.int64),
-        open_orders=np.zeros((a, n), np.int32),
+        open_orders=np.zeros((a, n), np.int64),
         open_buy_qty=np.zeros((a, n), np.int64), open_sell_qty=np.zeros((a, n), np.int64),
         legal=LEGAL.copy(), counters=np.zeros(N_COUNTERS, np.int64),
         positions=make_positions(a, n),
+        o_next=np.full(cap, -1, np.int32), o_prev_link=np.full(cap, -1, np.int32),
+        list_head=np.full((a, n), -1, np.int32),
+        stp_mode=np.full(a, STP_CANCEL_NEW, np.int8),
+        strat_acct=np.zeros(MAX_STRATEGIES, np.int32),
+        policy=pol,
+        filters=make_filters(n),
+        fees=make_fees(a, fee_tiers if fee_tiers is not None else [(0, "0", "0")]),
+        idem=make_idem(idem_capacity, idem_window_ns, idem_tick_ns, strict=idem_strict),
     )
