@@ -52,17 +52,35 @@ def _done() -> None:
         _server = None
 
 
+def _backend_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a PostgreSQL backend (utime + stime from /proc)."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU = {}  # figures of the last _copy_run: server and client CPU µs per event
+
+
 def _copy_run(dsn: str, ev: np.ndarray, shard: int = 0) -> tuple[float, np.ndarray]:
     lat = []
     with psycopg.connect(dsn) as c:
         w = JournalWriter(c)
         w.cursor(shard)
+        backend = c.info.backend_pid
+        s0, c0 = _backend_cpu_s(backend), time.thread_time()
         t0 = time.perf_counter_ns()
         for k in range(0, len(ev), BATCH):
             t = time.perf_counter_ns()
             w.write(shard, ev[k:k + BATCH])
             lat.append(time.perf_counter_ns() - t)
         took = (time.perf_counter_ns() - t0) / 1e9
+        # CPU per event does not depend on what else the shared machine is running: it says what
+        # one free core per side would sustain (1e6 / max(server, client) events/s, pipelined)
+        CPU[shard] = {"server_cpu_us_per_event": 1e6 * (_backend_cpu_s(backend) - s0) / len(ev),
+                      "client_cpu_us_per_event": 1e6 * (time.thread_time() - c0) / len(ev)}
     return took, np.array(lat, np.int64)
 
 
@@ -170,6 +188,7 @@ def bench_copy(quick: bool) -> list[dict]:
         res = result("persist.copy", "events", throughput_per_s=n / tc, latency_ns=lc,
                      latency_basis=f"per transaction of {BATCH} events (validate + COPY + cursor + commit)",
                      baseline=baseline_of(base), events=n, speedup_vs_baseline=(n / tc) / (nb / tb),
+                     **CPU[0],
                      storage_mode="native", note="shared 2-core machine; PostgreSQL fsync=off")
         return [res, base]
     finally:
@@ -197,7 +216,9 @@ def bench_copy_2shards(quick: bool) -> list[dict]:
         _check(dsn, n, shards=(0, 1))
         return [result("persist.copy_2shards", "events", throughput_per_s=2 * n / took,
                        latency_ns=np.concatenate([out[0][1], out[1][1]]),
-                       latency_basis=f"per transaction of {BATCH} events, two connections", events=2 * n)]
+                       latency_basis=f"per transaction of {BATCH} events, two connections", events=2 * n,
+                       server_cpu_us_per_event=(CPU[0]["server_cpu_us_per_event"] + CPU[1]["server_cpu_us_per_event"]) / 2,
+                       client_cpu_us_per_event=(CPU[0]["client_cpu_us_per_event"] + CPU[1]["client_cpu_us_per_event"]) / 2)]
     finally:
         _done()
 

@@ -152,3 +152,32 @@ def test_shards_have_independent_cursors_and_days_get_partitions(persist_db):
         parts = c.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
                           "WHERE p.relname = 'fills'").fetchone()[0]
         assert parts >= 5
+
+
+def test_two_shard_writers_meeting_new_days_together(persist_db):
+    """Both writers create the same day partitions at once (a race the 2-shard bench found)."""
+    import threading
+
+    day = 86_400 * 10**9
+    evs = [synth.stamp(synth.events(40, shard=s, step_ns=day, seed=s + 1)) for s in (0, 1)]
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def run(s: int) -> None:
+        try:
+            with psycopg.connect(persist_db) as c:
+                w = JournalWriter(c)
+                go.wait()
+                for k in range(0, 40, 4):
+                    w.write(s, evs[s][k:k + 4])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    th = [threading.Thread(target=run, args=(s,)) for s in (0, 1)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    assert errors == []
+    with psycopg.connect(persist_db) as c:
+        assert _rows(c, 0) == list(range(40)) and _rows(c, 1) == list(range(40))

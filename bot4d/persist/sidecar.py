@@ -60,6 +60,9 @@ class PumpConfig:
     slot: int = 0
     batch: int = 32768
     idle_sleep_s: float = 0.002
+    # a short batch waits up to this long for more records: every transaction costs a few ms of
+    # fixed work (seven COPYs, cursor, commit), so tiny batches under load would cap throughput
+    linger_s: float = 0.005
     backoff_min_s: float = 0.05
     backoff_max_s: float = 2.0
     ring_wait_s: float | None = None  # None: wait for the ring forever
@@ -187,6 +190,7 @@ class ShardPump:
         self._set("state", ST_RUNNING)
         ring = self.ring
         last_lag = 0.0
+        short_since = 0.0
         while not self.stop.is_set():
             n = R.read_batch(ring.records, ring.ctrl, cfg.slot, self.next_seq, self._buf, cfg.batch)
             if n < 0:
@@ -195,6 +199,14 @@ class ShardPump:
                 self._publish_lag()
                 self.stop.wait(cfg.idle_sleep_s)
                 continue
+            if n < cfg.batch // 4:
+                now = time.monotonic()
+                if short_since == 0.0:
+                    short_since = now
+                if now - short_since < cfg.linger_s:
+                    time.sleep(0.0005)
+                    continue
+            short_since = 0.0
             batch = self._buf[:n]
             try:
                 last = self.writer.write(cfg.shard, batch)

@@ -1,8 +1,8 @@
 """Write validated journal batches to PostgreSQL with binary COPY, cursor in the same transaction.
 
 ``JournalWriter.write(shard, events)`` runs ONE transaction that creates any missing day
-partitions, COPYs every event into its table (fixed-width rows built by ``copybin`` for the
-high-volume tables, NUMERIC encoded exactly from int64 units; psycopg's ``write_row`` with ``set_types`` for the rare rows that have NULLs)
+partitions, COPYs every event into its table (fixed-width rows built by ``copybin``, NUMERIC
+encoded exactly from int64 units; a NULL is a column left out of that COPY's column list)
 and moves ``journal_cursor.last_seq`` for the shard from its expected old value to the last
 sequence written. Either all of it commits or none: after a crash anywhere the cursor names
 exactly the last row that exists, and the sidecar resumes at cursor + 1.
@@ -17,7 +17,6 @@ import numpy as np
 import psycopg
 
 from bot4d import records as R
-from bot4d.fixedpoint import from_fixed
 from bot4d.persist import copybin, schema
 from bot4d.persist.decode import (JFLAG_OPENS_POSITION, RISK_KINDS, DecodeError, RefData,
                                   validate)
@@ -90,20 +89,6 @@ ROUTES: list[tuple[str, tuple[int, ...]]] = [
     ("positions", (R.EV_POSITION,)),
     ("balances", (R.EV_BALANCE,)),
 ]
-
-RISK_COLS = ("shard", "seq", "ts", "kind", "instrument", "order_id", "client_order_id", "side", "state",
-             "reason", "price", "qty", "aux0", "aux1")
-RISK_TYPES = ("int2", "int8", "timestamptz", "int2", "int4", "int8", "int8", "int2", "int2",
-              "int4", "numeric", "numeric", "int8", "int8")
-CONTROL_COLS = ("shard", "seq", "ts", "command", "uid", "pid", "instrument", "order_id", "arg0", "arg1")
-CONTROL_TYPES = ("int2", "int8", "timestamptz", "int4", "int8", "int8", "int4", "int8", "int8", "int8")
-
-
-def _pyts(ts_ns: int):
-    import datetime as dt
-
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(ts_ns) // 1000)
-
 
 class JournalWriter:
     """Owns one connection; ``write`` persists a batch of one shard's events atomically."""
@@ -219,27 +204,37 @@ class JournalWriter:
             cp.write(copybin.TRAILER)
 
     def _copy_risk(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
-        with cur.copy(f"COPY risk_events ({', '.join(RISK_COLS)}) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.set_types(list(RISK_TYPES))
-            for r in ev.tolist():
-                d = dict(zip(ev.dtype.names, r))
-                inst = d["instrument"]
-                has = inst >= 0
-                cp.write_row((
-                    d["shard"], d["seq"], _pyts(d["ts_ns"]), d["kind"], inst if has else None,
-                    d["order_id"], d["client_order_id"], d["side"], d["state"], d["reason"],
-                    from_fixed(d["price"], int(self.ref.price_scale[inst])) if has else None,
-                    from_fixed(d["qty"], int(self.ref.qty_scale[inst])) if has else None,
-                    d["aux0"], d["aux1"],
-                ))
+        """Risk events; those about no instrument omit instrument/price/qty, which COPY makes NULL."""
+        num = copybin.numeric_words
+        inst = ev["instrument"]
+        with_inst = inst >= 0
+        for sel, full in ((ev[with_inst], True), (ev[~with_inst], False)):
+            if not len(sel):
+                continue
+            i = sel["instrument"]
+            cols = [("shard", "smallint", sel["shard"]), ("seq", "bigint", sel["seq"]),
+                    ("ts", "timestamptz", copybin.ns_to_pg_us(sel["ts_ns"])), ("kind", "smallint", sel["kind"]),
+                    ("order_id", "bigint", sel["order_id"]), ("client_order_id", "bigint", sel["client_order_id"]),
+                    ("side", "smallint", sel["side"]), ("state", "smallint", sel["state"]),
+                    ("reason", "integer", sel["reason"]), ("aux0", "bigint", sel["aux0"]),
+                    ("aux1", "bigint", sel["aux1"])]
+            if full:
+                cols += [("instrument", "integer", i),
+                         ("price", "numeric", num(sel["price"], self.ref.price_scale[i])),
+                         ("qty", "numeric", num(sel["qty"], self.ref.qty_scale[i]))]
+            self._copy_fixed(cur, "risk_events", cols)
 
     def _copy_control(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
-        with cur.copy(f"COPY control_audit ({', '.join(CONTROL_COLS)}) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.set_types(list(CONTROL_TYPES))
-            for r in ev.tolist():
-                d = dict(zip(ev.dtype.names, r))
-                inst = d["instrument"]
-                cp.write_row((
-                    d["shard"], d["seq"], _pyts(d["ts_ns"]), d["reason"], d["aux0"], d["aux1"],
-                    inst if inst >= 0 else None, d["order_id"], d["aux2"], d["aux3"],
-                ))
+        inst = ev["instrument"]
+        with_inst = inst >= 0
+        for sel, full in ((ev[with_inst], True), (ev[~with_inst], False)):
+            if not len(sel):
+                continue
+            cols = [("shard", "smallint", sel["shard"]), ("seq", "bigint", sel["seq"]),
+                    ("ts", "timestamptz", copybin.ns_to_pg_us(sel["ts_ns"])), ("command", "integer", sel["reason"]),
+                    ("uid", "bigint", sel["aux0"]), ("pid", "bigint", sel["aux1"]),
+                    ("order_id", "bigint", sel["order_id"]), ("arg0", "bigint", sel["aux2"]),
+                    ("arg1", "bigint", sel["aux3"])]
+            if full:
+                cols.append(("instrument", "integer", sel["instrument"]))
+            self._copy_fixed(cur, "control_audit", cols)
