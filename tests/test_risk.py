@@ -378,3 +378,22 @@ def test_risk_reads_the_oms_arrays_in_place():
     # the OMS's notional units (price x qty units) convert exactly to quote units
     assert R.notional_to_quote(b.rs, 0, MID * BTC) == 50_000 * USD
     assert R.notional_to_quote(b.rs, 0, -1) == -1   # floor: a loss is never rounded away
+
+
+def test_note_trade_builds_kelly_statistics_that_size_orders():
+    b = Book()
+    b.rs.inst[0, R.I_MAX_QTY] = 10 * BTC
+    b.rs.inst[0, R.I_MAX_NOTIONAL] = 10**6 * USD
+    R.set_limits(b.rs, max_daily_loss=10**5 * USD, max_pos_bps=2000)
+    for k in range(100):     # 55 wins of 100 USD, 45 losses of 100 USD: Kelly 10 %
+        R.note_trade(b.rs.strat, 1, 100 * USD if k < 55 else -100 * USD)
+    R.note_trade(b.rs.strat, 1, 0)        # break-even: neither
+    R.note_trade(b.rs.strat, 9, 5)        # unknown strategy: ignored
+    assert b.rs.strat[1].tolist() == [55, 45, 5500 * USD, 4500 * USD]
+    d, q = b.check(intent(qty=0, flags=INTENT_FLAG_WANTS_SIZING, strategy=1))
+    assert d == [R.ACCEPT] and q == [2 * BTC]
+    # sums saturate rather than wrap
+    R.note_trade(b.rs.strat, 0, R.INT64_MAX)
+    R.note_trade(b.rs.strat, 0, R.INT64_MAX)
+    R.note_trade(b.rs.strat, 0, -R.INT64_MAX - 1)
+    assert b.rs.strat[0].tolist() == [2, 1, R.INT64_MAX, R.INT64_MAX]

@@ -317,6 +317,25 @@ def update_equity(acct: np.ndarray, equity: int, now_ns: int) -> None:
         acct[A_PEAK_EQUITY] = equity
 
 
+@nb.njit(cache=True, nogil=True)
+def note_trade(strat: np.ndarray, s: int, pnl_quote: int) -> None:
+    """Feed one closed trade's realised P&L (quote units) into strategy ``s``'s Kelly statistics.
+
+    A break-even trade counts as neither win nor loss. Sums saturate instead of wrapping.
+    """
+    if s < 0 or s >= strat.shape[0] or pnl_quote == 0:
+        return
+    if pnl_quote > 0:
+        strat[s, S_WINS] += 1
+        t = strat[s, S_SUM_WIN]
+        strat[s, S_SUM_WIN] = INT64_MAX if t > INT64_MAX - pnl_quote else t + pnl_quote
+    else:
+        strat[s, S_LOSSES] += 1
+        loss = INT64_MAX if pnl_quote == -INT64_MAX - 1 else -pnl_quote
+        t = strat[s, S_SUM_LOSS]
+        strat[s, S_SUM_LOSS] = INT64_MAX if t > INT64_MAX - loss else t + loss
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _refill(bucket: np.ndarray, v: int, now_ns: int) -> None:
     elapsed = now_ns - bucket[v, B_LAST_NS]
@@ -792,6 +811,9 @@ class RiskEngine:
 
 def warmup() -> None:
     rs = make_risk(2)
+    note_trade(rs.strat, 0, 5)
+    note_trade(rs.strat, 0, -3)
+    rs.strat[:] = 0
     set_instrument(rs, 0, venue=0, price_scale=2, qty_scale=8, max_qty=10**8,
                    max_notional=10**12, max_open_orders=4, band_bps=500)
     set_venue_rate(rs, 0, capacity=10, per_second=10, now_ns=0)
