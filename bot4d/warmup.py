@@ -13,6 +13,8 @@ import time
 KERNEL_MODULES: list[str] = [
     "bot4d.kernels.matching",
     "bot4d.sim.generator",
+    "bot4d.strategies.market_maker",
+    "bot4d.strategies.imbalance_taker",
     "bot4d.kernels.book",
     "bot4d.venues.checksum",
     "bot4d.venues.kraken_scan",

@@ -1,0 +1,1 @@
+"""Strategies: numba kernels with a fixed signature for the hot path (see ``api``)."""
