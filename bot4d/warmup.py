@@ -18,6 +18,8 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.book",
     "bot4d.venues.checksum",
     "bot4d.venues.kraken_scan",
+    "bot4d.venues.binance",
+    "bot4d.venues.bybit",
     "bot4d.kernels.killswitch",
     "bot4d.kernels.breaker",
     "bot4d.kernels.correlation",
