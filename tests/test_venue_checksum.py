@@ -171,3 +171,17 @@ def test_hot_path_crc_equals_reference(bids, asks) -> None:
     raw = np.frombuffer(bytes(range(256)) * 3, np.uint8)
     for n in (0, 1, 7, 8, 9, 500, 768):
         assert crc32_buf(raw, n, CRC_TABLE8) == zlib.crc32(raw[:n].tobytes())
+
+
+@settings(max_examples=100, deadline=None)
+@given(levels, levels, st.integers(0, 8), st.integers(0, 8))
+def test_okx_hot_path_crc_equals_reference(bids, asks, ps, qs) -> None:
+    from bot4d.venues.checksum import CRC_TABLE8, okx_book_crc_fast
+
+    bids = sorted(dict(bids).items(), reverse=True)
+    asks = sorted(dict(asks).items())
+    a = [np.array(x, np.int64) for x in ([p for p, _ in bids], [q for _, q in bids],
+                                         [p for p, _ in asks], [q for _, q in asks])]
+    text = np.zeros(4096, np.uint8)
+    assert okx_book_crc_fast(a[0], a[1], len(bids), a[2], a[3], len(asks), ps, qs, CRC_TABLE8, text) == \
+        okx_book_crc(a[0], a[1], len(bids), a[2], a[3], len(asks), ps, qs, CRC_TABLE)

@@ -9,6 +9,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import numpy as np
+
 from bot4d.instruments import InstrumentTable
 from bot4d.kernels.book import make_books
 from bot4d.records import MD_TRADE, SIDE_ASK, SIDE_BID
@@ -197,3 +199,97 @@ def test_fuzz_mutated_real_frames(frames, data) -> None:
         f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.sampled_from(b'0123456789.-,"[]{}:x '))
     assert isinstance(h.on_frame(bytes(f)), Reason)
     assert int(h.counters.counts.sum()) == 6
+
+
+# --- the batch hot path (okx_scan) must be indistinguishable from the Python reference ---------
+def _with_seq_ids(frames):
+    """The recording with seqId/prevSeqId added (as OKX sends since 2022) and, from the middle
+    on, checksum 0 (as production sends since June 2026): both checks through both paths."""
+    out, last = [], {}
+    for k, (recv, f) in enumerate(frames):
+        m = json.loads(f)
+        if m.get("arg", {}).get("channel") == "books" and "data" in m:
+            inst = m["arg"]["instId"]
+            seq = last.get(inst, 1000) + 7
+            d = m["data"][0]
+            d["seqId"], d["prevSeqId"] = seq, (-1 if m["action"] == "snapshot" else last.get(inst, 1000))
+            last[inst] = seq
+            if k > len(frames) // 2:
+                d["checksum"] = 0
+            f = orjson.dumps(m)
+        out.append((recv, f))
+    return out
+
+
+def _tamper(frames, seed):
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for recv, f in frames:
+        x = rnd.random()
+        if b'"action":"update"' in f:
+            if x < 0.03:
+                f = f.replace(b'"checksum":', b'"checksum":1', 1)
+            elif x < 0.05:
+                f = f[: len(f) // 2]
+            elif x < 0.07:
+                out.append((recv, f))  # a duplicate push
+            elif x < 0.09:
+                continue  # a lost push
+            elif x < 0.1:
+                f = f.replace(b'"bids":[["', b'"bids":[["-', 1)
+        out.append((recv, f))
+        if b'"action":"snapshot"' in f and x < 0.5:
+            out.append((recv, f))  # snapshots again later recover resynced books
+    return out
+
+
+@pytest.mark.parametrize("variant", ["plain", "seq", "tampered", "seq-tampered"])
+def test_batch_path_equals_frame_path(frames, variant) -> None:
+    fr = _with_seq_ids(frames) if "seq" in variant else list(frames)
+    if "tampered" in variant:
+        fr = _tamper(fr, 3)
+        snaps = [x for x in fr if b'"action":"snapshot"' in x[1]]
+        fr = fr + snaps + fr[-60:]
+    a, t = handler()
+    b, _ = handler()
+    for recv, f in fr:
+        a.on_frame(f, recv)
+    for k in range(0, len(fr), 50):
+        chunk = fr[k:k + 50]
+        b.on_frames([f for _, f in chunk], [r for r, _ in chunk])
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert (a.checked, a.seq_checked) == (b.checked, b.seq_checked)
+    if variant == "seq":
+        assert a.seq_checked == 287 and 0 < a.checked < 290 and a.counters.rejects() == 0
+    if variant == "tampered":
+        assert a.counters[Reason.CHECKSUM_MISMATCH] > 0 and a.counters[Reason.MALFORMED_JSON] > 0
+    if variant == "seq-tampered":
+        assert a.counters[Reason.GAP] > 0
+    assert (a.drain() == b.drain()).all()
+    for inst in t:
+        assert a.books.top(inst.id, 500)[2] == b.books.top(inst.id, 500)[2]
+        for x, y in zip(a.books.top(inst.id, 500), b.books.top(inst.id, 500)):
+            assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+    assert list(a.last_seq) == list(b.last_seq)
+    assert a.take_resync_requests() == b.take_resync_requests()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_batch_path_mutated_frames(frames, data) -> None:
+    base = [f for _, f in _with_seq_ids(frames)[25:90] if b'"channel":"books"' in f]
+    a, _ = handler()
+    b, _ = handler()
+    picked = []
+    for _ in range(data.draw(st.integers(1, 8))):
+        f = bytearray(data.draw(st.sampled_from(base)))
+        for _ in range(data.draw(st.integers(0, 3))):
+            f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.sampled_from(b'0123456789.-,"[]{}:x '))
+        picked.append(bytes(f))
+    for f in base[:5] + picked:
+        a.on_frame(f)
+    b.on_frames(base[:5] + picked)
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert (a.drain() == b.drain()).all()

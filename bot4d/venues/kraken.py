@@ -142,11 +142,11 @@ class KrakenV1(_KrakenBase):
 
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
-        from bot4d.venues.scan import SymbolTable
+        from bot4d.venues.kraken_scan import Symbols
 
         insts = list(self._by_symbol.values())
         n = len(table)
-        self._sym = SymbolTable({i.symbol: i.id for i in insts})
+        self._sym = Symbols({i.symbol: i.id for i in insts})
         self._pscale = np.zeros(n, np.int64)
         self._qscale = np.zeros(n, np.int64)
         self._maxp = np.zeros(n, np.int64)

@@ -23,7 +23,7 @@ from bot4d.records import MD_FLAG_FRAME_END, MD_LEVEL, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE8, kraken_book_crc_fast
 from bot4d.venues.scan import (
     DEC_OK, after_value, only_ws_left, parse_dec, parse_int, read_key, skip_value, skip_ws,
-    string_span, sym_lookup,
+    string_span,
 )
 
 STOP_DONE = 0        # every frame processed
@@ -33,6 +33,42 @@ STOP_CHECKSUM = 3    # frame f applied, checksum mismatch: resync
 STOP_BATCH_FULL = 4  # no room for frame f's records: grow/drain `out` and call again
 
 LIVE = 1
+SYM_BYTES = 32
+
+
+class Symbols:
+    """A venue connection's symbols for ``sym_lookup``: a handful per connection, so a linear
+    scan over fixed-width rows (no hashing) is as fast as anything and trivially correct."""
+
+    def __init__(self, symbols: dict[str, int]) -> None:
+        n = max(len(symbols), 1)
+        self.keys = np.zeros((n, SYM_BYTES), np.uint8)
+        self.lens = np.full(n, -1, np.int64)
+        self.ids = np.full(n, -1, np.int64)
+        for row, (sym, iid) in enumerate(symbols.items()):
+            b = sym.encode("ascii")
+            if not 0 < len(b) <= SYM_BYTES:
+                raise ValueError(f"symbol {sym!r} is not 1..{SYM_BYTES} ASCII bytes")
+            self.keys[row, : len(b)] = np.frombuffer(b, np.uint8)
+            self.lens[row] = len(b)
+            self.ids[row] = iid
+
+
+@nb.njit(cache=True, nogil=True)
+def sym_lookup(buf, s, e, keys, lens, ids):
+    """Instrument id of the symbol ``buf[s:e]``, or -1."""
+    ln = e - s
+    for row in range(lens.shape[0]):
+        if lens[row] != ln:
+            continue
+        same = True
+        for m in range(ln):
+            if keys[row, m] != buf[s + m]:
+                same = False
+                break
+        if same:
+            return ids[row]
+    return -1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,0 +1,259 @@
+"""The OKX v5 hot path: ``books`` update frames from raw bytes to a verified book, one nogil
+numba call per batch of frames.
+
+Same contract as ``kraken_scan``: the kernel takes only book *updates* of LIVE instruments whose
+seqId chains on (or which carry no seqId); everything else — snapshots, trades, events, a broken
+chain, any byte it does not like — stops it at that frame with STOP_FALLBACK so that
+``OkxV5.on_frame`` (the Python reference) handles and counts it; a frame the book kernel refuses
+or whose published checksum disagrees stops it after being applied, and Python resyncs. The
+checksum is verified when published (non-zero); 0 means not published and the seqId chain is the
+check, exactly as in ``bot4d.venues.okx``.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, ERR_CROSSED, apply_batch, top_n
+from bot4d.records import MD_FLAG_FRAME_END, SIDE_ASK, SIDE_BID
+from bot4d.venues.checksum import CRC_TABLE8, okx_book_crc_fast
+from bot4d.venues.kraken_scan import (
+    LIVE, STOP_BATCH_FULL, STOP_BOOK_ERR, STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, sym_lookup,
+)
+from bot4d.venues.scan import (
+    after_value, const, emit_levels, eq_const, only_ws_left, parse_int, read_key, skip_value,
+    skip_ws, string_span,
+)
+
+NO_SEQ = -(1 << 62)
+K_ARG = const("arg")
+K_ACTION = const("action")
+K_DATA = const("data")
+K_CHANNEL = const("channel")
+K_INSTID = const("instId")
+K_ASKS = const("asks")
+K_BIDS = const("bids")
+K_TS = const("ts")
+K_CHECKSUM = const("checksum")
+K_SEQ = const("seqId")
+K_PREV = const("prevSeqId")
+V_BOOKS = const("books")
+V_UPDATE = const("update")
+
+
+@nb.njit(cache=True, nogil=True)
+def _digits(buf, s, e):
+    """Unsigned decimal digits buf[s:e] -> value, or -1."""
+    if e <= s or e - s > 18:
+        return -1
+    v = np.int64(0)
+    for m in range(s, e):
+        d = buf[m]
+        if d < 48 or d > 57:
+            return -1
+        v = v * 10 + (d - 48)
+    return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _frame(buf, s, n):
+    """Walk one frame's structure. Returns (ok, inst_s, inst_e, asks_s, asks_e, bids_s, bids_e,
+    ts_ms, checksum, has_seq, seq, prev)."""
+    bad = (False, -1, -1, -1, -1, -1, -1, np.int64(0), np.int64(0), False, np.int64(0), np.int64(0))
+    i0 = i1 = a0 = a1 = b0 = b1 = -1
+    ts = np.int64(-1)
+    ck = np.int64(0)
+    seq = np.int64(0)
+    prev = np.int64(0)
+    has_seq = False
+    has_prev = False
+    upd = False
+    books = False
+    d0 = d1 = -1
+    i = skip_ws(buf, s, n)
+    if i >= n or buf[i] != 123:
+        return bad
+    i = skip_ws(buf, i + 1, n)
+    while True:
+        ks, ke, vi = read_key(buf, i, n)
+        if ks < 0:
+            return bad
+        if eq_const(buf, ks, ke, K_ARG):
+            if buf[vi] != 123:
+                return bad
+            j = skip_ws(buf, vi + 1, n)
+            while True:
+                aks, ake, avi = read_key(buf, j, n)
+                if aks < 0:
+                    return bad
+                if eq_const(buf, aks, ake, K_CHANNEL):
+                    c0, c1, ve = string_span(buf, avi, n)
+                    if ve < 0 or not eq_const(buf, c0, c1, V_BOOKS):
+                        return bad
+                    books = True
+                elif eq_const(buf, aks, ake, K_INSTID):
+                    i0, i1, ve = string_span(buf, avi, n)
+                    if ve < 0:
+                        return bad
+                else:
+                    ve = skip_value(buf, avi, n)
+                    if ve < 0:
+                        return bad
+                j, end = after_value(buf, ve, n)
+                if j < 0:
+                    return bad
+                if end == 1:
+                    break
+            ve = j
+        elif eq_const(buf, ks, ke, K_ACTION):
+            c0, c1, ve = string_span(buf, vi, n)
+            if ve < 0 or not eq_const(buf, c0, c1, V_UPDATE):
+                return bad  # a snapshot (or anything else): the Python path
+            upd = True
+        elif eq_const(buf, ks, ke, K_DATA):
+            if buf[vi] != 91:
+                return bad
+            j = skip_ws(buf, vi + 1, n)
+            if j >= n or buf[j] != 123:
+                return bad
+            d0 = j
+            d1 = skip_value(buf, j, n)
+            if d1 < 0:
+                return bad
+            j = skip_ws(buf, d1, n)
+            if j >= n or buf[j] != 93:
+                return bad  # more than one book in a push: never seen, let Python refuse it
+            ve = j + 1
+        else:
+            return bad
+        i, end = after_value(buf, ve, n)
+        if i < 0:
+            return bad
+        if end == 1:
+            break
+    if not only_ws_left(buf, i, n) or not (upd and books) or d0 < 0 or i0 < 0:
+        return bad
+    # the book object
+    j = skip_ws(buf, d0 + 1, d1)
+    if j < d1 and buf[j] == 125:
+        return bad
+    while True:
+        ks, ke, vi = read_key(buf, j, d1)
+        if ks < 0:
+            return bad
+        if eq_const(buf, ks, ke, K_ASKS) or eq_const(buf, ks, ke, K_BIDS):
+            if buf[vi] != 91:
+                return bad
+            ve = skip_value(buf, vi, d1)
+            if ve < 0:
+                return bad
+            if buf[ks] == 97:
+                a0, a1 = vi, ve
+            else:
+                b0, b1 = vi, ve
+        elif eq_const(buf, ks, ke, K_TS):
+            c0, c1, ve = string_span(buf, vi, d1)
+            if ve < 0:
+                return bad
+            ts = _digits(buf, c0, c1)
+            if ts < 0:
+                return bad
+        elif eq_const(buf, ks, ke, K_CHECKSUM):
+            ck, ve = parse_int(buf, vi, d1)
+            if ve < 0 or ck < -2147483648 or ck > 2147483647:
+                return bad
+        elif eq_const(buf, ks, ke, K_SEQ):
+            seq, ve = parse_int(buf, vi, d1)
+            if ve < 0:
+                return bad
+            has_seq = True
+        elif eq_const(buf, ks, ke, K_PREV):
+            prev, ve = parse_int(buf, vi, d1)
+            if ve < 0:
+                return bad
+            has_prev = True
+        else:
+            ve = skip_value(buf, vi, d1)
+            if ve < 0:
+                return bad
+        j, end = after_value(buf, ve, d1)
+        if j < 0:
+            return bad
+        if end == 1:
+            break
+    if ts < 0 or has_seq != has_prev:
+        return bad
+    return (True, i0, i1, a0, a1, b0, b1, ts, ck, has_seq, seq, prev)
+
+
+@nb.njit(cache=True, nogil=True)
+def okx_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, maxq, states, last_seq,
+            levels, state, bstats, scratch, out, k, tb, tbq, ta, taq, text, stats):
+    """Process frames f0.. (frame f = buf[ends[f-1]:ends[f]]). Returns (frame, STOP_*, k, value);
+    ``stats`` += (frames ok, checksums verified, seqId links verified)."""
+    nf = ends.shape[0]
+    cap = out.shape[0]
+    for f in range(f0, nf):
+        s = ends[f - 1] if f > 0 else 0
+        n = ends[f]
+        ok, i0, i1, a0, a1, b0, b1, ts, ck, has_seq, seq, prev = _frame(buf, s, n)
+        if not ok:
+            return f, STOP_FALLBACK, k, 0
+        inst = sym_lookup(buf, i0, i1, keys, lens, ids)
+        if inst < 0 or states[inst] != LIVE:
+            return f, STOP_FALLBACK, k, 0
+        if has_seq and seq >= prev and prev != last_seq[inst]:
+            return f, STOP_FALLBACK, k, 0  # duplicate or gap: Python counts and resyncs
+        kf = k
+        vseq = seq if has_seq else 0
+        ets = ts * 1000000
+        rts = recv[f]
+        ps = pscale[inst]
+        qs = qscale[inst]
+        if a0 >= 0:
+            k, r = emit_levels(buf, a0, a1, SIDE_ASK, inst, ps, qs, maxp[inst], maxq[inst], vseq,
+                               ets, rts, out, k, cap)
+            if r != 0:
+                return f, (STOP_BATCH_FULL if k >= cap else STOP_FALLBACK), kf, 0
+        if b0 >= 0:
+            k, r = emit_levels(buf, b0, b1, SIDE_BID, inst, ps, qs, maxp[inst], maxq[inst], vseq,
+                               ets, rts, out, k, cap)
+            if r != 0:
+                return f, (STOP_BATCH_FULL if k >= cap else STOP_FALLBACK), kf, 0
+        if k > kf:
+            out[k - 1].flags = MD_FLAG_FRAME_END
+            apply_batch(levels, state, bstats, scratch, out, kf, k)
+            err = scratch[B_FIRST_ERROR]
+            if err != 0 and err != ERR_CAPACITY:
+                if has_seq:
+                    stats[2] += 1  # the Python path counts the link before it applies
+                return f, STOP_BOOK_ERR, k, err
+        if has_seq:
+            last_seq[inst] = seq
+            stats[2] += 1
+        nb_, na_ = top_n(levels, state, inst, 25, tb, tbq, ta, taq)
+        if nb_ > 0 and na_ > 0 and tb[0] >= ta[0]:
+            return f, STOP_BOOK_ERR, k, ERR_CROSSED
+        if ck != 0:
+            got = okx_book_crc_fast(tb, tbq, nb_, ta, taq, na_, ps, qs, CRC_TABLE8, text)
+            stats[1] += 1
+            if got != ck:
+                return f, STOP_CHECKSUM, k, 0
+        stats[0] += 1
+    return nf, STOP_DONE, k, 0
+
+
+def warmup() -> None:
+    from bot4d.instruments import InstrumentTable
+    from bot4d.kernels.book import make_books
+    from bot4d.venues.okx import OkxV5
+
+    t = InstrumentTable()
+    t.add("OKX", "BTC-USDT", 1, 8)
+    h = OkxV5(t, make_books(1, 16))
+    h.on_frame(b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"snapshot","data":[{'
+               b'"asks":[["101","1","0","1"]],"bids":[["99","1","0","1"]],"ts":"1","checksum":0,'
+               b'"seqId":1,"prevSeqId":-1}]}')
+    h.on_frames([b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{'
+                 b'"asks":[["102","1","0","1"]],"bids":[],"ts":"2","checksum":0,"seqId":2,'
+                 b'"prevSeqId":1}]}'])
