@@ -38,7 +38,12 @@ Definitions the checks rely on:
   above for a sell), is refused while the daily loss or drawdown limit is breached, must keep
   the worst-case position notional within ``max_pos_bps`` of equity, and must not add exposure in
   the direction of an existing position whose return correlation exceeds the cap.
-* Worst-case position after a buy: ``pos + open_buy + batch_buy + qty``, valued at the mid.
+* Worst-case position after a buy: ``pos + open_buy + batch_buy + qty``, valued at the mid. A
+  replace is checked as if its whole new qty were added (the old order's remaining qty is not
+  known here): conservative, never optimistic.
+* Correlation cap: a buy of i is refused when some other instrument j with a long position has
+  ``corr[i, j] > cap`` or one with a short position has ``corr[i, j] < -cap`` (it would add to
+  the same bet); a sell mirrors that. Hedges are never refused by this rule.
 * Rate: a token bucket per venue refilled at B_RATE tokens per second of *injected* time; each
   accepted place/replace takes one token. Cancels never wait for risk (they reduce risk).
 * Batches: consecutive intents with the same non-zero ``batch_id`` form a batch. Under
@@ -49,9 +54,13 @@ Definitions the checks rely on:
 * Kelly sizing (INTENT_FLAG_WANTS_SIZING): full Kelly for a win/loss bet from the strategy's
   realised statistics, ``f = p - (1-p)/b = wins*(sum_win-sum_loss)/(n*sum_win)``, capped at
   C_KELLY_CAP_BPS (25 %); the order gets ``floor(equity*f / price)`` (capped by the intent's qty
-  when that is non-zero) and then passes every other check with that quantity.
+  when that is non-zero) and then passes every other check with that quantity. The statistics
+  come from :func:`note_trade` (realised P&L per closed trade).
 
-Each reject writes one EV_RISK_REJECT record to the caller's journal array. The kernel never
+Each reject writes one EV_RISK_REJECT record to the caller's journal array (``reason`` = REJ_*,
+``state`` = trading state, ``aux0`` = batch id, ``aux1`` = strategy, ``aux2`` = the measured value
+that failed, e.g. the notional or the blocking instrument, ``aux3`` = command). The shard loop
+counts them into the kill switch's reject-storm window (``killswitch.ks_note``). The kernel never
 raises and allocates nothing.
 """
 from __future__ import annotations
