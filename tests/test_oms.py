@@ -16,7 +16,7 @@ from bot4d.records import (
     CMD_CANCEL, CMD_PLACE, CMD_REPLACE, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE, EV_POSITION,
     JOURNAL_EVENT_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID,
 )
-from tests.oms_helpers import Driver, intent, report
+from tests.test_oms_support import Driver, intent, report
 
 BUY, SELL = SIDE_BID, SIDE_ASK
 
