@@ -757,8 +757,8 @@ class RiskEngine:
               ) -> tuple[np.ndarray, np.ndarray]:
         """Decide intents (at most max_batch); returns views of (decision, out_qty).
 
-        Reject events are in ``self.ev[:self.ev_count[0]]``; the caller resets ev_count after
-        draining them.
+        This call's reject records are in ``self.ev[:self.ev_count[0]]`` until the next call
+        (copy them into the journal ring before calling again).
         """
         if intents.dtype != ORDER_INTENT_DTYPE:
             raise TypeError("intents must be ORDER_INTENT_DTYPE records")
