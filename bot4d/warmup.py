@@ -26,6 +26,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.correlation",
     "bot4d.kernels.risk",
     "ipc",
+    "bot4d.persist.copykern",
 ]
 
 

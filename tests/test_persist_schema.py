@@ -67,13 +67,22 @@ def test_timescale_rendering_turns_markers_into_hypertables():
 
 
 def _roundtrip(conn, units, scales):
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS n (i integer, v numeric)")
+    """Send through the numba encoder, after checking it writes the numpy reference's bytes."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS n (i integer, v numeric, t timestamptz)")
     conn.execute("TRUNCATE n")
-    payload = copybin.encode([("integer", np.arange(len(units), dtype=np.int32)),
-                              ("numeric", copybin.numeric_words(np.array(units, np.int64), np.array(scales)))])
-    with conn.cursor().copy("COPY n (i, v) FROM STDIN (FORMAT BINARY)") as cp:
+    idx = np.arange(len(units))
+    ts = np.array([946_684_800 * 10**9 + u % (10**18) for u in units], np.int64)
+    cols = [("i", "integer", idx.astype(np.int32)),
+            ("v", "numeric", (np.array(units, np.int64), np.array(scales, np.int16), idx)),
+            ("t", "timestamptz", ts)]
+    payload = copybin.encode(cols)
+    assert payload == copybin.encode(cols, kernels=False)
+    with conn.cursor().copy("COPY n (i, v, t) FROM STDIN (FORMAT BINARY)") as cp:
         cp.write(copybin.HEADER + payload + copybin.TRAILER)
-    return [r[0] for r in conn.execute("SELECT v FROM n ORDER BY i")]
+    rows = conn.execute("SELECT v, t FROM n ORDER BY i").fetchall()
+    for (_, t), want in zip(rows, ts.tolist()):
+        assert int(t.timestamp()) * 10**6 + t.microsecond == want // 1000
+    return [r[0] for r in rows]
 
 
 def test_numeric_encoding_edges_are_exact(pg_db):

@@ -85,22 +85,59 @@ def ns_to_pg_us(ts_ns: np.ndarray) -> np.ndarray:
     return (np.asarray(ts_ns, dtype=np.int64) - PG_EPOCH_NS) // 1000
 
 
-def encode(columns: list[tuple[str, np.ndarray]]) -> bytes:
-    """Tuples for ``columns`` = [(pg_type, values), ...] of equal length, without header/trailer.
+def encode(columns: list[tuple[str, str, object]], *, kernels: bool = True) -> bytes:
+    """Tuples for ``columns`` = [(name, pg_type, values), ...], without header/trailer.
 
-    A ``numeric`` column's values are the (n, 14) words of ``numeric_words``.
+    ``values`` is an integer array of any width (the caller keeps it in the type's range), or for
+    ``numeric`` a tuple ``(units, scale_table, index)``: value i is
+    ``units[i] / 10**scale_table[index[i]]``. ``kernels`` selects the numba writer
+    (``copykern``); the numpy path is the reference it is tested against.
     """
     if not columns:
         raise ValueError("no columns")
-    n = len(columns[0][1])
-    fields: list[tuple[str, str]] = [("nf", ">i2")]
-    for i, (pgtype, arr) in enumerate(columns):
-        if len(arr) != n:
-            raise ValueError(f"column {i} has {len(arr)} values, expected {n}")
+    first = columns[0][2]
+    n = len(first[0] if isinstance(first, tuple) else first)
+    if kernels:
+        return _encode_kernels(columns, n)
+    fields: list[tuple[str, object]] = [("nf", ">i2")]
+    for i, (_, pgtype, _) in enumerate(columns):
         fields += [(f"l{i}", ">i4"), (f"v{i}", PG_BINARY[pgtype])]
     rec = np.empty(n, dtype=np.dtype(fields))  # packed: no alignment padding
     rec["nf"] = len(columns)
-    for i, (pgtype, arr) in enumerate(columns):
+    for i, (name, pgtype, vals) in enumerate(columns):
         rec[f"l{i}"] = np.dtype(PG_BINARY[pgtype]).itemsize
-        rec[f"v{i}"] = arr
+        if pgtype == "numeric":
+            units, table, idx = vals  # type: ignore[misc]
+            vals = numeric_words(units, np.asarray(table)[idx])
+        elif pgtype == "timestamptz":
+            vals = ns_to_pg_us(vals)  # type: ignore[arg-type]
+        if len(vals) != n:  # type: ignore[arg-type]
+            raise ValueError(f"column {name} has {len(vals)} values, expected {n}")  # type: ignore[arg-type]
+        rec[f"v{i}"] = vals
     return rec.tobytes()
+
+
+def _encode_kernels(columns: list[tuple[str, str, object]], n: int) -> bytes:
+    from bot4d.persist import copykern as K
+
+    widths = [4 + np.dtype(PG_BINARY[t]).itemsize for _, t, _ in columns]
+    stride = 2 + sum(widths)
+    out = np.empty(n * stride, np.uint8)
+    K.put_count(out, stride, len(columns), n)
+    off = 2
+    for (name, pgtype, vals), w in zip(columns, widths):
+        if pgtype == "numeric":
+            units, table, idx = vals  # type: ignore[misc]
+            if len(units) != n:
+                raise ValueError(f"column {name} has {len(units)} values, expected {n}")
+            K.put_numeric(out, stride, off, units, np.asarray(table), idx, n)
+        else:
+            if len(vals) != n:  # type: ignore[arg-type]
+                raise ValueError(f"column {name} has {len(vals)} values, expected {n}")  # type: ignore[arg-type]
+            if pgtype == "timestamptz":
+                K.put_ts(out, stride, off, vals, n)
+            else:
+                v = vals.view(np.uint8) if vals.dtype == np.bool_ else vals  # type: ignore[union-attr]
+                K.put_int(out, stride, off, w - 4, v, n)
+        off += w
+    return out.tobytes()

@@ -71,6 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ipc.counters import Counters
 
     dsn = _dsn(args)
+    from bot4d.persist import copykern
+
+    copykern.warmup()  # load/compile the COPY encoders before the first batch, not during it
     counters = Counters.create(args.instance, args.counters, counter_names(args.shards), reclaim_dead=True)
     stop = threading.Event()
 

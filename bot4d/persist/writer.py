@@ -28,14 +28,11 @@ class CursorConflict(RuntimeError):
     """The shard's cursor in the database is not where this writer left it."""
 
 
-def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, np.ndarray]]:
-    """(column, pg type, values) of one table for the events routed to it."""
-    ts = copybin.ns_to_pg_us(ev["ts_ns"])
-    head = [("shard", "smallint", ev["shard"]), ("seq", "bigint", ev["seq"]), ("ts", "timestamptz", ts)]
+def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, object]]:
+    """(column, pg type, values) of one table for the events routed to it (see copybin.encode)."""
+    head = [("shard", "smallint", ev["shard"]), ("seq", "bigint", ev["seq"]), ("ts", "timestamptz", ev["ts_ns"])]
     inst = ev["instrument"]
-    num = copybin.numeric_words
     if table == "orders":
-        ps, qs = ref.price_scale[inst], ref.qty_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
@@ -43,41 +40,43 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, np.n
             ("state", "smallint", ev["state"]),
             ("opens_position", "boolean", (ev["aux0"] & JFLAG_OPENS_POSITION) != 0),
             ("flags", "bigint", ev["aux0"]), ("oco_group", "bigint", ev["aux2"]),
-            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
-            ("stop_price", "numeric", num(ev["stop_price"], ps)),
-            ("take_profit_price", "numeric", num(ev["aux1"], ps)),
+            ("price", "numeric", (ev["price"], ref.price_scale, inst)),
+            ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
+            ("stop_price", "numeric", (ev["stop_price"], ref.price_scale, inst)),
+            ("take_profit_price", "numeric", (ev["aux1"], ref.price_scale, inst)),
         ]
     if table == "order_events":
-        ps, qs = ref.price_scale[inst], ref.qty_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("state", "smallint", ev["state"]),
             ("reason", "integer", ev["reason"]), ("venue_order_id", "bigint", ev["aux0"]),
-            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
-            ("filled_qty", "numeric", num(ev["filled_qty"], qs)),
+            ("price", "numeric", (ev["price"], ref.price_scale, inst)),
+            ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
+            ("filled_qty", "numeric", (ev["filled_qty"], ref.qty_scale, inst)),
         ]
     if table == "fills":
-        ps, qs, cs = ref.price_scale[inst], ref.qty_scale[inst], ref.quote_scale[inst]
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
-            ("liquidity", "smallint", ev["aux0"].astype(np.int16)), ("trade_id", "bigint", ev["aux1"]),
-            ("price", "numeric", num(ev["price"], ps)), ("qty", "numeric", num(ev["qty"], qs)),
-            ("fee", "numeric", num(ev["fee"], cs)),
+            ("liquidity", "smallint", ev["aux0"]), ("trade_id", "bigint", ev["aux1"]),  # 0..2: validated
+            ("price", "numeric", (ev["price"], ref.price_scale, inst)),
+            ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
+            ("fee", "numeric", (ev["fee"], ref.quote_scale, inst)),
         ]
     if table == "positions":
-        ps, qs, cs = ref.price_scale[inst], ref.qty_scale[inst], ref.quote_scale[inst]
         return head + [
-            ("instrument", "integer", inst), ("qty", "numeric", num(ev["qty"], qs)),
-            ("avg_price", "numeric", num(ev["price"], ps)), ("realized_pnl", "numeric", num(ev["aux0"], cs)),
-            ("fees", "numeric", num(ev["fee"], cs)),
+            ("instrument", "integer", inst),
+            ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
+            ("avg_price", "numeric", (ev["price"], ref.price_scale, inst)),
+            ("realized_pnl", "numeric", (ev["aux0"], ref.quote_scale, inst)),
+            ("fees", "numeric", (ev["fee"], ref.quote_scale, inst)),
         ]
     if table == "balances":
-        asset = ev["aux0"]
-        sc = ref.asset_scale[asset]
+        asset = ev["aux0"]  # a known asset id: validated
         return head + [
-            ("asset", "integer", asset.astype(np.int32)), ("total", "numeric", num(ev["qty"], sc)),
-            ("locked", "numeric", num(ev["filled_qty"], sc)),
+            ("asset", "integer", asset),
+            ("total", "numeric", (ev["qty"], ref.asset_scale, asset)),
+            ("locked", "numeric", (ev["filled_qty"], ref.asset_scale, asset)),
         ]
     raise KeyError(table)
 
@@ -195,9 +194,9 @@ class JournalWriter:
                 self._days.add(d)
 
     @staticmethod
-    def _copy_fixed(cur: psycopg.Cursor, table: str, cols: list[tuple[str, str, np.ndarray]]) -> None:
+    def _copy_fixed(cur: psycopg.Cursor, table: str, cols: list[tuple[str, str, object]]) -> None:
         names = ", ".join(c[0] for c in cols)
-        payload = copybin.encode([(t, v) for _, t, v in cols])
+        payload = copybin.encode(cols)
         with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
             cp.write(copybin.HEADER)
             cp.write(payload)
@@ -205,7 +204,6 @@ class JournalWriter:
 
     def _copy_risk(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
         """Risk events; those about no instrument omit instrument/price/qty, which COPY makes NULL."""
-        num = copybin.numeric_words
         inst = ev["instrument"]
         with_inst = inst >= 0
         for sel, full in ((ev[with_inst], True), (ev[~with_inst], False)):
@@ -213,15 +211,15 @@ class JournalWriter:
                 continue
             i = sel["instrument"]
             cols = [("shard", "smallint", sel["shard"]), ("seq", "bigint", sel["seq"]),
-                    ("ts", "timestamptz", copybin.ns_to_pg_us(sel["ts_ns"])), ("kind", "smallint", sel["kind"]),
+                    ("ts", "timestamptz", sel["ts_ns"]), ("kind", "smallint", sel["kind"]),
                     ("order_id", "bigint", sel["order_id"]), ("client_order_id", "bigint", sel["client_order_id"]),
                     ("side", "smallint", sel["side"]), ("state", "smallint", sel["state"]),
                     ("reason", "integer", sel["reason"]), ("aux0", "bigint", sel["aux0"]),
                     ("aux1", "bigint", sel["aux1"])]
             if full:
                 cols += [("instrument", "integer", i),
-                         ("price", "numeric", num(sel["price"], self.ref.price_scale[i])),
-                         ("qty", "numeric", num(sel["qty"], self.ref.qty_scale[i]))]
+                         ("price", "numeric", (sel["price"], self.ref.price_scale, i)),
+                         ("qty", "numeric", (sel["qty"], self.ref.qty_scale, i))]
             self._copy_fixed(cur, "risk_events", cols)
 
     def _copy_control(self, cur: psycopg.Cursor, ev: np.ndarray) -> None:
@@ -231,7 +229,7 @@ class JournalWriter:
             if not len(sel):
                 continue
             cols = [("shard", "smallint", sel["shard"]), ("seq", "bigint", sel["seq"]),
-                    ("ts", "timestamptz", copybin.ns_to_pg_us(sel["ts_ns"])), ("command", "integer", sel["reason"]),
+                    ("ts", "timestamptz", sel["ts_ns"]), ("command", "integer", sel["reason"]),
                     ("uid", "bigint", sel["aux0"]), ("pid", "bigint", sel["aux1"]),
                     ("order_id", "bigint", sel["order_id"]), ("arg0", "bigint", sel["aux2"]),
                     ("arg1", "bigint", sel["aux3"])]
