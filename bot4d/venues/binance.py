@@ -31,8 +31,8 @@ from bot4d.records import (
 from bot4d.venues import scan
 from bot4d.venues.scan import (
     I_COLS, I_LAST_U, I_MAXPX, I_MAXQTY, I_PSCALE, I_QSCALE, I_STATE, W_FLD, W_SIZE,
-    DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int, read_key, skip_value,
-    skip_ws, string_span, sym_lookup,
+    DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int,
+    read_key, skip_levels, skip_value, skip_ws, string_span, sym_lookup,
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
@@ -170,7 +170,7 @@ def _side_field(buf, i, n, fld, f0, f1, ft, bit, is_a):
     aggregate trade id in an aggTrade's ``a``; order ids in a trade's ``b``/``a``)."""
     c = buf[i]
     if c == 91:
-        j = skip_value(buf, i, n)
+        j = skip_levels(buf, i, n)
         if j < 0:
             return -1
         fld[f0] = i

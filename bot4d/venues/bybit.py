@@ -32,7 +32,7 @@ from bot4d.venues import scan
 from bot4d.venues.scan import (
     I_COLS, I_LAST_SEQ, I_LAST_U, I_MAXPX, I_MAXQTY, I_PSCALE, I_QSCALE, I_STATE, W_FLD, W_SIZE,
     DEC_OK, after_value, emit_levels, emit_one, eq_const, only_ws_left, parse_dec, parse_int,
-    read_key, skip_value, skip_ws, string_span, sym_lookup,
+    read_key, skip_levels, skip_value, skip_ws, string_span, sym_lookup,
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
@@ -168,7 +168,7 @@ def parse_frame(buf, i, n, g):
                 g[G_HAVE] |= HV_S
             elif c == 98 or c == 97:  # b / a
                 if buf[i] == 91:
-                    j = skip_value(buf, i, n)
+                    j = skip_levels(buf, i, n)
                     if c == 98:
                         g[G_B0] = i
                         g[G_B1] = j

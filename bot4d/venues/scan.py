@@ -430,3 +430,30 @@ def frames_to_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def const(text: str) -> np.ndarray:
     """A byte constant for ``eq_const`` (numba freezes module-level arrays into the code)."""
     return np.frombuffer(text.encode("ascii"), np.uint8).copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def skip_levels(buf, i, n):
+    """Skip a ``[["p","q"],...]`` array quickly; return the index after it or -1.
+
+    Level arrays hold only short strings of digits, so strings are skipped by looking for the
+    closing quote alone; an escaped quote would mis-split a string here, but emit_levels then
+    refuses the escape (string_span), so a malformed frame can never be applied.
+    """
+    depth = 0
+    while i < n:
+        c = buf[i]
+        if c == _Q:
+            i += 1
+            while i < n and buf[i] != _Q:
+                i += 1
+        elif c == _LBRACK:
+            depth += 1
+        elif c == _RBRACK:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        elif c == _LBRACE or c == _RBRACE:
+            return -1
+        i += 1
+    return -1
