@@ -71,7 +71,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from bot4d.kernels.killswitch import K_STATE, TS_ACTIVE, TS_HALTED, TS_REDUCING, make_killswitch
+from bot4d.kernels.killswitch import K_STATE, TS_HALTED, TS_REDUCING, make_killswitch
 from bot4d.records import (
     CMD_CANCEL,
     CMD_PLACE,
