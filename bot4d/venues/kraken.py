@@ -42,7 +42,7 @@ from bot4d.venues.checksum import (
     kraken_scaling,
     kraken_text_checksum,
 )
-from bot4d.venues.l2sync import BadNumber, L2Handler, decimals_of, rfc3339_ns, units
+from bot4d.venues.l2sync import BadNumber, L2Handler, decimals_of, frame_batch, rfc3339_ns, units
 from bot4d.venues.numbers import NumberError
 from bot4d.venues.sync import Reason, SyncState
 
@@ -102,9 +102,12 @@ class _KrakenBase(L2Handler):
 
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
-        n = len(table)
+        from bot4d.venues.kraken_scan import P_SCALING, make_params
+
+        self._params = make_params(list(table))
         # checksum scaling per instrument, from the snapshot's text: (px_div, px_mul, q_div, q_mul)
-        self.scaling = np.ones((n, 4), np.int64)
+        # (a view of the hot path's parameter rows, so both paths use the same numbers)
+        self.scaling = self._params[:, P_SCALING:P_SCALING + 4]
         self.checked = 0  # checksums verified (for tests and metrics)
 
     def _learn_decimals(self, inst: Instrument, levels: list, get) -> None:
@@ -144,29 +147,20 @@ class KrakenV1(_KrakenBase):
         super().__init__(table, books, **kw)
         from bot4d.venues.kraken_scan import Symbols
 
-        insts = list(self._by_symbol.values())
-        n = len(table)
-        self._sym = Symbols({i.symbol: i.id for i in insts})
-        self._pscale = np.zeros(n, np.int64)
-        self._qscale = np.zeros(n, np.int64)
-        self._maxp = np.zeros(n, np.int64)
-        self._maxq = np.zeros(n, np.int64)
-        for i in insts:
-            self._pscale[i.id], self._qscale[i.id] = i.price_scale, i.qty_scale
-            self._maxp[i.id], self._maxq[i.id] = i.max_price_units, i.max_qty_units
+        self._sym = Symbols({i.symbol: i.id for i in self._by_symbol.values()})
         self._stats = np.zeros(2, np.int64)
         self._crc_text = np.zeros(1024, np.uint8)  # checksum text scratch of the hot path
+        self._tops = np.zeros((4, 10), np.int64)
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """Process a batch of frames in order; results are in ``counters``/``out`` as with
         ``on_frame`` (per-frame statuses are not returned: the batch path is for throughput)."""
         from bot4d.venues import kraken_scan as ks
         from bot4d.venues.l2sync import _BOOK_ERR_REASON
-        from bot4d.venues.scan import frames_to_batch
-
+        
         if not frames:
             return
-        buf, ends = frames_to_batch(frames)
+        buf, ends = frame_batch(frames)
         recv = np.zeros(len(frames), np.int64) if recv_ts_ns is None else np.asarray(recv_ts_ns, np.int64)
         sym = self._sym
         f = 0
@@ -174,10 +168,9 @@ class KrakenV1(_KrakenBase):
         while f < nf:
             before = self._stats.copy()
             f, code, k, val = ks.kraken_v1_run(
-                buf, ends, f, recv, sym.keys, sym.lens, sym.ids, self._pscale, self._qscale,
-                self._maxp, self._maxq, self.scaling, self.states, self.books.levels,
-                self.books.state, self.books.stats, self.books.scratch, self.out,
-                self.n_out, *self._top_bufs, self._crc_text, self._stats)
+                buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states,
+                self.books.levels, self.books.state, self.books.stats, self.books.scratch,
+                self.out, self.n_out, self._tops, self._crc_text, self._stats)
             self.n_out = int(k)
             d = self._stats - before
             self.counters.bump(Reason.OK, int(d[0]))

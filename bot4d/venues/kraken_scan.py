@@ -34,6 +34,19 @@ STOP_BATCH_FULL = 4  # no room for frame f's records: grow/drain `out` and call 
 
 LIVE = 1
 SYM_BYTES = 32
+# params[i, P_*] columns shared with okx_scan
+P_PSCALE, P_QSCALE, P_MAXP, P_MAXQ, P_SCALING, P_LAST_SEQ = 0, 1, 2, 3, 4, 4
+N_PARAMS = 8
+
+
+def make_params(instruments: list) -> np.ndarray:
+    """The per-instrument parameter rows of ``instruments`` (ids index the rows)."""
+    n = max((i.id for i in instruments), default=0) + 1
+    p = np.zeros((n, N_PARAMS), np.int64)
+    p[:, P_SCALING:P_SCALING + 4] = 1
+    for i in instruments:
+        p[i.id, :4] = (i.price_scale, i.qty_scale, i.max_price_units, i.max_qty_units)
+    return p
 
 
 class Symbols:
@@ -43,23 +56,21 @@ class Symbols:
     def __init__(self, symbols: dict[str, int]) -> None:
         n = max(len(symbols), 1)
         self.keys = np.zeros((n, SYM_BYTES), np.uint8)
-        self.lens = np.full(n, -1, np.int64)
-        self.ids = np.full(n, -1, np.int64)
+        self.meta = np.full((n, 2), -1, np.int64)  # [row] = (length, instrument id)
         for row, (sym, iid) in enumerate(symbols.items()):
             b = sym.encode("ascii")
             if not 0 < len(b) <= SYM_BYTES:
                 raise ValueError(f"symbol {sym!r} is not 1..{SYM_BYTES} ASCII bytes")
             self.keys[row, : len(b)] = np.frombuffer(b, np.uint8)
-            self.lens[row] = len(b)
-            self.ids[row] = iid
+            self.meta[row] = (len(b), iid)
 
 
 @nb.njit(cache=True, nogil=True)
-def sym_lookup(buf, s, e, keys, lens, ids):
+def sym_lookup(buf, s, e, keys, meta):
     """Instrument id of the symbol ``buf[s:e]``, or -1."""
     ln = e - s
-    for row in range(lens.shape[0]):
-        if lens[row] != ln:
+    for row in range(meta.shape[0]):
+        if meta[row, 0] != ln:
             continue
         same = True
         for m in range(ln):
@@ -67,7 +78,7 @@ def sym_lookup(buf, s, e, keys, lens, ids):
                 same = False
                 break
         if same:
-            return ids[row]
+            return meta[row, 1]
     return -1
 
 
@@ -188,10 +199,20 @@ def _object(buf, s, e, inst, ps, qs, mp, mq, rts, out, k):
 
 
 @nb.njit(cache=True, nogil=True)
-def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, maxq, scaling,
-                  states, levels, state, bstats, scratch, out, k, tb, tbq, ta, taq, text, stats):
+def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bstats, scratch,
+                  out, k, tops, text, stats):
     """Process frames f0.. of the batch (frame f is buf[ends[f-1]:ends[f]]). Returns
-    (frame index, STOP_*, k = records in out, value). ``stats`` += (frames ok, checksums)."""
+    (frame index, STOP_*, k = records in out, value). ``stats`` += (frames ok, checksums).
+    ``params[i]`` = (price scale, qty scale, max price, max qty, px div, px mul, qty div, qty mul);
+    ``tops`` = 4 rows of top-of-book scratch. Few array arguments: each costs dispatch time."""
+    pscale = params[:, P_PSCALE]
+    qscale = params[:, P_QSCALE]
+    maxp = params[:, P_MAXP]
+    maxq = params[:, P_MAXQ]
+    tb = tops[0]
+    tbq = tops[1]
+    ta = tops[2]
+    taq = tops[3]
     nf = ends.shape[0]
     for f in range(f0, nf):
         s = ends[f - 1] if f > 0 else 0
@@ -246,7 +267,7 @@ def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, ma
             if d < 48 or d > 57 or depth > 100000:
                 return f, STOP_FALLBACK, k, 0
             depth = depth * 10 + (d - 48)
-        inst = sym_lookup(buf, ps_, pe_, keys, lens, ids)
+        inst = sym_lookup(buf, ps_, pe_, keys, meta)
         if inst < 0 or states[inst] != LIVE:
             return f, STOP_FALLBACK, k, 0
         ps = pscale[inst]
@@ -298,9 +319,9 @@ def kraken_v1_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, ma
             apply_batch(levels, state, bstats, scratch, out, kt, k)
         if ck >= 0:
             nb_, na_ = top_n(levels, state, inst, 10, tb, tbq, ta, taq)
-            got = kraken_book_crc_fast(tb, tbq, nb_, ta, taq, na_, scaling[inst, 0],
-                                       scaling[inst, 1], scaling[inst, 2], scaling[inst, 3],
-                                       CRC_TABLE8, text)
+            got = kraken_book_crc_fast(tb, tbq, nb_, ta, taq, na_, params[inst, P_SCALING],
+                                       params[inst, P_SCALING + 1], params[inst, P_SCALING + 2],
+                                       params[inst, P_SCALING + 3], CRC_TABLE8, text)
             stats[1] += 1
             if got != ck:
                 return f, STOP_CHECKSUM, k, 0

@@ -79,6 +79,16 @@ def rfc3339_ns(text: Any) -> int:
     return (calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000_000) + ns
 
 
+def frame_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames as one byte buffer + end offsets (a single frame is viewed, not copied)."""
+    if len(frames) == 1:
+        f = frames[0]
+        return np.frombuffer(f, np.uint8), np.array([len(f)], np.int64)
+    buf = np.frombuffer(b"".join(frames), np.uint8)
+    ends = np.fromiter(map(len, frames), np.int64, len(frames)).cumsum()
+    return buf, ends
+
+
 def decimals_of(text: str) -> int:
     """Digits after the dot in a venue's number text (0 without a dot)."""
     dot = text.find(".")

@@ -26,9 +26,8 @@ import orjson
 from bot4d.instruments import Instrument, InstrumentTable
 from bot4d.records import MD_TRADE, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE, okx_book_crc, okx_text_checksum
-from bot4d.venues.l2sync import _BOOK_ERR_REASON, BadNumber, L2Handler, units
-from bot4d.venues.kraken_scan import Symbols
-from bot4d.venues.scan import frames_to_batch
+from bot4d.venues.l2sync import _BOOK_ERR_REASON, BadNumber, L2Handler, frame_batch, units
+from bot4d.venues.kraken_scan import P_LAST_SEQ, Symbols, make_params
 from bot4d.venues.numbers import NumberError
 from bot4d.venues.sync import Reason, SyncState
 
@@ -68,22 +67,16 @@ class OkxV5(L2Handler):
 
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
-        n = len(table)
-        self.last_seq = np.full(n, NO_SEQ, np.int64)  # shared with the numba hot path
-        self.checked = 0       # checksums verified
-        self.seq_checked = 0   # seqId links verified
         insts = list(self._by_symbol.values())
         self._sym = Symbols({i.symbol: i.id for i in insts})
-        self._pscale = np.zeros(n, np.int64)
-        self._qscale = np.zeros(n, np.int64)
-        self._maxp = np.zeros(n, np.int64)
-        self._maxq = np.zeros(n, np.int64)
-        for i in insts:
-            self._pscale[i.id], self._qscale[i.id] = i.price_scale, i.qty_scale
-            self._maxp[i.id], self._maxq[i.id] = i.max_price_units, i.max_qty_units
+        self._params = make_params(list(table))
+        self._params[:, P_LAST_SEQ] = NO_SEQ
+        self.last_seq = self._params[:, P_LAST_SEQ]  # a view: shared with the numba hot path
+        self.checked = 0       # checksums verified
+        self.seq_checked = 0   # seqId links verified
         self._stats = np.zeros(3, np.int64)
         self._crc_text = np.zeros(4096, np.uint8)
-        self._top25 = tuple(np.zeros(25, np.int64) for _ in range(4))
+        self._tops = np.zeros((4, 25), np.int64)
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """Process a batch of frames in order: book updates in one nogil numba call
@@ -92,16 +85,16 @@ class OkxV5(L2Handler):
 
         if not frames:
             return
-        buf, ends = frames_to_batch(frames)
+        buf, ends = frame_batch(frames)
         recv = np.zeros(len(frames), np.int64) if recv_ts_ns is None else np.asarray(recv_ts_ns, np.int64)
         sym, b = self._sym, self.books
         f, nf = 0, len(frames)
         while f < nf:
             before = self._stats.copy()
             f, code, k, val = ks.okx_run(
-                buf, ends, f, recv, sym.keys, sym.lens, sym.ids, self._pscale, self._qscale,
-                self._maxp, self._maxq, self.states, self.last_seq, b.levels, b.state, b.stats,
-                b.scratch, self.out, self.n_out, *self._top25, self._crc_text, self._stats)
+                buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states, b.levels,
+                b.state, b.stats, b.scratch, self.out, self.n_out, self._tops, self._crc_text,
+                self._stats)
             self.n_out = int(k)
             d = self._stats - before
             self.counters.bump(Reason.OK, int(d[0]))

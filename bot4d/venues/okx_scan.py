@@ -18,7 +18,8 @@ from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, ERR_CROSSED, apply_b
 from bot4d.records import MD_FLAG_FRAME_END, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE8, okx_book_crc_fast
 from bot4d.venues.kraken_scan import (
-    LIVE, STOP_BATCH_FULL, STOP_BOOK_ERR, STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, sym_lookup,
+    LIVE, P_LAST_SEQ, P_MAXP, P_MAXQ, P_PSCALE, P_QSCALE, STOP_BATCH_FULL, STOP_BOOK_ERR,
+    STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, sym_lookup,
 )
 from bot4d.venues.scan import (
     after_value, const, emit_levels, eq_const, only_ws_left, parse_int, read_key, skip_value,
@@ -187,10 +188,20 @@ def _frame(buf, s, n):
 
 
 @nb.njit(cache=True, nogil=True)
-def okx_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, maxq, states, last_seq,
-            levels, state, bstats, scratch, out, k, tb, tbq, ta, taq, text, stats):
+def okx_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bstats, scratch, out,
+            k, tops, text, stats):
     """Process frames f0.. (frame f = buf[ends[f-1]:ends[f]]). Returns (frame, STOP_*, k, value);
-    ``stats`` += (frames ok, checksums verified, seqId links verified)."""
+    ``stats`` += (frames ok, checksums verified, seqId links verified). ``params`` as in
+    kraken_scan, with the last applied seqId in column P_LAST_SEQ."""
+    pscale = params[:, P_PSCALE]
+    qscale = params[:, P_QSCALE]
+    maxp = params[:, P_MAXP]
+    maxq = params[:, P_MAXQ]
+    last_seq = params[:, P_LAST_SEQ]
+    tb = tops[0]
+    tbq = tops[1]
+    ta = tops[2]
+    taq = tops[3]
     nf = ends.shape[0]
     cap = out.shape[0]
     for f in range(f0, nf):
@@ -199,7 +210,7 @@ def okx_run(buf, ends, f0, recv, keys, lens, ids, pscale, qscale, maxp, maxq, st
         ok, i0, i1, a0, a1, b0, b1, ts, ck, has_seq, seq, prev = _frame(buf, s, n)
         if not ok:
             return f, STOP_FALLBACK, k, 0
-        inst = sym_lookup(buf, i0, i1, keys, lens, ids)
+        inst = sym_lookup(buf, i0, i1, keys, meta)
         if inst < 0 or states[inst] != LIVE:
             return f, STOP_FALLBACK, k, 0
         if has_seq and seq >= prev and prev != last_seq[inst]:
