@@ -163,3 +163,18 @@ def test_futures_duplicate_is_dropped_and_wrong_pu_is_a_gap():
     no_pu = (b'{"stream":"s","data":{"e":"depthUpdate","E":1,"s":"SUSHIUSDT","U":1,"u":2,'
              b'"b":[],"a":[]}}')
     assert int(feed.on_frames([no_pu]).status[0]) == Reason.MALFORMED_JSON
+
+
+def test_snapshot_exactly_at_an_event_boundary_is_bridged_by_pu():
+    # documented bridge: U <= lastUpdateId <= u. A snapshot whose lastUpdateId is the previous
+    # event's u is continued by the event with pu == lastUpdateId (U > lastUpdateId there)
+    t = fut_table()
+    feed = bf.BinanceFuturesFeed(t, make_books(len(t), 64))
+    feed.on_snapshot("SUSHIUSDT", b'{"lastUpdateId":1000,"bids":[["7.5","1"]],"asks":[["7.6","1"]]}')
+    f = (b'{"stream":"s","data":{"e":"depthUpdate","E":1,"T":1,"s":"SUSHIUSDT","U":1005,'
+         b'"u":1010,"pu":1000,"b":[["7.4","3"]],"a":[]}}')
+    assert feed.on_frame(f) == Reason.OK and feed.sync_state("SUSHIUSDT") == SyncState.LIVE
+    # without that continuity (pu elsewhere) it is a gap: the snapshot is older than the stream
+    feed.on_snapshot("SUSHIUSDT", b'{"lastUpdateId":1000,"bids":[],"asks":[]}')
+    g = f.replace(b'"pu":1000', b'"pu":1002')
+    assert feed.on_frame(g) == Reason.GAP and "SUSHIUSDT" in feed.needs_snapshot()
