@@ -16,6 +16,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.strategies.market_maker",
     "bot4d.strategies.imbalance_taker",
     "bot4d.kernels.book",
+    "bot4d.kernels.book_publish",
     "bot4d.venues.checksum",
     "bot4d.venues.kraken_scan",
     "bot4d.venues.okx_scan",

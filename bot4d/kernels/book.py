@@ -94,6 +94,9 @@ B_FIRST_ERROR = 2       # code of the first error (0: none)
 B_FIRST_ERROR_AT = 3    # index in `updates` of the record that raised it (-1: none / batch end)
 B_FIRST_ERROR_INST = 4  # instrument of the first error (-1: none)
 B_BAD_INSTRUMENT = 5    # cumulative: records whose instrument id was out of range
+B_TOUCHED = 6           # instruments touched by the batch (changed or refused records); their
+                        # ids stay in scratch[N_B:N_B + B_TOUCHED] until the next batch, for
+                        # book_publish.publish_top
 N_B = 8
 
 
@@ -105,6 +108,7 @@ S_ERROR = 3
 S_MAX_PX = 4
 S_MAX_QTY = 5
 S_DIRTY = 6             # 0 untouched in this batch, 1 changed since its last crossed check, 2 checked
+S_RECV_TS = 7           # recv_ts_ns of the last accepted book record
 NS = 8
 
 
@@ -351,6 +355,7 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
     scratch[B_FIRST_ERROR] = 0
     scratch[B_FIRST_ERROR_AT] = -1
     scratch[B_FIRST_ERROR_INST] = -1
+    scratch[B_TOUCHED] = 0
     if start < 0:
         start = 0
     if end > updates.shape[0]:
@@ -360,7 +365,7 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
     for r in range(start, end):
         u = updates[r]
         i = u.instrument
-        if i < 0 or i >= n_inst:
+        if i < 0 or i >= n_inst:  # no book to blame: counted in the batch summary only
             scratch[B_BAD_INSTRUMENT] += 1
             scratch[B_ERRORS] += 1
             if scratch[B_FIRST_ERROR] == 0:
@@ -368,31 +373,29 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
                 scratch[B_FIRST_ERROR_AT] = r
             continue
         kind = u.kind
+        code = ERR_OK
         if kind == MD_LEVEL:
             price = u.price
             q = u.qty
             side = np.int64(u.side)
             if q < 0:
-                _raise(state, stats, scratch, i, ERR_NEG_QTY, r)
-                continue
-            if q > state[i, S_MAX_QTY]:
-                _raise(state, stats, scratch, i, ERR_BAD_QTY, r)
-                continue
-            if price <= 0 or price > state[i, S_MAX_PX]:
-                _raise(state, stats, scratch, i, ERR_BAD_PRICE, r)
-                continue
-            if side != SIDE_BID and side != SIDE_ASK:
-                _raise(state, stats, scratch, i, ERR_BAD_SIDE, r)
-                continue
-            n, st = _set_level(levels[i, 2 * side], levels[i, 2 * side + 1],
-                               state[i, S_BID_LEN + side], price, q, 1 - 2 * side)
-            state[i, S_BID_LEN + side] = n
-            if st == 1:
-                stats[i, N_ERR + CTR_DELETE_ABSENT] += 1
-            elif st == 2:
-                _raise(state, stats, scratch, i, ERR_CAPACITY, r)
-            stats[i, N_ERR + CTR_LEVELS] += 1
-            applied += 1
+                code = ERR_NEG_QTY
+            elif q > state[i, S_MAX_QTY]:
+                code = ERR_BAD_QTY
+            elif price <= 0 or price > state[i, S_MAX_PX]:
+                code = ERR_BAD_PRICE
+            elif side != SIDE_BID and side != SIDE_ASK:
+                code = ERR_BAD_SIDE
+            else:
+                n, st = _set_level(levels[i, 2 * side], levels[i, 2 * side + 1],
+                                   state[i, S_BID_LEN + side], price, q, 1 - 2 * side)
+                state[i, S_BID_LEN + side] = n
+                if st == 1:
+                    stats[i, N_ERR + CTR_DELETE_ABSENT] += 1
+                elif st == 2:
+                    _raise(state, stats, scratch, i, ERR_CAPACITY, r)
+                stats[i, N_ERR + CTR_LEVELS] += 1
+                applied += 1
         elif kind == MD_CLEAR:
             state[i, S_BID_LEN] = 0
             state[i, S_ASK_LEN] = 0
@@ -405,8 +408,16 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
             stats[i, N_ERR + CTR_IGNORED] += 1
             continue
         else:
-            _raise(state, stats, scratch, i, ERR_BAD_KIND, r)
+            code = ERR_BAD_KIND
+        if code != ERR_OK:
+            # refused: the book did not change, but its error did, so it is published
+            _raise(state, stats, scratch, i, code, r)
+            if state[i, S_DIRTY] == 0:
+                scratch[N_B + ndirty] = i
+                ndirty += 1
+                state[i, S_DIRTY] = 2
             continue
+        state[i, S_RECV_TS] = u.recv_ts_ns
         if u.venue_seq != 0:
             state[i, S_SEQ] = u.venue_seq
         if state[i, S_DIRTY] == 0:
@@ -425,6 +436,7 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
             _raise(state, stats, scratch, i, ERR_CROSSED, -1)
         state[i, S_DIRTY] = 0
     scratch[B_APPLIED] = applied
+    scratch[B_TOUCHED] = ndirty
     return applied
 
 
