@@ -56,13 +56,16 @@ class PgServer:
     """One PostgreSQL cluster in ``base_dir`` (data in ``data/``, socket in ``sock/``)."""
 
     def __init__(self, base_dir: str | os.PathLike[str], *, bindir: Path | None = None,
-                 extra_conf: dict[str, str] | None = None) -> None:
+                 extra_conf: dict[str, str] | None = None, durable: bool = False) -> None:
+        """``durable=False`` (tests, benchmarks) turns fsync off: a crash of the *machine* may
+        lose commits, a crash of PostgreSQL does not. ``make run`` uses ``durable=True``."""
         self.base = Path(base_dir).resolve()
         self.data = self.base / "data"
         self.sock = self.base / "sock"
         self.log = self.base / "server.log"
         self.bindir = bindir or find_bindir()
         self.extra_conf = extra_conf or {}
+        self.durable = durable
         self._as_root = os.geteuid() == 0
         self.user = "postgres" if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
 
@@ -99,9 +102,9 @@ class PgServer:
         conf = {
             "listen_addresses": "''",
             "unix_socket_directories": f"'{self.sock}'",
-            "fsync": "off" if os.environ.get("BOT4D_PG_FSYNC", "off") == "off" else "on",
+            "fsync": "on" if self.durable else "off",
             "synchronous_commit": "on",
-            "full_page_writes": "off",
+            "full_page_writes": "on" if self.durable else "off",
             "max_connections": "50",
             "shared_buffers": "128MB",
             "max_wal_size": "1GB",
@@ -168,3 +171,38 @@ class PgServer:
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.conninfo("postgres"), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bot4d.pgserver start|stop|status|dsn --dir DIR``: a local server for ``make run``."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m bot4d.pgserver", description=main.__doc__)
+    ap.add_argument("action", choices=["start", "stop", "status", "dsn"])
+    ap.add_argument("--dir", required=True, help="state directory (data/ and sock/ go inside)")
+    ap.add_argument("--db", default="bot4d", help="database to create on start and to name in dsn")
+    args = ap.parse_args(argv)
+    srv = PgServer(args.dir, durable=True)
+    try:
+        if args.action == "start":
+            srv.start()
+            with psycopg.connect(srv.conninfo("postgres"), autocommit=True) as c:
+                if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (args.db,)).fetchone():
+                    c.execute(f'CREATE DATABASE "{args.db}"')
+            print(srv.conninfo(args.db))
+        elif args.action == "stop":
+            srv.stop()
+        elif args.action == "status":
+            print("running" if srv.running() else "stopped")
+            return 0 if srv.running() else 3
+        else:
+            print(srv.conninfo(args.db))
+    except PgServerError as e:
+        print(f"pgserver: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
