@@ -36,6 +36,7 @@ class RefBooks:
         self.error = [0] * n
         self.err_counts = [[0] * bk.N_ERR for _ in range(n)]
         self.seq = [0] * n
+        self.recv = [0] * n
         self.bad_instrument = 0
 
     def best(self, i: int, s: int) -> int | None:
@@ -58,9 +59,11 @@ class RefBooks:
         errors = 0
         applied = 0
         state: dict[int, int] = {}  # instrument -> 1 changed since check / 2 checked; in touch order
+        self.touched: set[int] = set()
 
         def err(i: int, code: int, at: int) -> None:
             nonlocal errors
+            self.touched.add(i)
             self.error[i] = code
             self.err_counts[i][code] += 1
             errors += 1
@@ -111,6 +114,8 @@ class RefBooks:
             else:
                 err(i, bk.ERR_BAD_KIND, at)
                 continue
+            self.touched.add(i)
+            self.recv[i] = r["recv_ts_ns"]
             if r["venue_seq"]:
                 self.seq[i] = r["venue_seq"]
             if kind == MD_SNAPSHOT_END or r["flags"] & MD_FLAG_FRAME_END:
@@ -140,6 +145,7 @@ def assert_same(b: bk.Books, ref: RefBooks) -> None:
         assert int(b.error[i]) == ref.error[i]
         assert list(b.err_counts[i]) == ref.err_counts[i]
         assert int(b.last_venue_seq[i]) == ref.seq[i]
+        assert int(b.state[i, bk.S_RECV_TS]) == ref.recv[i]
         # the documented storage invariant: worst-first, strictly monotonic, qty > 0
         for px, q, n, sign in ((b.bid_px[i], b.bid_qty[i], b.bid_len[i], 1),
                                (b.ask_px[i], b.ask_qty[i], b.ask_len[i], -1)):
@@ -156,6 +162,7 @@ level = st.fixed_dictionaries({
     "price": st.integers(1, MAX_PX),
     "qty": st.one_of(st.just(0), st.integers(1, MAX_QTY)),
     "venue_seq": st.integers(0, 1 << 40),
+    "recv_ts_ns": st.integers(0, 1 << 62),
     "flags": st.sampled_from([0, 0, 0, MD_FLAG_FRAME_END]),
 })
 odd = st.fixed_dictionaries({
@@ -165,6 +172,7 @@ odd = st.fixed_dictionaries({
     "price": st.sampled_from([-5, 0, 1, 30, MAX_PX, MAX_PX + 1, bk.INT64_MAX]),
     "qty": st.sampled_from([-(1 << 62), -1, 0, 1, MAX_QTY, MAX_QTY + 1, bk.INT64_MAX]),
     "venue_seq": st.integers(0, 100),
+    "recv_ts_ns": st.integers(0, 100),
     "flags": st.sampled_from([0, MD_FLAG_FRAME_END]),
 })
 record = st.one_of(level, level, level, level, level, level, odd)
@@ -186,6 +194,10 @@ def test_random_streams_equal_reference(cap: int, batches: list[list[dict]]) -> 
                                                       bk.B_FIRST_ERROR_AT, bk.B_FIRST_ERROR_INST)))
         assert got == want
         assert_same(b, ref)
+        # the instruments left for publication: every one whose book or error the batch touched
+        touched = b.scratch[bk.N_B:bk.N_B + b.scratch[bk.B_TOUCHED]].tolist()
+        assert sorted(touched) == sorted(ref.touched) and len(set(touched)) == len(touched)
+        assert (b.state[:, bk.S_DIRTY] == 0).all()
 
 
 @settings(max_examples=60, deadline=None)
