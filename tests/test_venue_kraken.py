@@ -332,6 +332,8 @@ def test_fuzz_random_bytes_v1_v2(data) -> None:
         h = cls(t, make_books(1, 16))
         r = h.on_frame(data)
         assert isinstance(r, Reason) and r != Reason.OK or h.counters[Reason.OK] == 1
+        h.on_frames([data, b"[1," + data, data + b"]"])  # the batch path: counted, never raised
+        assert int(h.counters.counts.sum()) == 4
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

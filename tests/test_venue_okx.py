@@ -185,6 +185,8 @@ def test_oversize_and_trades(frames) -> None:
 def test_fuzz_random_bytes(data) -> None:
     h, _ = handler(capacity=16)
     assert isinstance(h.on_frame(data), Reason)
+    h.on_frames([data, b'{"arg":' + data, data + b"}"])  # the batch path: counted, never raised
+    assert int(h.counters.counts.sum()) == 4
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -42,7 +42,10 @@ from bot4d.venues.checksum import (
     kraken_scaling,
     kraken_text_checksum,
 )
-from bot4d.venues.l2sync import BadNumber, L2Handler, decimals_of, frame_batch, rfc3339_ns, units
+from bot4d.venues import kraken_scan as ks
+from bot4d.venues.l2sync import (
+    _BOOK_ERR_REASON, BadNumber, L2Handler, decimals_of, frame_batch, rfc3339_ns, units,
+)
 from bot4d.venues.numbers import NumberError
 from bot4d.venues.sync import Reason, SyncState
 
@@ -102,12 +105,10 @@ class _KrakenBase(L2Handler):
 
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
-        from bot4d.venues.kraken_scan import P_SCALING, make_params
-
-        self._params = make_params(list(table))
+        self._params = ks.make_params(list(table))
         # checksum scaling per instrument, from the snapshot's text: (px_div, px_mul, q_div, q_mul)
         # (a view of the hot path's parameter rows, so both paths use the same numbers)
-        self.scaling = self._params[:, P_SCALING:P_SCALING + 4]
+        self.scaling = self._params[:, ks.P_SCALING:ks.P_SCALING + 4]
         self.checked = 0  # checksums verified (for tests and metrics)
 
     def _learn_decimals(self, inst: Instrument, levels: list, get) -> None:
@@ -145,9 +146,7 @@ class KrakenV1(_KrakenBase):
 
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
-        from bot4d.venues.kraken_scan import Symbols
-
-        self._sym = Symbols({i.symbol: i.id for i in self._by_symbol.values()})
+        self._sym = ks.Symbols({i.symbol: i.id for i in self._by_symbol.values()})
         self._stats = np.zeros(2, np.int64)
         self._crc_text = np.zeros(1024, np.uint8)  # checksum text scratch of the hot path
         self._tops = np.zeros((4, 10), np.int64)
@@ -155,26 +154,21 @@ class KrakenV1(_KrakenBase):
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """Process a batch of frames in order; results are in ``counters``/``out`` as with
         ``on_frame`` (per-frame statuses are not returned: the batch path is for throughput)."""
-        from bot4d.venues import kraken_scan as ks
-        from bot4d.venues.l2sync import _BOOK_ERR_REASON
-        
         if not frames:
             return
         buf, ends = frame_batch(frames)
-        recv = np.zeros(len(frames), np.int64) if recv_ts_ns is None else np.asarray(recv_ts_ns, np.int64)
-        sym = self._sym
+        recv = self.recv_array(recv_ts_ns, len(frames))
+        sym, b, st = self._sym, self.books, self._stats
         f = 0
         nf = len(frames)
         while f < nf:
-            before = self._stats.copy()
+            st[:] = 0
             f, code, k, val = ks.kraken_v1_run(
-                buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states,
-                self.books.levels, self.books.state, self.books.stats, self.books.scratch,
-                self.out, self.n_out, self._tops, self._crc_text, self._stats)
+                buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states, b.levels,
+                b.state, b.stats, b.scratch, self.out, self.n_out, self._tops, self._crc_text, st)
             self.n_out = int(k)
-            d = self._stats - before
-            self.counters.bump(Reason.OK, int(d[0]))
-            self.checked += int(d[1])
+            self.counters.counts[Reason.OK] += st[0]
+            self.checked += int(st[1])
             if code == ks.STOP_DONE:
                 return
             if code == ks.STOP_BATCH_FULL:

@@ -114,6 +114,7 @@ class L2Handler:
         self.out = np.zeros(batch_capacity, MD_UPDATE_DTYPE)
         self.n_out = 0
         self._top_bufs = tuple(np.zeros(32, np.int64) for _ in range(4))
+        self._zeros = np.zeros(1024, np.int64)
         self.resync_requests: list[str] = []  # symbols whose book must be re-subscribed
         self._rows: list[tuple] = []
         self._by_symbol: dict[str, Instrument] = {
@@ -122,6 +123,17 @@ class L2Handler:
 
     def on_frame(self, frame: bytes, recv_ts_ns: int = 0) -> Reason:  # pragma: no cover
         raise NotImplementedError
+
+    def recv_array(self, recv_ts_ns: Any, n: int) -> np.ndarray:
+        """Receive times of a batch as int64 (zeros when not given), without a new allocation
+        in the common cases."""
+        if recv_ts_ns is None:
+            if len(self._zeros) < n:
+                self._zeros = np.zeros(n, np.int64)
+            return self._zeros
+        if type(recv_ts_ns) is np.ndarray and recv_ts_ns.dtype == np.int64:
+            return recv_ts_ns
+        return np.asarray(recv_ts_ns, np.int64)
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """A batch of frames in order (venues with a numba hot path override this)."""

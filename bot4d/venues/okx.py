@@ -27,6 +27,7 @@ from bot4d.instruments import Instrument, InstrumentTable
 from bot4d.records import MD_TRADE, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE, okx_book_crc, okx_text_checksum
 from bot4d.venues.l2sync import _BOOK_ERR_REASON, BadNumber, L2Handler, frame_batch, units
+from bot4d.venues import okx_scan as ks
 from bot4d.venues.kraken_scan import P_LAST_SEQ, Symbols, make_params
 from bot4d.venues.numbers import NumberError
 from bot4d.venues.sync import Reason, SyncState
@@ -81,25 +82,21 @@ class OkxV5(L2Handler):
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """Process a batch of frames in order: book updates in one nogil numba call
         (``okx_scan``), everything else through ``on_frame``; same results as frame by frame."""
-        from bot4d.venues import okx_scan as ks
-
         if not frames:
             return
         buf, ends = frame_batch(frames)
-        recv = np.zeros(len(frames), np.int64) if recv_ts_ns is None else np.asarray(recv_ts_ns, np.int64)
-        sym, b = self._sym, self.books
+        recv = self.recv_array(recv_ts_ns, len(frames))
+        sym, b, st = self._sym, self.books, self._stats
         f, nf = 0, len(frames)
         while f < nf:
-            before = self._stats.copy()
+            st[:] = 0
             f, code, k, val = ks.okx_run(
                 buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states, b.levels,
-                b.state, b.stats, b.scratch, self.out, self.n_out, self._tops, self._crc_text,
-                self._stats)
+                b.state, b.stats, b.scratch, self.out, self.n_out, self._tops, self._crc_text, st)
             self.n_out = int(k)
-            d = self._stats - before
-            self.counters.bump(Reason.OK, int(d[0]))
-            self.checked += int(d[1])
-            self.seq_checked += int(d[2])
+            self.counters.counts[Reason.OK] += st[0]
+            self.checked += int(st[1])
+            self.seq_checked += int(st[2])
             if code == ks.STOP_DONE:
                 return
             if code == ks.STOP_BATCH_FULL:
