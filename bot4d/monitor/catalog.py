@@ -1,0 +1,183 @@
+"""Read a daemon's catalog and the segments it lists, read-only, into plain samples.
+
+A ``Sample`` is (metric, type, labels, value, help). Fixed-point values are divided by their scale
+here: Prometheus values are floats by definition, and nothing read by a monitor ever flows back
+to a venue or the database. Imports ``ipc`` only.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ipc.counters import Counters, counter_get
+from ipc.histogram import H_SUM, N_BUCKETS, bucket_bounds
+from ipc.ring import Ring
+from ipc.segment import Segment, SegmentError
+from ipc.seqlock import SnapshotArea
+
+CATALOG = "catalog"
+KNOWN_CATALOG_VERSIONS = (1,)
+
+
+@dataclass(frozen=True)
+class Sample:
+    metric: str
+    type: str            # counter | gauge
+    labels: dict[str, str]
+    value: float
+    help: str
+
+
+@dataclass(frozen=True)
+class Histogram:
+    metric: str
+    labels: dict[str, str]
+    help: str
+    upper_bounds_s: list[float]   # cumulative buckets' upper bounds, seconds
+    cumulative: list[int]
+    count: int
+    sum_s: float
+
+
+class DaemonView:
+    """Every segment the catalog names, attached read-only. Reattach when the daemon restarts."""
+
+    def __init__(self, instance: str):
+        self.instance = instance
+        self.catalog = Segment.attach(instance, CATALOG, readonly=True, kind="catalog")
+        head = self.catalog.meta
+        if head.get("version") not in KNOWN_CATALOG_VERSIONS:
+            self.catalog.close()
+            raise SegmentError(f"catalog layout version {head.get('version')!r} is not one this monitor "
+                               f"knows ({KNOWN_CATALOG_VERSIONS})")
+        try:
+            blob = bytes(self.catalog.array(0, np.uint8, int(head["bytes"])))
+            self.meta = json.loads(blob)
+        except (KeyError, ValueError, TypeError) as e:
+            self.catalog.close()
+            raise SegmentError(f"{self.catalog.path}: unreadable catalog: {e}") from None
+        self._counters: dict[str, Counters] = {}
+        self._hist: dict[str, Segment] = {}
+        self._snaps: dict[str, SnapshotArea] = {}
+        self._rings: dict[str, Ring] = {}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self.meta.get("info", {}))
+
+    def alive(self) -> bool:
+        return self.catalog.owner_alive()
+
+    @property
+    def owner_pid(self) -> int:
+        return self.catalog.owner_pid
+
+    def _counter(self, name: str) -> Counters:
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = Counters(Segment.attach(self.instance, name, readonly=True, kind="counters"))
+        return c
+
+    def samples(self, now_ns: int | None = None) -> list[Sample]:
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        out: list[Sample] = []
+        for s in self.meta.get("counters", []):
+            try:
+                v = int(counter_get(self._counter(s["segment"]).values, s["index"]))
+            except SegmentError:
+                continue  # a segment that went away is simply absent from this scrape
+            out.extend(_render(s["metric"], s["type"], s["labels"], v, s["help"], s.get("enum"), now_ns, None))
+        for snap in self.meta.get("snapshots", []):
+            try:
+                area = self._snaps.get(snap["segment"]) or SnapshotArea.attach(self.instance, snap["segment"])
+            except SegmentError:
+                continue
+            self._snaps[snap["segment"]] = area
+            for i, row in enumerate(snap["rows"][: area.n]):
+                rec = area.read(i)
+                for f in snap["fields"]:
+                    scale = f.get("scale")
+                    out.extend(_render(f["metric"], f["type"], row, int(rec[f["field"]]), f["help"],
+                                       f.get("enum"), now_ns, scale[i] if scale else None))
+        for r in self.meta.get("rings", []):
+            try:
+                ring = self._rings.get(r["segment"]) or Ring.attach(self.instance, r["segment"], readonly=True)
+            except SegmentError:
+                continue
+            self._rings[r["segment"]] = ring
+            lag = ring_lag(ring)
+            if lag is not None:
+                out.append(Sample(r["metric"], "gauge", r["labels"], float(lag), r["help"]))
+        return out
+
+    def histograms(self) -> list[Histogram]:
+        out = []
+        for h in self.meta.get("histograms", []):
+            try:
+                seg = self._hist.get(h["segment"]) or Segment.attach(self.instance, h["segment"], readonly=True)
+            except SegmentError:
+                continue
+            self._hist[h["segment"]] = seg
+            arr = np.array(seg.array(0, np.int64, 8 + N_BUCKETS))  # one copy, then consistent math
+            out.append(to_prometheus_histogram(arr, h["metric"], h["labels"], h["help"]))
+        return out
+
+    def close(self) -> None:
+        for c in self._counters.values():
+            c.close()
+        for s in self._hist.values():
+            s.close()
+        for a in self._snaps.values():
+            a.close()
+        for r in self._rings.values():
+            r.close()
+        self.catalog.close()
+
+
+def ring_lag(ring: Ring) -> int | None:
+    """Producer position minus the slowest active gating consumer (None: no consumer yet)."""
+    from ipc.ring import C_N_GATING, C_SLOT0, CL, S_POS, S_STATE, SLOT_ACTIVE
+
+    ctrl = ring.ctrl
+    n = int(ctrl[C_N_GATING])
+    positions = [int(ctrl[C_SLOT0 + CL * k + S_POS]) for k in range(n)
+                 if int(ctrl[C_SLOT0 + CL * k + S_STATE]) == SLOT_ACTIVE]
+    if not positions:
+        return None
+    return max(0, ring.cursor - min(positions))
+
+
+def _render(metric: str, typ: str, labels: dict[str, str], v: int, help: str, enum: list[str] | None,
+            now_ns: int, scale: int | None) -> list[Sample]:
+    if typ == "enum":
+        # one series per state, 1 for the current one (Prometheus' state-set convention)
+        return [Sample(metric, "gauge", {**labels, "state": name}, 1.0 if k == v else 0.0, help)
+                for k, name in enumerate(enum or [])]
+    if typ == "age_ns":
+        return [Sample(metric, "gauge", labels, (now_ns - v) / 1e9 if v > 0 else float("nan"), help)]
+    value = float(v) / 10**scale if scale else float(v)
+    return [Sample(metric, "counter" if typ == "counter" else "gauge", labels, value, help)]
+
+
+# Prometheus buckets: a fixed ladder in seconds, so dashboards can aggregate across shards
+PROM_BOUNDS_S = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
+                 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+
+def to_prometheus_histogram(h: np.ndarray, metric: str, labels: dict[str, str], help: str) -> Histogram:
+    """Fold the HDR buckets into the fixed ladder. An HDR bucket is counted in the first ladder
+    bucket whose bound is >= the HDR bucket's upper edge, so no sample is placed below its value."""
+    counts = h[8:8 + N_BUCKETS]
+    _, hi = bucket_bounds(np.arange(N_BUCKETS))
+    bounds_ns = np.array([b * 1e9 for b in PROM_BOUNDS_S])
+    idx = np.searchsorted(bounds_ns, hi.astype(np.float64), side="left")
+    per = np.bincount(idx, weights=counts.astype(np.float64), minlength=len(PROM_BOUNDS_S) + 1)
+    cum = np.cumsum(per[: len(PROM_BOUNDS_S)]).astype(np.int64).tolist()
+    total = int(counts.sum())
+    return Histogram(metric, labels, help, PROM_BOUNDS_S, cum, total, float(h[H_SUM]) / 1e9)
+
+

@@ -1,0 +1,177 @@
+"""What the daemon shows its monitors: metric vocabulary and the shared segments that carry it.
+
+The daemon creates, per instance, a ``catalog`` segment whose meta is a JSON description of every
+series — which segment and index holds it, its Prometheus name, type, labels and help, the
+decimal scale of a fixed-point value, the names of an enum's states — and the segments themselves:
+counters (one writer each: the io thread, each shard), latency histograms, seqlock snapshots (books,
+positions) and the journal rings. Monitors read the catalog and render what it lists, so they need
+``ipc`` and nothing of ``bot4d`` (see ``bot4d.monitor``), and a new metric needs no monitor change.
+
+Names follow Prometheus conventions: ``bot4d_`` prefix, base units (seconds), ``_total`` for
+counters, and bounded labels (venue, symbol, shard, reason, component) — never an order id.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+
+from bot4d import __version__
+from ipc.counters import Counters
+from ipc.histogram import LatencyHistogram
+from ipc.segment import Segment
+from ipc.seqlock import SnapshotArea
+
+CATALOG = "catalog"
+CATALOG_VERSION = 1
+
+BOOK_STATES = ["SYNCING", "LIVE", "STALE", "RESYNCING"]
+TRADING_STATES = ["ACTIVE", "REDUCING", "HALTED"]
+BREAKER_STATES = ["CLOSED", "OPEN", "HALF_OPEN"]
+
+BOOK_SNAPSHOT_DTYPE = np.dtype([("state", np.int64), ("best_bid", np.int64), ("best_ask", np.int64),
+                                ("bid_qty", np.int64), ("ask_qty", np.int64),
+                                ("last_update_ns", np.int64), ("venue_seq", np.int64),
+                                ("_pad", np.int64)], align=True)
+POSITION_SNAPSHOT_DTYPE = np.dtype([("qty", np.int64), ("avg_px", np.int64), ("realised", np.int64),
+                                    ("unrealised", np.int64), ("fees", np.int64),
+                                    ("_pad", np.int64, 3)], align=True)
+
+
+@dataclass
+class Series:
+    """One counter-backed series: where it lives and how it is shown."""
+    segment: str
+    index: int
+    metric: str
+    type: str  # counter | gauge | age_ns (a timestamp shown as age in seconds) | enum
+    labels: dict[str, str]
+    help: str
+    enum: list[str] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        d = {"segment": self.segment, "index": self.index, "metric": self.metric, "type": self.type,
+             "labels": self.labels, "help": self.help}
+        if self.enum is not None:
+            d["enum"] = self.enum
+        return d
+
+
+@dataclass
+class CounterBlock:
+    """One counters segment with one writer, and the series it holds."""
+    name: str
+    series: list[Series] = field(default_factory=list)
+
+    def add(self, metric: str, type: str, help: str, enum: list[str] | None = None, **labels: str) -> int:
+        idx = len(self.series)
+        self.series.append(Series(self.name, idx, metric, type, dict(labels), help, enum))
+        return idx
+
+    def index(self, metric: str, **labels: str) -> int:
+        for s in self.series:
+            if s.metric == metric and s.labels == labels:
+                return s.index
+        raise KeyError(f"no series {metric}{labels} in {self.name}")
+
+
+class Telemetry:
+    """The daemon's monitor-visible state. Create once at start; kernels get the raw arrays."""
+
+    def __init__(self, instance: str, *, venues: list[str], instruments: list[tuple[str, str, int, int]],
+                 shards: int, md_reasons: list[str], reject_reasons: list[str],
+                 trip_reasons: list[str], components: list[str] = ("order_entry", "market_data"),
+                 config_hash: str = "", reclaim_dead: bool = True):
+        """``instruments``: (venue, symbol, price_scale, qty_scale) in instrument-id order."""
+        self.instance = instance
+        self.io = CounterBlock("ctr-io")
+        for v in venues:
+            self.io.add("bot4d_md_messages_total", "counter", "Market-data frames received.", venue=v)
+            self.io.add("bot4d_md_gaps_total", "counter", "Sequence gaps detected.", venue=v)
+            self.io.add("bot4d_md_resyncs_total", "counter", "Book resynchronisations started.", venue=v)
+            self.io.add("bot4d_md_reconnects_total", "counter", "WebSocket reconnects.", venue=v)
+            self.io.add("bot4d_md_last_message_age_seconds", "age_ns", "Time since the last frame.", venue=v)
+            for r in md_reasons:
+                self.io.add("bot4d_md_rejects_total", "counter", "Market-data input refused, by reason.", venue=v, reason=r)
+            for c in components:
+                self.io.add("bot4d_breaker_state", "enum", "Circuit breaker state.", BREAKER_STATES, venue=v, component=c)
+        self.shard_blocks: list[CounterBlock] = []
+        for s in range(shards):
+            b = CounterBlock(f"ctr-shard{s}")
+            sh = str(s)
+            b.add("bot4d_shard_heartbeat_age_seconds", "age_ns", "Time since the shard loop last ran.", shard=sh)
+            b.add("bot4d_orders_submitted_total", "counter", "Orders sent to venues.", shard=sh)
+            b.add("bot4d_orders_filled_total", "counter", "Orders completely filled.", shard=sh)
+            for r in reject_reasons:
+                b.add("bot4d_orders_rejected_total", "counter", "Orders refused, by reason.", shard=sh, reason=r)
+            b.add("bot4d_trading_state", "enum", "Trading state the risk kernel enforces.", TRADING_STATES, shard=sh)
+            for r in trip_reasons:
+                b.add("bot4d_killswitch_trips_total", "counter", "Kill-switch trips, by reason.", shard=sh, reason=r)
+            b.add("bot4d_journal_backpressure_total", "counter", "Journal publishes that had to wait or failed.", shard=sh)
+            self.shard_blocks.append(b)
+        self.counters: dict[str, Counters] = {}
+        for blk in [self.io, *self.shard_blocks]:
+            # the catalog describes each series; the counters segment only needs distinct names
+            self.counters[blk.name] = Counters.create(instance, blk.name, [f"c{s.index}" for s in blk.series],
+                                                      reclaim_dead=reclaim_dead)
+        self.hist_tick_to_order = [LatencyHistogram.create(instance, f"hist-t2o-{s}", reclaim_dead=reclaim_dead)
+                                   for s in range(shards)]
+        self.hist_order_ack = {v: LatencyHistogram.create(instance, f"hist-ack-{v.lower()}", reclaim_dead=reclaim_dead)
+                               for v in venues}
+        n = max(1, len(instruments))
+        self.books = SnapshotArea.create(instance, "snap-books", BOOK_SNAPSHOT_DTYPE, n, reclaim_dead=reclaim_dead)
+        self.positions = SnapshotArea.create(instance, "snap-positions", POSITION_SNAPSHOT_DTYPE, n, reclaim_dead=reclaim_dead)
+        rows = [{"venue": v, "symbol": sym} for v, sym, _, _ in instruments]
+        pscale = [ps for _, _, ps, _ in instruments]
+        qscale = [qs for _, _, _, qs in instruments]
+        nscale = [ps + qs for _, _, ps, qs in instruments]
+        catalog = {
+            "kind": "catalog", "version": CATALOG_VERSION,
+            "info": {"version": __version__, "python": platform.python_version(),
+                     "numba": numba.__version__, "instance": instance, "config_hash": config_hash,
+                     "shards": shards},
+            "counters": [s.as_json() for blk in [self.io, *self.shard_blocks] for s in blk.series],
+            "histograms": [{"segment": f"hist-t2o-{s}", "metric": "bot4d_tick_to_order_seconds",
+                            "labels": {"shard": str(s)}, "help": "From a frame read off the socket to the order it caused leaving."}
+                           for s in range(shards)] +
+                          [{"segment": f"hist-ack-{v.lower()}", "metric": "bot4d_order_ack_seconds",
+                            "labels": {"venue": v}, "help": "From an order sent to its acknowledgement."} for v in venues],
+            "snapshots": [
+                {"segment": "snap-books", "rows": rows, "fields": [
+                    {"field": "state", "metric": "bot4d_book_state", "type": "enum", "enum": BOOK_STATES, "help": "Book state per instrument."},
+                    {"field": "best_bid", "metric": "bot4d_book_best_bid", "type": "gauge", "scale": pscale, "help": "Best bid price."},
+                    {"field": "best_ask", "metric": "bot4d_book_best_ask", "type": "gauge", "scale": pscale, "help": "Best ask price."},
+                    {"field": "last_update_ns", "metric": "bot4d_book_last_update_age_seconds", "type": "age_ns", "help": "Time since the book last changed."}]},
+                {"segment": "snap-positions", "rows": rows, "fields": [
+                    {"field": "qty", "metric": "bot4d_position", "type": "gauge", "scale": qscale, "help": "Signed position."},
+                    {"field": "realised", "metric": "bot4d_pnl_realised", "type": "gauge", "scale": nscale, "help": "Realised P&L in quote currency."},
+                    {"field": "unrealised", "metric": "bot4d_pnl_unrealised", "type": "gauge", "scale": nscale, "help": "Unrealised P&L marked to the book."}]},
+            ],
+            "rings": [{"segment": f"journal-{s}", "metric": "bot4d_journal_lag_events", "labels": {"shard": str(s)},
+                       "help": "Journal events not yet persisted (producer minus slowest gating consumer)."}
+                      for s in range(shards)],
+        }
+        # the description outgrows a segment header's meta: it is the catalog segment's payload
+        blob = json.dumps(catalog, separators=(",", ":")).encode()
+        self.catalog = Segment.create(instance, CATALOG, len(blob),
+                                      {"kind": "catalog", "version": CATALOG_VERSION, "bytes": len(blob)},
+                                      reclaim_dead=reclaim_dead)
+        self.catalog.array(0, np.uint8, len(blob))[:] = np.frombuffer(blob, np.uint8)
+
+    def counter_array(self, block: str) -> np.ndarray:
+        return self.counters[block].values
+
+    def heartbeat(self, now_ns: int) -> None:
+        self.catalog.heartbeat(now_ns)
+
+    def close(self, unlink: bool = True) -> None:
+        """Unmap everything; with ``unlink`` (a clean stop) also remove the names from /dev/shm."""
+        for s in [*self.counters.values(), *self.hist_tick_to_order, *self.hist_order_ack.values(),
+                  self.books, self.positions, self.catalog]:
+            if unlink:
+                s.unlink()
+            s.close()
