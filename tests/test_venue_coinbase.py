@@ -122,7 +122,8 @@ def test_advanced_market_trades() -> None:
                            "size": "0.3", "side": "BUY", "time": "2019-08-14T20:42:27.265Z"}]}]})
     assert h.on_frame(f) == Reason.OK
     r = h.drain()[0]
-    assert (r["kind"], r["price"], r["qty"], r["side"]) == (MD_TRADE, 126001, 30000000, SIDE_BID)
+    # "side" is the maker's: a BUY maker means the taker sold
+    assert (r["kind"], r["price"], r["qty"], r["side"]) == (MD_TRADE, 126001, 30000000, SIDE_ASK)
     assert r["exch_ts_ns"] == 1565815347265000000
 
 

@@ -174,7 +174,9 @@ class CoinbaseAdvanced(_CoinbaseBase):
                     ts = rfc3339_ns(t.get("time"))
                 except NumberError:
                     return self.reject(Reason.MALFORMED_JSON)
-                taker = SIDE_BID if side == "BUY" else SIDE_ASK
+                # the side of a public trade is the maker's on Coinbase (as on the legacy feed):
+                # the taker is the other side (also how NautilusTrader's adapter reads it)
+                taker = SIDE_ASK if side == "BUY" else SIDE_BID
                 row = self._trade_row(inst, t.get("price"), t.get("size"), taker, int(tid), ts, recv)
                 if type(row) is not tuple:
                     return self.reject(row)
