@@ -139,6 +139,7 @@ class FeedConnection:
         self.latency_out = latency_out
         self.n_latency = 0
         self.generation = 0   # connections established so far
+        self.frames_on_connection = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> asyncio.Task:
@@ -204,6 +205,7 @@ class FeedConnection:
         self._last_frame_ns = t_conn
         self._stall_close = self._oversize_close = self._local_close = False
         self.generation += 1
+        self.frames_on_connection = 0
         self.counters.bump(ConnEvent.CONNECTED)
         self._connected_evt.set()
         try:
@@ -266,6 +268,7 @@ class FeedConnection:
         now = self.clock()
         self._last_frame_ns = now
         self.counters.bump(ConnEvent.FRAMES, len(frames))
+        self.frames_on_connection += len(frames)
         try:
             self.adapter.on_frames(frames, self._batch_recv_ns)
         except Exception as e:  # a bug in a venue module must not take the io thread down

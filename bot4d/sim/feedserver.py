@@ -206,6 +206,119 @@ def generate_binance(symbols: Iterable[str], n_frames: int, seed: int = 1, *,
     return frames, snaps
 
 
+# --- Kraken v1: the venue's book from its WebSocket snapshots and updates -----------------------
+class KrakenV1Market:
+    """The Kraken WebSocket v1 ``book`` model behind the server.
+
+    Per pair: levels as the venue's own text (price -> [qty, timestamp]), truncated to the
+    subscribed depth after every message exactly as Kraken's book guide tells clients to do
+    (Kraken sends no delete for levels falling out of scope). Resync on Kraken is a new
+    subscription: the server answers it with a snapshot of this model, in the stream, at the
+    point where it was asked, so the recorded checksums of the updates that follow still hold.
+    """
+
+    ws_path = "/"
+
+    def __init__(self, frames: list[bytes], depth: int = 1000) -> None:
+        self.frames = frames
+        self.depth = depth
+        self.books: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
+        self.channel: dict[str, int] = {}
+        self.applied = 0
+        self.pings = 0
+
+    @staticmethod
+    def _msg(frame: bytes):
+        try:
+            m = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return None
+        if type(m) is list and len(m) >= 4 and type(m[-2]) is str and m[-2].startswith("book"):
+            return m
+        return None
+
+    def is_book_update(self, frame: bytes) -> bool:
+        m = self._msg(frame)
+        return m is not None and "as" not in m[1] and "bs" not in m[1]
+
+    def advance(self, frame: bytes) -> None:
+        m = self._msg(frame)
+        if m is None:
+            return
+        pair = m[-1]
+        self.channel[pair] = m[0]
+        if pair not in self.books:
+            self.books[pair] = ({}, {})
+        bids, asks = self.books[pair]
+        for d in m[1:-2]:
+            for key, lv in d.items():
+                if key == "c":
+                    continue
+                side = asks if key[0] == "a" else bids
+                if key in ("as", "bs"):
+                    side.clear()
+                for e in lv:
+                    if _is_zero(e[1]):
+                        side.pop(e[0], None)
+                    else:
+                        side[e[0]] = [e[1], e[2]]
+        for side, best_high in ((bids, True), (asks, False)):
+            if len(side) > self.depth:
+                keep = sorted(side, key=_dec_key, reverse=best_high)[: self.depth]
+                for p in set(side) - set(keep):
+                    del side[p]
+        self.applied += 1
+
+    def snapshot_frame(self, pair: str) -> bytes:
+        bids, asks = self.books[pair]
+        a = sorted(asks.items(), key=lambda kv: _dec_key(kv[0]))
+        b = sorted(bids.items(), key=lambda kv: _dec_key(kv[0]), reverse=True)
+        return orjson.dumps([self.channel[pair],
+                             {"as": [[p, q, t] for p, (q, t) in a],
+                              "bs": [[p, q, t] for p, (q, t) in b]},
+                             f"book-{self.depth}", pair])
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        return 404, b'{"error":["EGeneral:Unknown method"]}'
+
+    def on_client_message(self, msg: bytes) -> tuple[list[bytes], bool]:
+        try:
+            m = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            return [b'{"event":"error","errorMessage":"Malformed request"}'], False
+        if type(m) is not dict:
+            return [], False
+        ev = m.get("event")
+        if ev == "ping":
+            self.pings += 1
+            return [orjson.dumps({"event": "pong", "reqid": m.get("reqid")})], False
+        if ev not in ("subscribe", "unsubscribe"):
+            return [], False
+        out = []
+        for pair in m.get("pair", []):
+            out.append(orjson.dumps({"channelName": f"book-{self.depth}", "event":
+                                     "subscriptionStatus", "pair": pair, "status":
+                                     "subscribed" if ev == "subscribe" else "unsubscribed"}))
+            if ev == "subscribe" and pair in self.books:
+                out.append(self.snapshot_frame(pair))
+        return out, ev == "subscribe"
+
+    def resync_frames(self) -> list[bytes]:
+        return []  # snapshots go out as replies to the subscription
+
+    def corrupt(self, frame: bytes) -> bytes:
+        m = orjson.loads(frame)
+        for d in m[1:-2]:
+            if "c" in d:
+                d["c"] = str((int(d["c"]) + 1) & 0xFFFFFFFF)
+        return orjson.dumps(m)
+
+    def book_units(self, pair: str, price_scale: int, qty_scale: int):
+        bids, asks = self.books[pair]
+        return _units_book(({p: v[0] for p, v in bids.items()}, {p: v[0] for p, v in asks.items()}),
+                           price_scale, qty_scale)
+
+
 # --- the server ----------------------------------------------------------------------------------
 @dataclass
 class _Pending:
@@ -229,6 +342,7 @@ class _Conn(WSListener):
         self.writable.set()
         self.subscribed = asyncio.Event()
         self.closed = False
+        self.sent = 0   # frames sent on this connection (script frames and replies)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -247,6 +361,7 @@ class _Conn(WSListener):
         replies, start = self.server.market.on_client_message(frame.get_payload_as_bytes())
         for r in replies:
             transport.send(WSMsgType.TEXT, r)
+            self.sent += 1
         if start:
             self.subscribed.set()
         self.server.client_messages.append(frame.get_payload_as_bytes())
@@ -328,6 +443,11 @@ class FeedServer:
     def release(self) -> None:
         self._hold_at = None
         self._released.set()
+
+    @property
+    def sent_on_connection(self) -> int:
+        """Frames sent on the current connection (what a caught-up client has read)."""
+        return self._conn.sent if self._conn is not None else 0
 
     def drop_now(self) -> None:
         c = self._conn
@@ -417,6 +537,7 @@ class FeedServer:
                 frame = self.market.corrupt(frame)
             t.send(WSMsgType.TEXT, frame)
             self.stats.frames_sent += 1
+            conn.sent += 1
             sent += 1
             if self.pace_s:
                 await asyncio.sleep(self.pace_s)
