@@ -637,6 +637,26 @@ def test_fuzz_mutated_rest_snapshots_are_refused_or_applied_never_crash(pos, byt
     if r == Reason.OK:
         bids, asks = book_levels(books, iid)
         assert all(q > 0 for _, q in bids + asks)
+    elif r == Reason.CROSSED_BOOK:
+        # applied, but the book kernel found it crossed: unusable until the next snapshot
+        assert feed.sync_state("RUNEEUR") == SyncState.RESYNCING
+        assert "RUNEEUR" in feed.needs_snapshot()
     else:
         assert feed.sync_state("RUNEEUR") == SyncState.SYNCING
         assert book_levels(books, iid) == ([], [])
+
+
+@pytest.mark.parametrize("text,scale", [
+    ("9223372036854775807", 0), ("9223372036854775808", 0), ("92233720368.54775807", 8),
+    ("92233720368.54775808", 8), ("0.00000000000000000001", 18), ("0.100000000000", 1),
+    ("007", 2), (".5", 1), ("5.", 1), (".", 3), ("1..2", 3), ("", 2),
+])
+def test_scanner_decimal_int64_edges_match_parse_units(text, scale):
+    arr = np.frombuffer(text.encode(), np.uint8) if text else np.zeros(0, np.uint8)
+    v, err = scan.parse_dec(arr, 0, len(text), scale)
+    try:
+        want = parse_units(text, scale)
+    except NumberError:
+        assert err != scan.DEC_OK
+    else:
+        assert err == scan.DEC_OK and v == want

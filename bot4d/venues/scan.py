@@ -18,6 +18,10 @@ from bot4d.records import MD_FLAG_FRAME_END, MD_LEVEL
 from bot4d.venues.sync import Reason
 
 INT64_MAX = (1 << 63) - 1
+# v * 10 + d overflows int64 exactly when v > _OVF_V or (v == _OVF_V and d > _OVF_D): a compare
+# per digit instead of a signed division by 10
+_OVF_V = INT64_MAX // 10
+_OVF_D = INT64_MAX % 10
 
 # parse_dec error codes
 DEC_OK = 0
@@ -134,7 +138,7 @@ def parse_int(buf, i, n):
         c = buf[i]
         if 48 <= c <= 57:
             d = c - 48
-            if v > (INT64_MAX - d) // 10:
+            if v >= _OVF_V and (v > _OVF_V or d > _OVF_D):
                 return 0, -1
             v = v * 10 + d
             i += 1
@@ -168,7 +172,7 @@ def parse_dec(buf, s, e, scale):
                         return 0, DEC_PRECISION
                     continue  # trailing zeros beyond the scale are exact
                 frac += 1
-            if v > (INT64_MAX - d) // 10:
+            if v >= _OVF_V and (v > _OVF_V or d > _OVF_D):
                 return 0, DEC_OVERFLOW
             v = v * 10 + d
         elif c == _DOT and frac < 0:
