@@ -188,3 +188,37 @@ def test_unknown_catalog_version_is_refused():
     finally:
         seg.unlink()
         seg.close()
+
+
+def test_bot4ctl_top_shows_the_daemon(daemon):
+    inst, _ = daemon
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "top", "--once", "--instance", inst],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert out.returncode == 0, out.stderr
+    screen = out.stdout
+    assert "shard=0: HALTED" in screen
+    assert "component=order_entry,venue=BINANCE: OPEN" in screen
+    assert "BINANCE:BTCUSDT" in screen and "LIVE" in screen and "60000" in screen
+    assert "submitted 10" in screen and "rejected 3" in screen
+    assert "JOURNAL LAG  shard 0: 5" in screen
+    t2o = next(line for line in screen.splitlines() if line.startswith("tick_to_order{shard=0}"))
+    assert "1.0µs" in t2o and "100" in t2o
+
+
+def test_bot4ctl_top_without_daemon_and_bad_interval():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "top", "--once", "--instance", "nothing-here"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "no running daemon for instance 'nothing-here'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "top", "--interval", "0.001"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "would slow the daemon" in out.stderr
+
+
+def test_bot4ctl_reports_unreachable_daemon(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", f"--socket={tmp_path}/none.sock", "status"],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert out.returncode == 2 and "no daemon is listening" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "status", "oops"],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert out.returncode == 2 and "key=value" in out.stderr
