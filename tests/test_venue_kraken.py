@@ -428,3 +428,25 @@ def test_fuzz_batch_path_mutated_frames(book_frames, data) -> None:
     b.on_frames(base[:10] + frames)
     assert a.counters.as_dict() == b.counters.as_dict()
     assert (a.drain() == b.drain()).all()
+
+
+def test_republished_levels_and_two_payloads_through_both_paths() -> None:
+    # v1 marks a level re-sent after a deeper one left the subscribed depth with a 4th "r"
+    # member, and splits asks and bids over two payload objects (doc example layout)
+    t = InstrumentTable()
+    t.add(kraken.VENUE, "XBT/USD", 1, 8)
+    snap = orjson.dumps([1, {"as": [["101.0", "1.00000000", "1.0"], ["102.0", "1.00000000", "1.0"]],
+                             "bs": [["99.0", "1.00000000", "1.0"], ["98.0", "1.00000000", "1.0"]]},
+                         "book-2", "XBT/USD"])
+    after = ([("99.0", "1.00000000"), ("98.0", "1.00000000")],
+             [("102.0", "1.00000000"), ("103.0", "2.00000000")])
+    upd = orjson.dumps([1, {"a": [["101.0", "0.00000000", "2.0"], ["103.0", "2.00000000", "2.0", "r"]]},
+                        {"b": [], "c": str(kraken.book_checksum_v1(*after))}, "book-2", "XBT/USD"])
+    for batch in (False, True):
+        h = kraken.KrakenV1(t, make_books(1, 16))
+        if batch:
+            h.on_frames([snap, upd])
+        else:
+            assert h.on_frame(snap) == Reason.OK and h.on_frame(upd) == Reason.OK
+        assert h.checked == 1 and h.counters.rejects() == 0
+        assert side_levels(h.books, 0, SIDE_ASK) == [(1020, 100000000), (1030, 200000000)]
