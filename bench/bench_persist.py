@@ -35,6 +35,9 @@ _server: PgServer | None = None
 
 def _db(name: str) -> str:
     global _server
+    from bot4d.persist import copykern
+
+    copykern.warmup()  # JIT/cache load is paid before timing, as the sidecar does at start
     if _server is None:
         _server = PgServer(tempfile.mkdtemp(prefix="bot4d-bench-pg-"))
         _server.start()

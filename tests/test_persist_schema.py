@@ -140,5 +140,3 @@ def test_database_holds_the_rules(persist_db):
         c.execute(fill, (20, Decimal("0.1")))
         with pytest.raises(psycopg.errors.CheckViolation):
             c.execute(fill, (21, Decimal(0)))
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            c.execute(fill, (20, Decimal("0.1")))  # the same journal record twice

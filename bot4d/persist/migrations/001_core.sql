@@ -76,9 +76,13 @@ CREATE TABLE order_events (
     venue_order_id   bigint NOT NULL,
     price            numeric NOT NULL CHECK (price >= 0),
     qty              numeric NOT NULL CHECK (qty >= 0),
-    filled_qty       numeric NOT NULL CHECK (filled_qty >= 0),
-    PRIMARY KEY (shard, seq, ts)
+    filled_qty       numeric NOT NULL CHECK (filled_qty >= 0)
 ) /*@TIMESERIES ts*/;
+-- No primary key on the two high-volume tables: a (shard, seq, ts) btree cost 0.75 µs of the
+-- ~2 µs PostgreSQL spends per row. A duplicate cannot arise: rows of a shard are only written in
+-- the transaction that moves journal_cursor past them, under that cursor row's lock, and only
+-- for sequences above it. BRIN keeps lookups by sequence cheap (and costs next to nothing).
+CREATE INDEX order_events_seq ON order_events USING brin (shard, seq);
 
 CREATE TABLE fills (
     shard            smallint NOT NULL,
@@ -92,9 +96,9 @@ CREATE TABLE fills (
     trade_id         bigint NOT NULL,
     price            numeric NOT NULL CHECK (price > 0),
     qty              numeric NOT NULL CHECK (qty > 0),
-    fee              numeric NOT NULL,                                  -- negative: rebate
-    PRIMARY KEY (shard, seq, ts)
+    fee              numeric NOT NULL                                   -- negative: rebate
 ) /*@TIMESERIES ts*/;
+CREATE INDEX fills_seq ON fills USING brin (shard, seq);
 
 -- Position history: one row per EV_POSITION; positions_latest is the current state.
 CREATE TABLE positions (
