@@ -205,7 +205,8 @@ def test_oversize_frame_is_refused_unparsed(book_frames) -> None:
     assert h.on_frame(big) == Reason.OVERSIZE_FRAME
 
 
-def test_depth_truncation_drops_levels_kraken_no_longer_sends() -> None:
+@pytest.mark.parametrize("batch", [False, True])
+def test_depth_truncation_drops_levels_kraken_no_longer_sends(batch) -> None:
     t = InstrumentTable()
     inst = t.add(kraken.VENUE, "XBT/USD", 1, 8)
     h = kraken.KrakenV1(t, make_books(1, 64))
@@ -216,10 +217,17 @@ def test_depth_truncation_drops_levels_kraken_no_longer_sends() -> None:
     book_after = ([("100.0", "1.00000000"), ("99.0", "1.00000000")],
                   [("101.0", "1.00000000"), ("102.0", "1.00000000")])
     c = kraken.book_checksum_v1(*book_after)
-    upd = [1, {"b": [["100.0", "1.00000000", "2.0"]], "c": str(c)}, "book-2", "XBT/USD"]
-    assert h.on_frame(orjson.dumps(upd)) == Reason.OK
+    upd = orjson.dumps([1, {"b": [["100.0", "1.00000000", "2.0"]], "c": str(c)}, "book-2", "XBT/USD"])
+    if batch:
+        h.on_frames([upd])
+    else:
+        assert h.on_frame(upd) == Reason.OK
+    assert h.checked == 1 and h.counters.rejects() == 0
     bpx, _, nb, _, _, _ = h.top(inst, 10)
     assert nb == 2 and list(bpx[:2]) == [1000, 990]
+    recs = h.drain()
+    deletes = recs[(recs["qty"] == 0) & (recs["kind"] == MD_LEVEL)]
+    assert list(deletes["price"]) == [980]  # the truncation travels downstream as a delete
 
 
 def test_trades_v1() -> None:
