@@ -211,3 +211,24 @@ def test_journal_of_unknown_layout_is_refused(persist_db, instance):
     assert "cannot use journal ring" in side.stderr.read()
     assert cursor(persist_db) == -1
     ring.close()
+
+
+def test_sigterm_finishes_cleanly_and_counters_tell_monitors_the_progress(persist_db, instance):
+    inst, procs = instance
+    n = 3_000
+    assert producer(inst, procs, n).wait(60) == 0
+    side = sidecar(persist_db, inst, procs)
+    wait_for(lambda: cursor(persist_db) == n - 1, what="everything persisted")
+    counters = Counters.attach(inst, "persist")  # what a monitor sees, read-only
+    wait_for(lambda: counters.get("shard0_lag_events") == 0, what="lag back to 0")
+    assert counters.get("shard0_persisted") == n and counters.get("shard0_last_seq") == n - 1
+    assert counters.get("shard0_lag_us") == 0 and counters.get("shard0_batches") >= 1
+    counters.close()
+    side.send_signal(signal.SIGTERM)
+    assert side.wait(30) == 0
+    # the counters area went with its owner; the journal slot stays reserved for the next run
+    assert not os.path.exists(f"/dev/shm/bot4d.{inst}.persist")
+    ring = attach_ring(inst)
+    assert ring.slot_position(0) == n
+    ring.close()
+    assert_exactly_once(persist_db, n)
