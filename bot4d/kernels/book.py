@@ -235,7 +235,7 @@ def make_books(n_instruments: int, capacity: int) -> Books:
 
 # ------------------------------------------------------------------------------------------------
 # the update kernel
-_SCAN = 4  # levels compared one by one from the top before galloping
+_SCAN = 8  # levels compared from the top before galloping
 _LOOP_MAX = 16  # shorter shifts are an element loop: cheaper than calling memmove
 
 
@@ -244,18 +244,27 @@ def _find(px, n, key, s):
     """Position of key in a row ordered ascending by s*px (s=+1 bids, -1 asks), searched from
     the top (the end) because that is where feeds change the book: (index, found); when not
     found, the index where it would be inserted. Cost grows with log(distance from the top)."""
-    k = n - 1
-    lim = n - _SCAN
-    if lim < 0:
-        lim = 0
-    while k >= lim:
-        kk = s * px[k]
-        if kk == key:
-            return k, True
-        if kk < key:
-            return k + 1, False
-        k -= 1
-    if lim == 0:
+    if n >= _SCAN:
+        # the top _SCAN levels, a fixed count of compares without early exit: where the key sits
+        # changes from one update to the next, and a data-dependent loop exit mispredicts
+        above = 0
+        for j in range(1, _SCAN + 1):
+            above += np.int64(s * px[n - j] > key)
+        if above < _SCAN:
+            pos = n - above
+            if s * px[pos - 1] == key:
+                return pos - 1, True
+            return pos, False
+        lim = n - _SCAN
+    else:
+        k = n - 1
+        while k >= 0:
+            kk = s * px[k]
+            if kk == key:
+                return k, True
+            if kk < key:
+                return k + 1, False
+            k -= 1
         return 0, False
     # every key in [lim, n) is above key: gallop down from lim, then bisect the bracket
     hi = lim
