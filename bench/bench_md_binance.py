@@ -24,6 +24,10 @@ import numpy as np
 
 from bench.harness import baseline_of, benchmark, result
 
+# CPU seconds of the last timed run (thread time): on a shared machine wall-clock throughput
+# includes time the thread was preempted; frames / CPU-second is the per-core figure
+CPU_S = [0.0]
+
 SYMBOL = "NKNUSDT"
 SCALE = 8
 
@@ -101,17 +105,20 @@ def run_bot4d(snap: bytes, frames: list[bytes], batch: int):
         lat = np.empty(len(rest), np.int64)
         on_frame = feed.on_frame
         t0 = time.perf_counter_ns()
+        c0 = time.thread_time_ns()
         for j, f in enumerate(rest):
             t = time.perf_counter_ns()
             on_frame(f)
             lat[j] = time.perf_counter_ns() - t
         took = (time.perf_counter_ns() - t0) / 1e9
+        CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
         assert feed.counters.rejects() == 0, feed.counters.as_dict()
         return len(rest) / took, lat, feed, books
     nb = (len(rest) + batch - 1) // batch
     lat = np.empty(nb, np.int64)
     recv = np.zeros(batch, np.int64)
     t0 = time.perf_counter_ns()
+    c0 = time.thread_time_ns()
     for j in range(nb):
         chunk = rest[j * batch:(j + 1) * batch]
         t = time.perf_counter_ns()
@@ -119,6 +126,7 @@ def run_bot4d(snap: bytes, frames: list[bytes], batch: int):
         feed.on_batch(buf, ends, recv[:len(chunk)], chunk)
         lat[j] = (time.perf_counter_ns() - t) // len(chunk)
     took = (time.perf_counter_ns() - t0) / 1e9
+    CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
     assert feed.counters.rejects() == 0, feed.counters.as_dict()
     return len(rest) / took, lat, feed, books
 
@@ -135,6 +143,7 @@ def run_python(snap: bytes, frames: list[bytes]):
     lat = np.empty(len(frames), np.int64)
     gaps = 0
     t0 = time.perf_counter_ns()
+    c0 = time.thread_time_ns()
     for k, f in enumerate(frames):
         t = time.perf_counter_ns()
         d = orjson.loads(f)["data"]
@@ -151,6 +160,7 @@ def run_python(snap: bytes, frames: list[bytes]):
             last = d["u"]
         lat[k] = time.perf_counter_ns() - t
     took = (time.perf_counter_ns() - t0) / 1e9
+    CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
     assert gaps == 0
     return len(frames) / took, lat, (list(reversed(bids.items())), list(asks.items()))
 
@@ -168,6 +178,7 @@ def run_order_book(snap: bytes, frames: list[bytes]):
     last = s["lastUpdateId"]
     lat = np.empty(len(frames), np.int64)
     t0 = time.perf_counter_ns()
+    c0 = time.thread_time_ns()
     for k, f in enumerate(frames):
         t = time.perf_counter_ns()
         d = orjson.loads(f)["data"]
@@ -184,6 +195,7 @@ def run_order_book(snap: bytes, frames: list[bytes]):
             last = d["u"]
         lat[k] = time.perf_counter_ns() - t
     took = (time.perf_counter_ns() - t0) / 1e9
+    CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
     bd = ob.to_dict()
     return len(frames) / took, lat, (sorted(bd["bid"].items(), reverse=True), sorted(bd["ask"].items()))
 
@@ -201,7 +213,9 @@ def bench_binance_depth(quick: bool) -> list[dict]:
 
     # the same first n_base frames through all three pipelines; books must agree
     py_rate, py_lat, py_book = run_python(snap, frames[:n_base])
+    py_cpu = n_base / CPU_S[0]
     ob_rate, ob_lat, ob_book = run_order_book(snap, frames[:n_base])
+    ob_cpu = n_base / CPU_S[0]
     _, _, _, chk_books = run_bot4d(snap, frames[:n_base], 256)
     lv = getattr(chk_books, "levels_of", None) or chk_books.levels
     ours = (lv(0, 0), lv(0, 1))
@@ -209,20 +223,25 @@ def bench_binance_depth(quick: bool) -> list[dict]:
     assert ours == (units(ob_book[0]), units(ob_book[1])), "bot4d and order-book books differ"
 
     rate, lat, feed, _ = run_bot4d(snap, frames, 256)
+    cpu = (len(frames) - 1) / CPU_S[0]
     one_rate, one_lat, _, _ = run_bot4d(snap, frames[: n_base], 1)
+    one_cpu = (n_base - 1) / CPU_S[0]
 
     py = result("md.binance_depth.baseline_python", "frames", throughput_per_s=py_rate,
-                latency_ns=py_lat, baseline=None, pipeline="orjson + Decimal + SortedDict")
+                latency_ns=py_lat, baseline=None, pipeline="orjson + Decimal + SortedDict",
+                cpu_throughput_per_s=py_cpu)
     ob = result("md.binance_depth.baseline_order_book", "frames", throughput_per_s=ob_rate,
-                latency_ns=ob_lat, baseline=None, pipeline="orjson + Decimal + order-book 0.6.1")
+                latency_ns=ob_lat, baseline=None, pipeline="orjson + Decimal + order-book 0.6.1",
+                cpu_throughput_per_s=ob_cpu)
     main = result("md.binance_depth", "frames", throughput_per_s=rate, latency_ns=lat,
                   baseline=baseline_of(py), baseline_order_book=baseline_of(ob),
                   latency_basis="per frame, amortised over batches of 256 frames",
                   frames=len(frames), levels_per_frame=round(levels_per_frame, 2),
                   speedup_vs_python=round(rate / py_rate, 1),
                   speedup_vs_order_book=round(rate / ob_rate, 1),
-                  books_equal=True)
+                  cpu_throughput_per_s=cpu, cpu_speedup_vs_python=round(cpu / py_cpu, 1),
+                  cpu_speedup_vs_order_book=round(cpu / ob_cpu, 1), books_equal=True)
     single = result("md.binance_depth.one_frame_per_call", "frames", throughput_per_s=one_rate,
-                    latency_ns=one_lat, baseline=baseline_of(py),
+                    latency_ns=one_lat, baseline=baseline_of(py), cpu_throughput_per_s=one_cpu,
                     latency_basis="per frame, one frame per call (no batching)")
     return [main, single, py, ob]

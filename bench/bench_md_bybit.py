@@ -15,6 +15,10 @@ import numpy as np
 
 from bench.harness import baseline_of, benchmark, result
 
+# CPU seconds of the last timed run (thread time): on a shared machine wall-clock throughput
+# includes time the thread was preempted; frames / CPU-second is the per-core figure
+CPU_S = [0.0]
+
 SYMBOL = "BTCUSDT"
 PS, QS = 2, 3
 
@@ -73,6 +77,7 @@ def run_bot4d(frames: list[bytes], batch: int):
         lat = np.empty(len(rest), np.int64)
         on_frame = feed.on_frame
         t0 = time.perf_counter_ns()
+        c0 = time.thread_time_ns()
         for j, f in enumerate(rest):
             t1 = time.perf_counter_ns()
             on_frame(f)
@@ -82,6 +87,7 @@ def run_bot4d(frames: list[bytes], batch: int):
         lat = np.empty(nb, np.int64)
         recv = np.zeros(batch, np.int64)
         t0 = time.perf_counter_ns()
+        c0 = time.thread_time_ns()
         for j in range(nb):
             chunk = rest[j * batch:(j + 1) * batch]
             t1 = time.perf_counter_ns()
@@ -89,6 +95,7 @@ def run_bot4d(frames: list[bytes], batch: int):
             feed.on_batch(buf, ends, recv[:len(chunk)])
             lat[j] = (time.perf_counter_ns() - t1) // len(chunk)
     took = (time.perf_counter_ns() - t0) / 1e9
+    CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
     assert feed.counters.rejects() == 0, feed.counters.as_dict()
     lv = getattr(books, "levels_of", None) or books.levels
     return len(rest) / took, lat, (lv(0, 0), lv(0, 1))
@@ -104,6 +111,7 @@ def _apply_py(frames, make_side, delete):
     for k, f in enumerate(frames):
         if k == 1:
             t0 = time.perf_counter_ns()
+            c0 = time.thread_time_ns()
         t = time.perf_counter_ns()
         m = orjson.loads(f)
         d = m["data"]
@@ -122,6 +130,7 @@ def _apply_py(frames, make_side, delete):
         if k:
             lat[k - 1] = time.perf_counter_ns() - t
     took = (time.perf_counter_ns() - t0) / 1e9
+    CPU_S[0] = (time.thread_time_ns() - c0) / 1e9
     return (len(frames) - 1) / took, lat, bids, asks
 
 
@@ -163,22 +172,29 @@ def bench_bybit(quick: bool) -> list[dict]:
     n_base = 15_000 if quick else 150_000
     frames = generate(n)
     py_rate, py_lat, py_book = run_python(frames[:n_base])
+    py_cpu = (n_base - 1) / CPU_S[0]
     ob_rate, ob_lat, ob_book = run_order_book(frames[:n_base])
+    ob_cpu = (n_base - 1) / CPU_S[0]
     _, _, ours = run_bot4d(frames[:n_base], 256)
     assert ours == (_units(py_book[0]), _units(py_book[1])), "bot4d and pure-Python books differ"
     assert ours == (_units(ob_book[0]), _units(ob_book[1])), "bot4d and order-book books differ"
     rate, lat, _ = run_bot4d(frames, 256)
+    cpu = (len(frames) - 1) / CPU_S[0]
     one_rate, one_lat, _ = run_bot4d(frames[:n_base], 1)
+    one_cpu = (n_base - 1) / CPU_S[0]
     py = result("md.bybit.baseline_python", "frames", throughput_per_s=py_rate, latency_ns=py_lat,
-                baseline=None, pipeline="orjson + Decimal + SortedDict")
+                baseline=None, pipeline="orjson + Decimal + SortedDict", cpu_throughput_per_s=py_cpu)
     ob = result("md.bybit.baseline_order_book", "frames", throughput_per_s=ob_rate,
-                latency_ns=ob_lat, baseline=None, pipeline="orjson + Decimal + order-book 0.6.1")
+                latency_ns=ob_lat, baseline=None, pipeline="orjson + Decimal + order-book 0.6.1",
+                cpu_throughput_per_s=ob_cpu)
     main = result("md.bybit", "frames", throughput_per_s=rate, latency_ns=lat,
                   baseline=baseline_of(py), baseline_order_book=baseline_of(ob),
                   latency_basis="per frame, amortised over batches of 256 frames",
                   frames=len(frames), speedup_vs_python=round(rate / py_rate, 1),
-                  speedup_vs_order_book=round(rate / ob_rate, 1), books_equal=True)
+                  speedup_vs_order_book=round(rate / ob_rate, 1), cpu_throughput_per_s=cpu,
+                  cpu_speedup_vs_python=round(cpu / py_cpu, 1),
+                  cpu_speedup_vs_order_book=round(cpu / ob_cpu, 1), books_equal=True)
     single = result("md.bybit.one_frame_per_call", "frames", throughput_per_s=one_rate,
-                    latency_ns=one_lat, baseline=baseline_of(py),
+                    latency_ns=one_lat, baseline=baseline_of(py), cpu_throughput_per_s=one_cpu,
                     latency_basis="per frame, one frame per call (no batching)")
     return [main, single, py, ob]
