@@ -62,9 +62,10 @@ class BinanceAdapter:
         return self.tap.drain()
 
     def venue_states(self) -> np.ndarray:
-        st = self.feed.state[self.instrument_ids]
+        st = self.feed.state[self.instrument_ids]  # fancy indexing: a copy
         # the module's private BRIDGING (snapshot applied, first diff pending) is not LIVE yet
-        return np.where(st == vb.ST_BRIDGING, int(SyncState.SYNCING), st).astype(np.int8)
+        st[st == vb.ST_BRIDGING] = int(SyncState.SYNCING)
+        return st
 
     def snapshot_requests(self) -> list[SnapshotRequest]:
         base = vb.snapshot_url if not self.feed.futures else vbf.snapshot_url

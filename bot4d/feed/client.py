@@ -122,6 +122,9 @@ class FeedConnection:
         states.stale_after_ns[ids] = int(stale_after_s * 1e9)
         self._ids = ids
         self._seen_reasons = np.zeros(N_REASONS, np.int64)
+        self._seen_rejects = 0
+        self._last_vs: np.ndarray | None = None   # venue states at the last publish
+        self._stale_present = False
         self._pending: list[bytes] = []
         self._batch_recv_ns = 0
         self._batch_t0 = 0
@@ -295,7 +298,7 @@ class FeedConnection:
                     self.burst.event(self.venue, "ingress ring full; resyncing", 1, now)
                     self.adapter.force_resync()
                     self.counters.bump(ConnEvent.RESYNCS, len(self._ids))
-        self._publish(now)
+        self._publish(now, full=self._any_stale())
         self._report_reasons(now)
         if self._transport is None:
             return
@@ -317,19 +320,31 @@ class FeedConnection:
 
     def _report_reasons(self, now: int) -> None:
         counts = self.adapter.counters.counts
-        if np.array_equal(counts, self._seen_reasons):
+        # OK and IGNORED move on every frame: look closer only when a refusal was counted
+        rej = int(counts.sum()) - int(counts[_QUIET[0]]) - int(counts[_QUIET[1]])
+        if rej == self._seen_rejects:
             return
+        self._seen_rejects = rej
         delta = counts - self._seen_reasons
         self._seen_reasons = counts.copy()
         for r in np.flatnonzero(delta).tolist():
             if r not in _QUIET:
                 self.burst.event(self.venue, Reason(r).name, int(delta[r]), now)
 
-    def _publish(self, now: int) -> None:
+    def _any_stale(self) -> bool:
+        return self._stale_present
+
+    def _publish(self, now: int, full: bool = True) -> None:
+        vs = self.adapter.venue_states()
+        if not full and self._last_vs is not None and np.array_equal(vs, self._last_vs):
+            return  # nothing changed on the venue's side, and staleness is check()'s job
+        self._last_vs = vs.copy()
         before = self.states.state[self._ids].copy()
-        self.states.publish(self._ids, self.adapter.venue_states(), now)
+        self.states.publish(self._ids, vs, now)
         after = self.states.state[self._ids]
-        marks = int(np.count_nonzero((after == STALE) & (before != STALE)))
+        stale = after == STALE
+        self._stale_present = bool(stale.any())
+        marks = int(np.count_nonzero(stale & (before != STALE)))
         if marks:
             self.counters.bump(ConnEvent.STALE_MARKS, marks)
             self.burst.event(self.venue, "instruments went STALE", marks, now)
