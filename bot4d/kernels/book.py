@@ -289,7 +289,7 @@ def _find(px, n, key, s):
     return lo, (lo < n and s * px[lo] == key)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _set_level(px, qty, n, price, q, s):
     """Apply one level to a worst-first row of length n. Returns (new length, status) where
     status is 0 ok, 1 delete of an absent level, 2 capacity (worst dropped)."""
