@@ -246,3 +246,63 @@ def test_accessors_huge_values_exact() -> None:
     sb, sa = 2 * Q - 1, Q
     assert b.depth(0, 9) == (sb, sa)
     assert b.imbalance(0, 9) == int(Decimal(sb - sa) * 10**9 / Decimal(sb + sa))
+
+
+# --- checksum-ready top-N: documented venue vectors through the book ---------------------------
+# Kraken WebSocket v2 guide, "Checksum Steps with Example" (BTC/USD, checksum 3310070434):
+# https://docs.kraken.com/api/docs/guides/spot-ws-book-v2
+KRAKEN_V2_BIDS = [
+    ("45283.5", "0.10000000"), ("45283.4", "1.54582015"), ("45282.1", "0.10000000"),
+    ("45281.0", "0.10000000"), ("45280.3", "1.54592586"), ("45279.0", "0.07990000"),
+    ("45277.6", "0.03310103"), ("45277.5", "0.30000000"), ("45277.3", "1.54602737"),
+    ("45276.6", "0.15445238")]
+KRAKEN_V2_ASKS = [
+    ("45285.2", "0.00100000"), ("45286.4", "1.54571953"), ("45286.6", "1.54571109"),
+    ("45289.6", "1.54560911"), ("45290.2", "0.15890660"), ("45291.8", "1.54553491"),
+    ("45294.7", "0.04454749"), ("45296.1", "0.35380000"), ("45297.5", "0.09945542"),
+    ("45299.5", "0.18772827")]
+# OKX v5 order book channel, checksum section (check string "3366.1:7:3366.8:9:3366:6:3368:8"):
+# https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel
+OKX_BIDS, OKX_ASKS, OKX_CHECKSUM = [("3366.1", "7"), ("3366", "6")], [("3366.8", "9"), ("3368", "8")], -1881014294
+
+
+def _load_shuffled(b: bk.Books, bids: list, asks: list, pscale: int, qscale: int, extra: int) -> None:
+    """The documented levels plus ``extra`` worse levels per side and some deleted noise, in a
+    shuffled order: top_n has to find the documented ten among them."""
+    from bot4d.fixedpoint import to_fixed
+
+    rows = [lv(0, SIDE_BID, to_fixed(p, pscale), to_fixed(q, qscale)) for p, q in bids]
+    rows += [lv(0, SIDE_ASK, to_fixed(p, pscale), to_fixed(q, qscale)) for p, q in asks]
+    lo_bid = min(r[3] for r in rows if r[2] == SIDE_BID)
+    hi_ask = max(r[3] for r in rows if r[2] == SIDE_ASK)
+    rows += [lv(0, SIDE_BID, lo_bid - 1 - k, 12345) for k in range(extra)]
+    rows += [lv(0, SIDE_ASK, hi_ask + 1 + k, 12345) for k in range(extra)]
+    best_bid = max(r[3] for r in rows if r[2] == SIDE_BID)
+    noise = [lv(0, SIDE_BID, best_bid + 1, 777), lv(0, SIDE_ASK, hi_ask + 5000, 1)]
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(rows))
+    b.apply(recs([rows[k] for k in order] + noise))
+    b.apply(recs([(MD_LEVEL, 0, SIDE_BID, best_bid + 1, 0), (MD_LEVEL, 0, SIDE_ASK, hi_ask + 5000, 0)]))
+    assert b.error[0] == 0
+
+
+def test_top_n_feeds_the_documented_kraken_checksum() -> None:
+    from bot4d.venues.checksum import CRC_TABLE, kraken_book_crc, kraken_scaling
+
+    b = bk.make_books(1, 256)
+    _load_shuffled(b, KRAKEN_V2_BIDS, KRAKEN_V2_ASKS, pscale=1, qscale=8, extra=100)
+    bp, bq, ap, aq = (np.zeros(10, np.int64) for _ in range(4))
+    nb_, na_ = bk.top_n(b.levels, b.state, 0, 10, bp, bq, ap, aq)
+    assert (nb_, na_) == (10, 10)
+    pd, pm = kraken_scaling(1, 1)
+    qd, qm = kraken_scaling(8, 8)
+    assert kraken_book_crc(bp, bq, nb_, ap, aq, na_, pd, pm, qd, qm, CRC_TABLE) == 3310070434
+
+
+def test_top_n_feeds_the_documented_okx_checksum() -> None:
+    from bot4d.venues.checksum import CRC_TABLE, okx_book_crc
+
+    b = bk.make_books(1, 64)
+    _load_shuffled(b, OKX_BIDS, OKX_ASKS, pscale=1, qscale=0, extra=0)
+    bp, bq, nb_, ap, aq, na_ = b.top(0, 25)
+    assert okx_book_crc(bp, bq, nb_, ap, aq, na_, 1, 0, CRC_TABLE) == OKX_CHECKSUM
