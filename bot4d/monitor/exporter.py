@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Iterator
 
 import psutil
@@ -27,10 +28,20 @@ log = logging.getLogger("bot4d.exporter")
 
 
 class DaemonCollector(Collector):
-    def __init__(self, instance: str):
+    """Renders the daemon's shared memory; reads it at most once per ``min_interval_s``.
+
+    A scraper hammering /metrics must not turn into a monitor polling the daemon's cache lines in
+    a tight loop (that slows the writer several times over): scrapes inside the interval get the
+    previous reading.
+    """
+
+    def __init__(self, instance: str, min_interval_s: float = 0.1):
         self.instance = instance
+        self.min_interval_s = min_interval_s
         self._view: DaemonView | None = None
         self._lock = threading.Lock()  # scrapes may overlap; the view is not thread-safe
+        self._cached: list[Metric] = []
+        self._cached_at = float("-inf")
 
     def _attach(self) -> DaemonView | None:
         if self._view is not None and self._view.alive():
@@ -50,7 +61,12 @@ class DaemonCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            yield from self._collect()
+            now = time.monotonic()
+            if now - self._cached_at >= self.min_interval_s:
+                self._cached = list(self._collect())
+                self._cached_at = now
+            metrics = self._cached
+        yield from metrics
 
     def _collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("bot4d_up", "1 when the daemon's shared memory is live and its owner runs.",
@@ -111,9 +127,9 @@ class DaemonCollector(Collector):
         yield mem
 
 
-def registry_for(instance: str) -> CollectorRegistry:
+def registry_for(instance: str, min_interval_s: float = 0.1) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(DaemonCollector(instance))
+    reg.register(DaemonCollector(instance, min_interval_s))
     return reg
 
 
@@ -121,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bot4d-exporter", description=__doc__.splitlines()[0])
     ap.add_argument("--instance", default="main")
     ap.add_argument("--listen", default="127.0.0.1:9464", help="host:port for /metrics")
+    ap.add_argument("--min-interval", type=float, default=0.1,
+                    help="seconds between reads of shared memory, however often /metrics is scraped")
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     try:
@@ -129,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bot4d-exporter: --listen must be host:port, got {args.listen!r}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server, thread = start_http_server(port_n, addr=host or "127.0.0.1", registry=registry_for(args.instance))
+    server, thread = start_http_server(port_n, addr=host or "127.0.0.1", registry=registry_for(args.instance, max(0.01, args.min_interval)))
     log.info("serving http://%s:%d/metrics for instance %r", host or "127.0.0.1", server.server_port, args.instance)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
