@@ -306,3 +306,20 @@ def test_top_n_feeds_the_documented_okx_checksum() -> None:
     _load_shuffled(b, OKX_BIDS, OKX_ASKS, pscale=1, qscale=0, extra=0)
     bp, bq, nb_, ap, aq, na_ = b.top(0, 25)
     assert okx_book_crc(bp, bq, nb_, ap, aq, na_, 1, 0, CRC_TABLE) == OKX_CHECKSUM
+
+
+def test_python_side_refuses_bad_indices_instead_of_reading_past_arrays() -> None:
+    b = bk.make_books(2, 4)
+    for call in (lambda: b.best_bid(2), lambda: b.best_ask(-1), lambda: b.mid(5), lambda: b.top(2, 3),
+                 lambda: b.microprice(2), lambda: b.depth(9, 1), lambda: b.imbalance(-3, 1),
+                 lambda: b.is_crossed(2), lambda: b.vwap_to_fill(2, SIDE_BID, 1),
+                 lambda: b.levels_of(2, SIDE_BID), lambda: b.set_limits(-1, 10, 10)):
+        with pytest.raises(IndexError):
+            call()
+    with pytest.raises(ValueError):
+        b.levels_of(0, 2)
+    with pytest.raises(ValueError):
+        b.vwap_to_fill(0, 7, 1)
+    assert b.top(0, -1)[2] == 0
+    o = np.zeros(2, np.int64)
+    assert bk.top_n(b.levels, b.state, 0, -5, o, o, o, o) == (0, 0)

@@ -161,6 +161,19 @@ class Books(NamedTuple):
     def capacity(self) -> int:
         return self.levels.shape[2]
 
+    def _i(self, instrument: int) -> int:
+        """The kernels do not bounds-check (callers own their indices); the Python side does."""
+        i = int(instrument)
+        if not 0 <= i < self.levels.shape[0]:
+            raise IndexError(f"instrument {instrument} outside 0..{self.levels.shape[0] - 1}")
+        return i
+
+    @staticmethod
+    def _side(side: int) -> int:
+        if side not in (SIDE_BID, SIDE_ASK):
+            raise ValueError(f"side must be SIDE_BID (0) or SIDE_ASK (1), got {side}")
+        return int(side)
+
     def apply(self, updates: np.ndarray) -> int:
         """Apply every record of ``updates``; return the first error code raised (0 = clean).
         The number applied is ``self.batch[B_APPLIED]`` (and apply_batch's return value)."""
@@ -169,6 +182,7 @@ class Books(NamedTuple):
 
     def set_limits(self, instrument: int, max_px: int, max_qty: int) -> None:
         """Accepted price/quantity range of one instrument (units); clamped to the safe ceilings."""
+        instrument = self._i(instrument)
         if max_px <= 0 or max_qty <= 0:
             raise ValueError("limits must be positive")
         self.max_px[instrument] = min(max_px, MAX_PX_LIMIT)
@@ -176,6 +190,7 @@ class Books(NamedTuple):
 
     def levels_of(self, instrument: int, side: int) -> list[tuple[int, int]]:
         """All levels of one side, best first, as (price units, qty units)."""
+        instrument, side = self._i(instrument), self._side(side)
         n = int(self.state[instrument, S_BID_LEN + side])
         px, q = self.levels[instrument, 2 * side, :n], self.levels[instrument, 2 * side + 1, :n]
         return [(int(px[k]), int(q[k])) for k in range(n - 1, -1, -1)]
@@ -183,39 +198,40 @@ class Books(NamedTuple):
     def top(self, instrument: int, n: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, int]:
         """Best ``n`` levels per side, best first: (bid_px, bid_qty, nbid, ask_px, ask_qty, nask),
         the argument order of the venue checksum kernels."""
+        instrument, n = self._i(instrument), max(int(n), 0)
         bp, bq = np.zeros(n, np.int64), np.zeros(n, np.int64)
         ap, aq = np.zeros(n, np.int64), np.zeros(n, np.int64)
         nb_, na_ = top_n(self.levels, self.state, instrument, n, bp, bq, ap, aq)
         return bp, bq, int(nb_), ap, aq, int(na_)
 
     def best_bid(self, instrument: int) -> tuple[int, int]:
-        p, q = best_bid(self.levels, self.state, instrument)
+        p, q = best_bid(self.levels, self.state, self._i(instrument))
         return int(p), int(q)
 
     def best_ask(self, instrument: int) -> tuple[int, int]:
-        p, q = best_ask(self.levels, self.state, instrument)
+        p, q = best_ask(self.levels, self.state, self._i(instrument))
         return int(p), int(q)
 
     def mid(self, instrument: int) -> int:
-        return int(mid(self.levels, self.state, instrument))
+        return int(mid(self.levels, self.state, self._i(instrument)))
 
     def microprice(self, instrument: int) -> tuple[int, int, bool]:
-        u, f, ok = microprice(self.levels, self.state, instrument)
+        u, f, ok = microprice(self.levels, self.state, self._i(instrument))
         return int(u), int(f), bool(ok)
 
     def imbalance(self, instrument: int, n: int) -> int:
-        return int(imbalance(self.levels, self.state, instrument, n))
+        return int(imbalance(self.levels, self.state, self._i(instrument), n))
 
     def depth(self, instrument: int, n: int) -> tuple[int, int]:
-        b, a = depth(self.levels, self.state, instrument, n)
+        b, a = depth(self.levels, self.state, self._i(instrument), n)
         return int(b), int(a)
 
     def vwap_to_fill(self, instrument: int, side: int, qty: int) -> tuple[int, int, int, bool]:
-        u, f, filled, ok = vwap_to_fill(self.levels, self.state, instrument, side, qty)
+        u, f, filled, ok = vwap_to_fill(self.levels, self.state, self._i(instrument), self._side(side), qty)
         return int(u), int(f), int(filled), bool(ok)
 
     def is_crossed(self, instrument: int) -> bool:
-        return bool(is_crossed(self.levels, self.state, instrument))
+        return bool(is_crossed(self.levels, self.state, self._i(instrument)))
 
 
 def qty_ceiling(capacity: int) -> int:
@@ -581,8 +597,8 @@ def top_n(levels, state, i, n, out_bid_px, out_bid_qty, out_ask_px, out_ask_qty)
     returns (nbid, nask) actually copied (limited by the book and by the out arrays)."""
     nb_ = state[i, S_BID_LEN]
     na_ = state[i, S_ASK_LEN]
-    kb = min(n, nb_, out_bid_px.shape[0], out_bid_qty.shape[0])
-    ka = min(n, na_, out_ask_px.shape[0], out_ask_qty.shape[0])
+    kb = max(min(n, nb_, out_bid_px.shape[0], out_bid_qty.shape[0]), 0)
+    ka = max(min(n, na_, out_ask_px.shape[0], out_ask_qty.shape[0]), 0)
     for k in range(kb):
         out_bid_px[k] = levels[i, 0, nb_ - 1 - k]
         out_bid_qty[k] = levels[i, 1, nb_ - 1 - k]
