@@ -88,6 +88,48 @@ class _Listener(WSListener):
             c._flush()
 
 
+class _ReadGuard(asyncio.BufferedProtocol):
+    """Sits between the socket transport and picows' protocol to stop reading the moment
+    picows refuses an oversize frame.
+
+    picows checks the announced payload length in the frame header and answers 1009, but it
+    closes the socket only 10 ms later and keeps reading meanwhile, growing its read buffer
+    toward the whole frame (measured here: up to 17 MB for a 10 MB frame). Aborting right after
+    the read in which the refusal happened bounds what the client ever buffers to one read.
+    """
+
+    __slots__ = ("inner", "ws")
+
+    def __init__(self, inner: Any, ws: WSTransport) -> None:
+        self.inner = inner
+        self.ws = ws
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self.inner.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.inner.buffer_updated(nbytes)
+        if self.ws.is_close_frame_sent:
+            hs = self.ws.close_handshake
+            if hs is not None and hs.sent is not None and hs.sent.code == WSCloseCode.MESSAGE_TOO_BIG:
+                self.ws.underlying_transport.abort()
+
+    def connection_made(self, transport: Any) -> None:  # already made before we were installed
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class FeedConnection:
     """A self-healing market-data connection for one adapter."""
 
@@ -203,6 +245,8 @@ class FeedConnection:
             self._cancel_snapshots()
 
     async def _serve(self, transport: WSTransport) -> None:
+        under = transport.underlying_transport
+        under.set_protocol(_ReadGuard(under.get_protocol(), transport))
         t_conn = self.clock()
         self._transport = transport
         self._last_frame_ns = t_conn
