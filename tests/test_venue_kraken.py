@@ -458,3 +458,29 @@ def test_republished_levels_and_two_payloads_through_both_paths() -> None:
             assert h.on_frame(snap) == Reason.OK and h.on_frame(upd) == Reason.OK
         assert h.checked == 1 and h.counters.rejects() == 0
         assert side_levels(h.books, 0, SIDE_ASK) == [(1020, 100000000), (1030, 200000000)]
+
+
+def test_stale_numba_cache_of_the_hot_path_is_dropped(tmp_path, monkeypatch) -> None:
+    # numba keys a cached kernel on its own file only; the hot paths compile the book kernel in,
+    # so an edit there must drop them (found the hard way: stale kernels failed every checksum)
+    import numba
+
+    from bot4d.venues.kraken_scan import drop_stale_cache
+
+    mod = tmp_path / "hot.py"
+    dep = tmp_path / "dep.py"
+    mod.write_text("x = 1\n")
+    dep.write_text("y = 1\n")
+    cache = tmp_path / "cache" / "sub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))
+    drop_stale_cache(str(mod), [str(dep)])  # first sight: stamp written
+    (cache / "hot.run-1.py311.nbi").write_text("index")
+    (cache / "hot.run-1.py311.1.nbc").write_text("code")
+    (cache / "other.run-1.py311.nbi").write_text("index")
+    assert drop_stale_cache(str(mod), [str(dep)]) is False
+    assert (cache / "hot.run-1.py311.nbi").exists()
+    dep.write_text("y = 2\n")
+    assert drop_stale_cache(str(mod), [str(dep)]) is True
+    assert not (cache / "hot.run-1.py311.nbi").exists() and not (cache / "hot.run-1.py311.1.nbc").exists()
+    assert (cache / "other.run-1.py311.nbi").exists()

@@ -172,25 +172,35 @@ def crc32_buf(buf: np.ndarray, n: int, t8: np.ndarray) -> np.uint32:
     return crc ^ np.uint32(0xFFFFFFFF)
 
 
+# "00".."99": two digits per table read
+DIGITS2 = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode("ascii"), np.uint8).copy()
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def put_digits(out: np.ndarray, n: int, v: np.int64, tmp: np.ndarray) -> int:
-    """Append the decimal digits of v > 0 to out[n:] (nothing for 0); return the new length."""
+    """Append the decimal digits of v > 0 to out[n:] (nothing for 0); return the new length.
+    Unsigned arithmetic throughout: numba's signed // carries Python's floor-division sign
+    fix-ups, and mixing int64 with uint64 would silently go through float64."""
     if v <= 0:
         return n
+    u = np.uint64(v)
+    h = np.uint64(100)
+    one = np.uint64(1)
+    two = np.uint64(2)
     m = 0
-    while v >= 100:
-        q = v // 100
-        r = v - q * 100
-        tmp[m] = 48 + r % 10
-        tmp[m + 1] = 48 + r // 10
+    while u >= h:
+        q = u // h
+        r = u - q * h
+        tmp[m] = DIGITS2[two * r + one]
+        tmp[m + 1] = DIGITS2[two * r]
         m += 2
-        v = q
-    if v >= 10:
-        tmp[m] = 48 + v % 10
-        tmp[m + 1] = 48 + v // 10
+        u = q
+    if u >= np.uint64(10):
+        tmp[m] = DIGITS2[two * u + one]
+        tmp[m + 1] = DIGITS2[two * u]
         m += 2
     else:
-        tmp[m] = 48 + v
+        tmp[m] = DIGITS2[two * u + one]
         m += 1
     for k in range(m - 1, -1, -1):
         out[n] = tmp[k]

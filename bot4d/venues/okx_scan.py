@@ -17,7 +17,11 @@ import numpy as np
 from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, ERR_CROSSED, apply_batch, top_n
 from bot4d.records import MD_FLAG_FRAME_END, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE8, okx_book_crc_fast
-from bot4d.venues.kraken_scan import (
+from bot4d.venues.kraken_scan import _deps, drop_stale_cache
+
+drop_stale_cache(__file__, _deps() + [drop_stale_cache.__code__.co_filename])
+
+from bot4d.venues.kraken_scan import (  # noqa: E402
     LIVE, P_LAST_SEQ, P_MAXP, P_MAXQ, P_PSCALE, P_QSCALE, STOP_BATCH_FULL, STOP_BOOK_ERR,
     STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, sym_lookup,
 )
