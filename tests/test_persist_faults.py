@@ -232,3 +232,37 @@ def test_sigterm_finishes_cleanly_and_counters_tell_monitors_the_progress(persis
     assert ring.slot_position(0) == n
     ring.close()
     assert_exactly_once(persist_db, n)
+
+
+def test_restarted_daemon_new_ring_continues_the_shard_sequence(persist_db, instance):
+    inst, procs = instance
+    assert producer(inst, procs, 1_500).wait(60) == 0
+    side = sidecar(persist_db, inst, procs)
+    wait_for(lambda: cursor(persist_db) == 1_499, what="first journal persisted")
+    side.send_signal(signal.SIGTERM)
+    assert side.wait(30) == 0
+    # the daemon restarts: its new journal ring counts from 0 again
+    os.unlink(f"/dev/shm/bot4d.{inst}.journal-0")
+    assert producer(inst, procs, 700).wait(60) == 0
+    ring = attach_ring(inst)
+    sidecar(persist_db, inst, procs)
+    wait_for(lambda: cursor(persist_db) == 2_199, what="second journal persisted after the first")
+    assert_exactly_once(persist_db, 2_200)
+    with psycopg.connect(persist_db) as c:
+        assert c.execute("SELECT journal_id, seq_base FROM journal_cursor WHERE shard = 0").fetchone() == \
+            (ring.segment.created_ns, 1_500)
+    assert ring.slot_position(0) == 700
+    ring.close()
+
+
+def test_ring_partly_released_by_someone_else_is_not_guessed_at(persist_db, instance):
+    inst, procs = instance
+    assert producer(inst, procs, 500).wait(60) == 0
+    ring = attach_ring(inst)
+    w = Ring.attach(inst, "journal-0", readonly=False)
+    w.open_slot(0, start_seq=100)  # another consumer took records 0..99 away
+    side = sidecar(persist_db, inst, procs)
+    assert side.wait(60) == 2
+    assert "already released by someone else" in side.stderr.read()
+    assert cursor(persist_db) == -1
+    w.close(), ring.close()

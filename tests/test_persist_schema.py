@@ -124,7 +124,7 @@ def test_database_holds_the_rules(persist_db):
         with pytest.raises(psycopg.errors.CheckViolation):
             _order(c, seq=5, order_id=5, qty=Decimal("-1"))
         with pytest.raises(psycopg.errors.UniqueViolation):
-            _order(c, seq=6, order_id=1)  # order ids are unique per shard
+            _order(c, seq=1, order_id=6)  # one row per journal record
         # position caps: BTCUSDT (id 0) is capped at 50, ETHUSDT (id 1) has no cap
         ins = ("INSERT INTO positions (shard, seq, ts, instrument, qty, avg_price, realized_pnl, fees) "
                "VALUES (0, %s, now(), %s, %s, 1, 0, 0)")

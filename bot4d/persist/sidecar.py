@@ -14,6 +14,12 @@ anything at or below the cursor. A crash before 2 leaves both where they were. W
 is away the pump reconnects with capped exponential backoff; the slot does not move, the ring
 fills, and the producer applies its own policy (block or fail-and-count): no record is dropped.
 
+A restarted daemon creates a new ring that counts from 0 again. The database remembers which
+ring it follows (``journal_cursor.journal_id`` = the segment's creation time) and the shard
+sequence of that ring's record 0 (``seq_base``); a new ring whose records are all still unreleased
+is adopted with ``seq_base`` = last persisted + 1, so a shard's sequence never repeats. (The
+daemon must not replace a journal the sidecar has not drained: ``ring.slot_position`` tells.)
+
 Ring naming: shard ``i`` of instance ``X`` journals into ``/dev/shm/bot4d.X.journal-i`` (format
 ``--ring-name``), gating slot 0 is the sidecar's. The pump's lag (events not yet persisted and
 age of the oldest of them, µs), rows persisted, reconnects and its state are published in the
@@ -77,7 +83,8 @@ class ShardPump:
         self.stop = stop
         self.ring: R.Ring | None = None
         self.writer: JournalWriter | None = None
-        self.next_seq = 0
+        self.next_seq = 0      # next ring sequence to persist
+        self.base = 0          # the shard's sequence of this ring's record 0
         self.persisted = 0
         self.reconnects = 0
         self._buf = np.empty(cfg.batch, JOURNAL_EVENT_DTYPE)
@@ -143,18 +150,41 @@ class ShardPump:
                 continue
             try:
                 w = JournalWriter(conn)  # refuses a schema behind or ahead of this code
-                last = w.cursor(self.cfg.shard)
+                last, jid, base = w.journal(self.cfg.shard)
+                ring_id = self.ring.segment.created_ns  # type: ignore[union-attr]
+                if jid != ring_id:
+                    base = self._adopt_journal(w, ring_id, last, jid)
             except psycopg.OperationalError:
                 conn.close()
                 continue
+            except FatalError:
+                conn.close()
+                raise
             except Exception as e:
                 conn.close()
                 raise FatalError(f"shard {self.cfg.shard}: {e}") from None
-            self._resume_at(last + 1)
+            self.base = base
+            self._resume_at(last + 1 - base)
             return w
         raise _Stopped
 
+    def _adopt_journal(self, w: JournalWriter, ring_id: int, last: int, old_id: int) -> int:
+        """A ring the database has not seen (the daemon restarted): continue the shard's
+        sequence with it. Only a ring none of whose records were released yet qualifies."""
+        ring = self.ring
+        assert ring is not None
+        if ring.slot_position(self.cfg.slot) != 0:
+            raise FatalError(
+                f"shard {self.cfg.shard}: journal ring (id {ring_id}) is not the one the database "
+                f"follows (id {old_id}) and {ring.slot_position(self.cfg.slot)} of its records were "
+                "already released by someone else: refusing to guess where it continues")
+        base = w.start_journal(self.cfg.shard, ring_id, last)
+        log.warning("shard %d: new journal ring (id %d, was %d): its record 0 is sequence %d",
+                    self.cfg.shard, ring_id, old_id, base)
+        return base
+
     def _resume_at(self, seq: int) -> None:
+        """Position at ring sequence ``seq`` (the database's cursor + 1, in this ring's numbers)."""
         ring = self.ring
         assert ring is not None
         pos = ring.slot_position(self.cfg.slot)
@@ -169,7 +199,7 @@ class ShardPump:
                 f"{ring.cursor} records: this ring is not the journal the database was filled from")
         ring.open_slot(self.cfg.slot, start_seq=seq)
         self.next_seq = seq
-        self._set("last_seq", seq - 1)
+        self._set("last_seq", self.base + seq - 1)
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -208,11 +238,13 @@ class ShardPump:
                     continue
             short_since = 0.0
             batch = self._buf[:n]
+            if self.base:
+                batch["seq"] += self.base  # ring numbers -> the shard's sequence
             try:
-                last = self.writer.write(cfg.shard, batch)
+                last = self.writer.write(cfg.shard, batch) - self.base
             except DecodeError as e:
                 # the records before the bad one are committed: release exactly those
-                self._advance(e.seq)
+                self._advance(e.seq - self.base)
                 self._failed = True
                 raise FatalError(str(e)) from None
             except CursorConflict as e:
@@ -235,8 +267,9 @@ class ShardPump:
             except psycopg.Error as e:
                 # a constraint of the database refused the rows: a rule the daemon should have held
                 self._failed = True
+                first = self.base + self.next_seq
                 raise FatalError(f"shard {cfg.shard}: PostgreSQL refused journal records "
-                                 f"{self.next_seq}..{self.next_seq + n - 1}: {e}") from None
+                                 f"{first}..{first + n - 1}: {e}") from None
             self._advance(last + 1)
             now = time.monotonic()
             if now - last_lag > 0.05:
@@ -253,7 +286,7 @@ class ShardPump:
             self.persisted += seq - self.next_seq
             self.next_seq = seq
             self._set("persisted", self.persisted)
-            self._set("last_seq", seq - 1)
+            self._set("last_seq", self.base + seq - 1)
             if self.counters is not None:
                 self.counters.add(self._pfx + "batches", 1)
 

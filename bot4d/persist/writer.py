@@ -120,6 +120,33 @@ class JournalWriter:
         self._cursor[shard] = int(row[0]) if row else -1
         return self._cursor[shard]
 
+    def journal(self, shard: int) -> tuple[int, int, int]:
+        """(last_seq, journal_id, seq_base) of ``shard``; (-1, 0, 0) before its first row."""
+        row = self.conn.execute("SELECT last_seq, journal_id, seq_base FROM journal_cursor WHERE shard = %s",
+                                (shard,)).fetchone()
+        self.conn.commit()
+        self._cursor[shard] = int(row[0]) if row else -1
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (-1, 0, 0)
+
+    def start_journal(self, shard: int, journal_id: int, expect_last: int) -> int:
+        """Make ``journal_id`` the shard's journal; its record 0 becomes sequence last_seq + 1.
+
+        Refuses (CursorConflict) if the cursor moved since the caller read ``expect_last``.
+        Returns the new seq_base.
+        """
+        base = expect_last + 1
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("INSERT INTO journal_cursor (shard, last_seq, journal_id, seq_base) VALUES (%s, -1, 0, 0) "
+                        "ON CONFLICT (shard) DO NOTHING", (shard,))
+            cur.execute("SELECT last_seq FROM journal_cursor WHERE shard = %s FOR UPDATE", (shard,))
+            got = cur.fetchone()[0]
+            if got != expect_last:
+                raise CursorConflict(f"shard {shard}: journal_cursor is {got}, expected {expect_last}")
+            cur.execute("UPDATE journal_cursor SET journal_id = %s, seq_base = %s, updated_at = now() "
+                        "WHERE shard = %s", (journal_id, base, shard))
+        self._cursor[shard] = expect_last
+        return base
+
     def write(self, shard: int, events: np.ndarray) -> int:
         """Persist ``events`` (consecutive seqs of one shard, starting at cursor + 1).
 
@@ -157,8 +184,8 @@ class JournalWriter:
                     # lock the shard's cursor row first: a second writer waits here, then sees
                     # the cursor moved and stops before writing a single row
                     if last == -1:
-                        cur.execute("INSERT INTO journal_cursor (shard, last_seq) VALUES (%s, -1) "
-                                    "ON CONFLICT (shard) DO NOTHING", (shard,))
+                        cur.execute("INSERT INTO journal_cursor (shard, last_seq, journal_id, seq_base) "
+                                    "VALUES (%s, -1, 0, 0) ON CONFLICT (shard) DO NOTHING", (shard,))
                     cur.execute("SELECT last_seq FROM journal_cursor WHERE shard = %s FOR UPDATE", (shard,))
                     row = cur.fetchone()
                     if row is None or row[0] != last:

@@ -33,10 +33,15 @@ CREATE TABLE assets (
 );
 
 -- The last journal sequence persisted per shard, committed in the same transaction as its rows.
--- Journal sequences start at 0 (the ring's first record), so -1 means "nothing yet".
+-- Sequences start at 0, so -1 means "nothing yet". A shard's sequence keeps growing across
+-- daemon restarts although every new journal ring counts from 0 again: the rows' seq is
+-- seq_base + the ring's own sequence, where journal_id (the ring segment's creation time, ns)
+-- names the ring that seq_base belongs to.
 CREATE TABLE journal_cursor (
     shard       smallint PRIMARY KEY CHECK (shard >= 0),
     last_seq    bigint NOT NULL CHECK (last_seq >= -1),
+    journal_id  bigint NOT NULL,
+    seq_base    bigint NOT NULL CHECK (seq_base >= 0 AND seq_base <= last_seq + 1),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -59,7 +64,7 @@ CREATE TABLE orders (
     qty              numeric NOT NULL CHECK (qty > 0),
     stop_price       numeric NOT NULL CHECK (stop_price >= 0),     -- 0: none
     take_profit_price numeric NOT NULL CHECK (take_profit_price >= 0),
-    PRIMARY KEY (shard, order_id),   -- a journal record written twice would collide here too
+    PRIMARY KEY (shard, seq),
     -- the rule "no position without a stop-loss", held by the database too
     CONSTRAINT opening_order_has_stop_loss CHECK (NOT opens_position OR stop_price > 0)
 );
@@ -188,6 +193,9 @@ CREATE TABLE control_audit (
     arg1             bigint NOT NULL,
     PRIMARY KEY (shard, seq)
 );
+
+-- order ids are shard-local and a restarted daemon may count them again: not unique here
+CREATE INDEX orders_order_id ON orders (shard, order_id);
 
 -- Optional market-data tops (not fed by the journal yet: the daemon publishes tops to shared
 -- memory; a recorder may COPY them here).
