@@ -319,3 +319,74 @@ def bench_book_apply(quick: bool) -> list[dict]:
                   baseline=baseline_of(r_ob), best_of=reps, speedup_vs_baseline=round(t_ob / t16, 2),
                   speedup_vs_baseline_p50=round(p50(lat_ob) / p50(lat16), 2), **common16)
     return [r_nb, r_16, r_ob, r_obd, r_sd, r_bf]
+
+
+@benchmark("md.book_publish")
+def bench_book_publish(quick: bool) -> list[dict]:
+    """apply_batch + top-of-book seqlock publication into a real /dev/shm snapshot area, per
+    venue-frame-sized batch, against apply_batch alone on the same stream (the publication's
+    cost is the difference)."""
+    import os
+    import uuid
+
+    from bot4d.kernels import book_publish as bp
+
+    n = 200_000 if quick else 2_000_000
+    depth = 2_000
+    batch = 16
+    reps = 3
+    bk.warmup()
+    bp.warmup()
+    u, init_b, init_a = make_stream(n, depth, seed=9)
+    # spread the stream over 8 instruments so a batch touches several records of the area
+    u["instrument"] = np.arange(n) % 8
+    snap = snapshot_records(init_b, init_a)
+    instance = f"bench{os.getpid()}{uuid.uuid4().hex[:4]}"
+
+    def run(publish: bool):
+        b = bk.make_books(8, 2 * depth)
+        for i in range(8):
+            s = snap.copy()
+            s["instrument"] = i
+            b.apply(s)
+        pub = bp.TopOfBookPublisher.create(b, instance) if publish else None
+        try:
+            lat = np.empty((n + batch - 1) // batch, np.int64)
+            L, S, C, G = b.levels, b.state, b.stats, b.scratch
+            k = 0
+            t0 = time.perf_counter_ns()
+            if publish:
+                recs, seqs = pub.area.records, pub.area.seqs
+                for a in range(0, n, batch):
+                    t = time.perf_counter_ns()
+                    bp.apply_and_publish(L, S, C, G, recs, seqs, u, a, a + batch)
+                    lat[k] = time.perf_counter_ns() - t
+                    k += 1
+                top = [tuple(pub.area.read(i).tolist())[:4] for i in range(8)]
+            else:
+                for a in range(0, n, batch):
+                    t = time.perf_counter_ns()
+                    bk.apply_batch(L, S, C, G, u, a, a + batch)
+                    lat[k] = time.perf_counter_ns() - t
+                    k += 1
+                top = None
+            took = (time.perf_counter_ns() - t0) / 1e9
+            want = [b.best_bid(i) + b.best_ask(i) for i in range(8)]
+            if top is not None:
+                assert top == want, "published top of book differs from the book"
+            return lat[:k], want, took
+        finally:
+            if pub is not None:
+                pub.close()
+                pub.unlink()
+
+    lat_p, top_p, t_p = best_of(reps, lambda: run(True))
+    lat_a, top_a, t_a = best_of(reps, lambda: run(False))
+    assert top_p == top_a
+    basis = f"per call of {batch} updates over 8 instruments"
+    r_a = result("md.book_publish.apply_only", "batches", throughput_per_s=len(lat_a) / t_a,
+                 latency_ns=lat_a, latency_basis=basis)
+    r_p = result("md.book_publish", "batches", throughput_per_s=len(lat_p) / t_p, latency_ns=lat_p,
+                 baseline=baseline_of(r_a), latency_basis=basis, updates_per_s=n / t_p,
+                 published_equals_book=True)
+    return [r_p, r_a]
