@@ -56,8 +56,14 @@ class BinanceMarket:
 
     ws_path = "/stream"
 
-    def __init__(self, frames: list[bytes], snapshots: dict[str, bytes]) -> None:
+    def __init__(self, frames: list[bytes], snapshots: dict[str, bytes], *,
+                 futures: bool = False) -> None:
         self.frames = frames
+        # USD-M futures chain events on ``pu`` (ids are not contiguous) and bridge a snapshot
+        # with ``U <= lastUpdateId <= u``: see bot4d.venues.binance_futures
+        self.futures = futures
+        self.pos = 0  # script frames the venue has published (advance() calls)
+        self._started: set[str] = set()
         self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         self.last_u: dict[str, int] = {}
         for sym, body in snapshots.items():
@@ -81,6 +87,7 @@ class BinanceMarket:
 
     def advance(self, frame: bytes) -> None:
         """The venue published ``frame``: update its book."""
+        self.pos += 1
         ev = self._event(frame)
         if ev is None:
             return
@@ -88,10 +95,19 @@ class BinanceMarket:
         if sym not in self.books:
             return
         lu = self.last_u[sym]
-        if ev["u"] <= lu:
-            return  # older than the book
-        if ev["U"] > lu + 1:
-            raise AssertionError(f"{sym}: script has a gap at U={ev['U']} after {lu}")
+        if self.futures:
+            if ev["u"] < lu or (sym not in self._started and ev["U"] > lu):
+                if sym not in self._started and ev["U"] > lu:
+                    raise AssertionError(f"{sym}: script has a gap at U={ev['U']} after {lu}")
+                return  # older than the book
+            if sym in self._started and ev["pu"] != lu:
+                raise AssertionError(f"{sym}: script breaks the pu chain at {ev['U']}")
+            self._started.add(sym)
+        else:
+            if ev["u"] <= lu:
+                return  # older than the book
+            if ev["U"] > lu + 1:
+                raise AssertionError(f"{sym}: script has a gap at U={ev['U']} after {lu}")
         for side, key in ((0, "b"), (1, "a")):
             lv = self.books[sym][side]
             for p, q in ev[key]:
@@ -108,8 +124,20 @@ class BinanceMarket:
         bids, asks = self.books[symbol]
         b = sorted(bids.items(), key=lambda kv: _dec_key(kv[0]), reverse=True)[:limit]
         a = sorted(asks.items(), key=lambda kv: _dec_key(kv[0]))[:limit]
-        return orjson.dumps({"lastUpdateId": self.last_u[symbol], "bids": [list(x) for x in b],
+        lid = self.last_u[symbol]
+        if self.futures and symbol in self._started:
+            # a futures snapshot id falls inside the next event's [U, u]: the client drops what
+            # this book already holds (u < id) and applies that next event whole on top of it
+            lid = self._next_event_U(symbol, lid + 1)
+        return orjson.dumps({"lastUpdateId": lid, "bids": [list(x) for x in b],
                              "asks": [list(x) for x in a]})
+
+    def _next_event_U(self, symbol: str, default: int) -> int:
+        for f in self.frames[self.pos:]:
+            ev = self._event(f)
+            if ev is not None and ev["s"] == symbol:
+                return int(ev["U"])
+        return default
 
     def http(self, path: str) -> tuple[int, bytes]:
         u = urlsplit(path)
@@ -430,7 +458,8 @@ class FeedServer:
             await self._server.wait_closed()
 
     def inject(self, fault: Fault, at: int | None = None) -> None:
-        """Fire ``fault`` at script index ``at`` (None: at the next book update sent)."""
+        """Fire ``fault`` at script index ``at`` (None: now). SKIP, MALFORMED and CORRUPT fire
+        on the first book update at or after that point."""
         self._faults.append(_Pending(fault, at))
 
     def hold(self, at: int) -> None:
@@ -489,7 +518,9 @@ class FeedServer:
         if not self._faults:
             return None
         f = self._faults[0]
-        if (f.at is None and is_book) or (f.at is not None and self.cursor >= f.at):
+        # faults that tamper with an update wait for a book update (at or after ``at``)
+        needs_book = f.fault in (Fault.SKIP, Fault.MALFORMED, Fault.CORRUPT)
+        if (f.at is None or self.cursor >= f.at) and (is_book or not needs_book):
             self._faults.popleft()
             self.stats.faults_fired[f.fault.value] = self.stats.faults_fired.get(f.fault.value, 0) + 1
             return f.fault
