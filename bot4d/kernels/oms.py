@@ -121,6 +121,7 @@ R_STP_DECREMENT = 20
 # filter failures use the F_* codes of bot4d.kernels.filters (101..)
 
 _WORST_FIXED = 8      # events of one input besides the per-order part
+_OCO_DEAD = -2        # o_peer marker: this leg's partner fired, so this leg must not stay live
 
 
 @nb.njit(cache=True, nogil=True)
@@ -471,7 +472,9 @@ def _unit_end(intents, k: int, n: int) -> int:
 def _cancel_by_id(st, j, jc, ob, oc, s: int, oid: int, ts: int, reason: int) -> None:
     """Cancel slot s only if it still holds order oid (it may have been released and reused)."""
     if s >= 0 and oid > 0 and st.o_id[s] == oid:
-        st.counters[C_OCO_CANCELLED] += 1 if reason == R_OCO_PEER else 0
+        if reason == R_OCO_PEER:
+            st.counters[C_OCO_CANCELLED] += 1
+            st.o_peer[s] = _OCO_DEAD   # if the venue refuses this cancel, it is sent again
         _cancel(st, j, jc, ob, oc, s, ts, reason)
 
 
@@ -803,6 +806,8 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
         if st.o_filled[s] > 0 and (back == S_SUBMITTED or back == S_ACKED):
             back = S_PARTIALLY_FILLED
         _to(st, j, jc, s, back, ts, R_CANCEL_REJECTED, rp.reason)
+        if st.o_peer[s] == _OCO_DEAD:
+            _cancel(st, j, jc, ob, oc, s, ts, R_OCO_PEER)
     elif kind == RP_REPLACED:
         if st.o_new_qty[s] == 0:
             _illegal_note(st, j, jc, s, cur, ts)
