@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bot4d.instruments import InstrumentTable
 from bot4d.kernels.book import make_books
-from bot4d.records import MD_BBO, MD_CLEAR, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, SIDE_ASK, SIDE_BID
+from bot4d.records import MD_BBO, MD_LEVEL, MD_TRADE, SIDE_ASK, SIDE_BID
 from bot4d.venues import binance, scan
 from bot4d.venues.numbers import NumberError, parse_units
 from bot4d.venues.sync import Reason, SyncState

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bot4d.instruments import InstrumentTable
 from bot4d.kernels.book import make_books
-from bot4d.records import MD_CLEAR, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, SIDE_ASK, SIDE_BID
+from bot4d.records import MD_CLEAR, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, SIDE_BID
 from bot4d.venues import bybit
 from bot4d.venues.sync import Reason, SyncState
 from tests.test_venue_binance import book_levels

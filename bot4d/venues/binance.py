@@ -25,8 +25,8 @@ import numpy as np
 
 from bot4d.instruments import Instrument, InstrumentTable
 from bot4d.records import (
-    MD_BBO, MD_CLEAR, MD_FLAG_FRAME_END, MD_LEVEL, MD_SNAPSHOT_END, MD_TRADE, MD_UPDATE_DTYPE,
-    SIDE_ASK, SIDE_BID,
+    MD_BBO, MD_CLEAR, MD_FLAG_FRAME_END, MD_SNAPSHOT_END, MD_TRADE, MD_UPDATE_DTYPE, SIDE_ASK,
+    SIDE_BID,
 )
 from bot4d.venues import scan
 from bot4d.venues.scan import (
