@@ -228,40 +228,62 @@ def bench_copy_2shards(quick: bool) -> list[dict]:
 
 @benchmark("persist.sidecar")
 def bench_sidecar(quick: bool) -> list[dict]:
-    """Ring -> ShardPump -> PostgreSQL, timed until the database cursor holds the last event."""
+    """Producer process -> journal ring -> ShardPump thread -> PostgreSQL, end to end.
+
+    The producer is the daemon stand-in in its own process (as the daemon is); the clock starts
+    at its first published record and stops when the database cursor holds the last one.
+    """
     import os
+    import subprocess
+    import sys
 
     from bot4d.persist.sidecar import PumpConfig, ShardPump
     from ipc.ring import Ring
 
-    n = 200_000 if quick else 2_000_000
+    n = 300_000 if quick else 3_000_000
     inst = f"bench{os.getpid()}"
-    ring = Ring.create(inst, "journal-0", R.JOURNAL_EVENT_DTYPE, 1 << 17, kind="journal", policy="fail",
-                       reclaim_dead=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    prod = None
     try:
         dsn = _db("bench_sidecar")
-        ev = synth.events(n, seed=5)
+        prod = subprocess.Popen([sys.executable, "-m", "bot4d.persist.synth", "--instance", inst, "-n", str(n),
+                                 "--capacity", str(1 << 17), "--chunk", "4096"],
+                                env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL)
+        ring = None
+        deadline = time.monotonic() + 60
+        while ring is None:
+            try:
+                ring = Ring.attach(inst, "journal-0", readonly=True)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         stop = threading.Event()
         pump = ShardPump(PumpConfig(dsn, inst, 0, batch=BATCH, ring_wait_s=5), None, stop)
-        th = threading.Thread(target=pump.run)
+        while ring.cursor == 0:
+            time.sleep(0.0005)
         t0 = time.perf_counter()
+        th = threading.Thread(target=pump.run)
         th.start()
-        i = 0
-        while i < n:
-            k = ring.publish(ev[i:i + 4096])
-            i += k
-            if k == 0:
-                time.sleep(0.0005)
         while pump.next_seq < n:
+            if not th.is_alive():
+                raise RuntimeError("the pump stopped early")
             time.sleep(0.001)
         took = time.perf_counter() - t0
         stop.set()
         th.join()
+        prod.wait(30)
         _check(dsn, n)
-        return [result("persist.sidecar", "events", throughput_per_s=n / took, events=n,
-                       refused_publishes=ring.stats()["failed"],
-                       note="producer thread in the same process; ring of 131072 records")]
-    finally:
+        stats = ring.stats()
         ring.close()
-        ring.unlink()
+        return [result("persist.sidecar", "events", throughput_per_s=n / took, events=n,
+                       producer_refused_publishes=stats["failed"],
+                       note="producer in its own process, ring of 131072 records, one pump thread")]
+    finally:
+        if prod is not None and prod.poll() is None:
+            prod.kill()
+        try:
+            os.unlink(f"/dev/shm/bot4d.{inst}.journal-0")
+        except FileNotFoundError:
+            pass
         _done()

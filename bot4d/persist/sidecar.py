@@ -179,8 +179,9 @@ class ShardPump:
                 f"follows (id {old_id}) and {ring.slot_position(self.cfg.slot)} of its records were "
                 "already released by someone else: refusing to guess where it continues")
         base = w.start_journal(self.cfg.shard, ring_id, last)
-        log.warning("shard %d: new journal ring (id %d, was %d): its record 0 is sequence %d",
-                    self.cfg.shard, ring_id, old_id, base)
+        log.log(logging.INFO if old_id == 0 else logging.WARNING,
+                "shard %d: new journal ring (id %d, was %d): its record 0 is sequence %d",
+                self.cfg.shard, ring_id, old_id, base)
         return base
 
     def _resume_at(self, seq: int) -> None:
