@@ -266,3 +266,22 @@ def test_ring_partly_released_by_someone_else_is_not_guessed_at(persist_db, inst
     assert "already released by someone else" in side.stderr.read()
     assert cursor(persist_db) == -1
     w.close(), ring.close()
+
+
+def test_one_sidecar_drains_several_shards(persist_db, instance):
+    inst, procs = instance
+    sizes = {0: 4_000, 1: 2_500}
+    for shard, n in sizes.items():
+        p = subprocess.Popen([sys.executable, "-m", "bot4d.persist.synth", "--instance", inst, "--shard", str(shard),
+                              "-n", str(n)], env=ENV, stdout=subprocess.DEVNULL)
+        procs.append(p)
+        assert p.wait(60) == 0
+    side = subprocess.Popen([sys.executable, "-m", "bot4d.persist.main", "run", "--dsn", persist_db,
+                             "--instance", inst, "--shards", "0-1", "--ring-wait", "60"], env=ENV,
+                            stderr=subprocess.PIPE, text=True)
+    procs.append(side)
+    for shard, n in sizes.items():
+        wait_for(lambda: cursor(persist_db, shard) == n - 1, what=f"shard {shard} persisted")
+        assert_exactly_once(persist_db, n, shard)
+    side.send_signal(signal.SIGTERM)
+    assert side.wait(30) == 0
