@@ -47,6 +47,7 @@ class BinanceAdapter:
         self.depth_limit = depth_limit
         self._req_id = req_id
         self._streams = vb.stream_names([s for s in self.symbols])
+        self._mine = frozenset(self.symbols)
 
     def ws_path(self) -> str:
         return "/stream"
@@ -70,7 +71,10 @@ class BinanceAdapter:
     def snapshot_requests(self) -> list[SnapshotRequest]:
         base = vb.snapshot_url if not self.feed.futures else vbf.snapshot_url
         out = []
+        mine = self._mine
         for s in self.feed.needs_snapshot():
+            if s not in mine:
+                continue  # the venue module covers every symbol of the venue; we carry ours
             url = base(s, self.depth_limit)
             out.append(SnapshotRequest(s, url[url.index("/", 8):]))
         return out
