@@ -230,33 +230,36 @@ def kraken_book_crc_fast(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, p
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def put_decimal(out: np.ndarray, n: int, units: np.int64, scale: np.int64, tmp: np.ndarray) -> int:
-    """Append the shortest decimal text of units * 10**-scale ("30316", "0.0652") to out[n:]."""
-    p = np.int64(1)
-    for _ in range(scale):
-        p *= 10
-    whole = units // p
-    frac = units - whole * p
-    if whole == 0:
+    """Append the shortest decimal text of units * 10**-scale ("30316", "0.0652") to out[n:].
+    Unsigned, constant divisors only (one variable division per number), no digit loops over
+    Python-semantics floor division."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    ten = np.uint64(10)
+    u = np.uint64(units)
+    p = np.uint64(POW10[scale])
+    whole = u // p
+    f = u - whole * p
+    if whole == np.uint64(0):
         out[n] = 48
         n += 1
     else:
-        n = put_digits(out, n, whole, tmp)
-    if frac != 0:
+        n = put_digits(out, n, np.int64(whole), tmp)
+    if f != np.uint64(0):
+        # the fraction as exactly `scale` digits, least significant first, then drop its
+        # trailing zeros (they lead in tmp) and write the rest most significant first
+        for m in range(scale):
+            q = f // ten
+            tmp[m] = DIGITS2[two * (f - q * ten) + one]
+            f = q
+        lo = 0
+        while tmp[lo] == 48:
+            lo += 1
         out[n] = 46
         n += 1
-        width = scale
-        while frac % 10 == 0:
-            frac //= 10
-            width -= 1
-        f = frac
-        lead = width
-        while f > 0:
-            f //= 10
-            lead -= 1
-        for _ in range(lead):
-            out[n] = 48
+        for k in range(scale - 1, lo - 1, -1):
+            out[n] = tmp[k]
             n += 1
-        n = put_digits(out, n, frac, tmp)
     return n
 
 
