@@ -22,6 +22,7 @@ from bench.harness import baseline_of, benchmark, result
 from bot4d.instruments import InstrumentTable
 from bot4d.kernels.book import make_books
 from bot4d.venues import kraken
+from bot4d.venues.checksum import kraken_token
 from bot4d.venues.l2sync import read_recording
 from bot4d.venues.sync import Reason
 
@@ -99,8 +100,7 @@ class PurePythonKraken:
         for side in (bids, asks):
             while len(side) > depth:
                 side.popitem()
-        s = "".join(kraken.kraken_text_checksum.__globals__["kraken_token"](p) +
-                    kraken.kraken_text_checksum.__globals__["kraken_token"](q)
+        s = "".join(kraken_token(p) + kraken_token(q)
                     for side in (asks, bids) for p, q in side.values()[:10])
         if ck is not None and zlib.crc32(s.encode()) != ck:
             self.mismatches += 1
