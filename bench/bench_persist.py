@@ -99,7 +99,7 @@ def _executemany_run(dsn: str, ev: np.ndarray, shard: int = 0) -> tuple[float, n
     ascale = {a[0]: a[2] for a in synth.ASSETS}
     lat = []
     with psycopg.connect(dsn) as c:
-        c.execute("INSERT INTO journal_cursor VALUES (%s, -1)", (shard,))
+        c.execute("INSERT INTO journal_cursor (shard, last_seq, journal_id, seq_base) VALUES (%s, -1, 0, 0)", (shard,))
         c.commit()
         c.execute("SELECT bot4d_ensure_day(%s::date)", (_ts(int(ev["ts_ns"][0])).date(),))
         c.execute("SELECT bot4d_ensure_day(%s::date)", (_ts(int(ev["ts_ns"][-1])).date(),))
