@@ -154,9 +154,11 @@ class LatencyHistogram:
     @classmethod
     def create(cls, instance: str, name: str, *, reclaim_dead: bool = False) -> "LatencyHistogram":
         meta = {"kind": "histogram", "sub_bits": SUB_BITS, "max_exp": MAX_EXP, "words": HIST_WORDS}
-        seg = Segment.create(instance, name, HIST_WORDS * 8, meta, reclaim_dead=reclaim_dead)
-        seg.array(0, np.int64, HIST_WORDS)[H_MIN] = INT64_MAX
-        return cls(seg)
+        def init(seg: Segment) -> None:
+            seg.array(0, np.int64, HIST_WORDS)[H_MIN] = INT64_MAX
+
+        return cls(Segment.create(instance, name, HIST_WORDS * 8, meta,
+                                  reclaim_dead=reclaim_dead, init=init))
 
     @classmethod
     def attach(cls, instance: str, name: str, readonly: bool = True) -> "LatencyHistogram":

@@ -424,17 +424,19 @@ class Ring:
         meta = {"kind": "ring", "ring_kind": kind, "dtype": dtype_to_json(dt),
                 "capacity": capacity, "n_gating": n_gating, "policy": policy,
                 "records_offset": rec_off}
+        def init(seg: Segment) -> None:
+            c = seg.array(0, np.int64, cw)
+            c[C_CAPACITY], c[C_MASK], c[C_KIND] = capacity, capacity - 1, KINDS[kind]
+            c[C_POLICY], c[C_N_GATING], c[C_TIMEOUT_NS] = POLICIES[policy], n_gating, timeout_ns
+            c[C_SPIN], c[C_ITEMSIZE] = spin, dt.itemsize
+            for i in range(n_gating):
+                if kind == "queue" or reserve_gating:
+                    c[C_SLOT0 + i * CL + S_STATE] = SLOT_ACTIVE
+            if kind == "journal":  # no record is valid until stamped
+                seg.array(rec_off, np.int64, dt.itemsize * capacity // 8)[:: dt.itemsize // 8] = -1
+
         seg = Segment.create(instance, name, rec_off + dt.itemsize * capacity, meta,
-                             reclaim_dead=reclaim_dead)
-        c = seg.array(0, np.int64, cw)
-        c[C_CAPACITY], c[C_MASK], c[C_KIND] = capacity, capacity - 1, KINDS[kind]
-        c[C_POLICY], c[C_N_GATING], c[C_TIMEOUT_NS] = POLICIES[policy], n_gating, timeout_ns
-        c[C_SPIN], c[C_ITEMSIZE] = spin, dt.itemsize
-        for i in range(n_gating):
-            if kind == "queue" or reserve_gating:
-                c[C_SLOT0 + i * CL + S_STATE] = SLOT_ACTIVE
-        if kind == "journal":  # no record is valid until stamped
-            seg.array(rec_off, np.int64, dt.itemsize * capacity // 8)[:: dt.itemsize // 8] = -1
+                             reclaim_dead=reclaim_dead, init=init)
         return cls(seg)
 
     @classmethod

@@ -29,9 +29,11 @@ and rebuild the exact dtypes of a segment it did not create.
 
 Ownership: a segment is never clobbered while its owner lives. ``create`` on an existing name
 fails with :class:`SegmentExists` naming the owner and whether it is alive; with
-``reclaim_dead=True`` (or :func:`reclaim_if_dead`) a segment whose owner is dead, or that was
-never completely initialised by a now-dead creator, is unlinked and created afresh. Attaching
-to a dead owner's segment is allowed: a SIGKILLed daemon leaves every published record readable.
+``reclaim_dead=True`` (or :func:`reclaim_if_dead`) a segment whose owner is dead (pid gone, or
+the pid now belongs to a process with another start time) is removed and created afresh.
+Attaching to a dead owner's segment is allowed: a SIGKILLed daemon leaves every published
+record readable. A new segment is built under a temporary name and published with ``link(2)``
+only when complete, so a half-built segment is never visible under its name.
 
 Closing: ``mmap.close()`` raises ``BufferError`` while numpy views of the mapping are alive, so
 :meth:`Segment.close` drops the segment's own views and closes the map only when nothing else
@@ -45,7 +47,7 @@ import mmap
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -146,11 +148,15 @@ class Segment:
     # ---------------------------------------------------------------- create / attach --------
     @classmethod
     def create(cls, instance: str, name: str, payload_size: int, meta: dict[str, Any] | None = None,
-               *, reclaim_dead: bool = False) -> "Segment":
+               *, reclaim_dead: bool = False,
+               init: Callable[["Segment"], None] | None = None) -> "Segment":
         """Create and own a new segment of ``payload_size`` bytes after the header.
 
-        Fails with :class:`SegmentExists` if the name is taken by a live owner; a dead owner's
-        segment is replaced only with ``reclaim_dead=True``.
+        The segment is built under a private temporary name, ``init(seg)`` fills its payload,
+        and only then is it published under its real name with ``link(2)`` (atomic, and fails if
+        the name exists): nobody can ever attach a half-built segment, and two creators cannot
+        both win. Fails with :class:`SegmentExists` if the name is taken by a live owner; a dead
+        owner's segment is replaced only with ``reclaim_dead=True``.
         """
         path = segment_path(instance, name)
         if payload_size < 0:
@@ -159,41 +165,47 @@ class Segment:
         blob = json.dumps(meta, separators=(",", ":")).encode()
         if len(blob) > META_MAX:
             raise SegmentError(f"{path}: description is {len(blob)} bytes, max {META_MAX}")
+        if os.path.exists(path) and not (reclaim_dead and reclaim_if_dead(instance, name)):
+            raise SegmentExists(_exists_message(path))
         total = HEADER_SIZE + ((payload_size + CACHE_LINE - 1) // CACHE_LINE) * CACHE_LINE
-        for attempt in range(2):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                break
-            except FileExistsError:
-                if attempt == 0 and reclaim_dead and reclaim_if_dead(instance, name):
-                    continue
-                raise SegmentExists(_exists_message(path)) from None
+        tmp = f"{path}.new{os.getpid()}-{os.urandom(4).hex()}"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.ftruncate(fd, total)
-            mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-        seg = cls(path, mm, readonly=False, owner=True)
-        h = seg.header
-        h[H_MAGIC] = MAGIC
-        h[H_VERSION] = LAYOUT_VERSION
-        h[H_HEADER_SIZE] = HEADER_SIZE
-        h[H_TOTAL_SIZE] = total
-        h[H_OWNER_PID] = os.getpid()
-        h[H_OWNER_START] = process_start_ticks(os.getpid()) or 0
-        h[H_CREATED_NS] = time.time_ns()
-        h[H_HEARTBEAT] = time.monotonic_ns()
-        h[H_META_LEN] = len(blob)
-        np.frombuffer(mm, np.uint8)[META_OFFSET:META_OFFSET + len(blob)] = np.frombuffer(blob, np.uint8)
-        seg.meta = meta
-        # State last: an attacher that sees READY sees the whole header (the x86 store order,
-        # and a release store for other CPUs).
-        from ipc.atomics import store_release
+            try:
+                os.ftruncate(fd, total)
+                mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            seg = cls(path, mm, readonly=False, owner=True)
+            h = seg.header
+            h[H_MAGIC] = MAGIC
+            h[H_VERSION] = LAYOUT_VERSION
+            h[H_HEADER_SIZE] = HEADER_SIZE
+            h[H_TOTAL_SIZE] = total
+            h[H_OWNER_PID] = os.getpid()
+            h[H_OWNER_START] = process_start_ticks(os.getpid()) or 0
+            h[H_CREATED_NS] = time.time_ns()
+            h[H_HEARTBEAT] = time.monotonic_ns()
+            h[H_META_LEN] = len(blob)
+            np.frombuffer(mm, np.uint8)[META_OFFSET:META_OFFSET + len(blob)] = \
+                np.frombuffer(blob, np.uint8)
+            seg.meta = meta
+            if init is not None:
+                init(seg)
+            from ipc.atomics import store_release
 
-        store_release(h, H_STATE, STATE_READY)
+            store_release(h, H_STATE, STATE_READY)
+            for attempt in range(2):
+                try:
+                    os.link(tmp, path)
+                    break
+                except FileExistsError:
+                    if attempt == 0 and reclaim_dead and reclaim_if_dead(instance, name):
+                        continue
+                    seg.close()
+                    raise SegmentExists(_exists_message(path)) from None
+        finally:
+            os.unlink(tmp)
         return seg
 
     @classmethod
@@ -360,10 +372,13 @@ def owner_alive(instance: str, name: str) -> bool:
 
 
 def reclaim_if_dead(instance: str, name: str) -> bool:
-    """Unlink the segment if its owner is dead (or it is not a valid segment at all).
+    """Remove the segment if its owner is dead (or it is not a valid segment at all).
 
     Returns True if it was removed (or absent), False if a live owner holds it: a live owner's
     segment is never removed. Processes that still map the old segment keep their mapping.
+    The file is first renamed aside (atomic) and its owner re-checked there, so a segment that a
+    live process re-created under the name meanwhile is put back, not deleted. Reclaiming is
+    meant for the would-be owner (one daemon per instance name).
     """
     path = segment_path(instance, name)
     own = _read_owner(path)
@@ -371,10 +386,20 @@ def reclaim_if_dead(instance: str, name: str) -> bool:
         return True
     if pid_alive(*own):
         return False
+    tomb = f"{path}.dead{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        os.unlink(path)
+        os.rename(path, tomb)
     except FileNotFoundError:
-        pass
+        return True
+    own = _read_owner(tomb)
+    if own is not None and pid_alive(*own):     # raced with a new live owner: give it back
+        try:
+            os.link(tomb, path)
+        except FileExistsError:
+            pass
+        os.unlink(tomb)
+        return False
+    os.unlink(tomb)
     return True
 
 
@@ -382,4 +407,5 @@ def list_segments(instance: str) -> list[str]:
     """Names of this instance's segments in /dev/shm."""
     segment_path(instance, "x")
     pre = f"{PREFIX}.{instance}."
-    return sorted(f[len(pre):] for f in os.listdir(SHM_DIR) if f.startswith(pre))
+    return sorted(f[len(pre):] for f in os.listdir(SHM_DIR)
+                  if f.startswith(pre) and "." not in f[len(pre):])  # not temporary/dead files

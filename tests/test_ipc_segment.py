@@ -186,3 +186,47 @@ def test_close_with_live_views_does_not_raise_and_unlink(inst):
     assert not os.path.exists(f"/dev/shm/bot4d.{inst}.c")
     with pytest.raises(SegmentError, match="outside payload"):
         Segment.create(inst, "d", 64, {"kind": "raw"}).array(0, np.int64, 9)
+
+
+def _race_create(inst, barrier, out):
+    barrier.wait(30)
+    try:
+        Segment.create(inst, "race", 1 << 20, {"kind": "raw"},
+                       init=lambda seg: seg.payload.fill(7))
+        out.put("won")
+        import time
+        time.sleep(2)
+    except SegmentExists:
+        out.put("lost")
+
+
+def test_concurrent_creators_exactly_one_wins_and_nobody_sees_a_half_built_segment(inst):
+    n = 3
+    barrier, out = FORK.Barrier(n + 1), FORK.Queue()
+    ps = [FORK.Process(target=_race_create, args=(inst, barrier, out)) for _ in range(n)]
+    for p in ps:
+        p.start()
+    barrier.wait(30)
+    seen = None
+    import time
+    t_end = time.monotonic() + 10
+    while seen is None and time.monotonic() < t_end:
+        try:
+            seen = Segment.attach(inst, "race")
+        except SegmentError as e:
+            assert "no such segment" in str(e), e       # absent, or complete: nothing between
+    results = sorted(out.get(timeout=30) for _ in ps)
+    assert results == ["lost"] * (n - 1) + ["won"]
+    assert seen is not None and (seen.payload == 7).all()   # init ran before publication
+    for p in ps:
+        p.join(30)
+    assert S.list_segments(inst) == ["race"]                 # no temporary files left behind
+
+
+def test_failed_init_leaves_nothing(inst):
+    def boom(seg):
+        raise RuntimeError("init failed")
+
+    with pytest.raises(RuntimeError, match="init failed"):
+        Segment.create(inst, "f", 64, {"kind": "raw"}, init=boom)
+    assert glob.glob(f"/dev/shm/bot4d.{inst}.*") == []
