@@ -660,3 +660,25 @@ def test_scanner_decimal_int64_edges_match_parse_units(text, scale):
         assert err != scan.DEC_OK
     else:
         assert err == scan.DEC_OK and v == want
+
+
+def test_stale_kernel_cache_is_dropped_when_a_compiled_in_dependency_changes(tmp_path, monkeypatch):
+    import numba
+
+    cache = tmp_path / "cache"
+    (cache / "venues_x").mkdir(parents=True)
+    mod, dep = tmp_path / "mymod.py", tmp_path / "dep.py"
+    mod.write_text("# kernel module\n")
+    dep.write_text("X = 1\n")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(cache))
+    kernel = cache / "venues_x" / "mymod.process_batch-1.py311.nbi"
+    other = cache / "venues_x" / "othermod.k-1.py311.nbi"
+    for f in (kernel, other):
+        f.write_text("")
+    assert scan.drop_stale_cache(str(mod), [str(dep)])          # no stamp yet: dropped
+    kernel.write_text("")
+    assert not scan.drop_stale_cache(str(mod), [str(dep)])      # unchanged: kept
+    assert kernel.exists()
+    dep.write_text("X = 2\n")                                   # the helper code changed
+    assert scan.drop_stale_cache(str(mod), [str(dep)])
+    assert not kernel.exists() and other.exists()

@@ -36,6 +36,8 @@ from bot4d.venues.scan import (
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
+scan.drop_stale_cache(__file__, scan._venue_deps())
+
 VENUE = "BINANCE"
 WS_URL = "wss://stream.binance.com:9443/stream"
 REST_DEPTH_URL = "https://api.binance.com/api/v3/depth"

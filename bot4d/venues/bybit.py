@@ -36,6 +36,8 @@ from bot4d.venues.scan import (
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
+scan.drop_stale_cache(__file__, scan._venue_deps())
+
 VENUE = "BYBIT"
 WS_URLS = {
     "spot": "wss://stream.bybit.com/v5/public/spot",
