@@ -499,3 +499,40 @@ def test_binance_futures_skipped_event_resyncs_on_the_pu_chain() -> None:
             await finish(rig, 1000)
             assert rig.conn.counters[ConnEvent.SNAPSHOT_OK] == 5
     run(go())
+
+
+def test_one_quiet_instrument_goes_stale_and_fresh_data_revives_it() -> None:
+    """Per-instrument staleness on a healthy connection: BBB goes quiet while AAA keeps
+    trading; only BBB is STALE. When BBB's diffs resume, its update-id chain is intact, so it is
+    LIVE again without a resync (no new snapshot)."""
+    frames, snaps = generate_binance(GEN_SYMBOLS, 800, seed=18)
+    mid = frames[200:500]
+    is_b = [b'"s":"BBBUSDT"' in f for f in mid]
+    script = (frames[:200] + [f for f, b in zip(mid, is_b) if not b]
+              + [f for f, b in zip(mid, is_b) if b] + frames[500:])
+    n_a = is_b.count(False)
+
+    async def go():
+        rig = Rig(BinanceMarket(script, snaps), GEN_SYMBOLS, stale_after_s=5.0, stall_after_s=60.0)
+        rig.server.hold(10)
+        async with rig:
+            await synced_start(rig)
+            rig.server.hold(250)                       # inside the AAA-only stretch
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="at 250")
+            assert rig.all_live()
+            rig.time.now += 6 * S                       # nothing for 6 s on either ...
+            rig.server.release()
+            rig.server.hold(200 + n_a)                  # ... then AAA trades on, BBB stays quiet
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="AAA stretch")
+            rig.conn.check()
+            a, b = rig.ids()
+            assert rig.states.get(a) == LIVE and rig.states.get(b) == STALE
+            assert rig.conn.connected and rig.conn.counters[ConnEvent.STALLS] == 0
+            rig.server.release()
+            await rig.server.done.wait()
+            await until(rig.caught_up, what="caught up")
+            assert rig.all_live()                       # BBB's fresh diffs revived it
+            assert rig.conn.counters[ConnEvent.SNAPSHOT_OK] == 2   # without a resync
+            assert rig.adapter.counters[Reason.GAP] == 0
+            rig.assert_books_match_venue()
+    run(go())
