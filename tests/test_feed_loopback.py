@@ -192,6 +192,9 @@ FAULTS = {
     Fault.VANISH: lambda r: r.conn.counters[ConnEvent.PEER_VANISHED] == 1,
     Fault.OVERSIZE: lambda r: r.conn.counters[ConnEvent.OVERSIZE_FRAME] == 1
     and r.adapter.counters[Reason.OVERSIZE_FRAME] == 1,
+    # a message over the limit in small fragments is refused by the client's own cap
+    Fault.OVERSIZE_FRAGMENTS: lambda r: r.conn.counters[ConnEvent.OVERSIZE_FRAME] == 1
+    and r.adapter.counters[Reason.OVERSIZE_FRAME] == 1,
 }
 
 
@@ -232,7 +235,28 @@ def test_fault_ends_live_and_identical(fault: Fault) -> None:
             assert rig.server.stats.faults_fired == {fault.value: 1}
             conns = rig.conn.counters[ConnEvent.CONNECTED]
             assert conns == (1 if fault in (Fault.SKIP, Fault.MALFORMED) else 2)
+            assert rig.conn.counters[ConnEvent.PEER_VANISHED] == (fault in (Fault.DROP, Fault.VANISH))
             assert rig.conn.counters[ConnEvent.ADAPTER_ERRORS] == 0
+    run(go())
+
+
+def test_fragmented_update_is_reassembled() -> None:
+    """A legal fragmented message carrying a book update: reassembled and applied, no resync."""
+    frames, snaps = generate_binance(GEN_SYMBOLS, 600, seed=19)
+
+    async def go():
+        rig = Rig(BinanceMarket(frames, snaps), GEN_SYMBOLS)
+        rig.server.hold(10)
+        async with rig:
+            await synced_start(rig)
+            rig.server.inject(Fault.FRAGMENTED, at=200)
+            await rig.server.done.wait()
+            await until(rig.caught_up, what="caught up")
+            assert rig.server.stats.faults_fired == {"fragmented": 1}
+            assert rig.all_live() and rig.adapter.counters.rejects() == rig.adapter.counters[Reason.STALE_EVENT]
+            assert rig.conn.counters[ConnEvent.CONNECTED] == 1
+            assert rig.conn.counters[ConnEvent.SNAPSHOT_OK] == 2
+            rig.assert_books_match_venue()
     run(go())
 
 

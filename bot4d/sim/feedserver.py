@@ -14,7 +14,10 @@ Faults are injected on command (``inject``), each at the next frame or at a give
 * ``CORRUPT``    send an update with a wrong checksum (venues that publish one);
 * ``MALFORMED``  send the update cut in half (invalid JSON); the venue applied it;
 * ``STALL``      stop sending on this connection, keep the socket open;
-* ``OVERSIZE``   send a 10 MB frame.
+* ``OVERSIZE``   send a 10 MB frame;
+* ``FRAGMENTED`` send an update as a fragmented message (legal WebSocket; must be reassembled);
+* ``OVERSIZE_FRAGMENTS`` a 2 MB message in 64 KiB fragments: no single frame is too big, the
+  message is.
 
 One client connection is served at a time (a new one replaces the old, like a venue that sees a
 reconnect): it gets the stream from the market's current position, so everything missed while
@@ -45,6 +48,8 @@ class Fault(enum.Enum):
     MALFORMED = "malformed"
     STALL = "stall"
     OVERSIZE = "oversize"
+    FRAGMENTED = "fragmented"            # the update split over three WebSocket frames
+    OVERSIZE_FRAGMENTS = "oversize_fragments"  # 2 MB in 64 KiB fragments, each one small
 
 
 # --- Binance: the venue's book from its own snapshot and diff events ------------------------------
@@ -611,7 +616,7 @@ class FeedServer:
             return None
         f = self._faults[0]
         # faults that tamper with an update wait for a book update (at or after ``at``)
-        needs_book = f.fault in (Fault.SKIP, Fault.MALFORMED, Fault.CORRUPT)
+        needs_book = f.fault in (Fault.SKIP, Fault.MALFORMED, Fault.CORRUPT, Fault.FRAGMENTED)
         if (f.at is None or self.cursor >= f.at) and (is_book or not needs_book):
             self._faults.popleft()
             self.stats.faults_fired[f.fault.value] = self.stats.faults_fired.get(f.fault.value, 0) + 1
@@ -650,9 +655,25 @@ class FeedServer:
                 # the frame is not from the script: the market does not move
                 await asyncio.sleep(0)
                 continue
+            if fault is Fault.OVERSIZE_FRAGMENTS:
+                chunk = b"y" * 65536
+                t.send(WSMsgType.TEXT, b'{"pad":"' + chunk, fin=False)
+                for _ in range(31):
+                    t.send(WSMsgType.CONTINUATION, chunk, fin=False)
+                t.send(WSMsgType.CONTINUATION, b'"}', fin=True)
+                await asyncio.sleep(0)
+                continue
             self.market.advance(frame)
             self.cursor += 1
             if fault is Fault.SKIP:
+                continue
+            if fault is Fault.FRAGMENTED:
+                k1, k2 = len(frame) // 3, 2 * len(frame) // 3
+                t.send(WSMsgType.TEXT, frame[:k1], fin=False)
+                t.send(WSMsgType.CONTINUATION, frame[k1:k2], fin=False)
+                t.send(WSMsgType.CONTINUATION, frame[k2:], fin=True)
+                self.stats.frames_sent += 1
+                conn.sent += 1
                 continue
             if fault is Fault.MALFORMED:
                 frame = frame[: len(frame) // 2]
