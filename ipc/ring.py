@@ -379,8 +379,12 @@ class Ring:
         self.segment = seg
         self.ctrl: np.ndarray = seg.array(0, np.int64, ctrl_words(self.n_gating))
         self.records: np.ndarray = seg.array(rec_off, self.dtype, self.capacity)
-        if int(self.ctrl[C_CAPACITY]) != self.capacity or \
-                int(self.ctrl[C_ITEMSIZE]) != self.dtype.itemsize:
+        cap = self.capacity
+        if cap < 2 or cap & (cap - 1) or int(self.ctrl[C_CAPACITY]) != cap \
+                or int(self.ctrl[C_MASK]) != cap - 1 \
+                or int(self.ctrl[C_ITEMSIZE]) != self.dtype.itemsize \
+                or int(self.ctrl[C_N_GATING]) != self.n_gating \
+                or self.ring_kind not in KINDS or int(self.ctrl[C_KIND]) != KINDS[self.ring_kind]:
             raise SegmentError(f"{seg.path}: control block disagrees with the description")
 
     # ------------------------------------------------------------- create / attach -----------
@@ -460,6 +464,7 @@ class Ring:
     # ------------------------------------------------------------- producer -----------------
     def publish(self, arr: np.ndarray) -> int:
         """Publish records (policy applies when full); returns how many were published."""
+        self._writable("publish")
         a = np.ascontiguousarray(arr)
         if a.dtype != self.dtype:
             raise TypeError(f"records of dtype {a.dtype} cannot go into a ring of {self.dtype}")
@@ -469,12 +474,14 @@ class Ring:
     def consume(self, slot: int = 0, max_n: int = 1 << 16) -> np.ndarray:
         """Copy and consume up to ``max_n`` records for gating ``slot``."""
         self._check_slot(slot)
+        self._writable("consume")
         dst = np.empty(max_n, self.dtype)
         n = consume_batch(self.records, self.ctrl, slot, dst, max_n)
         return dst[:n]
 
     def register(self) -> int:
         """Claim a free gating slot starting at the current cursor; raises if none is free."""
+        self._writable("register a gating slot")
         st = process_start_ticks(os.getpid()) or 0
         s = int(register_slot(self.ctrl, os.getpid(), st))
         if s < 0:
@@ -485,6 +492,7 @@ class Ring:
         """Take over a reserved/active slot (e.g. a restarted sidecar), optionally moving it
         forward to ``start_seq`` (e.g. last persisted + 1). Returns the slot's position."""
         self._check_slot(slot)
+        self._writable("open a gating slot")
         b = C_SLOT0 + slot * CL
         if int(load_acquire(self.ctrl, b + S_STATE)) != SLOT_ACTIVE:
             raise SegmentError(f"{self.segment.path}: slot {slot} is not active; use register()")
@@ -519,6 +527,11 @@ class Ring:
     def slot_position(self, slot: int) -> int:
         self._check_slot(slot)
         return int(load_acquire(self.ctrl, C_SLOT0 + slot * CL + S_POS))
+
+    def _writable(self, what: str) -> None:
+        if self.segment.readonly:
+            raise SegmentError(f"{self.segment.path}: cannot {what} through a read-only mapping "
+                               f"(monitors read journals with reader())")
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.n_gating:
@@ -576,21 +589,41 @@ class JournalReader:
         return dst[:n]
 
 
-def warmup() -> None:
-    """Compile the ring kernels for a small 64-byte queue and journal (process-local memory)."""
-    dt = np.dtype([("seq", np.int64), ("v", np.int64, (7,))])
+def warmup_dtype(dtype: Any, readonly_too: bool = True) -> None:
+    """Compile (or load from numba's cache) the ring kernels for records of ``dtype``.
+
+    numba specialises on the record type, so a process calls this at start for each ring dtype
+    it uses (before READY=1), with ``readonly_too`` also for the read-only-mapping variants a
+    monitor uses. Process-local arrays only: nothing is created in /dev/shm.
+    """
+    dt = np.dtype(dtype)
     for kind in (KIND_QUEUE, KIND_JOURNAL):
         ctrl = np.zeros(ctrl_words(1), np.int64)
         ctrl[C_CAPACITY], ctrl[C_MASK], ctrl[C_KIND], ctrl[C_POLICY] = 8, 7, kind, POLICY_FAIL
         ctrl[C_N_GATING], ctrl[C_ITEMSIZE], ctrl[C_SLOT0 + S_STATE] = 1, dt.itemsize, SLOT_ACTIVE
         recs = np.zeros(8, dt)
         src = np.zeros(4, dt)
+        if kind == KIND_JOURNAL and dt.itemsize % 8 == 0:
+            recs.view(np.int64)[:: dt.itemsize // 8] = -1
         publish_batch(recs, ctrl, src, 4)
         consume_batch(recs, ctrl, 0, src, 4)
         read_batch(recs, ctrl, 0, 4, src, 4)
-        commit(ctrl, 0, 4)
         journal_read(recs, ctrl, 0, src, 4)
-        available(ctrl, 0)
-        wait_available(ctrl, 0, 0, 0)
+        if readonly_too:
+            rr, rc = recs.copy(), ctrl.copy()
+            rr.setflags(write=False)
+            rc.setflags(write=False)
+            journal_read(rr, rc, 0, src, 4)
+            available(rc, 0)
+
+
+def warmup() -> None:
+    """Compile the ring kernels for a 64-byte test dtype, and the dtype-independent ones."""
+    warmup_dtype(np.dtype([("seq", np.int64), ("v", np.int64, (7,))]))
+    ctrl = np.zeros(ctrl_words(1), np.int64)
+    ctrl[C_N_GATING] = 1
+    commit(ctrl, 0, 0)
+    available(ctrl, 0)
+    wait_available(ctrl, 0, 0, 0)
     release_slot(ctrl, 0)
     register_slot(ctrl, 0, 0)

@@ -212,3 +212,22 @@ def test_read_only_monitor_cannot_publish_or_consume(inst):
     with pytest.raises(TypingError, match="read-only"):
         R.consume_batch(mon.records, mon.ctrl, 0, np.zeros(1, LOAD_DTYPE), 1)
     assert mon.cursor == 0 and mon.stats()["failed"] == 0
+    for call in (lambda: mon.publish(load(0, 1)), lambda: mon.consume(0), mon.register,
+                 lambda: mon.open_slot(0)):
+        with pytest.raises(SegmentError, match="through a read-only mapping"):
+            call()
+
+
+def test_attach_refuses_inconsistent_control_block(inst):
+    r = Ring.create(inst, "q", LOAD_DTYPE, 16)
+    r.ctrl[R.C_MASK] = 3                          # corrupt: mask no longer capacity - 1
+    with pytest.raises(SegmentError, match="control block disagrees"):
+        Ring.attach(inst, "q")
+
+
+def test_warmup_for_a_real_record_dtype():
+    dt = np.dtype([("seq", np.int64), ("px", np.int64), ("side", np.int8)], align=True)
+    R.warmup_dtype(dt)                            # compiles writable and read-only variants
+    sigs = [sig for sig in R.journal_read.signatures if sig[0].dtype.size == dt.itemsize]
+    assert {sig[0].mutable for sig in sigs} == {True, False}
+    assert any(sig[0].dtype.size == 24 for sig in R.publish_batch.signatures)
