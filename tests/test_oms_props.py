@@ -32,14 +32,14 @@ cancel = st.tuples(st.just("cancel"), st.integers(0, 50), st.integers(100, 200))
 replace = st.tuples(st.just("replace"), st.integers(0, 50), st.integers(95, 105), st.integers(1, 9),
                     st.integers(200, 300))
 rep = st.tuples(st.just("report"), st.integers(0, 50),
-                st.sampled_from([oms.RP_ACK, oms.RP_FILL, oms.RP_FILL, oms.RP_FILL, oms.RP_REJECT,
-                                 oms.RP_CANCELLED, oms.RP_EXPIRED, oms.RP_CANCEL_REJECT,
-                                 oms.RP_REPLACED, oms.RP_REPLACE_REJECT]),
-                st.integers(1, 7), st.integers(95, 105))
+                st.sampled_from([oms.RP_ACK, oms.RP_ACK] + [oms.RP_FILL] * 6 +
+                                [oms.RP_REJECT, oms.RP_CANCELLED, oms.RP_EXPIRED,
+                                 oms.RP_CANCEL_REJECT, oms.RP_REPLACED, oms.RP_REPLACE_REJECT]),
+                st.integers(1, 4), st.integers(95, 105))
 mark = st.tuples(st.just("mark"), st.integers(85, 115))
 tick = st.tuples(st.just("time"), st.integers(1, 2 * WINDOW))
-ops = st.lists(st.one_of(place, cancel, replace, rep, rep, rep, mark, tick), min_size=1,
-               max_size=60)
+ops = st.lists(st.one_of(place, place, cancel, replace, rep, rep, rep, rep, mark, mark, tick),
+               min_size=10, max_size=80)
 
 
 class Model:
@@ -57,6 +57,11 @@ class Model:
         self.seen_events = 0
 
     def _pick(self, k: int) -> int:
+        """Mostly a live order (so fills and cancels land), sometimes any id ever seen (stale
+        ids must be refused), 12345 when nothing was placed yet."""
+        live = [int(x) for x in self.d.st.o_id if x != 0]
+        if live and k % 5:
+            return live[k % len(live)]
         return self.ids[k % len(self.ids)] if self.ids else 12345
 
     def step(self, op) -> None:
