@@ -146,3 +146,50 @@ def test_non_gating_reader_racing_a_producer_process_never_accepts_a_torn_record
     finally:
         if p.is_alive():
             p.kill()
+
+
+def _retrying_producer(inst, name, n, ready):
+    j = Ring.attach(inst, name, readonly=False)
+    src = np.zeros(64, L.LOAD_DTYPE)
+    ready.set()
+    done = 0
+    while done < n:                 # the policy refused some: try again from where it stopped
+        done += L.produce(j.records, j.ctrl, src, done, n - done, 64, 0)
+        if done < n:
+            time.sleep(0.001)
+
+
+@pytest.mark.parametrize("policy", ["fail", "block"])
+def test_stopped_gating_consumer_makes_producer_process_apply_policy_then_resume(inst, policy):
+    n = 200_000
+    j = Ring.create(inst, "j", L.LOAD_DTYPE, 1 << 10, kind="journal", n_gating=1, policy=policy,
+                    timeout_ns=20_000_000)
+    j.open_slot(0)
+    ready = FORK.Event()
+    p = FORK.Process(target=_retrying_producer, args=(inst, "j", n, ready))
+    p.start()
+    try:
+        assert ready.wait(60)
+        got = [j.consume(0, 500)["seq"].copy()]
+        t_end = time.monotonic() + 60
+        # the consumer stops: wait until the producer has met the full ring and its policy
+        while (j.stats()["timeouts"] if policy == "block" else j.stats()["full"]) < 2:
+            assert time.monotonic() < t_end, j.stats()
+            time.sleep(0.01)
+        assert j.cursor - j.slot_position(0) == j.capacity   # full, and never overwritten
+        while sum(map(len, got)) < n:                        # resume
+            assert time.monotonic() < t_end
+            got.append(j.consume(0, 4096)["seq"].copy())
+        p.join(60)
+        assert p.exitcode == 0
+    finally:
+        if p.is_alive():
+            p.kill()
+    seqs = np.concatenate(got)
+    assert (seqs == np.arange(n)).all()
+    s = j.stats()
+    assert s["published"] == n and s["failed"] > 0 and s["full"] >= 2
+    if policy == "block":
+        assert s["waits"] >= 2 and s["timeouts"] >= 2 and s["wait_ns"] >= 2 * 20_000_000
+    else:
+        assert s["waits"] == 0 and s["timeouts"] == 0
