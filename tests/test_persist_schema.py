@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bot4d.fixedpoint import INT64_MAX, INT64_MIN, from_fixed
-from bot4d.persist import copybin, schema, synth
+from bot4d.persist import copybin, schema
 from bot4d.persist.writer import JournalWriter
 
 pytest_plugins = ["tests.pg"]

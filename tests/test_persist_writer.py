@@ -1,7 +1,6 @@
 """JournalWriter against a real PostgreSQL: exactly-once by cursor, exact values, bad input."""
 from __future__ import annotations
 
-from decimal import Decimal
 
 import numpy as np
 import psycopg
