@@ -29,7 +29,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bot4d.feed.adapter import FeedAdapter, SnapshotRequest
 from bot4d.feed.backoff import BackoffPolicy
@@ -52,6 +52,9 @@ class _Listener(WSListener):
         self.conn = conn
         self.frag: list[bytes] | None = None
         self.frag_len = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.conn._on_connected(transport)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         c = self.conn
@@ -184,6 +187,7 @@ class FeedConnection:
         self.latency_out = latency_out
         self.n_latency = 0
         self.generation = 0   # connections established so far
+        self._t_conn = 0
         self.frames_on_connection = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -234,26 +238,39 @@ class FeedConnection:
                         enable_auto_pong=False, enable_auto_ping=False,
                         websocket_handshake_timeout=self.handshake_timeout_s,
                         disconnect_on_exception=True)
-                except (OSError, WSError, asyncio.TimeoutError) as e:
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # refused, reset, handshake rejected or timed out, ...
                     self.counters.bump(ConnEvent.CONNECT_FAILED)
-                    self.burst.event(self.venue, "connect failed", 1, self.clock(), str(e))
+                    self.burst.event(self.venue, "connect failed", 1, self.clock(),
+                                     f"{type(e).__name__}: {e}")
                     self.policy.failed()
                     continue
-                await self._serve(transport)
+                try:
+                    await self._serve(transport)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug (ours or an adapter's) must not end the feed
+                    self.counters.bump(ConnEvent.ADAPTER_ERRORS)
+                    log.exception("%s feed: connection handling failed; reconnecting", self.venue)
+                    self.policy.failed()
         finally:
             checker.cancel()
             self._cancel_snapshots()
 
-    async def _serve(self, transport: WSTransport) -> None:
-        under = transport.underlying_transport
-        under.set_protocol(_ReadGuard(under.get_protocol(), transport))
-        t_conn = self.clock()
+    def _on_connected(self, transport: WSTransport) -> None:
+        """From picows' on_ws_connected: before any frame of this connection is delivered."""
         self._transport = transport
-        self._last_frame_ns = t_conn
+        self._t_conn = self._last_frame_ns = self.clock()
         self._stall_close = self._oversize_close = self._local_close = False
         self.generation += 1
         self.frames_on_connection = 0
         self.counters.bump(ConnEvent.CONNECTED)
+
+    async def _serve(self, transport: WSTransport) -> None:
+        under = transport.underlying_transport
+        under.set_protocol(_ReadGuard(under.get_protocol(), transport))
+        t_conn = self._t_conn
         self._connected_evt.set()
         try:
             for m in self.adapter.subscribe_messages():
