@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from bot4d.venues import kraken, okx
@@ -185,3 +186,32 @@ def test_okx_hot_path_crc_equals_reference(bids, asks, ps, qs) -> None:
     text = np.zeros(4096, np.uint8)
     assert okx_book_crc_fast(a[0], a[1], len(bids), a[2], a[3], len(asks), ps, qs, CRC_TABLE8, text) == \
         okx_book_crc(a[0], a[1], len(bids), a[2], a[3], len(asks), ps, qs, CRC_TABLE)
+
+
+def test_rfc3339_ns_exact_and_strict() -> None:
+    import calendar
+
+    from bot4d.venues.l2sync import rfc3339_ns
+
+    assert rfc3339_ns("2023-10-06T17:35:55.440295Z") == 1696613755440295000
+    assert rfc3339_ns("2023-02-09T20:32:50.714964855Z") == 1675974770714964855
+    assert rfc3339_ns("1970-01-01T00:00:00Z") == 0
+    assert rfc3339_ns("2024-02-29T23:59:59.1Z") == calendar.timegm((2024, 2, 29, 23, 59, 59)) * 10**9 + 10**8
+    for bad in ("2023-13-06T17:35:55Z", "2023-10-06 17:35:55Z", "2023-10-06T17:35:55+01:00",
+                "2023-1a-06T17:35:55Z", "2023-10-06T24:00:00Z", "2023-10-06T17:35:55.1234567890Z",
+                " 023-10-06T17:35:55Z", "2023-10-06T17:35:55.Z", 1696613755):
+        with pytest.raises(NumberError):
+            rfc3339_ns(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=__import__("datetime").datetime(1, 1, 1),
+                    max_value=__import__("datetime").datetime(9999, 12, 31)))
+def test_rfc3339_ns_matches_the_calendar(dt) -> None:
+    import calendar
+
+    from bot4d.venues.l2sync import rfc3339_ns
+
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{dt.microsecond:06d}Z"
+    want = calendar.timegm(dt.timetuple()) * 10**9 + dt.microsecond * 1000
+    assert rfc3339_ns(text.rjust(len(text), "0") if dt.year >= 1000 else f"{dt.year:04d}" + text[len(str(dt.year)):]) == want

@@ -7,7 +7,6 @@ applies them to the real book (``bot4d.kernels.book``), checks what the venue le
 """
 from __future__ import annotations
 
-import calendar
 from typing import Any
 
 import numpy as np
@@ -61,22 +60,38 @@ def units(text: Any, scale: int) -> int:
     return parse_units(text, scale)  # the careful path: raises NumberError with the reason
 
 
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm): plain
+    integer arithmetic that a numba kernel can repeat exactly."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
 def rfc3339_ns(text: Any) -> int:
-    """"2023-10-06T17:35:55.440295Z" -> ns since epoch, exactly (no float)."""
-    if type(text) is not str or len(text) < 20 or text[-1] != "Z" or text[10] != "T":
+    """"2023-10-06T17:35:55.440295Z" -> ns since epoch, exactly (no float). Strict: digits and
+    separators where RFC 3339 puts them, fields in range, UTC ("Z") only, at most 9 decimals."""
+    if type(text) is not str or len(text) < 20 or not text.isascii() or text[-1] != "Z" \
+            or text[4] != "-" or text[7] != "-" or text[10] != "T" or text[13] != ":" \
+            or text[16] != ":":
         raise NumberError(f"not an RFC 3339 UTC time: {text!r}")
-    try:
-        y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
-        h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
-    except ValueError:
-        raise NumberError(f"not an RFC 3339 UTC time: {text!r}") from None
+    fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(f.isdigit() for f in fields):
+        raise NumberError(f"not an RFC 3339 UTC time: {text!r}")
+    y, mo, d, h, mi, s = map(int, fields)
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+        raise NumberError(f"field out of range in {text!r}")
     frac = text[19:-1]
     ns = 0
     if frac:
         if frac[0] != "." or not frac[1:].isdigit() or len(frac) > 10:
             raise NumberError(f"bad fraction in {text!r}")
         ns = int(frac[1:].ljust(9, "0"))
-    return (calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000_000) + ns
+    secs = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + s
+    return secs * 1_000_000_000 + ns
 
 
 def frame_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
