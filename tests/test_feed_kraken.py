@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot4d.feed.client import FeedConnection  # noqa: F401  (the client under test)
 from bot4d.feed.counters import ConnEvent
 from bot4d.feed.kraken import KrakenV1Adapter
 from bot4d.instruments import InstrumentTable
