@@ -74,6 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot4d.persist import copykern
 
     copykern.warmup()  # load/compile the COPY encoders before the first batch, not during it
+    from bot4d.records import JOURNAL_EVENT_DTYPE
+    from ipc.ring import warmup_dtype
+
+    warmup_dtype(JOURNAL_EVENT_DTYPE, readonly_too=False)  # read_batch/commit for journal records
     counters = Counters.create(args.instance, args.counters, counter_names(args.shards), reclaim_dead=True)
     stop = threading.Event()
 
