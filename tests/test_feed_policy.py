@@ -121,3 +121,36 @@ def test_burst_log_says_each_problem_once_per_burst(caplog) -> None:
     assert "MALFORMED_JSON x1" in lines[0]
     assert "GAP x1" in lines[1]
     assert "x1000 (999 since last report)" in lines[2]
+
+
+def test_every_adapter_implements_the_feed_interface() -> None:
+    from bot4d.feed.adapter import FeedAdapter
+    from bot4d.feed.binance import BinanceAdapter, BinanceFuturesAdapter
+    from bot4d.feed.kraken import KrakenV1Adapter
+    from bot4d.feed.okx import OkxAdapter
+    from bot4d.instruments import InstrumentTable
+
+    t = InstrumentTable()
+    t.add("BINANCE", "BNBBTC", 8, 8)
+    t.add("BINANCE_FUTURES", "BTCUSDT", 2, 3)
+    t.add("KRAKEN", "XBT/USD", 1, 8)
+    t.add("OKX", "BTC-USDT", 1, 8)
+    adapters = [BinanceAdapter(t, ["BNBBTC"]), BinanceFuturesAdapter(t, ["BTCUSDT"]),
+                KrakenV1Adapter(t, ["XBT/USD"]), OkxAdapter(t, ["BTC-USDT"])]
+    for a, want in zip(adapters, (0, 1, 2, 3)):
+        assert isinstance(a, FeedAdapter)
+        assert list(a.instrument_ids) == [want]
+        assert a.subscribe_messages() and all(isinstance(m, bytes) for m in a.subscribe_messages())
+        assert a.venue_states().tolist() == [0]          # SYNCING until synced
+        a.on_disconnect()
+        assert a.venue_states().tolist() == [2]          # RESYNCING: never LIVE after a loss
+        assert len(a.drain()) == 0 or a.drain().dtype.names[0] == "seq"
+    # Binance resyncs over REST, Kraken/OKX over the open connection
+    assert [r.path for r in adapters[0].snapshot_requests()] == ["/api/v3/depth?symbol=BNBBTC&limit=1000"]
+    assert adapters[1].snapshot_requests()[0].path.startswith("/fapi/v1/depth?symbol=BTCUSDT")
+    adapters[2].force_resync()
+    assert [b'"unsubscribe"' in m for m in adapters[2].take_resubscribe()] == [True, False]
+    adapters[3].force_resync()
+    assert len(adapters[3].take_resubscribe()) == 2
+    with pytest.raises(ValueError):
+        BinanceAdapter(t, ["NOPE"])
