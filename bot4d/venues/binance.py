@@ -36,7 +36,9 @@ from bot4d.venues.scan import (
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
-scan.drop_stale_cache(__file__, scan._venue_deps())
+import bot4d.kernels.book as _book  # noqa: E402  (its apply_batch is compiled into frame_apply)
+
+scan.drop_stale_cache(__file__, scan._venue_deps() + [_book.__file__])
 
 VENUE = "BINANCE"
 WS_URL = "wss://stream.binance.com:9443/stream"
@@ -514,6 +516,17 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame, tab, i
 
 
 @numba.njit(cache=True, nogil=True)
+def frame_apply(buf, ends, recv_ns, futures, max_frame, tab, ip, out, fres, work,
+                levels, bstate, bstats, bscratch):
+    """One frame parsed, sync-checked and applied to the book in a single call: the
+    one-frame path pays one dispatch instead of two (see NOTES: ~250 ns per call + per array)."""
+    _, k = process_batch(buf, ends, 0, 1, recv_ns, futures, max_frame, tab, ip, out, fres, work)
+    if k > 0:
+        _book.apply_batch(levels, bstate, bstats, bscratch, out, 0, k)
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
 def parse_snapshot(buf, n, inst, ps, qs, mp, mq, rts, out, fld):
     """A REST depth snapshot body -> MD_CLEAR, levels, MD_SNAPSHOT_END in ``out``.
 
@@ -549,10 +562,13 @@ def warmup() -> None:
     """Compile the kernels on a tiny batch (see bot4d.warmup)."""
     t = InstrumentTable()
     t.add(VENUE, "BNBBTC", 8, 8)
-    feed = BinanceFeed(t, books=None)
-    feed.on_snapshot("BNBBTC", b'{"lastUpdateId":1,"bids":[["0.1","1"]],"asks":[["0.2","1"]]}')
-    feed.on_frames([b'{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"BNBBTC","U":2,"u":2,'
-                    b'"b":[["0.1","0"]],"a":[]}}'])
+    for books in (None, _book.make_books(1, 8)):
+        feed = BinanceFeed(t, books)
+        feed.on_snapshot("BNBBTC", b'{"lastUpdateId":1,"bids":[["0.1","1"]],"asks":[["0.2","1"]]}')
+        feed.on_frames([b'{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"BNBBTC","U":2,'
+                        b'"u":2,"b":[["0.1","0"]],"a":[]}}'])
+        feed.on_frame(b'{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"BNBBTC","U":3,"u":3,'
+                      b'"b":[["0.1","2"]],"a":[]}}')
 
 
 # --- the per-connection object the feed client drives -----------------------------------------
@@ -634,12 +650,16 @@ class BinanceFeed:
         buf = np.frombuffer(frame, np.uint8)
         self._ends1[0] = len(frame)
         self._recv1[0] = recv_ns
-        _, k = process_batch(buf, self._ends1, 0, 1, self._recv1, self.futures, self.max_frame,
-                             self.table.tab, self.ip, self.out, self._fres, self.work)
-        if k and self.books is not None:
-            self.books.apply(self.out[:k])
-            if self.books.batch[self._B_ERRORS]:
+        b = self.books
+        if b is not None:
+            k = frame_apply(buf, self._ends1, self._recv1, self.futures, self.max_frame,
+                            self.table.tab, self.ip, self.out, self._fres, self.work,
+                            b.levels, b.state, b.stats, b.scratch)
+            if k and b.batch[self._B_ERRORS]:
                 self._check_books()
+        else:
+            process_batch(buf, self._ends1, 0, 1, self._recv1, self.futures, self.max_frame,
+                          self.table.tab, self.ip, self.out, self._fres, self.work)
         st = int(self._fres[0, 0])
         if st == FS_BUFFER or st == R_GAP:
             self._keep(int(self._fres[0, 1]), frame)

@@ -36,7 +36,9 @@ from bot4d.venues.scan import (
 )
 from bot4d.venues.sync import Reason, ReasonCounters, SyncState
 
-scan.drop_stale_cache(__file__, scan._venue_deps())
+import bot4d.kernels.book as _book  # noqa: E402  (its apply_batch is compiled into frame_apply)
+
+scan.drop_stale_cache(__file__, scan._venue_deps() + [_book.__file__])
 
 VENUE = "BYBIT"
 WS_URLS = {
@@ -471,6 +473,16 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, tab, ip, out, f
     return f - first, k
 
 
+@numba.njit(cache=True, nogil=True)
+def frame_apply(buf, ends, recv_ns, max_frame, tab, ip, out, fres, work,
+                levels, bstate, bstats, bscratch):
+    """One frame parsed, sync-checked and applied to the book in a single call."""
+    _, k = process_batch(buf, ends, 0, 1, recv_ns, max_frame, tab, ip, out, fres, work)
+    if k > 0:
+        _book.apply_batch(levels, bstate, bstats, bscratch, out, 0, k)
+    return k
+
+
 class BybitFeed:
     """Bybit v5 public feed for one connection (one category: spot, linear or inverse).
 
@@ -538,12 +550,16 @@ class BybitFeed:
         buf = np.frombuffer(frame, np.uint8)
         self._ends1[0] = len(frame)
         self._recv1[0] = recv_ns
-        _, k = process_batch(buf, self._ends1, 0, 1, self._recv1, self.max_frame,
-                             self.table.tab, self.ip, self.out, self._fres, self.work)
-        if k and self.books is not None:
-            self.books.apply(self.out[:k])
-            if self.books.batch[self._B_ERRORS]:
+        b = self.books
+        if b is not None:
+            k = frame_apply(buf, self._ends1, self._recv1, self.max_frame, self.table.tab,
+                            self.ip, self.out, self._fres, self.work,
+                            b.levels, b.state, b.stats, b.scratch)
+            if k and b.batch[self._B_ERRORS]:
                 self._check_books()
+        else:
+            process_batch(buf, self._ends1, 0, 1, self._recv1, self.max_frame, self.table.tab,
+                          self.ip, self.out, self._fres, self.work)
         return int(self._fres[0, 0])
 
     def on_frames(self, frames: list[bytes], recv_ns: np.ndarray | None = None):
@@ -579,6 +595,9 @@ class BybitFeed:
 def warmup() -> None:
     t = InstrumentTable()
     t.add(VENUE, "BTCUSDT", 2, 3)
+    feed = BybitFeed(t, _book.make_books(1, 8))
+    feed.on_frame(b'{"topic":"orderbook.1.BTCUSDT","type":"snapshot","ts":1,"data":{"s":"BTCUSDT",'
+                  b'"b":[["1.00","1"]],"a":[["2.00","1"]],"u":1,"seq":1}}')
     feed = BybitFeed(t, None)
     feed.on_frames([
         b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1,"data":{"s":"BTCUSDT",'
