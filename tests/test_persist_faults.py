@@ -285,3 +285,14 @@ def test_one_sidecar_drains_several_shards(persist_db, instance):
         assert_exactly_once(persist_db, n, shard)
     side.send_signal(signal.SIGTERM)
     assert side.wait(30) == 0
+
+
+def test_second_sidecar_for_the_same_instance_refuses_to_start(persist_db, instance):
+    inst, procs = instance
+    assert producer(inst, procs, 200).wait(60) == 0
+    first = sidecar(persist_db, inst, procs)
+    wait_for(lambda: cursor(persist_db) == 199, what="first sidecar running")
+    second = sidecar(persist_db, inst, procs)
+    assert second.wait(30) == 2
+    assert "bot4d.%s.persist" % inst in second.stderr.read()
+    assert first.poll() is None

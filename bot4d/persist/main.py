@@ -78,7 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ipc.ring import warmup_dtype
 
     warmup_dtype(JOURNAL_EVENT_DTYPE, readonly_too=False)  # read_batch/commit for journal records
-    counters = Counters.create(args.instance, args.counters, counter_names(args.shards), reclaim_dead=True)
+    from ipc.segment import SegmentError
+
+    try:
+        counters = Counters.create(args.instance, args.counters, counter_names(args.shards), reclaim_dead=True)
+    except SegmentError as e:
+        # a live owner holds it: another sidecar drains this instance; two would fight over slots
+        print(f"bot4d-persist: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
