@@ -64,6 +64,12 @@ def _byte_ptr(context, builder, aryty, ary, off):
     return builder.inttoptr(builder.add(base, off), _I64.as_pointer())
 
 
+def _check_contiguous(arr, what: str) -> None:
+    # byte-offset access assumes a C-contiguous buffer: a strided view would be silently wrong
+    if not isinstance(arr, types.Array) or arr.layout != "C":
+        raise TypingError(f"{what}: needs a C-contiguous array, got {arr}")
+
+
 def _is_i64_array(arr) -> bool:
     return isinstance(arr, types.Array) and arr.dtype == types.int64
 
@@ -111,6 +117,7 @@ def _make_load_at(ordering: str):
     def _load(typingctx, arr, off):
         if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
             raise TypingError(f"load_{ordering}_at(arr, byte_off): arr must be an array")
+        _check_contiguous(arr, f"load_{ordering}_at")
         sig = types.int64(arr, off)
 
         def codegen(context, builder, signature, args):
@@ -128,6 +135,7 @@ def _make_store_at(ordering: str):
     def _store(typingctx, arr, off, val):
         if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
             raise TypingError(f"store_{ordering}_at(arr, byte_off, v): arr must be an array")
+        _check_contiguous(arr, f"store_{ordering}_at")
         _check_array(arr, f"store_{ordering}_at", writable=True)
         sig = types.void(arr, off, val)
 
@@ -250,6 +258,8 @@ def _ctlz(typingctx, v):
 def _copy_bytes(typingctx, dst, dst_off, src, src_off, nbytes):
     if not isinstance(dst, types.Array) or not isinstance(src, types.Array):
         raise TypingError("copy_bytes(dst, dst_off, src, src_off, n): arrays expected")
+    _check_contiguous(dst, "copy_bytes (dst)")
+    _check_contiguous(src, "copy_bytes (src)")
     _check_array(dst, "copy_bytes", writable=True)
     sig = types.void(dst, dst_off, src, src_off, nbytes)
 

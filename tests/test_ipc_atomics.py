@@ -150,3 +150,22 @@ def test_writes_to_read_only_array_are_refused_at_compile_time(call):
 def test_non_int64_array_refused():
     with pytest.raises(TypingError, match="int64"):
         A.load_acquire(np.zeros(4, np.int32), 0)
+
+
+def test_byte_offset_operations_refuse_strided_arrays():
+    a = np.zeros(16, np.int64)
+    with pytest.raises(TypingError, match="C-contiguous"):
+        A.copy_bytes(a[::2], 0, a, 0, 8)
+    with pytest.raises(TypingError, match="C-contiguous"):
+        A.load_acquire_at(a[::2], 0)
+
+
+def test_ring_kernels_refuse_strided_buffers():
+    from ipc import ring as R
+    from ipc.loadgen import LOAD_DTYPE
+
+    ctrl = np.zeros(R.ctrl_words(1), np.int64)
+    ctrl[R.C_CAPACITY], ctrl[R.C_MASK], ctrl[R.C_ITEMSIZE], ctrl[R.C_N_GATING] = 8, 7, 64, 1
+    recs, src = np.zeros(8, LOAD_DTYPE), np.zeros(8, LOAD_DTYPE)
+    with pytest.raises(TypingError, match="C-contiguous"):
+        R.publish_batch(recs, ctrl, src[::2], 4)
