@@ -260,6 +260,26 @@ def test_fragmented_update_is_reassembled() -> None:
     run(go())
 
 
+def test_websocket_ping_is_answered_with_its_payload() -> None:
+    """Binance pings at the WebSocket level and disconnects clients that do not pong; the
+    client answers every ping with the same payload and counts it as traffic."""
+    frames, snaps = generate_binance(GEN_SYMBOLS, 100, seed=20)
+
+    async def go():
+        rig = Rig(BinanceMarket(frames, snaps), GEN_SYMBOLS)
+        rig.server.hold(10)
+        async with rig:
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="connected")
+            rig.time.now += 3 * S
+            rig.server.ping(b"abc")
+            rig.server.ping(b"def")
+            await until(lambda: len(rig.server.pongs) == 2, what="pongs")
+            assert rig.server.pongs == [b"abc", b"def"]
+            assert rig.conn._last_frame_ns == rig.time.now   # a ping is proof of life
+            rig.server.release()
+    run(go())
+
+
 def test_stall_goes_stale_then_reconnects() -> None:
     frames, snaps = generate_binance(GEN_SYMBOLS, 1200, seed=12)
 

@@ -481,6 +481,9 @@ class _Conn(WSListener):
         if frame.msg_type is WSMsgType.PING:
             transport.send_pong(frame.get_payload_as_bytes())
             return
+        if frame.msg_type is WSMsgType.PONG:
+            self.server.pongs.append(frame.get_payload_as_bytes())
+            return
         if frame.msg_type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return
         replies, start = self.server.market.on_client_message(frame.get_payload_as_bytes())
@@ -515,6 +518,7 @@ class FeedServer:
         self.cursor = 0                      # next script index to publish
         self.stats = ServerStats()
         self.client_messages: list[bytes] = []
+        self.pongs: list[bytes] = []            # WebSocket pongs the client answered with
         self._faults: deque[_Pending] = deque()
         self._server: asyncio.Server | None = None
         self._conn: _Conn | None = None
@@ -574,6 +578,13 @@ class FeedServer:
     def sent_on_connection(self) -> int:
         """Frames sent on the current connection (what a caught-up client has read)."""
         return self._conn.sent if self._conn is not None else 0
+
+    def ping(self, payload: bytes = b"bot4d") -> None:
+        """A WebSocket-level ping, as Binance sends every few minutes (it drops clients that do
+        not answer)."""
+        c = self._conn
+        if c is not None and c.transport is not None:
+            c.transport.send_ping(payload)
 
     def drop_now(self) -> None:
         c = self._conn
