@@ -327,6 +327,29 @@ def test_snapshot_http_errors_are_counted_and_retried() -> None:
     run(go())
 
 
+def test_unusable_snapshot_bodies_are_refused_and_retried() -> None:
+    """A 200 whose body is cut short: the venue module refuses it (counted per reason), the
+    client backs off and asks again; the books still end LIVE and identical."""
+    frames, snaps = generate_binance(GEN_SYMBOLS, 600, seed=22)
+
+    async def go():
+        rig = Rig(BinanceMarket(frames, snaps), GEN_SYMBOLS)
+        rig.server.http_bad_bodies = 3
+        rig.server.hold(10)
+        async with rig:
+            await synced_start(rig)
+            await rig.server.done.wait()
+            await until(rig.all_live, what="LIVE")
+            await until(rig.caught_up, what="caught up")
+            assert rig.conn.counters[ConnEvent.SNAPSHOT_FAILED] == 3
+            assert rig.adapter.counters[Reason.MALFORMED_JSON] + \
+                rig.adapter.counters[Reason.BAD_SNAPSHOT] == 3
+            assert rig.conn.counters[ConnEvent.SNAPSHOT_OK] == 2
+            assert sum(1 for d in rig.time.slept if d > 0) >= 3   # each refusal backed off
+            rig.assert_books_match_venue()
+    run(go())
+
+
 class _BuggyAdapter(BinanceAdapter):
     """Raises once, as a venue-module bug would: the client must contain it."""
 

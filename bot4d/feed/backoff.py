@@ -72,6 +72,11 @@ class BackoffPolicy:
         else:
             self._failures += 1
 
+    def succeeded(self) -> None:
+        """What the attempts were for worked: the next failure starts from the base delay
+        (the window of past attempts still counts against the cap)."""
+        self._failures = 0
+
     def attempts_in_window(self, now_ns: int) -> int:
         win = int(self.window_s * 1e9)
         return sum(1 for t in self._attempts if t > now_ns - win)

@@ -177,6 +177,7 @@ class FeedConnection:
         self._last_frame_ns = 0
         self._last_sent_ns = 0
         self._snap_tasks: dict[str, asyncio.Task] = {}
+        self._snap_retry: dict[str, BackoffPolicy] = {}
         self._stopping = False
         self._stall_close = False
         self._oversize_close = False
@@ -347,7 +348,7 @@ class FeedConnection:
                 lo[self.n_latency:self.n_latency + k] = took
                 self.n_latency += k
 
-    def _after_adapter(self, now: int) -> None:
+    def _after_adapter(self, now: int, requests: bool = True) -> None:
         recs = self.adapter.drain()
         if len(recs):
             self.states.touch(recs["instrument"], now)
@@ -361,7 +362,7 @@ class FeedConnection:
                     self.counters.bump(ConnEvent.RESYNCS, len(self._ids))
         self._publish(now, full=self._any_stale())
         self._report_reasons(now)
-        if self._transport is None:
+        if self._transport is None or not requests:
             return
         for req in self.adapter.snapshot_requests():
             if req.symbol not in self._snap_tasks and self.rest_base is not None:
@@ -412,7 +413,12 @@ class FeedConnection:
 
     # --- snapshots --------------------------------------------------------------------------------
     async def _fetch_snapshot(self, req: SnapshotRequest, generation: int) -> None:
-        retry = BackoffPolicy(base_s=0.05, max_s=2.0, max_attempts=20, window_s=60.0)
+        # one policy per symbol for the connection's life: a venue that keeps serving unusable or
+        # too-old snapshots is asked at most max_attempts times per window, never in a tight loop
+        retry = self._snap_retry.get(req.symbol)
+        if retry is None:
+            retry = self._snap_retry[req.symbol] = BackoffPolicy(
+                base_s=0.05, max_s=2.0, max_attempts=20, window_s=60.0)
         try:
             while self.generation == generation and self._transport is not None:
                 d = retry.delay_s(self.clock())
@@ -437,12 +443,21 @@ class FeedConnection:
                 except Exception as e:
                     self._adapter_failed(e)
                     return
-                if r == Reason.OK:
-                    self.counters.bump(ConnEvent.SNAPSHOT_OK)
-                else:
+                if r != Reason.OK:
                     self.counters.bump(ConnEvent.SNAPSHOT_FAILED)
+                    self.burst.event(self.venue, "snapshot refused by the venue module", 1,
+                                     self.clock(), f"{req.symbol}: {Reason(r).name}")
+                    retry.failed()
+                    self._after_adapter(self.clock(), requests=False)
+                    continue
+                self.counters.bump(ConnEvent.SNAPSHOT_OK)
                 # the task must leave the in-flight set before the adapter is asked again
                 self._snap_tasks.pop(req.symbol, None)
+                self._after_adapter(self.clock(), requests=False)
+                if any(q.symbol == req.symbol for q in self.adapter.snapshot_requests()):
+                    retry.failed()   # applied, but the buffered diffs do not bridge it: too old
+                else:
+                    retry.succeeded()
                 self._after_adapter(self.clock())
                 return
         finally:
