@@ -199,14 +199,15 @@ def test_rfc3339_ns_exact_and_strict() -> None:
     assert rfc3339_ns("2024-02-29T23:59:59.1Z") == calendar.timegm((2024, 2, 29, 23, 59, 59)) * 10**9 + 10**8
     for bad in ("2023-13-06T17:35:55Z", "2023-10-06 17:35:55Z", "2023-10-06T17:35:55+01:00",
                 "2023-1a-06T17:35:55Z", "2023-10-06T24:00:00Z", "2023-10-06T17:35:55.1234567890Z",
-                " 023-10-06T17:35:55Z", "2023-10-06T17:35:55.Z", 1696613755):
+                " 023-10-06T17:35:55Z", "2023-10-06T17:35:55.Z", 1696613755,
+                "2263-01-01T00:00:00Z"):  # beyond int64 nanoseconds
         with pytest.raises(NumberError):
             rfc3339_ns(bad)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.datetimes(min_value=__import__("datetime").datetime(1, 1, 1),
-                    max_value=__import__("datetime").datetime(9999, 12, 31)))
+@given(st.datetimes(min_value=__import__("datetime").datetime(1678, 1, 1),
+                    max_value=__import__("datetime").datetime(2262, 1, 1)))
 def test_rfc3339_ns_matches_the_calendar(dt) -> None:
     import calendar
 
@@ -214,4 +215,4 @@ def test_rfc3339_ns_matches_the_calendar(dt) -> None:
 
     text = dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{dt.microsecond:06d}Z"
     want = calendar.timegm(dt.timetuple()) * 10**9 + dt.microsecond * 1000
-    assert rfc3339_ns(text.rjust(len(text), "0") if dt.year >= 1000 else f"{dt.year:04d}" + text[len(str(dt.year)):]) == want
+    assert rfc3339_ns(text) == want

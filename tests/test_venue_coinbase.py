@@ -181,3 +181,30 @@ def test_fuzz_mutated_real_frames(data) -> None:
     for _ in range(data.draw(st.integers(1, 4))):
         f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.sampled_from(b'0123456789.-,"[]{}:x '))
     assert isinstance(h.on_frame(bytes(f)), Reason)
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"type":"match","product_id":"SKL-USD","trade_id":99999999999999999999999,"sequence":5,'
+    b'"side":"buy","price":"1","size":"1","time":"2021-04-17T16:43:37.1Z"}',
+    b'{"type":"match","product_id":"SKL-USD","trade_id":1,"sequence":-5,'
+    b'"side":"buy","price":"1","size":"1","time":"2021-04-17T16:43:37.1Z"}',
+])
+def test_legacy_ids_that_do_not_fit_int64_are_refused(frame) -> None:
+    h, _ = legacy()
+    assert h.on_frame(frame) == Reason.MALFORMED_JSON
+
+
+def test_advanced_huge_sequence_and_trade_id_are_refused() -> None:
+    h, _ = advanced()
+    assert h.on_frame(at_l2(2**62, "snapshot", [])) == Reason.MALFORMED_JSON
+    f = orjson.dumps({"channel": "market_trades", "client_id": "", "timestamp": "2023-02-09T20:19:35Z",
+                      "sequence_num": 0, "events": [{"type": "update", "trades": [
+                          {"trade_id": "9" * 30, "product_id": "ETH-USD", "price": "1", "size": "1",
+                           "side": "BUY", "time": "2019-08-14T20:42:27.265Z"}]}]})
+    assert h.on_frame(f) == Reason.MALFORMED_JSON
+    # a time whose nanoseconds do not fit int64 (year 9021) is refused, not overflowed
+    f = (b'{"type":"l2update","product_id":"SKL-BTC","changes":[["buy","0.00001303","5500.0"]],'
+         b'"time":"9021-04-17T16:43:37.079420Z"}')
+    h2, _ = legacy()
+    h2.on_frame(b'{"type":"snapshot","product_id":"SKL-BTC","bids":[["0.000013","1"]],"asks":[["0.000014","1"]]}')
+    assert h2.on_frame(f) == Reason.MALFORMED_JSON

@@ -31,6 +31,7 @@ LEGACY_WS_URL = "wss://ws-feed.exchange.coinbase.com"
 VENUE = "COINBASE"
 
 _AT_SIDE = {"bid": SIDE_BID, "offer": SIDE_ASK}
+_SEQ_LIMIT = 1 << 62  # sequence numbers and ids travel as int64 in the records
 _LEGACY_SIDE = {"buy": SIDE_BID, "sell": SIDE_ASK}
 
 
@@ -90,7 +91,8 @@ class CoinbaseAdvanced(_CoinbaseBase):
         if m.get("type") == "error":
             return self.reject(Reason.UNKNOWN_MESSAGE)
         seq, ch, events = m.get("sequence_num"), m.get("channel"), m.get("events")
-        if type(seq) is not int or type(ch) is not str or type(events) is not list:
+        if type(seq) is not int or type(ch) is not str or type(events) is not list \
+                or not 0 <= seq < _SEQ_LIMIT:
             return self.reject(Reason.MALFORMED_JSON)
         if self.last_seq >= 0:
             if seq <= self.last_seq:
@@ -168,7 +170,8 @@ class CoinbaseAdvanced(_CoinbaseBase):
                 if inst is None:
                     return self.reject(Reason.UNKNOWN_SYMBOL)
                 side, tid = t.get("side"), t.get("trade_id")
-                if side not in ("BUY", "SELL") or type(tid) is not str or not tid.isdigit():
+                if side not in ("BUY", "SELL") or type(tid) is not str or not tid.isdigit() \
+                        or len(tid) > 18:
                     return self.reject(Reason.MALFORMED_JSON)
                 try:
                     ts = rfc3339_ns(t.get("time"))
@@ -266,7 +269,8 @@ class CoinbaseLegacy(_CoinbaseBase):
 
     def _match(self, inst: Instrument, m: dict, recv: int) -> Reason:
         seq, tid, side = m.get("sequence"), m.get("trade_id"), m.get("side")
-        if type(seq) is not int or type(tid) is not int or side not in _LEGACY_SIDE:
+        if type(seq) is not int or type(tid) is not int or side not in _LEGACY_SIDE \
+                or not (0 <= seq < _SEQ_LIMIT and 0 <= tid < _SEQ_LIMIT):
             return self.reject(Reason.MALFORMED_JSON)
         if seq <= self.match_seq[inst.id]:
             return self.reject(Reason.OUT_OF_ORDER)

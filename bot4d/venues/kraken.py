@@ -403,7 +403,8 @@ class KrakenV2(_KrakenBase):
                 return self.reject(Reason.UNKNOWN_SYMBOL)
             side = t.get("side")
             tid = t.get("trade_id")
-            if side not in ("buy", "sell") or type(tid) is not str or not tid.isdigit():
+            if side not in ("buy", "sell") or type(tid) is not str or not tid.isdigit() \
+                    or len(tid) > 18:
                 return self.reject(Reason.MALFORMED_JSON)
             try:
                 px = units(t.get("price"), inst.price_scale)

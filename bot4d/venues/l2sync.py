@@ -91,7 +91,10 @@ def rfc3339_ns(text: Any) -> int:
             raise NumberError(f"bad fraction in {text!r}")
         ns = int(frac[1:].ljust(9, "0"))
     secs = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + s
-    return secs * 1_000_000_000 + ns
+    v = secs * 1_000_000_000 + ns
+    if not -_INT64_MAX <= v <= _INT64_MAX:  # ns since 1970 fit int64 for years 1678..2262
+        raise NumberError(f"{text!r} is outside the int64 nanosecond range")
+    return v
 
 
 def frame_batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
