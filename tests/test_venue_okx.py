@@ -137,6 +137,8 @@ BAD = [
      b'"px":"-1","sz":"1","side":"buy","ts":"1"}]}', Reason.BAD_PRICE),
     (b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1",'
      b'"px":"1","sz":"0","side":"buy","ts":"1"}]}', Reason.BAD_QTY),
+    (b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1",'
+     b'"px":"1","sz":"1","side":"buy","ts":"999999999999999999"}]}', Reason.MALFORMED_JSON),
 ]
 
 

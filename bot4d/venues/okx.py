@@ -54,6 +54,9 @@ def unsubscribe(inst_ids: Sequence[str], channels: Sequence[str] = ("books",)) -
     return subscribe(inst_ids, channels, op="unsubscribe")
 
 
+MAX_TS_MS = ((1 << 63) - 1) // 1_000_000  # ms timestamps become int64 ns in the records
+
+
 def _int_text(v: Any) -> int | None:
     """OKX sends ids as strings ("7849") and seqIds as numbers: accept both, exactly."""
     if type(v) is int:
@@ -61,6 +64,11 @@ def _int_text(v: Any) -> int | None:
     if type(v) is str and v.isdigit() and len(v) <= 18:
         return int(v)
     return None
+
+
+def _ts_ms(v: Any) -> int | None:
+    t = _int_text(v)
+    return t if t is not None and 0 <= t <= MAX_TS_MS else None
 
 
 class OkxV5(L2Handler):
@@ -149,7 +157,7 @@ class OkxV5(L2Handler):
             return self.reject(Reason.NOT_SYNCED)
         asks, bids = d.get("asks", []), d.get("bids", [])
         ck = d.get("checksum", 0)
-        ts = _int_text(d.get("ts", "0"))
+        ts = _ts_ms(d.get("ts", "0"))
         if type(asks) is not list or type(bids) is not list or type(ck) is not int or ts is None:
             return self.resync(inst, Reason.MALFORMED_JSON)
         seq = d.get("seqId")
@@ -209,7 +217,7 @@ class OkxV5(L2Handler):
             inst = self.instrument(t.get("instId"))
             if inst is None:
                 return self.reject(Reason.UNKNOWN_SYMBOL)
-            side, tid, ts = t.get("side"), _int_text(t.get("tradeId")), _int_text(t.get("ts"))
+            side, tid, ts = t.get("side"), _int_text(t.get("tradeId")), _ts_ms(t.get("ts"))
             if side not in ("buy", "sell") or tid is None or ts is None:
                 return self.reject(Reason.MALFORMED_JSON)
             try:

@@ -161,7 +161,7 @@ def _frame(buf, s, n):
             if ve < 0:
                 return bad
             ts = _digits(buf, c0, c1)
-            if ts < 0:
+            if ts < 0 or ts > 9223372036854:  # ms whose ns do not fit int64: Python refuses
                 return bad
         elif eq_const(buf, ks, ke, K_CHECKSUM):
             ck, ve = parse_int(buf, vi, d1)
