@@ -350,6 +350,29 @@ def test_unusable_snapshot_bodies_are_refused_and_retried() -> None:
     run(go())
 
 
+def test_book_that_cannot_resync_is_withdrawn_downstream() -> None:
+    """After the connection drops and the venue's REST endpoint keeps failing, the books are
+    never LIVE again and the shard's copy is empty: no level nobody vouches for is offered."""
+    frames, snaps = generate_binance(GEN_SYMBOLS, 600, seed=23)
+
+    async def go():
+        rig = Rig(BinanceMarket(frames, snaps), GEN_SYMBOLS)
+        rig.server.hold(10)
+        async with rig:
+            await synced_start(rig)
+            rig.server.hold(300)
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="at 300")
+            assert rig.all_live()
+            assert all(rig.ring_books.levels(i)[0] for i in rig.ids())
+            rig.server.http_failures = 10_000
+            rig.server.drop_now()
+            await until(lambda: rig.conn.counters[ConnEvent.SNAPSHOT_FAILED] >= 4, what="failing")
+            assert not any(rig.states.is_live(i) for i in rig.ids())
+            assert all(rig.ring_books.levels(i) == ([], []) for i in rig.ids())
+            rig.server.release()
+    run(go())
+
+
 class _BuggyAdapter(BinanceAdapter):
     """Raises once, as a venue-module bug would: the client must contain it."""
 

@@ -35,7 +35,8 @@ from bot4d.feed.adapter import FeedAdapter, SnapshotRequest
 from bot4d.feed.backoff import BackoffPolicy
 from bot4d.feed.counters import BurstLog, ConnCounters, ConnEvent
 from bot4d.feed.http import HttpError, http_get
-from bot4d.feed.state import STALE, BookStateTable
+from bot4d.feed.state import LIVE, RESYNCING, STALE, SYNCING, BookStateTable
+from bot4d.records import MD_CLEAR, MD_FLAG_FRAME_END, MD_UPDATE_DTYPE
 from bot4d.venues.sync import N_REASONS, Reason
 
 log = logging.getLogger("bot4d.feed")
@@ -410,6 +411,18 @@ class FeedConnection:
         if marks:
             self.counters.bump(ConnEvent.STALE_MARKS, marks)
             self.burst.event(self.venue, "instruments went STALE", marks, now)
+        # a book that lost its chain is withdrawn downstream at once, not left holding levels
+        # that nobody vouches for until a snapshot arrives (some venue modules clear on resync,
+        # Binance's keeps the book until the snapshot's own MD_CLEAR)
+        lost = ((before == LIVE) | (before == STALE)) & ((after == RESYNCING) | (after == SYNCING))
+        if self.sink is not None and lost.any():
+            ids = self._ids[lost]
+            clr = np.zeros(len(ids), MD_UPDATE_DTYPE)
+            clr["kind"] = MD_CLEAR
+            clr["flags"] = MD_FLAG_FRAME_END
+            clr["instrument"] = ids
+            clr["recv_ts_ns"] = time.time_ns()
+            self.sink(clr)
 
     # --- snapshots --------------------------------------------------------------------------------
     async def _fetch_snapshot(self, req: SnapshotRequest, generation: int) -> None:
