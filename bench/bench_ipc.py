@@ -1,6 +1,9 @@
 """ipc benchmarks: ring throughput (threads and processes) and one-way latency across processes,
 each against ``multiprocessing.Queue`` moving the same 64-byte records in the same run.
 
+Worker processes are pinned to cpus 0 and 1; ``BENCH_IPC_NICE=-20`` (opt-in, root) also raises
+their CFS weight so other load on a shared machine preempts them less.
+
 Clock: producers stamp ``ts_ns`` with CLOCK_MONOTONIC read from inside the nogil kernel
 (``ipc.atomics.monotonic_ns``: libc ``clock_gettime`` declared as an external symbol in the
 kernel's LLVM IR, ~25 ns through the vDSO). CLOCK_MONOTONIC is one system-wide clock, so a
@@ -40,6 +43,19 @@ def _cleanup(inst: str) -> None:
 def _pin(cpu: int) -> None:
     if NCPU > 1:
         os.sched_setaffinity(0, {cpu % NCPU})
+    # opt-in on a shared machine: BENCH_IPC_NICE=-20 gives the two benchmark processes (ring and
+    # baseline alike) most of their core for the few seconds they run, to see past the noise
+    # (with autogroup scheduling a process's nice only counts inside its session's group, so the
+    # worker gets a session of its own and that group's nice is raised too)
+    nice = int(os.environ.get("BENCH_IPC_NICE", "0") or 0)
+    if nice:
+        try:
+            os.setsid()
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            pass
+        os.nice(nice)
 
 
 # ------------------------------------------------------------------ ring workers -------------
@@ -163,13 +179,23 @@ def bench_queue(quick: bool) -> list[dict]:
         r = Ring.create(inst, "q", L.LOAD_DTYPE, cap, policy="block", timeout_ns=30_000_000_000)
         src, dst = np.zeros(batch, L.LOAD_DTYPE), np.zeros(batch, L.LOAD_DTYPE)
         res, h = np.zeros(8, np.int64), H.new_histogram()
-        t = threading.Thread(target=L.consume_into,
-                             args=(r.records, r.ctrl, 0, dst, 0, n, 30_000_000_000, res, h, True))
-        t0 = time.perf_counter()
-        t.start()
-        produced = L.produce(r.records, r.ctrl, src, 0, n, batch, 0)
-        t.join()
-        took = time.perf_counter() - t0
+        def consumer() -> None:
+            if NCPU > 1:   # inside the thread: pins only this thread
+                os.sched_setaffinity(0, {1})
+            L.consume_into(r.records, r.ctrl, 0, dst, 0, n, 30_000_000_000, res, h, True)
+
+        t = threading.Thread(target=consumer)
+        saved = os.sched_getaffinity(0)
+        if NCPU > 1:
+            os.sched_setaffinity(0, {0})
+        try:
+            t0 = time.perf_counter()
+            t.start()
+            produced = L.produce(r.records, r.ctrl, src, 0, n, batch, 0)
+            t.join()
+            took = time.perf_counter() - t0
+        finally:
+            os.sched_setaffinity(0, saved)
         if produced != n or res[L.R_ERRORS] or res[L.R_CHECKSUM] != L.expected_checksum(0, n):
             raise RuntimeError(f"ring transfer incorrect: {res}")
         threads_tp = n / took
@@ -193,11 +219,13 @@ def bench_queue(quick: bool) -> list[dict]:
                     what=f"multiprocessing.Queue, one put per {batch}-record batch (bytes)")
     common = dict(record_bytes=64, batch=batch, capacity=cap, records=n,
                   latency_basis="queueing delay per record at saturation (stamp to consume)",
-                  note="2-core VM shared with other engineers' test runs; numbers are noisy")
+                  note="2-core VM shared with other engineers' test runs; numbers are noisy",
+                  nice=int(os.environ.get("BENCH_IPC_NICE", "0") or 0))
     return [
         result("ipc.queue", "records", throughput_per_s=threads_tp,
                latency_ns=H.percentiles(h), baseline=baseline_of(base),
-               ratio_vs_baseline=threads_tp / base["throughput_per_s"], mode="2 nogil threads",
+               ratio_vs_baseline=threads_tp / base["throughput_per_s"],
+               mode="2 nogil threads pinned to cpus 0 and 1 (not niced: the bench's own process)",
                **common),
         result("ipc.queue.xproc", "records", throughput_per_s=xproc_tp,
                latency_ns=H.percentiles(xp["hist"]), baseline=baseline_of(base),
@@ -225,6 +253,7 @@ def bench_latency(quick: bool) -> list[dict]:
         result("ipc.latency", "records", latency_ns=H.percentiles(xp["hist"]),
                baseline=baseline_of(base), pace_ns=pace, records=n,
                clock="CLOCK_MONOTONIC via clock_gettime from the nogil kernel",
+               nice=int(os.environ.get("BENCH_IPC_NICE", "0") or 0),
                note="2-core VM shared with other engineers' test runs; tails are host noise"),
         base,
     ]
