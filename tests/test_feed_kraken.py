@@ -114,3 +114,50 @@ def test_kraken_app_ping_when_idle(frames) -> None:
             assert rig.adapter.counters[Reason.IGNORED] > 0
             rig.server.release()
     run(go())
+
+
+# --- Kraken WebSocket v2 (the live API) on generated traffic ------------------------------------------
+V2_SYMBOLS = ["BTC/USD", "ETH/USD"]
+
+
+def v2_rig(frames) -> Rig:
+    from bot4d.feed.kraken import KrakenV2Adapter
+    from bot4d.sim.feedserver import KrakenV2Market
+
+    t = InstrumentTable()
+    for s in V2_SYMBOLS:
+        t.add(vk.VENUE, s, 1, 8)
+    return Rig(KrakenV2Market(frames), V2_SYMBOLS, adapter_cls=KrakenV2Adapter, t=t, venue=vk.VENUE)
+
+
+@pytest.mark.parametrize("fault", [None, Fault.CORRUPT, Fault.MALFORMED, Fault.DROP],
+                         ids=lambda f: f.value if f else "clean")
+def test_kraken_v2_ends_live_and_identical(fault) -> None:
+    from bot4d.sim.feedserver import generate_kraken_v2
+
+    frames = generate_kraken_v2(V2_SYMBOLS, 900, seed=5)
+
+    async def go():
+        rig = v2_rig(frames)
+        rig.server.hold(200)
+        async with rig:
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="first part")
+            assert rig.all_live()
+            if fault is not None:
+                rig.server.inject(fault, at=300)
+            rig.server.release()
+            rig.server.hold(600)
+            await until(lambda: rig.server.held.is_set() and rig.caught_up(), what="after fault")
+            await finish(rig, 600)
+            c = rig.adapter.counters
+            if fault is None:
+                assert c.rejects() == 0
+                assert rig.adapter.handler.checked == len(frames)  # every frame's checksum
+            elif fault is Fault.DROP:
+                assert rig.conn.counters[ConnEvent.PEER_VANISHED] == 1
+            else:
+                # depth 10 and checksum over the top 10: every lost or bad update is caught
+                assert c[Reason.CHECKSUM_MISMATCH] + c[Reason.MALFORMED_JSON] >= 1
+                assert rig.conn.counters[ConnEvent.RESUBSCRIBES] == 2
+                assert rig.conn.counters[ConnEvent.CONNECTED] == 1
+    run(go())

@@ -133,7 +133,7 @@ class Rig:
             kernel = (book_side(self.adapter.books, i, 0), book_side(self.adapter.books, i, 1))
             assert kernel == want, f"{s}: kernel book differs from the venue's"
             assert self.ring_books.levels(i) == want, f"{s}: records forwarded rebuild another book"
-            assert len(want[0]) > 10 and len(want[1]) > 10
+            assert len(want[0]) >= 5 and len(want[1]) >= 5  # a real book, not an empty match
 
 
 def run(coro, timeout: float = 90.0):

@@ -352,6 +352,153 @@ class KrakenV1Market:
                            price_scale, qty_scale)
 
 
+# --- Kraken v2: generated book traffic with the venue's checksums ---------------------------------
+def _v2_text(frame: bytes):
+    import json
+
+    keep = lambda t: t  # noqa: E731  (every JSON number stays its own text: the checksum needs it)
+    return json.loads(frame, parse_float=keep, parse_int=keep)
+
+
+class KrakenV2Market:
+    """Kraken WebSocket v2 ``book`` model: levels as the text of the JSON numbers Kraken sent,
+    truncated to the subscribed depth; resubscription is answered with a snapshot (with its
+    checksum, which v2 sends on snapshots too) at that point of the stream."""
+
+    ws_path = "/v2"
+
+    def __init__(self, frames: list[bytes], depth: int = 10) -> None:
+        self.frames = frames
+        self.depth = depth
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.pings = 0
+
+    @staticmethod
+    def _msg(frame: bytes):
+        try:
+            m = _v2_text(frame)
+        except ValueError:
+            return None
+        if type(m) is dict and m.get("channel") == "book" and m.get("type") in ("snapshot", "update"):
+            return m
+        return None
+
+    def is_book_update(self, frame: bytes) -> bool:
+        m = self._msg(frame)
+        return m is not None and m["type"] == "update"
+
+    def apply_levels(self, sym: str, bids: list, asks: list, snapshot: bool) -> None:
+        if snapshot or sym not in self.books:
+            self.books[sym] = ({}, {})
+        b, a = self.books[sym]
+        for side, levels in ((b, bids), (a, asks)):
+            for e in levels:
+                if _is_zero(e["qty"]):
+                    side.pop(e["price"], None)
+                else:
+                    side[e["price"]] = e["qty"]
+        for side, high in ((b, True), (a, False)):
+            if len(side) > self.depth:
+                keep = set(sorted(side, key=_dec_key, reverse=high)[: self.depth])
+                for p in [p for p in side if p not in keep]:
+                    del side[p]
+
+    def advance(self, frame: bytes) -> None:
+        m = self._msg(frame)
+        if m is None:
+            return
+        for d in m["data"]:
+            self.apply_levels(d["symbol"], d.get("bids", []), d.get("asks", []), m["type"] == "snapshot")
+
+    def best_first(self, sym: str):
+        b, a = self.books[sym]
+        return (sorted(b.items(), key=lambda kv: _dec_key(kv[0]), reverse=True),
+                sorted(a.items(), key=lambda kv: _dec_key(kv[0])))
+
+    def checksum(self, sym: str) -> int:
+        from bot4d.venues.kraken import book_checksum
+
+        bids, asks = self.best_first(sym)
+        return book_checksum(bids, asks)
+
+    def snapshot_frame(self, sym: str) -> bytes:
+        bids, asks = self.best_first(sym)
+        lv = lambda xs: ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in xs)  # noqa: E731
+        return (f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{sym}","bids":[{lv(bids)}],'
+                f'"asks":[{lv(asks)}],"checksum":{self.checksum(sym)}}}]}}').encode()
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        return 404, b'{"error":["EGeneral:Unknown method"]}'
+
+    def on_client_message(self, msg: bytes) -> tuple[list[bytes], bool]:
+        try:
+            m = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            return [b'{"error":"invalid json","success":false}'], False
+        if type(m) is not dict:
+            return [], False
+        method = m.get("method")
+        if method == "ping":
+            self.pings += 1
+            return [orjson.dumps({"method": "pong", "req_id": m.get("req_id")})], False
+        if method not in ("subscribe", "unsubscribe"):
+            return [], False
+        params = m.get("params") or {}
+        out = []
+        for sym in params.get("symbol", []):
+            out.append(orjson.dumps({"method": method, "result": {"channel": "book", "symbol": sym},
+                                     "success": True}))
+            if method == "subscribe" and sym in self.books:
+                out.append(self.snapshot_frame(sym))
+        return out, method == "subscribe"
+
+    def resync_frames(self) -> list[bytes]:
+        return []
+
+    def corrupt(self, frame: bytes) -> bytes:
+        import re
+
+        return re.sub(rb'"checksum":(\d+)', lambda mm: b'"checksum":%d' % ((int(mm.group(1)) + 1) & 0xFFFFFFFF),
+                      frame, count=1)
+
+    def book_units(self, sym: str, price_scale: int, qty_scale: int):
+        return _units_book(self.books[sym], price_scale, qty_scale)
+
+
+def generate_kraken_v2(symbols: Iterable[str], n_frames: int, seed: int = 1, *,
+                       depth: int = 10) -> list[bytes]:
+    """Kraken v2 book traffic: a snapshot per symbol, then updates, each with the checksum of
+    the venue's book (top 10 after truncation to ``depth``), computed by Kraken's recipe.
+    Prices have 1 decimal, quantities 8, as JSON numbers."""
+    rng = random.Random(seed)
+    syms = list(symbols)
+    model = KrakenV2Market([], depth)
+    mid = {s: 400_000 + 10_000 * k for k, s in enumerate(syms)}  # tenths
+    px = lambda t: f"{t // 10}.{t % 10}"  # noqa: E731
+    qty = lambda: f"{rng.randint(0, 50)}.{rng.randint(1, 99999999):08d}"  # noqa: E731
+    frames = []
+    for s in syms:
+        bids = [{"price": px(mid[s] - i), "qty": qty()} for i in range(1, depth + 1)]
+        asks = [{"price": px(mid[s] + i), "qty": qty()} for i in range(1, depth + 1)]
+        model.apply_levels(s, bids, asks, True)
+        frames.append(model.snapshot_frame(s))
+    for _ in range(n_frames):
+        s = syms[rng.randrange(len(syms))]
+        ups: dict[str, list] = {"bids": [], "asks": []}
+        for _ in range(rng.randint(1, 4)):
+            is_bid = rng.random() < 0.5
+            t = mid[s] - rng.randint(1, 2 * depth) if is_bid else mid[s] + rng.randint(1, 2 * depth)
+            q = "0.00000000" if rng.random() < 0.25 else qty()
+            ups["bids" if is_bid else "asks"].append({"price": px(t), "qty": q})
+        model.apply_levels(s, ups["bids"], ups["asks"], False)
+        lv = lambda xs: ",".join(f'{{"price":{e["price"]},"qty":{e["qty"]}}}' for e in xs)  # noqa: E731
+        frames.append((f'{{"channel":"book","type":"update","data":[{{"symbol":"{s}",'
+                       f'"bids":[{lv(ups["bids"])}],"asks":[{lv(ups["asks"])}],'
+                       f'"checksum":{model.checksum(s)},'
+                       f'"timestamp":"2026-11-21T20:00:00.000000Z"}}]}}').encode())
+    return frames
+
+
 # --- OKX v5: the venue's book from its ``books`` snapshots and updates --------------------------
 class OkxMarket:
     """The OKX v5 ``books`` model behind the server: levels as OKX's own text (price -> the
