@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from numba.core.errors import TypingError
 
 from ipc import ring as R
@@ -231,3 +232,30 @@ def test_warmup_for_a_real_record_dtype():
     sigs = [sig for sig in R.journal_read.signatures if sig[0].dtype.size == dt.itemsize]
     assert {sig[0].mutable for sig in sigs} == {True, False}
     assert any(sig[0].dtype.size == 24 for sig in R.publish_batch.signatures)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cap_log=st.integers(1, 5), kind=st.sampled_from(["queue", "journal"]),
+       ops=st.lists(st.tuples(st.booleans(), st.integers(0, 70)), min_size=1, max_size=40))
+def test_ring_matches_a_fifo_model_for_any_batch_sizes(cap_log, kind, ops):
+    # arbitrary publish/consume batch sizes around odd capacities exercise the wrap-split copies
+    inst = f"h{os.getpid()}{uuid.uuid4().hex[:6]}"
+    cap = 1 << cap_log
+    r = Ring.create(inst, "m", LOAD_DTYPE, cap, kind=kind, policy="fail")
+    try:
+        next_pub = next_con = 0
+        for is_pub, k in ops:
+            if is_pub:
+                room = cap - (next_pub - next_con)
+                got = r.publish(load(next_pub, k))
+                assert got == min(k, room)
+                next_pub += got
+            else:
+                out = r.consume(0, k)
+                assert out.size == min(k, next_pub - next_con)
+                assert list(out["seq"]) == list(range(next_con, next_con + out.size))
+                assert all(record_ok(x, x["seq"]) for x in out)
+                next_con += out.size
+        assert r.cursor == next_pub and r.slot_position(0) == next_con
+    finally:
+        r.unlink()
