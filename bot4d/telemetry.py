@@ -155,12 +155,16 @@ class Telemetry:
                        "help": "Journal events not yet persisted (producer minus slowest gating consumer)."}
                       for s in range(shards)],
         }
-        # the description outgrows a segment header's meta: it is the catalog segment's payload
+        # the description outgrows a segment header's meta: it is the catalog segment's payload,
+        # written before the segment is published, so no monitor ever reads a half-written one
         blob = json.dumps(catalog, separators=(",", ":")).encode()
+
+        def fill(seg: Segment) -> None:
+            seg.array(0, np.uint8, len(blob))[:] = np.frombuffer(blob, np.uint8)
+
         self.catalog = Segment.create(instance, CATALOG, len(blob),
                                       {"kind": "catalog", "version": CATALOG_VERSION, "bytes": len(blob)},
-                                      reclaim_dead=reclaim_dead)
-        self.catalog.array(0, np.uint8, len(blob))[:] = np.frombuffer(blob, np.uint8)
+                                      reclaim_dead=reclaim_dead, init=fill)
 
     def counter_array(self, block: str) -> np.ndarray:
         return self.counters[block].values
