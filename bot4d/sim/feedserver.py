@@ -773,10 +773,11 @@ class FeedServer:
         self._sender = asyncio.get_running_loop().create_task(self._pump(conn))
 
     # --- the stream ---------------------------------------------------------------------------------
-    def _due(self, is_book: bool) -> Fault | None:
-        if not self._faults:
-            return None
+    def _due(self, frame: bytes) -> Fault | None:
         f = self._faults[0]
+        if f.at is not None and self.cursor < f.at:
+            return None
+        is_book = self.market.is_book_update(frame)  # parses the frame: only when a fault waits
         # faults that tamper with an update wait for a book update (at or after ``at``)
         needs_book = f.fault in (Fault.SKIP, Fault.MALFORMED, Fault.CORRUPT, Fault.FRAGMENTED)
         if (f.at is None or self.cursor >= f.at) and (is_book or not needs_book):
@@ -801,7 +802,7 @@ class FeedServer:
                 await self._released.wait()
                 continue
             frame = frames[self.cursor]
-            fault = self._due(self.market.is_book_update(frame))
+            fault = self._due(frame) if self._faults else None
             if fault is Fault.DROP:
                 t.underlying_transport.abort()
                 return
