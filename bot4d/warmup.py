@@ -20,6 +20,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.book_publish",
     "bot4d.venues.checksum",
     "bot4d.venues.kraken_scan",
+    "bot4d.venues.kraken_v2_scan",
     "bot4d.venues.okx_scan",
     "bot4d.venues.binance",
     "bot4d.venues.bybit",

@@ -536,3 +536,71 @@ def test_v2_replay_of_the_recording_reproduces_every_checksum(book_frames) -> No
     for inst in t:
         for side in (SIDE_BID, SIDE_ASK):
             assert side_levels(h.books, inst.id, side) == side_levels(ref.books, inst.id, side)
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_v2_batch_path_equals_frame_path(book_frames, tampered) -> None:
+    import random
+
+    frames = _as_v2(book_frames)
+    if tampered:
+        rnd = random.Random(5)
+        out = []
+        for recv, f in frames:
+            x = rnd.random()
+            if b'"update"' in f:
+                if x < 0.01:
+                    f = f.replace(b'"checksum":', b'"checksum":1', 1)
+                elif x < 0.015:
+                    f = f[: len(f) // 2]
+                elif x < 0.02:
+                    f = f.replace(b'"price":', b'"price":-', 1)
+                elif x < 0.025:
+                    f = f.replace(b'"qty":', b'"qty":1e', 1)
+                elif x < 0.03:
+                    f = f.replace(b'"timestamp":"2', b'"timestamp":"9', 1)
+            out.append((recv, f))
+        snaps = [x for x in out if b'"snapshot"' in x[1]]
+        frames = out + snaps + out[-300:]
+    t = InstrumentTable()
+    for pair, dec in PAIRS_V1.items():
+        t.add(kraken.VENUE, pair, dec, 8)
+    a = kraken.KrakenV2(t, make_books(len(t), 1024), depth=1000)
+    b = kraken.KrakenV2(t, make_books(len(t), 1024), depth=1000)
+    for recv, f in frames:
+        a.on_frame(f, recv)
+    for k in range(0, len(frames), 333):
+        chunk = frames[k:k + 333]
+        b.on_frames([f for _, f in chunk], [r for r, _ in chunk])
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert a.checked == b.checked
+    if tampered:
+        assert a.counters[Reason.CHECKSUM_MISMATCH] > 0 and a.counters[Reason.BAD_PRICE] > 0
+    else:
+        assert a.checked == 4279 and a.counters.rejects() == 0
+    assert (a.drain() == b.drain()).all()
+    for inst in t:
+        for side in (SIDE_BID, SIDE_ASK):
+            assert side_levels(a.books, inst.id, side) == side_levels(b.books, inst.id, side)
+    assert a.take_resync_requests() == b.take_resync_requests()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_v2_batch_path(book_frames, data) -> None:
+    base = [f for _, f in _as_v2([x for x in book_frames if x[1].endswith(b'"GRT/ETH"]')][:30])]
+    t = InstrumentTable()
+    t.add(kraken.VENUE, "GRT/ETH", 9, 8)
+    a = kraken.KrakenV2(t, make_books(1, 256), depth=1000)
+    b = kraken.KrakenV2(t, make_books(1, 256), depth=1000)
+    picked = []
+    for _ in range(data.draw(st.integers(1, 8))):
+        f = bytearray(data.draw(st.sampled_from(base)))
+        for _ in range(data.draw(st.integers(0, 3))):
+            f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.sampled_from(b'0123456789.-+eE,"[]{}:x '))
+        picked.append(bytes(f))
+    for f in base[:5] + picked:
+        a.on_frame(f)
+    b.on_frames(base[:5] + picked)
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert (a.drain() == b.drain()).all()

@@ -316,6 +316,43 @@ class KrakenV2(_KrakenBase):
     def __init__(self, table: InstrumentTable, books: Any, depth: int = 10, **kw: Any) -> None:
         super().__init__(table, books, **kw)
         self.depth = depth
+        self._sym = ks.Symbols({i.symbol: i.id for i in self._by_symbol.values()})
+        self._stats = np.zeros(2, np.int64)
+        self._crc_text = np.zeros(1024, np.uint8)
+        self._tops = np.zeros((4, 10), np.int64)
+
+    def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
+        """A batch of frames in order: book updates in one nogil numba call (``kraken_v2_scan``,
+        numbers read as their text from the bytes), everything else through ``on_frame``."""
+        from bot4d.venues import kraken_v2_scan as k2
+
+        if not frames:
+            return
+        buf, ends = frame_batch(frames)
+        recv = self.recv_array(recv_ts_ns, len(frames))
+        sym, b, st = self._sym, self.books, self._stats
+        f, nf = 0, len(frames)
+        while f < nf:
+            st[:] = 0
+            f, code, k, val = k2.kraken_v2_run(
+                buf, ends, f, recv, sym.keys, sym.meta, self._params, self.states, self.depth,
+                b.levels, b.state, b.stats, b.scratch, self.out, self.n_out, self._tops,
+                self._crc_text, st)
+            self.n_out = int(k)
+            self.counters.counts[Reason.OK] += st[0]
+            self.checked += int(st[1])
+            if code == ks.STOP_DONE:
+                return
+            if code == ks.STOP_BATCH_FULL:
+                self._grow()
+                continue
+            if code == ks.STOP_FALLBACK:
+                self.on_frame(frames[f], int(recv[f]))
+            else:
+                inst = self.instrument(self.parse(frames[f])["data"][0]["symbol"])
+                reason = Reason.CHECKSUM_MISMATCH if code == ks.STOP_CHECKSUM else _BOOK_ERR_REASON[val]
+                self.resync(inst, reason)
+            f += 1
 
     def parse(self, frame: bytes) -> Any:
         # every JSON number is kept as its text: Kraken's checksum is over that text

@@ -357,7 +357,7 @@ def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state
                 r.qty = 0
                 r.venue_seq = 0
                 r.exch_ts_ns = 0
-                r.recv_ts_ns = rts
+                r.recv_ts_ns = 0  # a local consequence, not a venue message (as in L2Handler.truncate)
                 r.aux_px = 0
                 r.aux_qty = 0
                 k += 1
