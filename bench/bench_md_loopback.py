@@ -8,7 +8,8 @@ Throughput is frames per second from the first frame read to the last frame appl
 per frame, from the moment its read batch came off the socket (the first frame of the batch) to
 the end of the batch's apply. The baseline is the same frames handed to the same adapter with no
 socket in between (batches of 64), measured in the same run: the difference is what the
-WebSocket path costs.
+WebSocket path costs. The sender is Python as well and is usually the limit here: the result also
+reports the client's CPU per frame and its share of the wall time.
 """
 from __future__ import annotations
 
@@ -89,15 +90,21 @@ async def _loopback(frames, snaps, pace_s: float = 0.0) -> tuple[float, np.ndarr
             await asyncio.sleep(0.001)
         conn.n_latency = 0
         start_frames = conn.frames_on_connection
+        cpu0 = time.process_time()
         t0 = time.perf_counter_ns()
         parent.send("go")
         total = len(frames) + 1  # the script and the SUBSCRIBE reply
         while conn.frames_on_connection < total:
             await asyncio.sleep(0.0005)
         took = (time.perf_counter_ns() - t0) / 1e9
+        cpu = time.process_time() - cpu0
         n = conn.frames_on_connection - start_frames
         live = all(states.is_live(i) for i in range(len(t)))
+        # the sender is Python too: when the client's CPU is well under the wall time, the
+        # throughput above is the server's, and this is what the client needs per frame
         info = {"frames": n, "records": n_recs[0], "all_live": live,
+                "client_cpu_ns_per_frame": int(cpu * 1e9 / max(n, 1)),
+                "client_cpu_share": round(cpu / took, 3),
                 "reasons": adapter.counters.as_dict(), "connections": conn.counters.as_dict()}
         return n / took, lat[: conn.n_latency].copy(), info
     finally:
