@@ -230,7 +230,9 @@ def run_md_bench(name: str, setup: list[bytes], updates: list[bytes], make_ours:
 
 
 def _levels_per_frame(frames: list[bytes]) -> float:
-    return round(sum(f.count(b"],[") + 1 for f in frames) / max(len(frames), 1), 2)
+    # v1/OKX levels are arrays, v2 levels objects
+    return round(sum(max(f.count(b"],["), f.count(b'},{"price"')) + 1 for f in frames)
+                 / max(len(frames), 1), 2)
 
 
 @benchmark("md.kraken")
@@ -254,4 +256,121 @@ def bench_md_kraken(quick: bool) -> list[dict]:
 
     return run_md_bench("md.kraken", setup, updates, lambda: make_ours(decs),
                         {"pure-python": PurePythonKraken, "order-book": OrderBookKraken},
+                        check, quick)
+
+
+# --- WebSocket v2 (live format): the same recorded book, re-encoded as v2 frames ------------------
+def v2_frames(frames: list[bytes]) -> list[bytes]:
+    """KRAKEN.ws.50.0 in the exact v2 wire format: prices and quantities become JSON numbers
+    carrying the recorded text, checksums are the recorded ones (snapshots get the checksum of
+    their own text, as v2 sends one there)."""
+    import datetime
+
+    def lv(xs: list) -> str:
+        return ",".join(f'{{"price":{e[0]},"qty":{e[1]}}}' for e in xs)
+
+    out = []
+    for f in frames:
+        m = orjson.loads(f)
+        pair = m[-1]
+        if "as" in m[1]:
+            asks, bids = m[1]["as"], m[1]["bs"]
+            ck = kraken.book_checksum([(p, q) for p, q, _ in bids], [(p, q) for p, q, _ in asks])
+            typ, extra = "snapshot", ""
+        else:
+            asks = [e for d in m[1:-2] for e in d.get("a", [])]
+            bids = [e for d in m[1:-2] for e in d.get("b", [])]
+            ck = int(next(d["c"] for d in m[1:-2] if "c" in d))
+            sec, _, frac = max(e[2] for e in asks + bids).partition(".")
+            t = datetime.datetime.fromtimestamp(int(sec), datetime.timezone.utc)
+            typ, extra = "update", f',"timestamp":"{t:%Y-%m-%dT%H:%M:%S}.{frac}Z"'
+        out.append((f'{{"channel":"book","type":"{typ}","data":[{{"symbol":"{pair}",'
+                    f'"bids":[{lv(bids)}],"asks":[{lv(asks)}],"checksum":{ck}{extra}}}]}}').encode())
+    return out
+
+
+def _v2_json(frame: bytes, as_decimal: bool) -> Any:
+    import json
+
+    return json.loads(frame, parse_float=Decimal if as_decimal else str, parse_int=str)
+
+
+class PurePythonKrakenV2(PurePythonKraken):
+    """json (numbers kept as text: a float would break the checksum) + SortedDict per side."""
+
+    depth = 1000
+
+    def on_frame(self, frame: bytes) -> None:
+        m = _v2_json(frame, False)
+        d = m["data"][0]
+        pair = d["symbol"]
+        if m["type"] == "snapshot":
+            self.books[pair] = (SortedDict(lambda p: -p), SortedDict())
+        bids, asks = self.books[pair]
+        for side, key in ((bids, "bids"), (asks, "asks")):
+            for e in d[key]:
+                p, q = e["price"], e["qty"]
+                if Decimal(q) == 0:
+                    side.pop(Decimal(p), None)
+                else:
+                    side[Decimal(p)] = (p, q)
+        for side in (bids, asks):
+            while len(side) > self.depth:
+                side.popitem()
+        s = "".join(kraken_token(p) + kraken_token(q)
+                    for side in (asks, bids) for p, q in side.values()[:10])
+        if zlib.crc32(s.encode()) != int(d["checksum"]):
+            self.mismatches += 1
+
+
+class OrderBookKrakenV2(OrderBookKraken):
+    """json with Decimal numbers (exact), then the order-book C extension and its checksum."""
+
+    def on_frame(self, frame: bytes) -> None:
+        m = _v2_json(frame, True)
+        d = m["data"][0]
+        pair = d["symbol"]
+        if m["type"] == "snapshot":
+            self.books[pair] = self._cls(max_depth=1000, checksum_format="KRAKEN")
+        ob = self.books[pair]
+        for side, key in ((ob.bids, "bids"), (ob.asks, "asks")):
+            for e in d[key]:
+                p, q = Decimal(e["price"]), Decimal(e["qty"])
+                if q == 0:
+                    if p in side:
+                        del side[p]
+                else:
+                    side[p] = q
+        if ob.checksum() != int(d["checksum"]):
+            self.mismatches += 1
+
+
+@benchmark("md.kraken_v2")
+def bench_md_kraken_v2(quick: bool) -> list[dict]:
+    frames, decs = kraken_frames()
+    v2 = v2_frames(frames)
+    setup = [f for f in v2 if b'"type":"snapshot"' in f]
+    updates = [f for f in v2 if b'"type":"update"' in f]
+
+    def make() -> kraken.KrakenV2:
+        t = InstrumentTable()
+        for pair, d in decs.items():
+            t.add(kraken.VENUE, pair, d, 8)
+        return kraken.KrakenV2(t, make_books(len(t), 1024), depth=1000, batch_capacity=1 << 20)
+
+    def check(ours: kraken.KrakenV2, finals: dict) -> dict:
+        assert ours.counters[Reason.CHECKSUM_MISMATCH] == 0 and ours.counters.rejects() == 0
+        assert finals["pure-python"].mismatches == 0
+        for sym in decs:
+            b, a = _ours_levels(ours, sym)
+            pb, pa = finals["pure-python"].books[sym]
+            assert b == [(k, Decimal(v[1])) for k, v in pb.items()], sym
+            assert a == [(k, Decimal(v[1])) for k, v in pa.items()], sym
+            ob = finals["order-book"].books[sym]
+            assert b == list(ob.bids.to_dict().items()) and a == list(ob.asks.to_dict().items()), sym
+        return {"checksums_verified": int(ours.checked),
+                "order_book_checksum_mismatches": finals["order-book"].mismatches}
+
+    return run_md_bench("md.kraken_v2", setup, updates, make,
+                        {"pure-python": PurePythonKrakenV2, "order-book": OrderBookKrakenV2},
                         check, quick)

@@ -43,6 +43,7 @@ from bot4d.venues.checksum import (
     kraken_text_checksum,
 )
 from bot4d.venues import kraken_scan as ks
+from bot4d.venues import kraken_v2_scan as k2
 from bot4d.venues.l2sync import (
     _BOOK_ERR_REASON, BadNumber, L2Handler, decimals_of, frame_batch, rfc3339_ns, units,
 )
@@ -324,8 +325,6 @@ class KrakenV2(_KrakenBase):
     def on_frames(self, frames: list[bytes], recv_ts_ns: Any = None) -> None:
         """A batch of frames in order: book updates in one nogil numba call (``kraken_v2_scan``,
         numbers read as their text from the bytes), everything else through ``on_frame``."""
-        from bot4d.venues import kraken_v2_scan as k2
-
         if not frames:
             return
         buf, ends = frame_batch(frames)
