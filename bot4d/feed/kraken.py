@@ -12,7 +12,8 @@ quiet, so silence longer than the client's stall limit means a dead connection. 
 sends ``{"event":"ping"}`` when it has sent nothing for ``ping_interval_s``.
 
 Limitation worth knowing (Kraken's, not ours): the checksum covers the top 10 levels, so a lost
-update that only touched deeper levels cannot be detected until it reaches the top 10.
+update that only touched deeper levels cannot be detected until it reaches the top 10. Hence an
+unreadable frame (which may have been such an update) resyncs every pair of the connection.
 """
 from __future__ import annotations
 
@@ -55,7 +56,15 @@ class KrakenV1Adapter:
         return [vk.subscribe_v1(self.pairs, "book", self.depth)]
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: int) -> None:
+        bad = self.counters.counts[Reason.MALFORMED_JSON]
         self.handler.on_frames(frames, np.full(len(frames), recv_ts_ns, np.int64))
+        self._after(bad)
+
+    def _after(self, malformed_before: int) -> None:
+        if self.counters.counts[Reason.MALFORMED_JSON] != malformed_before:
+            # an unreadable frame may have been an update below the checksummed top 10, which
+            # no later checksum would reveal: resync every pair of the connection
+            self.force_resync()
 
     def drain(self) -> np.ndarray:
         return self.handler.drain()
@@ -118,9 +127,11 @@ class KrakenV2Adapter(KrakenV1Adapter):
         return [vk.subscribe_v2(self.pairs, "book", self.depth)]
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: int) -> None:
+        bad = self.counters.counts[Reason.MALFORMED_JSON]
         on_frame = self.handler.on_frame
         for f in frames:  # the v2 handler is frame by frame (JSON numbers kept as text)
             on_frame(f, recv_ts_ns)
+        self._after(bad)
 
     def take_resubscribe(self) -> list[bytes]:
         syms = self.handler.take_resync_requests()

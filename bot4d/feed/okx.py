@@ -46,7 +46,12 @@ class OkxAdapter:
         return [vo.subscribe(self.inst_ids, self.channels)]
 
     def on_frames(self, frames: list[bytes], recv_ts_ns: int) -> None:
+        bad = self.counters.counts[Reason.MALFORMED_JSON]
         self.handler.on_frames(frames, np.full(len(frames), recv_ts_ns, np.int64))
+        if self.counters.counts[Reason.MALFORMED_JSON] != bad:
+            # an unreadable frame may have been an update; where OKX publishes no seqId (the
+            # 2022 feed) only the top-25 checksum would show it, so resync every instrument
+            self.force_resync()
 
     def drain(self) -> np.ndarray:
         return self.handler.drain()

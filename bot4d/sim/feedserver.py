@@ -591,6 +591,81 @@ class OkxMarket:
                            price_scale, qty_scale)
 
 
+# --- Coinbase Exchange (legacy) level2 -----------------------------------------------------------
+class CoinbaseLegacyMarket:
+    """The legacy Coinbase level2 model: ``snapshot`` then ``l2update`` changes of absolute
+    sizes. There is no sequence number and no checksum on this channel, so a client can detect
+    only what breaks a frame or the connection; resync is a new subscription, answered with a
+    snapshot of this model."""
+
+    ws_path = "/"
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+
+    @staticmethod
+    def _msg(frame: bytes):
+        try:
+            m = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return None
+        return m if type(m) is dict and m.get("type") in ("snapshot", "l2update") else None
+
+    def is_book_update(self, frame: bytes) -> bool:
+        m = self._msg(frame)
+        return m is not None and m["type"] == "l2update"
+
+    def advance(self, frame: bytes) -> None:
+        m = self._msg(frame)
+        if m is None:
+            return
+        pid = m["product_id"]
+        if m["type"] == "snapshot":
+            self.books[pid] = ({p: q for p, q in m["bids"]}, {p: q for p, q in m["asks"]})
+            return
+        if pid not in self.books:
+            return
+        b, a = self.books[pid]
+        for side, p, q in m["changes"]:
+            book = b if side == "buy" else a
+            if _is_zero(q):
+                book.pop(p, None)
+            else:
+                book[p] = q
+
+    def snapshot_frame(self, pid: str) -> bytes:
+        b, a = self.books[pid]
+        return orjson.dumps({"type": "snapshot", "product_id": pid,
+                             "bids": sorted(([p, q] for p, q in b.items()), key=lambda x: _dec_key(x[0]), reverse=True),
+                             "asks": sorted(([p, q] for p, q in a.items()), key=lambda x: _dec_key(x[0]))})
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        return 404, b'{"message":"NotFound"}'
+
+    def on_client_message(self, msg: bytes) -> tuple[list[bytes], bool]:
+        try:
+            m = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            return [b'{"type":"error","message":"Failed to subscribe"}'], False
+        if type(m) is not dict or m.get("type") not in ("subscribe", "unsubscribe"):
+            return [], False
+        out = [orjson.dumps({"type": "subscriptions", "channels": [
+            {"name": c, "product_ids": m.get("product_ids", [])} for c in m.get("channels", [])]})]
+        if m["type"] == "subscribe" and "level2" in m.get("channels", []):
+            out += [self.snapshot_frame(p) for p in m.get("product_ids", []) if p in self.books]
+        return out, m["type"] == "subscribe"
+
+    def resync_frames(self) -> list[bytes]:
+        return []
+
+    def corrupt(self, frame: bytes) -> bytes:
+        return frame  # nothing to corrupt: no checksum on this channel
+
+    def book_units(self, pid: str, price_scale: int, qty_scale: int):
+        return _units_book(self.books[pid], price_scale, qty_scale)
+
+
 # --- the server ----------------------------------------------------------------------------------
 @dataclass
 class _Pending:
