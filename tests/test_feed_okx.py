@@ -59,7 +59,7 @@ def test_recorded_okx_through_the_client_equals_direct_replay(frames) -> None:
     run(go())
 
 
-@pytest.mark.parametrize("fault", [Fault.CORRUPT, Fault.SKIP], ids=lambda f: f.value)
+@pytest.mark.parametrize("fault", [Fault.CORRUPT, Fault.SKIP, Fault.MALFORMED], ids=lambda f: f.value)
 def test_okx_fault_resyncs_by_resubscribing(frames, fault: Fault) -> None:
     async def go():
         rig = okx_rig(frames)
@@ -72,7 +72,10 @@ def test_okx_fault_resyncs_by_resubscribing(frames, fault: Fault) -> None:
             rig.server.hold(300)
             await until(lambda: rig.conn.counters[ConnEvent.RESUBSCRIBES] >= 2, what="resubscribe")
             await finish(rig, 300)
-            assert rig.adapter.counters[Reason.CHECKSUM_MISMATCH] >= 1  # 2022 data: checksums only
+            if fault is Fault.MALFORMED:
+                assert rig.adapter.counters[Reason.MALFORMED_JSON] == 1  # resync without waiting
+            else:
+                assert rig.adapter.counters[Reason.CHECKSUM_MISMATCH] >= 1  # 2022: checksums only
             assert rig.conn.counters[ConnEvent.CONNECTED] == 1
             assert any(b'"unsubscribe"' in m for m in rig.server.client_messages)
     run(go())
