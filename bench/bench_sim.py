@@ -56,3 +56,16 @@ def bench_match(quick: bool) -> list[dict]:
     return [result("sim.match", "orders", throughput_per_s=n / took, latency_ns=lat[:k],
                    latency_basis=f"per order, averaged over batches of {batch}",
                    events_per_s=events / took, trades=int(s.counters[2]))]
+
+
+@benchmark("backtest.events")
+def bench_backtest(quick: bool) -> list[dict]:
+    from bot4d.sim import backtest as bt
+
+    bt.run(bt.BacktestConfig(steps=5))  # load the compiled kernels
+    steps = 3000 if quick else 30000
+    r = bt.run(bt.BacktestConfig(seed=1, steps=steps))
+    return [result("backtest.events", "market events", throughput_per_s=r.events / r.seconds,
+                   events=r.events, fills=r.report["fills"], orders=r.report["orders_sent"],
+                   strategy="market_maker", note="full pipeline in one kernel call: engine, L2 book, "
+                   "strategy, risk, OMS, latency queue; timing excludes set-up")]

@@ -15,12 +15,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run-paper", help="paper trading against the built-in simulated venue")
     sub.add_parser("calibrate", help="fit the market generator to a trade file", add_help=False)
     sub.add_parser("sim", help="run the simulated Binance venue on loopback", add_help=False)
+    sub.add_parser("backtest", help="replay a market through the daemon's kernels", add_help=False)
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["calibrate"]:  # these subcommands own their options
         from bot4d.sim.calibrate import main as calibrate
 
         return calibrate(argv[1:])
+    if argv[:1] == ["backtest"]:
+        from bot4d.sim.backtest import main as backtest
+
+        return backtest(argv[1:])
     if argv[:1] == ["sim"]:
         from bot4d.sim.binance_server import main as sim
 

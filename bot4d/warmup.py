@@ -14,6 +14,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.matching",
     "bot4d.kernels.oms",   # also warms positions, fees, filters, idempotency
     "bot4d.sim.generator",
+    "bot4d.sim.backtest",
     "bot4d.strategies.market_maker",
     "bot4d.strategies.imbalance_taker",
     "bot4d.kernels.book",
