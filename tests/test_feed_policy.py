@@ -126,7 +126,9 @@ def test_burst_log_says_each_problem_once_per_burst(caplog) -> None:
 def test_every_adapter_implements_the_feed_interface() -> None:
     from bot4d.feed.adapter import FeedAdapter
     from bot4d.feed.binance import BinanceAdapter, BinanceFuturesAdapter
-    from bot4d.feed.kraken import KrakenV1Adapter
+    from bot4d.feed.bybit import BybitAdapter
+    from bot4d.feed.coinbase import CoinbaseLegacyAdapter
+    from bot4d.feed.kraken import KrakenV1Adapter, KrakenV2Adapter
     from bot4d.feed.okx import OkxAdapter
     from bot4d.instruments import InstrumentTable
 
@@ -135,9 +137,14 @@ def test_every_adapter_implements_the_feed_interface() -> None:
     t.add("BINANCE_FUTURES", "BTCUSDT", 2, 3)
     t.add("KRAKEN", "XBT/USD", 1, 8)
     t.add("OKX", "BTC-USDT", 1, 8)
+    t.add("BYBIT", "ETHUSDT", 2, 3)
+    t.add("COINBASE", "BTC-USD", 2, 8)
+    t.add("KRAKEN", "ETH/USD", 2, 8)
     adapters = [BinanceAdapter(t, ["BNBBTC"]), BinanceFuturesAdapter(t, ["BTCUSDT"]),
-                KrakenV1Adapter(t, ["XBT/USD"]), OkxAdapter(t, ["BTC-USDT"])]
-    for a, want in zip(adapters, (0, 1, 2, 3)):
+                KrakenV1Adapter(t, ["XBT/USD"]), OkxAdapter(t, ["BTC-USDT"]),
+                BybitAdapter(t, ["ETHUSDT"]), CoinbaseLegacyAdapter(t, ["BTC-USD"]),
+                KrakenV2Adapter(t, ["ETH/USD"])]
+    for a, want in zip(adapters, range(7)):
         assert isinstance(a, FeedAdapter)
         assert list(a.instrument_ids) == [want]
         assert a.subscribe_messages() and all(isinstance(m, bytes) for m in a.subscribe_messages())

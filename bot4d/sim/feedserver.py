@@ -666,6 +666,137 @@ class CoinbaseLegacyMarket:
         return _units_book(self.books[pid], price_scale, qty_scale)
 
 
+# --- Bybit v5: generated orderbook traffic -------------------------------------------------------
+class BybitMarket:
+    """Bybit v5 ``orderbook.{depth}.{symbol}`` model: snapshot then deltas of absolute sizes,
+    ``u`` +1 per message per symbol, ``seq`` increasing. Resync is a new subscription, answered
+    with a snapshot of this model carrying the current ``u`` (the next delta is ``u + 1``)."""
+
+    ws_path = "/v5/public/linear"
+
+    def __init__(self, frames: list[bytes], depth: int = 50) -> None:
+        self.frames = frames
+        self.depth = depth
+        self.books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.u: dict[str, int] = {}
+        self.seq: dict[str, int] = {}
+        self.pings = 0
+
+    @staticmethod
+    def _msg(frame: bytes):
+        try:
+            m = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return None
+        if type(m) is dict and str(m.get("topic", "")).startswith("orderbook.") \
+                and m.get("type") in ("snapshot", "delta"):
+            return m
+        return None
+
+    def is_book_update(self, frame: bytes) -> bool:
+        m = self._msg(frame)
+        return m is not None and m["type"] == "delta"
+
+    def apply(self, sym: str, bids, asks, snapshot: bool, u: int, seq: int) -> None:
+        if snapshot or sym not in self.books:
+            self.books[sym] = ({}, {})
+        b, a = self.books[sym]
+        for side, levels in ((b, bids), (a, asks)):
+            for p, q in levels:
+                if _is_zero(q):
+                    side.pop(p, None)
+                else:
+                    side[p] = q
+        self.u[sym] = u
+        self.seq[sym] = seq
+
+    def advance(self, frame: bytes) -> None:
+        m = self._msg(frame)
+        if m is None:
+            return
+        d = m["data"]
+        self.apply(d["s"], d["b"], d["a"], m["type"] == "snapshot", d["u"], d["seq"])
+
+    def snapshot_frame(self, sym: str) -> bytes:
+        b, a = self.books[sym]
+        bids = sorted(([p, q] for p, q in b.items()), key=lambda x: _dec_key(x[0]), reverse=True)
+        asks = sorted(([p, q] for p, q in a.items()), key=lambda x: _dec_key(x[0]))
+        return orjson.dumps({"topic": f"orderbook.{self.depth}.{sym}", "type": "snapshot",
+                             "ts": 1_700_000_000_000, "data": {"s": sym, "b": bids, "a": asks,
+                                                               "u": self.u[sym], "seq": self.seq[sym]}})
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        return 404, b'{"retCode":10001,"retMsg":"not found"}'
+
+    def on_client_message(self, msg: bytes) -> tuple[list[bytes], bool]:
+        try:
+            m = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            return [b'{"success":false,"ret_msg":"Invalid request","op":""}'], False
+        if type(m) is not dict:
+            return [], False
+        op = m.get("op")
+        if op == "ping":
+            self.pings += 1
+            return [orjson.dumps({"success": True, "ret_msg": "pong", "op": "ping"})], False
+        if op not in ("subscribe", "unsubscribe"):
+            return [], False
+        out = [orjson.dumps({"success": True, "ret_msg": "", "op": op, "req_id": m.get("req_id", "")})]
+        if op == "subscribe":
+            for topic in m.get("args", []):
+                if topic.startswith("orderbook."):
+                    sym = topic.split(".", 2)[2]
+                    if sym in self.books:
+                        out.append(self.snapshot_frame(sym))
+        return out, op == "subscribe"
+
+    def resync_frames(self) -> list[bytes]:
+        return []
+
+    def corrupt(self, frame: bytes) -> bytes:
+        return frame  # Bybit publishes no checksum
+
+    def book_units(self, sym: str, price_scale: int, qty_scale: int):
+        return _units_book(self.books[sym], price_scale, qty_scale)
+
+
+def generate_bybit(symbols: Iterable[str], n_frames: int, seed: int = 1, *,
+                   depth: int = 50) -> list[bytes]:
+    """Bybit v5 linear orderbook traffic: a snapshot per symbol (u=1), then deltas chaining
+    ``u`` per symbol; bids and asks stay inside 40 ticks of a fixed mid (never crossed, never
+    beyond the subscribed depth). Prices 2 decimals, sizes 3."""
+    rng = random.Random(seed)
+    syms = list(symbols)
+    mid = {s: 3_000_000 + 100_000 * k for k, s in enumerate(syms)}  # cents
+    px = lambda t: f"{t // 100}.{t % 100:02d}"  # noqa: E731
+    qty = lambda: f"{rng.randint(0, 900)}.{rng.randint(1, 999):03d}"  # noqa: E731
+    frames = []
+    u = {s: 1 for s in syms}
+    seq = 1000
+    for s in syms:
+        seq += 1
+        bids = [[px(mid[s] - i), qty()] for i in range(1, 31)]
+        asks = [[px(mid[s] + i), qty()] for i in range(1, 31)]
+        frames.append(orjson.dumps({"topic": f"orderbook.{depth}.{s}", "type": "snapshot",
+                                    "ts": 1_700_000_000_000, "data": {"s": s, "b": bids, "a": asks,
+                                                                      "u": 1, "seq": seq}}))
+    for n in range(n_frames):
+        s = syms[rng.randrange(len(syms))]
+        b, a = [], []
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.5:
+                b.append([px(mid[s] - rng.randint(1, 40)), "0" if rng.random() < 0.25 else qty()])
+            else:
+                a.append([px(mid[s] + rng.randint(1, 40)), "0" if rng.random() < 0.25 else qty()])
+        u[s] += 1
+        seq += rng.randint(1, 5)
+        frames.append(orjson.dumps({"topic": f"orderbook.{depth}.{s}", "type": "delta",
+                                    "ts": 1_700_000_000_000 + n, "data": {"s": s, "b": b, "a": a,
+                                                                          "u": u[s], "seq": seq},
+                                    "cts": 1_700_000_000_000 + n}))
+    return frames
+
+
 # --- the server ----------------------------------------------------------------------------------
 @dataclass
 class _Pending:
