@@ -11,7 +11,7 @@ adapter interface in ``bot4d.feed.adapter``.
 * ``backoff``  reconnect delays: exponential, full jitter, attempts capped per window
 * ``counters`` connection-level counters and once-per-burst logging
 * ``http``     the small HTTP/1.1 client for REST depth snapshots
-* ``binance``, ``kraken``, ``okx``  the adapters around the venue modules
+* ``binance``, ``kraken``, ``okx``, ``bybit``, ``coinbase``  the adapters around the venue modules
 * ``refbook``  a plain-Python book from records (test reference) and the record Tap
 
 Contract towards consumers: only LIVE is usable. When a book loses its chain the client also
