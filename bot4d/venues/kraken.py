@@ -148,7 +148,7 @@ class KrakenV1(_KrakenBase):
     def __init__(self, table: InstrumentTable, books: Any, **kw: Any) -> None:
         super().__init__(table, books, **kw)
         self._sym = ks.Symbols({i.symbol: i.id for i in self._by_symbol.values()})
-        self._stats = np.zeros(2, np.int64)
+        self._stats = np.zeros(3, np.int64)  # frames ok, checksums, instrument of a stop
         self._crc_text = np.zeros(1024, np.uint8)  # checksum text scratch of the hot path
         self._tops = np.zeros((4, 10), np.int64)
 
@@ -179,7 +179,7 @@ class KrakenV1(_KrakenBase):
             if code == ks.STOP_FALLBACK:
                 self.on_frame(fr, int(recv[f]))
             else:
-                inst = self.instrument(orjson.loads(fr)[-1])
+                inst = self.table.by_id(int(st[2]))
                 reason = Reason.CHECKSUM_MISMATCH if code == ks.STOP_CHECKSUM else _BOOK_ERR_REASON[val]
                 self.resync(inst, reason)
             f += 1
@@ -318,7 +318,7 @@ class KrakenV2(_KrakenBase):
         super().__init__(table, books, **kw)
         self.depth = depth
         self._sym = ks.Symbols({i.symbol: i.id for i in self._by_symbol.values()})
-        self._stats = np.zeros(2, np.int64)
+        self._stats = np.zeros(3, np.int64)  # frames ok, checksums, instrument of a stop
         self._crc_text = np.zeros(1024, np.uint8)
         self._tops = np.zeros((4, 10), np.int64)
 
@@ -348,7 +348,7 @@ class KrakenV2(_KrakenBase):
             if code == ks.STOP_FALLBACK:
                 self.on_frame(frames[f], int(recv[f]))
             else:
-                inst = self.instrument(self.parse(frames[f])["data"][0]["symbol"])
+                inst = self.table.by_id(int(st[2]))
                 reason = Reason.CHECKSUM_MISMATCH if code == ks.STOP_CHECKSUM else _BOOK_ERR_REASON[val]
                 self.resync(inst, reason)
             f += 1

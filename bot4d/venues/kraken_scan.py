@@ -130,6 +130,15 @@ def sym_lookup(buf, s, e, keys, meta):
 
 
 @nb.njit(cache=True, nogil=True)
+def json_int_ok(buf, i, n):
+    """False for an integer JSON would refuse although parse_int reads it: a leading zero
+    ("0123", "-01"). The hot paths must never accept a frame the Python path calls malformed."""
+    if i < n and buf[i] == 45:
+        i += 1
+    return not (i + 1 < n and buf[i] == 48 and 48 <= buf[i + 1] <= 57)
+
+
+@nb.njit(cache=True, nogil=True)
 def _levels(buf, s, e, side, inst, ps, qs, mp, mq, rts, out, k):
     """``buf[s:e]`` is ``[["p","v","ts"(,...)],...]`` -> MD_LEVEL records from out[k].
     Returns (k, status): 0 ok, 1 malformed/bad number, 2 out is full."""
@@ -159,8 +168,9 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, rts, out, k):
         if i < 0:
             return k, 1
         i = skip_ws(buf, i, e)
-        while i < e and buf[i] == 44:  # the "r" (republish) flag and anything Kraken adds
-            i = skip_value(buf, i + 1, e)
+        while i < e and buf[i] == 44:  # the "r" (republish) flag: a plain string, or Python decides
+            i = skip_ws(buf, i + 1, e)
+            _r0, _r1, i = string_span(buf, i, e)
             if i < 0:
                 return k, 1
             i = skip_ws(buf, i, e)
@@ -269,6 +279,8 @@ def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state
         if i >= n or buf[i] != 91:
             return f, STOP_FALLBACK, k, 0
         i = skip_ws(buf, i + 1, n)
+        if not json_int_ok(buf, i, n):
+            return f, STOP_FALLBACK, k, 0
         _cid, i = parse_int(buf, i, n)
         if i < 0:
             return f, STOP_FALLBACK, k, 0
@@ -339,6 +351,7 @@ def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state
             apply_batch(levels, state, bstats, scratch, out, kf, k)
             err = scratch[B_FIRST_ERROR]
             if err != 0 and err != ERR_CAPACITY:
+                stats[2] = inst
                 return f, STOP_BOOK_ERR, k, err
         # truncate to the subscribed depth: Kraken sends no delete for levels pushed out
         kt = k
@@ -371,6 +384,7 @@ def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state
                                        params[inst, P_SCALING + 3], CRC_TABLE8, text)
             stats[1] += 1
             if got != ck:
+                stats[2] = inst
                 return f, STOP_CHECKSUM, k, 0
         stats[0] += 1
     return nf, STOP_DONE, k, 0

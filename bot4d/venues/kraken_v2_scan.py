@@ -333,6 +333,7 @@ def kraken_v2_run(buf, ends, f0, recv, keys, meta, params, states, depth, levels
             apply_batch(levels, state, bstats, scratch, out, kf, k)
             err = scratch[B_FIRST_ERROR]
             if err != 0 and err != ERR_CAPACITY:
+                stats[2] = inst
                 return f, STOP_BOOK_ERR, k, err
         kt = k
         for side in range(2):
@@ -363,6 +364,7 @@ def kraken_v2_run(buf, ends, f0, recv, keys, meta, params, states, depth, levels
                                    params[inst, P_SCALING + 3], CRC_TABLE8, text)
         stats[1] += 1
         if got != ck:
+            stats[2] = inst
             return f, STOP_CHECKSUM, k, 0
         stats[0] += 1
     return nf, STOP_DONE, k, 0

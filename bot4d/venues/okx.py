@@ -83,7 +83,7 @@ class OkxV5(L2Handler):
         self.last_seq = self._params[:, P_LAST_SEQ]  # a view: shared with the numba hot path
         self.checked = 0       # checksums verified
         self.seq_checked = 0   # seqId links verified
-        self._stats = np.zeros(3, np.int64)
+        self._stats = np.zeros(4, np.int64)  # ok, checksums, seq links, instrument of a stop
         self._crc_text = np.zeros(4096, np.uint8)
         self._tops = np.zeros((4, 25), np.int64)
 
@@ -113,7 +113,7 @@ class OkxV5(L2Handler):
             if code == ks.STOP_FALLBACK:
                 self.on_frame(frames[f], int(recv[f]))
             else:
-                inst = self.instrument(orjson.loads(frames[f])["arg"]["instId"])
+                inst = self.table.by_id(int(st[3]))
                 reason = Reason.CHECKSUM_MISMATCH if code == ks.STOP_CHECKSUM else _BOOK_ERR_REASON[val]
                 self.resync(inst, reason)
             f += 1

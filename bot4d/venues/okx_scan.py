@@ -23,11 +23,12 @@ drop_stale_cache(__file__, _deps() + [drop_stale_cache.__code__.co_filename])
 
 from bot4d.venues.kraken_scan import (  # noqa: E402
     LIVE, P_LAST_SEQ, P_MAXP, P_MAXQ, P_PSCALE, P_QSCALE, STOP_BATCH_FULL, STOP_BOOK_ERR,
-    STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, sym_lookup,
+    STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, json_int_ok, sym_lookup,
 )
-from bot4d.venues.scan import (
-    after_value, const, emit_levels, eq_const, only_ws_left, parse_int, read_key, skip_value,
-    skip_ws, string_span,
+from bot4d.records import MD_LEVEL  # noqa: E402
+from bot4d.venues.scan import (  # noqa: E402
+    DEC_OK, after_value, const, eq_const, only_ws_left, parse_dec, parse_int, read_key,
+    skip_value, skip_ws, string_span,
 )
 
 NO_SEQ = -(1 << 62)
@@ -58,6 +59,68 @@ def _digits(buf, s, e):
             return -1
         v = v * 10 + (d - 48)
     return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k):
+    """``[["px","sz","0","n"],...]`` -> MD_LEVEL records; every member must be a plain string
+    (strict: anything JSON might refuse goes to Python). (k, status): 0 ok, 1 fallback, 2 full."""
+    cap = out.shape[0]
+    i = skip_ws(buf, s + 1, e)
+    if i < e and buf[i] == 93:
+        return k, 0
+    while True:
+        if i >= e or buf[i] != 91:
+            return k, 1
+        i = skip_ws(buf, i + 1, e)
+        p0, p1, i = string_span(buf, i, e)
+        if i < 0:
+            return k, 1
+        i = skip_ws(buf, i, e)
+        if i >= e or buf[i] != 44:
+            return k, 1
+        i = skip_ws(buf, i + 1, e)
+        q0, q1, i = string_span(buf, i, e)
+        if i < 0:
+            return k, 1
+        i = skip_ws(buf, i, e)
+        while i < e and buf[i] == 44:
+            i = skip_ws(buf, i + 1, e)
+            _x0, _x1, i = string_span(buf, i, e)
+            if i < 0:
+                return k, 1
+            i = skip_ws(buf, i, e)
+        if i >= e or buf[i] != 93:
+            return k, 1
+        i = skip_ws(buf, i + 1, e)
+        px, err = parse_dec(buf, p0, p1, ps)
+        if err != DEC_OK or px <= 0 or px > mp:
+            return k, 1
+        q, err = parse_dec(buf, q0, q1, qs)
+        if err != DEC_OK or q > mq:
+            return k, 1
+        if k >= cap:
+            return k, 2
+        r = out[k]
+        r.seq = 0
+        r.kind = MD_LEVEL
+        r.side = side
+        r.flags = 0
+        r.instrument = inst
+        r.price = px
+        r.qty = q
+        r.venue_seq = seq
+        r.exch_ts_ns = ets
+        r.recv_ts_ns = rts
+        r.aux_px = 0
+        r.aux_qty = 0
+        k += 1
+        if i < e and buf[i] == 44:
+            i = skip_ws(buf, i + 1, e)
+            continue
+        if i < e and buf[i] == 93:
+            return k, 0
+        return k, 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -101,9 +164,7 @@ def _frame(buf, s, n):
                     if ve < 0:
                         return bad
                 else:
-                    ve = skip_value(buf, avi, n)
-                    if ve < 0:
-                        return bad
+                    return bad  # anything else: the Python path (strict JSON) decides
                 j, end = after_value(buf, ve, n)
                 if j < 0:
                     return bad
@@ -164,23 +225,27 @@ def _frame(buf, s, n):
             if ts < 0 or ts > 9223372036854:  # ms whose ns do not fit int64: Python refuses
                 return bad
         elif eq_const(buf, ks, ke, K_CHECKSUM):
+            if not json_int_ok(buf, vi, d1):
+                return bad
             ck, ve = parse_int(buf, vi, d1)
             if ve < 0 or ck < -2147483648 or ck > 2147483647:
                 return bad
         elif eq_const(buf, ks, ke, K_SEQ):
+            if not json_int_ok(buf, vi, d1):
+                return bad
             seq, ve = parse_int(buf, vi, d1)
-            if ve < 0:
+            if ve < 0 or seq <= -(1 << 62) or seq >= 1 << 62:
                 return bad
             has_seq = True
         elif eq_const(buf, ks, ke, K_PREV):
+            if not json_int_ok(buf, vi, d1):
+                return bad
             prev, ve = parse_int(buf, vi, d1)
-            if ve < 0:
+            if ve < 0 or prev <= -(1 << 62) or prev >= 1 << 62:
                 return bad
             has_prev = True
         else:
-            ve = skip_value(buf, vi, d1)
-            if ve < 0:
-                return bad
+            return bad
         j, end = after_value(buf, ve, d1)
         if j < 0:
             return bad
@@ -207,7 +272,6 @@ def okx_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bsta
     ta = tops[2]
     taq = tops[3]
     nf = ends.shape[0]
-    cap = out.shape[0]
     for f in range(f0, nf):
         s = ends[f - 1] if f > 0 else 0
         n = ends[f]
@@ -226,15 +290,15 @@ def okx_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bsta
         ps = pscale[inst]
         qs = qscale[inst]
         if a0 >= 0:
-            k, r = emit_levels(buf, a0, a1, SIDE_ASK, inst, ps, qs, maxp[inst], maxq[inst], vseq,
-                               ets, rts, out, k, cap)
+            k, r = _levels(buf, a0, a1, SIDE_ASK, inst, ps, qs, maxp[inst], maxq[inst], vseq,
+                           ets, rts, out, k)
             if r != 0:
-                return f, (STOP_BATCH_FULL if k >= cap else STOP_FALLBACK), kf, 0
+                return f, (STOP_BATCH_FULL if r == 2 else STOP_FALLBACK), kf, 0
         if b0 >= 0:
-            k, r = emit_levels(buf, b0, b1, SIDE_BID, inst, ps, qs, maxp[inst], maxq[inst], vseq,
-                               ets, rts, out, k, cap)
+            k, r = _levels(buf, b0, b1, SIDE_BID, inst, ps, qs, maxp[inst], maxq[inst], vseq,
+                           ets, rts, out, k)
             if r != 0:
-                return f, (STOP_BATCH_FULL if k >= cap else STOP_FALLBACK), kf, 0
+                return f, (STOP_BATCH_FULL if r == 2 else STOP_FALLBACK), kf, 0
         if k > kf:
             out[k - 1].flags = MD_FLAG_FRAME_END
             apply_batch(levels, state, bstats, scratch, out, kf, k)
@@ -242,17 +306,20 @@ def okx_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bsta
             if err != 0 and err != ERR_CAPACITY:
                 if has_seq:
                     stats[2] += 1  # the Python path counts the link before it applies
+                stats[3] = inst
                 return f, STOP_BOOK_ERR, k, err
         if has_seq:
             last_seq[inst] = seq
             stats[2] += 1
         nb_, na_ = top_n(levels, state, inst, 25, tb, tbq, ta, taq)
         if nb_ > 0 and na_ > 0 and tb[0] >= ta[0]:
+            stats[3] = inst
             return f, STOP_BOOK_ERR, k, ERR_CROSSED
         if ck != 0:
             got = okx_book_crc_fast(tb, tbq, nb_, ta, taq, na_, ps, qs, CRC_TABLE8, text)
             stats[1] += 1
             if got != ck:
+                stats[3] = inst
                 return f, STOP_CHECKSUM, k, 0
         stats[0] += 1
     return nf, STOP_DONE, k, 0
