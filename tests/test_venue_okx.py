@@ -297,3 +297,18 @@ def test_fuzz_batch_path_mutated_frames(frames, data) -> None:
     b.on_frames(base[:5] + picked)
     assert a.counters.as_dict() == b.counters.as_dict()
     assert (a.drain() == b.drain()).all()
+
+
+def test_batch_path_sends_what_strict_json_refuses_to_the_python_path(frames) -> None:
+    h, _ = handler()
+    ref, _ = handler()
+    snap = next(f for _, f in frames if b'"action":"snapshot"' in f and b'"BTC-USD-220527"' in f)
+    upd = next(f for _, f in frames if b'"action":"update"' in f and b'"BTC-USD-220527"' in f)
+    bad = [upd.replace(b'"0","1"]', b'"0","\xff"]', 1),                         # invalid UTF-8
+           upd.replace(b'"checksum":', b'"checksum":0', 1),                      # leading zero
+           upd.replace(b'"ts":', b'"extra":1,"ts":', 1)]                         # unknown key
+    for f in [snap, *bad]:
+        ref.on_frame(f)
+    h.on_frames([snap, *bad])
+    assert h.counters.as_dict() == ref.counters.as_dict()
+    assert h.counters[Reason.MALFORMED_JSON] >= 2

@@ -130,6 +130,16 @@ def sym_lookup(buf, s, e, keys, meta):
 
 
 @nb.njit(cache=True, nogil=True)
+def ascii_only(buf, s, e):
+    """A skipped string must still be one strict JSON accepts: non-ASCII bytes could be invalid
+    UTF-8, which the Python path refuses, so they go there."""
+    for m in range(s, e):
+        if buf[m] >= 128:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def json_int_ok(buf, i, n):
     """False for an integer JSON would refuse although parse_int reads it: a leading zero
     ("0123", "-01"). The hot paths must never accept a frame the Python path calls malformed."""
@@ -170,8 +180,8 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, rts, out, k):
         i = skip_ws(buf, i, e)
         while i < e and buf[i] == 44:  # the "r" (republish) flag: a plain string, or Python decides
             i = skip_ws(buf, i + 1, e)
-            _r0, _r1, i = string_span(buf, i, e)
-            if i < 0:
+            r0, r1, i = string_span(buf, i, e)
+            if i < 0 or not ascii_only(buf, r0, r1):
                 return k, 1
             i = skip_ws(buf, i, e)
         if i >= e or buf[i] != 93:

@@ -23,7 +23,7 @@ drop_stale_cache(__file__, _deps() + [drop_stale_cache.__code__.co_filename])
 
 from bot4d.venues.kraken_scan import (  # noqa: E402
     LIVE, P_LAST_SEQ, P_MAXP, P_MAXQ, P_PSCALE, P_QSCALE, STOP_BATCH_FULL, STOP_BOOK_ERR,
-    STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, json_int_ok, sym_lookup,
+    STOP_CHECKSUM, STOP_DONE, STOP_FALLBACK, ascii_only, json_int_ok, sym_lookup,
 )
 from bot4d.records import MD_LEVEL  # noqa: E402
 from bot4d.venues.scan import (  # noqa: E402
@@ -86,8 +86,8 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k):
         i = skip_ws(buf, i, e)
         while i < e and buf[i] == 44:
             i = skip_ws(buf, i + 1, e)
-            _x0, _x1, i = string_span(buf, i, e)
-            if i < 0:
+            x0, x1, i = string_span(buf, i, e)
+            if i < 0 or not ascii_only(buf, x0, x1):
                 return k, 1
             i = skip_ws(buf, i, e)
         if i >= e or buf[i] != 93:
