@@ -860,11 +860,6 @@ def apply(st, reports, journal, jcount, outbox, ocount) -> int:
 
 # --- edges -----------------------------------------------------------------------------------------
 
-def live_order_ids(st: OmsState) -> np.ndarray:
-    """Ids of every live order (for reconciliation and tests)."""
-    return st.o_id[st.o_id != 0].copy()
-
-
 def warmup() -> None:
     st = make_oms(1, 1, capacity=8, idem_capacity=16, idem_window_ns=1_000_000_000)
     it = np.zeros(3, ORDER_INTENT_DTYPE)
