@@ -102,3 +102,18 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
     bad.write_text('{"params": {"omega": -1}}')
     assert bt.main(["--params", str(bad), "--out", str(tmp_path)]) == 2
     assert "cannot use" in capsys.readouterr().err
+
+
+def test_backtest_replays_a_recorded_session(tmp_path):
+    from tests.conftest import RECORDED
+
+    rec = (str(RECORDED / "BINANCE.ws.1.0"), str(RECORDED / "BINANCE.http.0.0"), "NKNUSDT")
+    cfg = bt.BacktestConfig(replay=rec, quote_qty="100", max_inventory="1000", half_spread_ticks=2,
+                            stop_ticks=200)
+    a, b = bt.run(cfg), bt.run(cfg)
+    assert a.events > 1000 and a.report["orders_sent"] > 10
+    assert a.journal.tobytes() == b.journal.tobytes()  # replay is deterministic too
+    bad = replace(cfg, replay=(rec[0], rec[1], "NOPE"))
+    assert bt.main(["--replay", rec[0], rec[1], "NOPE", "--out", str(tmp_path)]) == 2
+    with pytest.raises(ValueError):
+        bt.run(bad)

@@ -66,6 +66,9 @@ class BacktestConfig:
     half_spread_ticks: int = 50
     max_inventory: str = "0.05"
     stop_ticks: int = 5000
+    # replay a recorded Binance session instead of the generator: (ws file, http file, symbol)
+    replay: tuple[str, str, str] | None = None
+    replay_speed: float = 1.0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -300,13 +303,21 @@ class BacktestResult:
 
 
 def run(cfg: BacktestConfig) -> BacktestResult:
-    ps = max(0, -Decimal(cfg.tick_size).normalize().as_tuple().exponent)
-    qs = max(0, -Decimal(cfg.step_size).normalize().as_tuple().exponent)
-    tick = to_fixed(cfg.tick_size, ps)
-    step = to_fixed(cfg.step_size, qs)
-    flow = AgentFlow(cfg.market, start_price_ticks=to_fixed(cfg.start_price, ps) // tick, tick=tick,
-                     lot=cfg.agent_lot * step, seed=cfg.seed, account=0)
-    agents = flow.steps(cfg.steps)
+    if cfg.replay is not None:
+        from bot4d.sim import replay
+
+        rec = replay.load_binance(Path(cfg.replay[0]), Path(cfg.replay[1]), cfg.replay[2])
+        ps, qs = replay.scales(rec)
+        tick = step = 1  # the recording's own precision
+        agents = replay.to_orders(rec, ps, qs, speed=cfg.replay_speed)
+    else:
+        ps = max(0, -Decimal(cfg.tick_size).normalize().as_tuple().exponent)
+        qs = max(0, -Decimal(cfg.step_size).normalize().as_tuple().exponent)
+        tick = to_fixed(cfg.tick_size, ps)
+        step = to_fixed(cfg.step_size, qs)
+        flow = AgentFlow(cfg.market, start_price_ticks=to_fixed(cfg.start_price, ps) // tick, tick=tick,
+                         lot=cfg.agent_lot * step, seed=cfg.seed, account=0)
+        agents = flow.steps(cfg.steps)
     agents["instrument"] = INST
 
     s = m.make_engine(1, max_levels=8192, max_orders=1 << 16, max_stops=16, n_accounts=4)
@@ -327,7 +338,7 @@ def run(cfg: BacktestConfig) -> BacktestResult:
     params, sstate = mm.make(0, tick=tick, half_spread_ticks=cfg.half_spread_ticks,
                              qty=to_fixed(cfg.quote_qty, qs), max_inventory=to_fixed(cfg.max_inventory, qs),
                              skew_ticks_per_lot=5, lot=to_fixed(cfg.quote_qty, qs), stop_ticks=cfg.stop_ticks,
-                             requote_ticks=10, min_requote_ns=50_000_000)
+                             requote_ticks=min(10, cfg.half_spread_ticks), min_requote_ns=50_000_000)
     rng = np.random.default_rng(cfg.seed + 7)
     latency = np.ceil(rng.lognormal(np.log(cfg.latency_median_us * 1000), cfg.latency_sigma, 1 << 16)).astype(np.int64)
     journal = np.zeros(max(1 << 16, agents.size * 2 + 8192), JOURNAL_EVENT_DTYPE)
@@ -415,12 +426,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=600, help="market steps of 100 ms")
     ap.add_argument("--params", type=Path, help="market parameters from `bot4d calibrate`")
+    ap.add_argument("--replay", nargs=3, metavar=("WS_FILE", "HTTP_FILE", "SYMBOL"),
+                    help="replay a recorded Binance session (depth snapshot + diffs + trades)")
+    ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    ap.add_argument("--quote-qty", help="quote size in the instrument's quantity (decimal)")
+    ap.add_argument("--half-spread-ticks", type=int)
+    ap.add_argument("--stop-ticks", type=int)
+    ap.add_argument("--max-inventory", help="largest position the market maker builds (decimal)")
     ap.add_argument("--out", type=Path, default=Path("backtest"), help="directory for report.json, chart.png, events.bin")
     args = ap.parse_args(argv)
     if args.steps < 1:
         print("bot4d backtest: --steps must be >= 1", file=sys.stderr)
         return 2
-    cfg = BacktestConfig(seed=args.seed, steps=args.steps)
+    cfg = BacktestConfig(seed=args.seed, steps=args.steps, replay_speed=args.speed,
+                         replay=tuple(args.replay) if args.replay else None)
+    for name in ("quote_qty", "half_spread_ticks", "stop_ticks", "max_inventory"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     if args.params:
         from bot4d.sim.calibrate import load_params
 
@@ -429,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as e:
             print(f"bot4d backtest: cannot use {args.params}: {e}", file=sys.stderr)
             return 2
-    res = run(cfg)
+    try:
+        res = run(cfg)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"bot4d backtest: {e}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(res.report, indent=2) + "\n")
     (args.out / "events.bin").write_bytes(res.journal.tobytes())
