@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bot4d.kernels import oms, stp
 from bot4d.kernels.oms_state import (
-    LEGAL, OT_LIMIT, OT_MARKET, OT_STOP_LOSS, OT_TAKE_PROFIT, S_ACKED, S_CANCEL_PENDING, S_NEW,
+    LEGAL, OT_LIMIT, OT_MARKET, OT_STOP_LOSS, OT_TAKE_PROFIT, S_ACKED, S_NEW,
     S_PARTIALLY_FILLED, S_SUBMITTED, S_VALIDATED, TERMINAL, TIF_GTC, TIF_IOC,
 )
 from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE
