@@ -282,3 +282,35 @@ def test_depth_snapshot_and_gap_fault_are_consistent(sim):
     assert diffs[-1]["U"] == snap["lastUpdateId"] + 2  # one id skipped: a client must resync
     status, body, _ = c.request("GET", "/api/v3/depth", {"symbol": "BTCUSDT", "limit": 0})
     assert status == 400 and body["code"] == -1100
+
+
+def test_stream_reorder_and_delay_faults(sim):
+    st, c, _ = sim
+    import numpy as np
+    from bot4d.kernels import matching as m
+
+    def agent(k, px):
+        o = np.zeros(1, m.SIM_ORDER_DTYPE)
+        o["op"], o["otype"], o["tif"], o["side"], o["order_id"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, 0, (1 << 42) + k
+        o["price"], o["qty"] = px, 100
+        st.call(st.server.venue.submit_agent_orders, o, time.time_ns())
+
+    async def flow():
+        t, col = await ws_connect(Collector, f"ws://127.0.0.1:{st.server.ws_port}/ws/btcusdt@depth")
+        await asyncio.sleep(0.05)
+        status, _, _ = await asyncio.to_thread(Client(st.server.rest_port).request, "POST", "/sim/fault", {"kind": "reorder", "count": 1})
+        assert status == 200
+        for k in range(3):
+            agent(k, 5_000_000 + k)
+        await asyncio.sleep(0.2)
+        ids = [msg["U"] for msg in col.msgs]
+        assert len(ids) == 3 and ids[0] > ids[1] and ids[1] < ids[2]  # first two swapped, then in order
+        status, _, _ = await asyncio.to_thread(Client(st.server.rest_port).request, "POST", "/sim/fault", {"kind": "ws_delay", "seconds": "0.3"})
+        t0 = time.monotonic()
+        agent(9, 5_100_000)
+        while len(col.msgs) < 4:
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - t0 >= 0.25  # a lower bound: a slow machine only makes it later
+        t.disconnect()
+
+    asyncio.run(flow())

@@ -1,7 +1,10 @@
 """Sockets for the simulated Binance venue: REST over HTTP/1.1 and streams over WebSocket (picows).
 
 * REST on ``rest_port``: the Binance endpoints of ``BinanceVenue`` plus ``POST /sim/fault``
-  (``kind=...&count=N``) to inject faults on command.
+  (``kind=...&count=N``) to inject faults on command: the venue's own (``http_5xx``,
+  ``reject_orders``, ``rate_limit_storm``, ``depth_gap``, ``disconnect``, ``unknown_outcome``)
+  and the transport's: ``delay`` / ``ws_delay`` (``seconds=``: every REST answer / stream
+  message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream).
 * WebSocket on ``ws_port``: ``/ws/<stream>`` (raw payloads), ``/stream?streams=a/b`` (combined:
   ``{"stream": name, "data": payload}``), ``/ws/<listenKey>`` (user data), and live
   ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` requests, as Binance's
@@ -102,7 +105,10 @@ class SimServer:
         self.rest_server: asyncio.AbstractServer | None = None
         self.ws_server: asyncio.AbstractServer | None = None
         self._flow_task: asyncio.Task | None = None
-        self.delay_s = 0.0  # injected extra latency on every REST answer
+        self.delay_s = 0.0      # injected extra latency on every REST answer
+        self.ws_delay_s = 0.0   # injected latency on every stream message (order kept)
+        self.reorder = 0        # the next N stream messages are each held behind the next of their stream
+        self._held: dict[str, dict] = {}
         venue.market_listeners.append(self._on_market)
         venue.user_listeners.append(self._on_user)
         venue.disconnect_hooks.append(self.disconnect_all)
@@ -156,6 +162,12 @@ class SimServer:
             count = int(p.get("count", "1"))
             if kind == "delay":
                 self.delay_s = max(0.0, float(p.get("seconds", "0")))
+            elif kind == "ws_delay":
+                self.ws_delay_s = max(0.0, float(p.get("seconds", "0")))
+            elif kind == "reorder":
+                if count < 1:
+                    raise ValueError("fault count must be >= 1")
+                self.reorder += count
             else:
                 self.venue.inject(kind, count)
         except ValueError as e:
@@ -178,6 +190,22 @@ class SimServer:
         return None  # 404
 
     def _on_market(self, stream: str, payload: dict) -> None:
+        if self.reorder and stream not in self._held:
+            self._held[stream] = payload  # sent after the stream's next message: the two swap
+            self.reorder -= 1
+            return
+        self._deliver(stream, payload)
+        held = self._held.pop(stream, None)
+        if held is not None:
+            self._deliver(stream, held)
+
+    def _deliver(self, stream: str, payload: dict) -> None:
+        if self.ws_delay_s:
+            asyncio.get_running_loop().call_later(self.ws_delay_s, self._send_market, stream, payload)
+        else:
+            self._send_market(stream, payload)
+
+    def _send_market(self, stream: str, payload: dict) -> None:
         for c in list(self.conns):
             c.market(stream, payload)
 
