@@ -489,3 +489,16 @@ def test_journal_records_are_journal_dtype_and_carry_shard():
     assert d.j.dtype == JOURNAL_EVENT_DTYPE
     assert all(e["shard"] == 3 for e in d.events)
     assert all(e["ts_ns"] == d.now for e in d.events)
+
+
+def test_oco_leg_filling_while_cancelled_after_partner_triggered_takes_partner_out():
+    # found by the property test: the stop leg triggers (the limit leg is being cancelled), then
+    # the venue reports a fill on the limit leg that raced the cancel; the triggered stop, already
+    # sent, must be cancelled too so the pair never has both legs working
+    d = Driver()
+    tp, sl = _oco(d)
+    d.apply(report(oms.RP_MARK, px=89, inst=0))
+    assert d.state(sl) == S_SUBMITTED and d.state(tp) == S_CANCEL_PENDING
+    d.apply(report(oms.RP_FILL, tp, 110, 2))
+    assert d.state(sl) == S_CANCEL_PENDING
+    assert d.sent[-1]["command"] == CMD_CANCEL and d.sent[-1]["target_order_id"] == sl

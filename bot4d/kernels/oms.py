@@ -425,6 +425,7 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     st.o_new_qty[s] = 0
     st.o_stp[s] = st.stp_mode[a]
     st.o_strategy[s] = it.strategy
+    st.o_oco_id[s] = 0
     # link at the head of its (account, instrument) list
     h = st.list_head[a, it.instrument]
     st.o_prev_link[s] = -1
@@ -583,6 +584,8 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
         if s >= 0 and first_live:
             st.o_peer[s] = prev_slot
             st.o_peer[prev_slot] = s
+            st.o_oco_id[s] = prev_id
+            st.o_oco_id[prev_slot] = st.o_id[s]
         elif s >= 0:
             st.counters[C_OCO_CANCELLED] += 1
             _cancel(st, j, jc, ob, oc, s, ts, R_OCO_PEER)
@@ -714,6 +717,7 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     i = st.o_inst[s]
     buy = st.o_side[s] == SIDE_BID
     maker = rp.maker != 0
+    oco = st.o_oco_id[s]
     if (rp.flags & RP_FLAG_FEE_GIVEN) != 0:
         fee = rp.fee
         ok = True
@@ -744,8 +748,13 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
           pb.fees[a, i], pb.realised[a, i], pb.cost[a, i], pb.balance[a])
     j[k].instrument = i
     j[k].aux3 = a
-    # OCO: a fill on one leg takes the other out
-    _cancel_by_id(st, j, jc, ob, oc, p, pid, ts, R_OCO_PEER)
+    # OCO: a fill on one leg takes the other out; also when the link was already broken
+    # because the partner triggered first and this leg filled while being cancelled (a race at
+    # the venue): the partner must not stay live either
+    if p >= 0:
+        _cancel_by_id(st, j, jc, ob, oc, p, pid, ts, R_OCO_PEER)
+    elif oco != 0:
+        _cancel_by_id(st, j, jc, ob, oc, oco & ((1 << st.slot_bits[0]) - 1), oco, ts, R_OCO_PEER)
 
 
 @nb.njit(cache=True, nogil=True)

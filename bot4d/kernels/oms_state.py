@@ -34,7 +34,8 @@ order id, ``o_acct`` int32, ``o_inst`` int32, ``o_side`` int8 (SIDE_BID buy / SI
 return to when a cancel is rejected), ``o_px`` int64 limit price, ``o_qty`` int64, ``o_filled``
 int64, ``o_trigger`` int64 stop/take-profit trigger price, ``o_peer`` int32 OCO partner slot
 (-1 none), ``o_ts`` int64 creation ns, ``o_new_px``/``o_new_qty`` int64 pending replace (0 none),
-``o_stp`` int8 (STP_* policy), ``o_strategy`` int32.
+``o_stp`` int8 (STP_* policy), ``o_strategy`` int32, ``o_oco_id`` int64 the OCO partner's order id
+(kept after the live link ``o_peer`` is broken, so a late fill can still take the partner out).
 
 Scalars live in 1-element arrays so kernels can update them: ``seq`` (next journal sequence,
 starts at 1, gap-free per shard), ``serial``, ``nfree``; ``free`` is the free-slot stack.
@@ -167,6 +168,7 @@ class OmsState(NamedTuple):
     filters: FilterTable
     fees: FeeSchedule
     idem: IdemTable
+    o_oco_id: np.ndarray
 
 
 def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard: int = 0,
@@ -215,4 +217,5 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
         filters=make_filters(n),
         fees=make_fees(a, fee_tiers if fee_tiers is not None else [(0, "0", "0")]),
         idem=make_idem(idem_capacity, idem_window_ns, idem_tick_ns, strict=idem_strict),
+        o_oco_id=np.zeros(cap, np.int64),
     )
