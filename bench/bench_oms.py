@@ -3,7 +3,7 @@ batch) and commands per second by ``oms.submit``, each against a straightforward
 implementation of the same rules measured in the same run.
 
 Known result (measured on the shared 2-core machine): the kernel is currently *slower* than the
-pure-Python baseline (about 0.4x). Profiling points at the state layout, not the logic: a trivial
+pure-Python baseline (0.4-0.6x in quick runs). Profiling points at the state layout, not the logic: a trivial
 report (unknown order id) costs ~650 ns of thread CPU inside the kernel while the journal writer
 alone costs ~15 ns in a loop, because ``OmsState`` is a tuple of ~90 arrays (order columns,
 positions, filters, fees, idempotency) that numba passes by value into every helper LLVM does not
