@@ -54,7 +54,7 @@ def make_fees(n_accounts: int, tiers: list[tuple[int, str | Decimal, str | Decim
                        np.array(taker, np.int64), np.zeros(n_accounts, np.int64))
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def tier_of(fs, acct: int) -> int:
     v = fs.volume[acct]
     k = 0
@@ -64,7 +64,7 @@ def tier_of(fs, acct: int) -> int:
     return k
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def fee_for(notional: int, rate: int) -> tuple[int, bool]:
     """ceil(notional * rate / 1e8) for notional >= 0."""
     if notional < 0:
@@ -72,7 +72,7 @@ def fee_for(notional: int, rate: int) -> tuple[int, bool]:
     return mul_div_ceil_nonneg_div(notional, rate, RATE_SCALE)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def quote(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     """Fee of one fill at the account's current tier, without recording its volume."""
     notional, ok = mul_ok(px, qty)
@@ -82,7 +82,7 @@ def quote(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     return fee_for(notional, fs.maker[k] if maker else fs.taker[k])
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def add_volume(fs, acct: int, px: int, qty: int) -> None:
     """Record a fill's notional in the account's trailing volume (saturating at int64 max: the
     top tier is reached long before)."""
@@ -93,7 +93,7 @@ def add_volume(fs, acct: int, px: int, qty: int) -> None:
     fs.volume[acct] = vol if ok else 9223372036854775807
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def charge(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     """``quote`` then ``add_volume``: the tier is the one before this fill. On overflow nothing
     changes and ok is False."""

@@ -147,7 +147,7 @@ def set_from_binance(ft: FilterTable, inst: int, filters: list[dict], price_scal
         # other filter types (order counts, iceberg, trailing) are not per-order arithmetic
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _price_rules(ft, inst: int, px: int, r_min: int, r_max: int, r_tick: int) -> int:
     if ft.min_price[inst] != 0 and px < ft.min_price[inst]:
         return r_min
@@ -158,7 +158,7 @@ def _price_rules(ft, inst: int, px: int, r_min: int, r_max: int, r_tick: int) ->
     return F_OK
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def check_order(ft, inst: int, buy: bool, market: bool, px: int, qty: int, stop_px: int) -> int:
     """F_OK or the first failing rule's F_* code. ``px`` is ignored for market orders."""
     if inst < 0 or inst >= ft.tick.shape[0]:
@@ -226,7 +226,7 @@ def check_order(ft, inst: int, buy: bool, market: bool, px: int, qty: int, stop_
     return F_OK
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def check_batch(ft, inst, buy, market, px, qty, stop_px, out) -> int:
     """check_order over arrays; writes codes into ``out`` and returns how many failed."""
     bad = 0

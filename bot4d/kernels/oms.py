@@ -61,7 +61,8 @@ from bot4d.kernels.oms_state import (
 )
 from bot4d.records import (
     CMD_CANCEL, CMD_PLACE, CMD_REPLACE, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE, EV_POSITION,
-    INTENT_FLAG_POST_ONLY, JOURNAL_EVENT_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID,
+    INTENT_FLAG_POST_ONLY, JFLAG_INTENT_SHIFT, JFLAG_OPENS_POSITION, JOURNAL_EVENT_DTYPE,
+    ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID,
 )
 
 __all__ = ["submit", "apply", "VENUE_REPORT_DTYPE", "OmsState", "make_oms"]
@@ -89,7 +90,7 @@ VENUE_REPORT_DTYPE = np.dtype(
         ("kind", np.int8),         # RP_*
         ("maker", np.int8),        # fill: 1 if we were the maker
         ("_pad", np.int16),
-        ("instrument", np.int32),  # RP_MARK: the instrument
+        ("instrument", np.int32),  # the report's instrument (every kind: the venue names the symbol)
         ("reason", np.int32),      # venue's reject/expiry code, journalled in aux0
         ("flags", np.int32),
     ],
@@ -124,7 +125,7 @@ _WORST_FIXED = 8      # events of one input besides the per-order part
 _OCO_DEAD = -2        # o_peer marker: this leg's partner fired, so this leg must not stay live
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _slot_of(st, order_id: int) -> int:
     """Slot of a live order id, or -1 (unknown, stale or malformed)."""
     if order_id <= 0:
@@ -135,7 +136,7 @@ def _slot_of(st, order_id: int) -> int:
     return s
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: int, qty: int,
           fee: int, a0: int, a1: int, a2: int) -> None:
     """One journal record from slot ``s`` (or without an order when s < 0)."""
@@ -177,7 +178,7 @@ def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: in
     jc[0] = k + 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     k = oc[0]
     o = ob[k]
@@ -201,12 +202,12 @@ def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     oc[0] = k + 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _left(st, s: int) -> int:
     return st.o_qty[s] - st.o_filled[s]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _open_add(st, s: int, sign: int) -> None:
     """Add (+1) or remove (-1) slot s's remaining qty from the open-order aggregates."""
     a = st.o_acct[s]
@@ -218,7 +219,7 @@ def _open_add(st, s: int, sign: int) -> None:
         st.open_sell_qty[a, i] += sign * _left(st, s)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _release(st, s: int) -> None:
     """Terminal state reached: drop from aggregates and lists, free the slot."""
     _open_add(st, s, -1)
@@ -243,7 +244,7 @@ def _release(st, s: int) -> None:
     st.nfree[0] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _to(st, j, jc, s: int, new: int, ts: int, reason: int, a0: int) -> bool:
     """Apply a transition if legal (journalled); refuse and count it otherwise."""
     cur = st.o_state[s]
@@ -259,7 +260,7 @@ def _to(st, j, jc, s: int, new: int, ts: int, reason: int, a0: int) -> bool:
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _cancel(st, j, jc, ob, oc, s: int, ts: int, reason: int) -> None:
     """Cancel slot s: at once if it never left, through CANCEL_PENDING if the venue has it."""
     cur = st.o_state[s]
@@ -275,7 +276,7 @@ def _cancel(st, j, jc, ob, oc, s: int, ts: int, reason: int) -> None:
         _to(st, j, jc, s, S_CANCELLED, ts, reason, 0)  # refused and counted (terminal/NEW)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _would_trigger(otype: int, buy: bool, trig: int, mark: int) -> bool:
     if mark <= 0:
         return False
@@ -288,7 +289,7 @@ def _would_trigger(otype: int, buy: bool, trig: int, mark: int) -> bool:
 
 # --- submit: commands ------------------------------------------------------------------------------
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _intent_account(st, it) -> int:
     sg = it.strategy
     if sg < 0 or sg >= st.strat_acct.shape[0]:
@@ -296,7 +297,7 @@ def _intent_account(st, it) -> int:
     return st.strat_acct[sg]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _place_verdict(st, it, qty: int) -> int:
     """R_NONE or why a place intent cannot be accepted (stateless checks only)."""
     if it.side != SIDE_BID and it.side != SIDE_ASK:
@@ -331,7 +332,7 @@ def _place_verdict(st, it, qty: int) -> int:
     return R_NONE
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _reserve(st, it) -> int:
     """Journal records a command can produce at most (STP may touch every live order of its
     account and instrument: state change + cancel/replace each)."""
@@ -343,7 +344,7 @@ def _reserve(st, it) -> int:
     return _WORST_FIXED + extra
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
     """Self-trade prevention for new slot s; returns False if the new order must be rejected."""
     a = st.o_acct[s]
@@ -392,7 +393,7 @@ def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
     return not reject_new
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     s = st.free[st.nfree[0] - 1]
     st.nfree[0] -= 1
@@ -437,7 +438,7 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     return s
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _reject_intent(st, j, jc, it, ts: int, reason: int, detail: int, order_id: int) -> None:
     """Journal a command refused before it had an order slot."""
     k = jc[0]
@@ -453,7 +454,7 @@ def _reject_intent(st, j, jc, it, ts: int, reason: int, detail: int, order_id: i
     e.stop_price = it.stop_price
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _unit_end(intents, k: int, n: int) -> int:
     """End (exclusive) of the batch / OCO pair starting at k."""
     e = k + 1
@@ -469,7 +470,7 @@ def _unit_end(intents, k: int, n: int) -> int:
     return e
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _cancel_by_id(st, j, jc, ob, oc, s: int, oid: int, ts: int, reason: int) -> None:
     """Cancel slot s only if it still holds order oid (it may have been released and reused)."""
     if s >= 0 and oid > 0 and st.o_id[s] == oid:
@@ -479,7 +480,7 @@ def _cancel_by_id(st, j, jc, ob, oc, s: int, oid: int, ts: int, reason: int) -> 
         _cancel(st, j, jc, ob, oc, s, ts, reason)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _unpair(st, s: int) -> tuple[int, int]:
     """Break s's OCO link before s changes state; returns the partner (slot, id) or (-1, 0)."""
     p = st.o_peer[s]
@@ -491,7 +492,7 @@ def _unpair(st, s: int) -> tuple[int, int]:
     return p, st.o_id[p]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _cmd_cancel(st, j, jc, ob, oc, it, ts: int) -> None:
     s = _slot_of(st, it.target_order_id)
     if s < 0:
@@ -507,14 +508,14 @@ def _cmd_cancel(st, j, jc, ob, oc, it, ts: int) -> None:
     _cancel_by_id(st, j, jc, ob, oc, p, pid, ts, R_OCO_PEER)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _illegal_note(st, j, jc, s: int, target: int, ts: int) -> None:
     st.counters[C_ILLEGAL_TRANSITION] += 1
     _emit(st, j, jc, EV_ORDER_STATE, ts, s, st.o_state[s], R_ILLEGAL, st.o_px[s], st.o_qty[s],
           0, target, 0, 0)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _cmd_replace(st, j, jc, ob, oc, it, qty: int, ts: int) -> None:
     s = _slot_of(st, it.target_order_id)
     if s < 0:
@@ -542,7 +543,7 @@ def _cmd_replace(st, j, jc, ob, oc, it, qty: int, ts: int) -> None:
     _out(st, ob, oc, CMD_REPLACE, s, ts, it.price, qty)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: int,
                prev_slot: int, prev_id: int) -> int:
     """Place one intent whose verdict is decided; returns its slot or -1.
@@ -565,9 +566,19 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
         _reject_intent(st, j, jc, it, ts, R_NO_SLOT, 0, 0)
         return -1
     a = _intent_account(st, it)
+    # the rule risk applies: an order opens unless it cannot grow |position| even if every live
+    # order on its side fills (journalled so the database can hold opening orders to a stop-loss)
+    pos = st.positions.qty[a, it.instrument]
+    if it.side == SIDE_BID:
+        reduces = pos < 0 and st.open_buy_qty[a, it.instrument] + qty <= -pos
+    else:
+        reduces = pos > 0 and st.open_sell_qty[a, it.instrument] + qty <= pos
+    flags = (np.int64(it.flags) << JFLAG_INTENT_SHIFT) | (0 if reduces else JFLAG_OPENS_POSITION)
     s = _new_slot(st, it, a, qty, ts)
-    _emit(st, j, jc, EV_ORDER_NEW, ts, s, S_NEW, R_NONE, st.o_px[s], qty, 0, it.batch_id,
-          it.oco_group, it.strategy)
+    k = jc[0]
+    _emit(st, j, jc, EV_ORDER_NEW, ts, s, S_NEW, R_NONE, st.o_px[s], qty, 0, flags,
+          it.take_profit_price, it.oco_group)
+    j[k].stop_price = it.stop_price  # the protective stop (a stop order's trigger is the same field)
     _to(st, j, jc, s, S_VALIDATED, ts, R_NONE, 0)
     ot = st.o_type[s]
     if ot == OT_STOP_LOSS or ot == OT_TAKE_PROFIT:
@@ -595,7 +606,7 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
     return s
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def submit(st, intents, decision, approved_qty, now_ns: int, journal, jcount, outbox, ocount) -> int:
     """Apply commands with risk's decisions; returns how many intents were consumed."""
     n = intents.shape[0]
@@ -686,16 +697,20 @@ def submit(st, intents, decision, approved_qty, now_ns: int, journal, jcount, ou
 
 # --- apply: venue reports --------------------------------------------------------------------------
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _report_unknown(st, j, jc, rp) -> None:
     st.counters[C_UNKNOWN_ORDER] += 1
     k = jc[0]
     _emit(st, j, jc, EV_ORDER_STATE, rp.ts_ns, -1, 0, R_UNKNOWN_ORDER, rp.price, rp.qty, rp.fee,
           rp.kind, rp.reason, 0)
     j[k].order_id = rp.order_id
+    # a late report for an order already gone is routine (a cancel-reject after the fill); its
+    # record names the instrument so the audit trail can store it
+    if 0 <= rp.instrument < st.open_orders.shape[1]:
+        j[k].instrument = rp.instrument
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     ts = rp.ts_ns
     cur = st.o_state[s]
@@ -734,7 +749,8 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     _open_add(st, s, -1)
     st.o_filled[s] += q
     _open_add(st, s, 1)
-    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 0, rp.reason, 0)
+    # aux0 liquidity 1 maker / 2 taker; aux1 the venue trade id, which reports do not carry (0)
+    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 2, 0, 0)
     p, pid = _unpair(st, s)
     if st.o_filled[s] == st.o_qty[s]:
         _to(st, j, jc, s, S_FILLED, ts, R_NONE, 0)
@@ -757,7 +773,7 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
         _cancel_by_id(st, j, jc, ob, oc, oco & ((1 << st.slot_bits[0]) - 1), oco, ts, R_OCO_PEER)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _mark(st, j, jc, ob, oc, rp) -> None:
     i = rp.instrument
     if i < 0 or i >= st.open_orders.shape[1] or rp.price <= 0:
@@ -780,7 +796,7 @@ def _mark(st, j, jc, ob, oc, rp) -> None:
             r = st.o_next[r]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _apply_one(st, j, jc, ob, oc, rp) -> None:
     kind = rp.kind
     if kind == RP_MARK:
@@ -847,7 +863,7 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
         _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0, kind, 0, 0)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def apply(st, reports, journal, jcount, outbox, ocount) -> int:
     """Apply venue reports in order; returns how many were consumed."""
     n = reports.shape[0]

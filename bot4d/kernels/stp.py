@@ -82,7 +82,7 @@ def venue_mode(venue: str, policy: int) -> str | None:
     return modes[policy]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def crosses(new_buy: bool, new_market: bool, new_px: int, rest_px: int) -> bool:
     """Would a new order trade against our resting order on the other side?"""
     if new_market:
@@ -90,7 +90,7 @@ def crosses(new_buy: bool, new_market: bool, new_px: int, rest_px: int) -> bool:
     return new_px >= rest_px if new_buy else new_px <= rest_px
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def decrement(new_left: int, rest_left: int) -> tuple[int, int]:
     """DECREMENT_BOTH on one pair: both reduced by the smaller remaining quantity."""
     d = new_left if new_left < rest_left else rest_left
