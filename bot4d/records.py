@@ -51,6 +51,13 @@ EV_BALANCE = 8
 EV_CONTROL = 9    # a mutating bot4ctl command: uid/pid in aux fields
 EV_TRADING_STATE = 10
 
+# EV_ORDER_NEW: aux0 flags (bit 0 below; the intent's INTENT_FLAG_* from bit 8), aux1 take-profit
+# price, aux2 OCO group, stop_price the protective stop-loss. EV_FILL: aux0 1 maker / 2 taker,
+# aux1 venue trade id (0 unknown). Money fields (fee, P&L) are notional units: price units x qty
+# units. bot4d.persist.decode documents every kind.
+JFLAG_OPENS_POSITION = 1
+JFLAG_INTENT_SHIFT = 8
+
 JOURNAL_EVENT_DTYPE = np.dtype(
     [
         ("seq", np.int64),          # journal sequence, stamped by the ring: gap-free per shard

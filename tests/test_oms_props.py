@@ -112,7 +112,7 @@ class Model:
                 assert last is None or d.now - last >= WINDOW, "duplicate accepted inside window"
                 self.accepted[coid] = d.now
                 self.ids.append(oid)
-                g = int(e["aux1"])
+                g = int(e["aux2"])  # OCO group (records.py contract)
                 if g:
                     if g in legs:
                         self.pairs.append((legs.pop(g), oid))

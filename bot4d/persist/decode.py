@@ -42,7 +42,7 @@ import numpy as np
 
 from bot4d import records as R
 
-JFLAG_OPENS_POSITION = 1
+from bot4d.records import JFLAG_OPENS_POSITION  # noqa: E402  (the shared contract lives there)
 JFLAG_INTENT_SHIFT = 8
 
 KNOWN_KINDS = np.array(

@@ -15,10 +15,12 @@ from bot4d.persist.decode import JFLAG_OPENS_POSITION
 
 T0_NS = 1_795_000_000 * 10**9  # 2026-11-18, an arbitrary fixed start
 
+# quote_scale is the scale of money in the journal: notional units = price units x qty units
+# (bot4d.records), so price_scale + qty_scale for instruments the OMS trades
 INSTRUMENTS = [  # id, venue, symbol, price_scale, qty_scale, quote_scale, position_cap
-    (0, "binance", "BTCUSDT", 2, 5, 8, "50"),
-    (1, "binance", "ETHUSDT", 2, 4, 8, None),
-    (2, "okx", "SOL-USDT", 3, 2, 8, "100000"),
+    (0, "binance", "BTCUSDT", 2, 5, 7, "50"),
+    (1, "binance", "ETHUSDT", 2, 4, 6, None),
+    (2, "okx", "SOL-USDT", 3, 2, 5, "100000"),
 ]
 ASSETS = [(0, "USDT", 8), (1, "BTC", 8), (2, "ETH", 8)]
 
