@@ -37,6 +37,23 @@ from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_FILL, EV_RISK_REJECT, JOURN
 from bot4d.sim.generator import AgentFlow, MarketParams
 from bot4d.strategies import market_maker as mm
 
+
+def _compiled_in() -> list[str]:
+    """Every module whose kernels run_kernel compiles in (see bot4d.jitcache)."""
+    from bot4d import records
+    from bot4d.jitcache import files
+    from bot4d.kernels import (book_math, fees, filters, idempotency, killswitch, oms_arith,
+                               positions, stp)
+    from bot4d.strategies import api
+
+    return files(m, bk, book_math, oms_k, oms, positions, fees, filters, idempotency, stp,
+                 oms_arith, rk, killswitch, mm, api, records)
+
+
+from bot4d.jitcache import drop_stale_cache  # noqa: E402
+
+drop_stale_cache(__file__, _compiled_in())
+
 OUR_ACCOUNT = 1       # matching-engine account of the strategy (0 is the agents')
 OMS_ACCOUNT = 0       # the OMS's account index for the strategy
 INST = 0
@@ -51,6 +68,7 @@ O_EVENTS, O_OUR_ORDERS, O_FILLS, O_RISK_REJECTS, O_TURNOVER, O_FEES, O_JOURNAL =
 class BacktestConfig:
     seed: int = 1
     steps: int = 600                       # market steps (of MarketParams.step_ns)
+    start_ns: int = 1_767_225_600 * 10**9  # 2026-01-01 00:00 UTC: a real calendar (risk's days)
     market: MarketParams = field(default_factory=lambda: MarketParams(
         step_ns=100_000_000, arrival_rate=400.0, size_mu=0.0, size_sigma=0.7, omega=2e-9))
     start_price: str = "60000.00"
@@ -316,7 +334,7 @@ def run(cfg: BacktestConfig) -> BacktestResult:
         tick = to_fixed(cfg.tick_size, ps)
         step = to_fixed(cfg.step_size, qs)
         flow = AgentFlow(cfg.market, start_price_ticks=to_fixed(cfg.start_price, ps) // tick, tick=tick,
-                         lot=cfg.agent_lot * step, seed=cfg.seed, account=0)
+                         lot=cfg.agent_lot * step, seed=cfg.seed, account=0, t0_ns=cfg.start_ns)
         agents = flow.steps(cfg.steps)
     agents["instrument"] = INST
 

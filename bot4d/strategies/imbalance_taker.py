@@ -17,6 +17,10 @@ from bot4d.kernels import oms_state as oms
 from bot4d.records import (EV_ORDER_STATE, EV_RISK_REJECT, INTENT_FLAG_REDUCE_ONLY, SIDE_ASK,
                            SIDE_BID)
 from bot4d.strategies import api
+from bot4d.jitcache import drop_stale_cache, files
+from bot4d.kernels import book_math
+
+drop_stale_cache(__file__, files(bk, api, oms, book_math))  # book accessors are compiled in
 
 P_LEVELS = api.N_COMMON_PARAMS + 0
 P_THRESHOLD_E9 = api.N_COMMON_PARAMS + 1

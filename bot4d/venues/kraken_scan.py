@@ -15,44 +15,12 @@ top 10 and compare Kraken's CRC32.
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import numba as nb
 import numpy as np
 
 
-def drop_stale_cache(module_file: str, deps: list[str]) -> bool:
-    """Delete this module's numba cache when a module its kernels compile in has changed.
-
-    numba's cache is keyed on the kernel's own source file only: after an edit of the book
-    kernel (whose apply_batch/top_n are compiled into these kernels) a cached hot path would
-    keep running the old book code against the new layout — seen here as checksum mismatches on
-    every frame. So a stamp of the dependencies' sources is kept beside the cache, and a
-    mismatch removes the cached kernels before their first call. Returns True if it dropped any.
-    """
-    h = hashlib.sha256()
-    for d in [module_file, *deps]:
-        h.update(Path(d).read_bytes())
-    stamp = h.hexdigest()
-    name = Path(module_file).stem
-    roots = [Path(nb.config.CACHE_DIR)] if nb.config.CACHE_DIR else [Path(module_file).parent / "__pycache__"]
-    dropped = False
-    for root in roots:
-        if not root.is_dir():
-            continue
-        mark = root / f"{name}.deps-stamp"
-        if mark.exists() and mark.read_text() == stamp:
-            continue
-        for f in root.rglob(f"{name}.*"):
-            if f.suffix in (".nbi", ".nbc"):
-                f.unlink(missing_ok=True)
-                dropped = True
-        try:
-            mark.write_text(stamp)
-        except OSError:  # a read-only cache: numba will not write there either
-            pass
-    return dropped
+from bot4d.jitcache import drop_stale_cache  # noqa: E402  (okx_scan and kraken_v2_scan import it from here)
 
 
 def _deps() -> list[str]:

@@ -420,40 +420,7 @@ W_FLD = 32
 W_SIZE = 96
 
 
-def drop_stale_cache(module_file: str, deps: list[str]) -> bool:
-    """Delete a venue module's numba cache when code its kernels compile in has changed.
-
-    numba keys a kernel's cache on the kernel's own source file only, so after an edit of this
-    module (whose helpers are compiled into the venue kernels) a cached process_batch would
-    keep running the old helpers. A stamp of the dependencies' sources is kept beside the
-    cache; on a mismatch the module's cached kernels are removed before their first call.
-    (Same approach as kraken_scan's helper of the same name.) Returns True if any were dropped.
-    """
-    import hashlib
-    from pathlib import Path
-
-    h = hashlib.sha256()
-    for d in [module_file, *deps]:
-        h.update(Path(d).read_bytes())
-    stamp = h.hexdigest()
-    name = Path(module_file).stem
-    root = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else \
-        Path(module_file).parent / "__pycache__"
-    if not root.is_dir():
-        return False
-    mark = root / f"{name}.deps-stamp"
-    if mark.exists() and mark.read_text() == stamp:
-        return False
-    dropped = False
-    for f in root.rglob(f"{name}.*"):
-        if f.suffix in (".nbi", ".nbc"):
-            f.unlink(missing_ok=True)
-            dropped = True
-    try:
-        mark.write_text(stamp)
-    except OSError:  # a read-only cache: numba will not write there either
-        pass
-    return dropped
+from bot4d.jitcache import drop_stale_cache  # noqa: E402,F401  (venue modules call scan.drop_stale_cache)
 
 
 def _venue_deps() -> list[str]:
