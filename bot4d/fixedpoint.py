@@ -42,6 +42,13 @@ def to_fixed(value: Decimal | str | int, scale: int) -> int:
     return units
 
 
+def decimals(value: Decimal | str) -> int:
+    """Significant decimal places: the smallest scale that holds ``value`` exactly
+    ("0.01000000" -> 2, "100" -> 0)."""
+    d = value if isinstance(value, Decimal) else Decimal(value)
+    return max(0, -d.normalize().as_tuple().exponent)
+
+
 def from_fixed(units: int, scale: int) -> Decimal:
     """Convert int64 units of ``10**-scale`` back to an exact Decimal."""
     return Decimal(int(units)).scaleb(-scale)

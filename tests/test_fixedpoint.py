@@ -62,3 +62,15 @@ def test_parse_units_refuses(text, reason):
 
 def test_parse_units_negative_when_allowed():
     assert parse_units("-0.5", 2, allow_negative=True) == -50
+
+
+@pytest.mark.parametrize("text,places", [("0.01000000", 2), ("100", 0), ("0.00000000", 0), ("0.35280000", 4),
+                                         (Decimal("1E-8"), 8), ("41006.8", 1)])
+def test_decimals_is_the_smallest_exact_scale(text, places):
+    from bot4d.fixedpoint import decimals
+
+    assert decimals(text) == places
+    to_fixed(text, places)  # exact at that scale
+    if places:
+        with pytest.raises(FixedPointError):
+            to_fixed(text, places - 1)

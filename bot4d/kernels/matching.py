@@ -759,6 +759,19 @@ def submit(s: MatchState, orders: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, SIM_EVENT_DTYPE)
 
 
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def level_qty(s, inst, side, px):
+    """Total resting quantity at (side, price); 0 when there is no such level."""
+    li = _level_index(s.lv_px[inst, side], s.lv_cnt[inst, side], side, px)
+    return s.lv_qty[inst, side, li] if li >= 0 else np.int64(0)
+
+
+def best_level(s: MatchState, inst: int, side: int) -> tuple[int, int] | None:
+    """(price, qty) of the best level of one side, None when the side is empty."""
+    c = int(s.lv_cnt[inst, side])
+    return (int(s.lv_px[inst, side, c - 1]), int(s.lv_qty[inst, side, c - 1])) if c else None
+
+
 def book_levels(s: MatchState, inst: int, side: int) -> list[tuple[int, int]]:
     """(price, qty) of one side, best first (for tests and the market-data publisher)."""
     c = int(s.lv_cnt[inst, side])

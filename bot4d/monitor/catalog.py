@@ -114,7 +114,8 @@ class DaemonView:
                 out.append(Sample(r["metric"], "gauge", r["labels"], float(lag), r["help"]))
         return out
 
-    def histograms(self) -> list[Histogram]:
+    def histogram_arrays(self) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """(catalog entry, private copy of the HDR array) for every histogram that is present."""
         out = []
         for h in self.meta.get("histograms", []):
             try:
@@ -122,9 +123,12 @@ class DaemonView:
             except SegmentError:
                 continue
             self._hist[h["segment"]] = seg
-            arr = np.array(seg.array(0, np.int64, 8 + N_BUCKETS))  # one copy, then consistent math
-            out.append(to_prometheus_histogram(arr, h["metric"], h["labels"], h["help"]))
+            out.append((h, np.array(seg.array(0, np.int64, 8 + N_BUCKETS))))  # one copy, consistent math
         return out
+
+    def histograms(self) -> list[Histogram]:
+        return [to_prometheus_histogram(arr, h["metric"], h["labels"], h["help"])
+                for h, arr in self.histogram_arrays()]
 
     def close(self) -> None:
         for c in self._counters.values():

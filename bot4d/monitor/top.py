@@ -10,10 +10,8 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from bot4d.monitor.catalog import DaemonView
-from ipc.histogram import N_BUCKETS, percentiles
+from ipc.histogram import percentiles
 from ipc.segment import SegmentError
 
 
@@ -85,17 +83,7 @@ def render(view: DaemonView, width: int = 100) -> str:
                      f"{pos[key]:>16.8g}{real.get(key, 0):>16.8g}{unreal.get(key, 0):>16.8g}")
     lines.append("")
     lines.append(f"{'LATENCY':<28}{'p50':>10}{'p99':>10}{'p99.9':>10}{'max':>10}{'count':>12}")
-    for h in view.meta.get("histograms", []):
-        seg = view._hist.get(h["segment"])
-        if seg is None:
-            try:
-                view.histograms()  # attaches them
-            except SegmentError:
-                continue
-            seg = view._hist.get(h["segment"])
-        if seg is None:
-            continue
-        arr = np.array(seg.array(0, np.int64, 8 + N_BUCKETS))
+    for h, arr in view.histogram_arrays():
         p = percentiles(arr)
         lab = ",".join(f"{k}={v}" for k, v in sorted(h["labels"].items()))
         name = f"{h['metric'].replace('bot4d_', '').replace('_seconds', '')}{{{lab}}}"

@@ -25,15 +25,14 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
-from bot4d.fixedpoint import from_fixed, to_fixed
+from bot4d.fixedpoint import decimals, from_fixed, to_fixed
 from bot4d.kernels import book as bk
 from bot4d.kernels import matching as m
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels import oms_state as oms
 from bot4d.kernels import risk as rk
 from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_FILL, EV_RISK_REJECT, JOURNAL_EVENT_DTYPE,
-                           MD_FLAG_FRAME_END, MD_LEVEL, MD_UPDATE_DTYPE, ORDER_INTENT_DTYPE,
-                           SIDE_ASK, SIDE_BID)
+                           MD_FLAG_FRAME_END, MD_LEVEL, MD_UPDATE_DTYPE, ORDER_INTENT_DTYPE)
 from bot4d.sim.generator import AgentFlow, MarketParams
 from bot4d.strategies import market_maker as mm
 
@@ -90,13 +89,6 @@ class BacktestConfig:
 
 
 @nb.njit(cache=True, nogil=True)
-def _level_qty(s, inst, side, px):
-    c = s.lv_cnt[inst, side]
-    li = m._level_index(s.lv_px[inst, side], c, side, px)
-    return s.lv_qty[inst, side, li] if li >= 0 else np.int64(0)
-
-
-@nb.njit(cache=True, nogil=True)
 def _mid(books):
     bb, _ = bk.best_bid(books.levels, books.state, INST)
     ba, _ = bk.best_ask(books.levels, books.state, INST)
@@ -147,7 +139,7 @@ def _events(s, ev, n, was_cancel, md, reports, nrep, ts):
                 u.side = e.side
                 u.instrument = e.instrument
                 u.price = e.price
-                u.qty = _level_qty(s, e.instrument, e.side, e.price)
+                u.qty = m.level_qty(s, e.instrument, e.side, e.price)
                 u.flags = 0
                 nmd += 1
         if e.account != OUR_ACCOUNT:
@@ -329,8 +321,7 @@ def run(cfg: BacktestConfig) -> BacktestResult:
         tick = step = 1  # the recording's own precision
         agents = replay.to_orders(rec, ps, qs, speed=cfg.replay_speed)
     else:
-        ps = max(0, -Decimal(cfg.tick_size).normalize().as_tuple().exponent)
-        qs = max(0, -Decimal(cfg.step_size).normalize().as_tuple().exponent)
+        ps, qs = decimals(cfg.tick_size), decimals(cfg.step_size)
         tick = to_fixed(cfg.tick_size, ps)
         step = to_fixed(cfg.step_size, qs)
         flow = AgentFlow(cfg.market, start_price_ticks=to_fixed(cfg.start_price, ps) // tick, tick=tick,
@@ -391,9 +382,9 @@ def _report(cfg, st, rs, j, et, ev, out, ps, qs, n_events, took) -> dict:
         if peak > 0:
             max_dd = max(max_dd, Decimal(peak - v) / Decimal(peak) * 100)
     rejects: dict[str, int] = {}
-    names = {v: k for k, v in vars(rk).items() if k.startswith("REJ_") and isinstance(v, int)}
     for r in j[j["kind"] == EV_RISK_REJECT]["reason"]:
-        rejects[names.get(int(r), str(int(r)))] = rejects.get(names.get(int(r), str(int(r))), 0) + 1
+        name = rk.REASON_NAMES.get(int(r), str(int(r)))
+        rejects[name] = rejects.get(name, 0) + 1
     return {
         "config": {k: (v if not isinstance(v, MarketParams) else v.as_dict()) for k, v in asdict(cfg).items()},
         "events": n_events,

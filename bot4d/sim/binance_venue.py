@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -35,7 +34,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from bot4d.fixedpoint import from_fixed, to_fixed
+from bot4d.fixedpoint import decimals, from_fixed, to_fixed
 from bot4d.kernels import matching as m
 from bot4d.records import SIDE_ASK, SIDE_BID
 from bot4d.sim.http import Request, Response
@@ -74,10 +73,6 @@ def _fmt(d: Decimal) -> str:
     return format(d.quantize(_D8), "f")
 
 
-def _decimals(step: Decimal) -> int:
-    return max(0, -step.normalize().as_tuple().exponent)
-
-
 class ApiError(Exception):
     def __init__(self, http: int, code: int, msg: str):
         super().__init__(msg)
@@ -97,11 +92,11 @@ class SymbolSpec:
 
     @property
     def price_scale(self) -> int:
-        return _decimals(self.tick_size)
+        return decimals(self.tick_size)
 
     @property
     def qty_scale(self) -> int:
-        return _decimals(self.step_size)
+        return decimals(self.step_size)
 
 
 @dataclass
@@ -696,13 +691,12 @@ class BinanceVenue:
     def _publish_depth(self, sym: str, levels: set[tuple[int, int]], now_ms: int) -> None:
         i = self.sym_index[sym]
         spec = self.specs[sym]
-        book = {SIDE_BID: dict(m.book_levels(self.engine, i, SIDE_BID)),
-                SIDE_ASK: dict(m.book_levels(self.engine, i, SIDE_ASK))}
         b, a = [], []
         for side, px in sorted(levels):
             if px <= 0:
                 continue
-            row = [_fmt(from_fixed(px, spec.price_scale)), _fmt(from_fixed(book[side].get(px, 0), spec.qty_scale))]
+            q = int(m.level_qty(self.engine, i, side, px))
+            row = [_fmt(from_fixed(px, spec.price_scale)), _fmt(from_fixed(q, spec.qty_scale))]
             (b if side == SIDE_BID else a).append(row)
         if not b and not a:
             return
@@ -714,12 +708,10 @@ class BinanceVenue:
         diff = {"e": "depthUpdate", "E": now_ms, "s": sym, "U": first, "u": last, "b": b, "a": a}
         for cb in list(self.market_listeners):
             cb(f"{sym.lower()}@depth", diff)
-        bb = m.book_levels(self.engine, i, SIDE_BID)[:1]
-        ba = m.book_levels(self.engine, i, SIDE_ASK)[:1]
+        bb = m.best_level(self.engine, i, SIDE_BID) or (0, 0)
+        ba = m.best_level(self.engine, i, SIDE_ASK) or (0, 0)
         ticker = {"u": last, "s": sym,
-                  "b": _fmt(from_fixed(bb[0][0], spec.price_scale)) if bb else "0.00000000",
-                  "B": _fmt(from_fixed(bb[0][1], spec.qty_scale)) if bb else "0.00000000",
-                  "a": _fmt(from_fixed(ba[0][0], spec.price_scale)) if ba else "0.00000000",
-                  "A": _fmt(from_fixed(ba[0][1], spec.qty_scale)) if ba else "0.00000000"}
+                  "b": _fmt(from_fixed(bb[0], spec.price_scale)), "B": _fmt(from_fixed(bb[1], spec.qty_scale)),
+                  "a": _fmt(from_fixed(ba[0], spec.price_scale)), "A": _fmt(from_fixed(ba[1], spec.qty_scale))}
         for cb in list(self.market_listeners):
             cb(f"{sym.lower()}@bookTicker", ticker)

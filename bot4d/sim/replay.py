@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot4d.fixedpoint import decimals
 from bot4d.kernels import matching as m
 from bot4d.records import SIDE_ASK, SIDE_BID
 from bot4d.venues.numbers import parse_units
@@ -65,11 +66,6 @@ def load_binance(ws_path: Path, http_path: Path, symbol: str) -> Recording:
     return Recording(symbol, snap, snap_ts, events)
 
 
-def _decimals(text: str) -> int:
-    whole, _, frac = text.partition(".")
-    return len(frac.rstrip("0"))
-
-
 def scales(rec: Recording) -> tuple[int, int]:
     """The smallest (price, qty) scales that hold every number in the recording exactly: Binance
     pads to 8 decimals, and 8 for both would overflow int64 notionals of large quantities."""
@@ -82,8 +78,8 @@ def scales(rec: Recording) -> tuple[int, int]:
         else:
             levels.append((d["p"], d["q"]))
     for px, q in levels:
-        ps = max(ps, _decimals(px))
-        qs = max(qs, _decimals(q))
+        ps = max(ps, decimals(px))
+        qs = max(qs, decimals(q))
     return ps, qs
 
 
