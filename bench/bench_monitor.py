@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def _measure(quick: bool, period_s: float) -> tuple[list[float], list[float]]:
     assert pub.stdout.readline().strip() == "ready"
     phase_s = 1.0 if quick else 3.0
     rounds = 2 if quick else 5
-    base, loaded, scrapes = [], [], []
+    base, loaded = [], []
     try:
         for _ in range(rounds):
             pub.stdin.write(f"{phase_s}\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,8 +67,6 @@ def test_max_drawdown_matches_the_equity_curve(result):
 
 
 def test_risk_limits_held(result):
-    cfg = bt.BacktestConfig()
-    # max position 2 % of equity: never more than ~2000 USDT of BTC at ~60000
     pos = result.journal[result.journal["kind"] == EV_POSITION]["qty"]
     assert np.abs(pos).max() <= 5000  # 0.05 BTC in 1e-5 units, the strategy's own cap
     rejects = result.journal[result.journal["kind"] == EV_RISK_REJECT]

@@ -1,17 +1,14 @@
 """The exporter against a real stand-in daemon process publishing known values in shared memory."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
