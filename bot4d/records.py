@@ -116,3 +116,27 @@ ORDER_INTENT_DTYPE = np.dtype(
 INTENT_FLAG_REDUCE_ONLY = 1
 INTENT_FLAG_POST_ONLY = 2
 INTENT_FLAG_WANTS_SIZING = 4   # risk sizes the order (Kelly, capped) instead of taking qty as is
+
+# --- egress: what a shard sends to a venue's order gateway ------------------------------------
+# One record per venue request the OMS produced (its outbox), with the latency anchor: the
+# receive time of the market-data frame whose batch caused it, so the gateway records
+# tick-to-order at the moment the request is written to the socket.
+ORDER_COMMAND_DTYPE = np.dtype(
+    [
+        ("ts_ns", np.int64),           # when the shard made the command (CLOCK_REALTIME ns)
+        ("tick_recv_ns", np.int64),    # recv time of the causing frame (0: not caused by a tick)
+        ("order_id", np.int64),        # our shard-local order id (the venue's client order id
+                                       # is derived from it); for cancels the order to cancel
+        ("client_order_id", np.int64), # the strategy's id (informational)
+        ("price", np.int64),           # limit price units (0 for market)
+        ("qty", np.int64),             # quantity units
+        ("command", np.int8),          # CMD_PLACE / CMD_CANCEL / CMD_REPLACE
+        ("side", np.int8),
+        ("order_type", np.int8),       # bot4d.kernels.oms_state OT_LIMIT / OT_MARKET
+        ("tif", np.int8),              # TIF_GTC / IOC / FOK / POST_ONLY
+        ("instrument", np.int32),
+        ("shard", np.int32),
+    ],
+    align=True,
+)
+assert ORDER_COMMAND_DTYPE.itemsize == 64, ORDER_COMMAND_DTYPE.itemsize

@@ -93,6 +93,7 @@ VENUE_REPORT_DTYPE = np.dtype(
         ("instrument", np.int32),  # the report's instrument (every kind: the venue names the symbol)
         ("reason", np.int32),      # venue's reject/expiry code, journalled in aux0
         ("flags", np.int32),
+        ("trade_id", np.int64),    # fill: the venue's trade id (0 unknown), journalled in aux1
     ],
     align=True,
 )
@@ -749,8 +750,8 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     _open_add(st, s, -1)
     st.o_filled[s] += q
     _open_add(st, s, 1)
-    # aux0 liquidity 1 maker / 2 taker; aux1 the venue trade id, which reports do not carry (0)
-    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 2, 0, 0)
+    # aux0 liquidity 1 maker / 2 taker; aux1 the venue trade id (0 unknown)
+    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 2, rp.trade_id, 0)
     p, pid = _unpair(st, s)
     if st.o_filled[s] == st.o_qty[s]:
         _to(st, j, jc, s, S_FILLED, ts, R_NONE, 0)
