@@ -48,18 +48,31 @@ audit: $(VENV)/.audit-installed
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache bench/results/*.json
 
-# Install for systemd: a venv under $(PREFIX), units, sysusers and tmpfiles snippets.
-# DESTDIR stages the tree (packaging); without it, users and directories are created at once.
+# Install for systemd: a venv under $(PREFIX), units, sysusers and tmpfiles snippets, and an example
+# configuration. DESTDIR stages the tree (packaging); without it, users and directories are created
+# at once. `install-files` is everything but the venv (what packaging and the tests stage).
 PREFIX  ?= /opt/bot4d
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
-install:
+CONFDIR := /etc/bot4d
+.PHONY: install-venv install-files
+install: install-venv install-files
+	@echo "installed under $(DESTDIR)$(PREFIX); enable with: systemctl daemon-reload && systemctl enable --now bot4d bot4d-exporter"
+
+install-venv:
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
 	$(DESTDIR)$(PREFIX)/bin/python -m pip install --quiet '.[sim]'
-	$(DESTDIR)$(PREFIX)/bin/python -m bot4d.units --bindir $(PREFIX)/bin --out $(DESTDIR)$(UNITDIR)
+
+# Units are rendered from the source tree (bot4d.units needs only the standard library). An
+# operator's bot4d.toml is never overwritten; config/example.toml may not exist in every checkout.
+install-files:
+	$(PYTHON) -m bot4d.units --bindir $(PREFIX)/bin --out $(DESTDIR)$(UNITDIR)
 	install -D -m 0644 systemd/bot4d.sysusers.conf $(DESTDIR)/usr/lib/sysusers.d/bot4d.conf
 	install -D -m 0644 systemd/bot4d.tmpfiles.conf $(DESTDIR)/usr/lib/tmpfiles.d/bot4d.conf
-	install -D -m 0640 systemd/persist.env.example $(DESTDIR)/etc/bot4d/persist.env.example
-	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers bot4d.conf 2>/dev/null || systemd-sysusers; fi
+	install -d -m 0755 $(DESTDIR)$(CONFDIR)
+	install -m 0640 systemd/persist.env.example $(DESTDIR)$(CONFDIR)/persist.env.example
+	install -m 0644 systemd/exporter.env.example $(DESTDIR)$(CONFDIR)/exporter.env.example
+	if [ -f config/example.toml ] && [ ! -e $(DESTDIR)$(CONFDIR)/bot4d.toml ]; then \
+		install -m 0644 config/example.toml $(DESTDIR)$(CONFDIR)/bot4d.toml; fi
+	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers /usr/lib/sysusers.d/bot4d.conf; fi
 	if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create /usr/lib/tmpfiles.d/bot4d.conf; fi
-	@echo "installed under $(DESTDIR)$(PREFIX); enable with: systemctl enable --now bot4d"
