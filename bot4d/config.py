@@ -1,0 +1,666 @@
+"""The daemon's configuration: one TOML file, validated completely before anything starts.
+
+Every error names the file, the key path (``instruments[1].shard``) and the problem, so an operator
+can fix a refused file without reading code. Rules that hold everywhere (docs/config.md has every key):
+
+* Decimal keys (money, quantities, percentages, seconds) take a TOML string (``"0.05"``) or an
+  integer. A TOML float is refused: it is binary floating point, and ``0.1`` would already be
+  inexact before it reached a kernel.
+* Integer keys refuse booleans and floats (``true`` is not 1, ``8.0`` is not 8).
+* Unknown keys are refused with the closest known key suggested: a typo in a limit must not fall
+  back silently to a default.
+* Credentials are never inline: they come from a file readable by the owner only, or from a
+  systemd credential (``LoadCredential=``, read from ``$CREDENTIALS_DIRECTORY``). They are held in
+  :class:`Secret`, which never prints its value; no error message ever contains one.
+* Relative paths are relative to the directory of the config file, not to the working directory,
+  so the file means the same thing whoever starts the daemon from wherever.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from bot4d.fixedpoint import FixedPointError, to_fixed
+
+__all__ = [
+    "ConfigError", "Secret", "StrategyConfig", "InstrumentConfig", "VenueConfig", "RiskConfig",
+    "PersistConfig", "ControlConfig", "Config", "load", "reloadable_changes",
+    "STRATEGY_KINDS", "VENUE_KINDS",
+]
+
+STRATEGY_KINDS = ("market_maker", "imbalance_taker", "none")
+# only venues with an order gateway can be configured; the feed adapters of the others are not
+# enough for a trading instrument
+VENUE_KINDS = ("binance",)
+
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_VENUE_NAME_RE = re.compile(r"[a-z0-9_-]{1,32}")
+_SYMBOL_RE = re.compile(r"[A-Z0-9_.-]{1,20}")  # Binance's symbol rule
+_GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_CREDENTIAL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+_MISSING: Any = object()
+
+
+class ConfigError(Exception):
+    """The configuration file is refused; ``str(e)`` names the file, the key path and the problem."""
+
+
+class Secret:
+    """A credential. Every way of printing it gives ``<secret>``; :meth:`reveal` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "<secret>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._value.encode()).digest())
+
+    def __reduce__(self) -> Any:
+        # pickling would write the credential wherever the pickle goes (a crash dump, a queue)
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    kind: str                               # "market_maker" | "imbalance_taker" | "none"
+    params: dict[str, Decimal | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    venue: str
+    symbol: str
+    shard: int
+    strategy: StrategyConfig
+    max_position: Decimal      # base units, > 0
+    max_notional: Decimal      # quote units, > 0
+    max_open_orders: int       # 1..1000
+    band_bps: int              # fat-finger band 1..10000
+    neutral_base: Decimal      # base-asset holding treated as flat, >= 0
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    name: str
+    kind: str
+    rest_url: str
+    ws_url: str
+    api_key: Secret
+    api_secret: Secret
+    weight_budget_per_min: int = 3000
+    orders_per_second: int = 10
+    recv_window_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    max_daily_loss: Decimal                 # quote units, > 0
+    max_drawdown_pct: Decimal = Decimal(15)
+    max_position_pct: Decimal = Decimal(2)
+    correlation_cap: Decimal = Decimal("0.7")
+    kelly_cap: Decimal = Decimal("0.25")
+    reject_storm: int = 50                  # rejects per 10 s window that trip the kill switch
+    error_storm: int = 20                   # errors per 10 s window that trip the kill switch
+    md_stale_s: Decimal = Decimal(10)
+
+    # the kernels take basis points and nanoseconds; validation guaranteed these are exact
+    @property
+    def max_dd_bps(self) -> int:
+        return to_fixed(self.max_drawdown_pct, 2)
+
+    @property
+    def max_pos_bps(self) -> int:
+        return to_fixed(self.max_position_pct, 2)
+
+    @property
+    def corr_cap_bps(self) -> int:
+        return to_fixed(self.correlation_cap, 4)
+
+    @property
+    def kelly_cap_bps(self) -> int:
+        return to_fixed(self.kelly_cap, 4)
+
+    @property
+    def md_stale_ns(self) -> int:
+        return to_fixed(self.md_stale_s, 9)
+
+
+@dataclass(frozen=True)
+class PersistConfig:
+    enabled: bool = True
+    journal_capacity: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path
+    monitor_group: str = "bot4d-monitor"
+    operator_group: str = "bot4d-operator"
+    admin_group: str = "bot4d-admin"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    source_hash: str
+    instance: str
+    runtime_dir: Path
+    state_dir: Path
+    shard_cores: tuple[int, ...]
+    io_core: int | None
+    on_stop: str
+    watchdog_interval_s: Decimal | None
+    paper: bool
+    control: ControlConfig
+    persist: PersistConfig
+    risk: RiskConfig
+    venues: dict[str, VenueConfig]
+    instruments: tuple[InstrumentConfig, ...]
+
+
+# --- reading typed values out of TOML tables -------------------------------------------------------
+def _type_name(v: object) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    return {int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(v), type(v).__name__)
+
+
+class _Ctx:
+    def __init__(self, label: str, base: Path, credentials_dir: Path | None) -> None:
+        self.label = label
+        self.base = base
+        self.credentials_dir = credentials_dir
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.label}: {key}: {problem}")
+
+
+class _Table:
+    """One TOML table: typed getters that name the key path in every error."""
+
+    def __init__(self, ctx: _Ctx, data: object, path: str, known: Iterable[str]) -> None:
+        if not isinstance(data, dict):
+            raise ctx.error(path, f"expected a table, got {_type_name(data)}")
+        self.ctx, self.d, self.path, self.known = ctx, data, path, tuple(known)
+        # unknown keys first: a typo must be reported as a typo, not as the missing key it hides
+        for k in data:
+            if k not in self.known:
+                near = difflib.get_close_matches(k, self.known, n=1, cutoff=0.6)
+                hint = f" (did you mean {near[0]!r}?)" if near else \
+                    f" (known keys: {', '.join(self.known)})"
+                raise ctx.error(self.key(k), f"unknown key{hint}")
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def err(self, k: str, problem: str) -> ConfigError:
+        return self.ctx.error(self.key(k), problem)
+
+    def has(self, k: str) -> bool:
+        return k in self.d
+
+    def get_raw(self, k: str, default: Any = _MISSING) -> Any:
+        assert k in self.known, k
+        if k not in self.d:
+            if default is _MISSING:
+                raise self.err(k, "required key is missing")
+            return default
+        return self.d[k]
+
+    def get_int(self, k: str, lo: int, hi: int, default: Any = _MISSING) -> int:
+        return _check_int(self, k, self.get_raw(k, default), lo, hi)
+
+    def get_dec(self, k: str, *, lo: Decimal | int | None = None, lo_open: bool = False,
+                hi: Decimal | int | None = None, places: int | None = None,
+                default: Any = _MISSING) -> Decimal:
+        v = self.get_raw(k, default)
+        if isinstance(v, Decimal) or (v is None and default is None):
+            return v  # the default, already valid
+        return _check_dec(self.ctx, self.key(k), v, lo=lo, lo_open=lo_open, hi=hi, places=places)
+
+    def get_str(self, k: str, default: Any = _MISSING, choices: tuple[str, ...] | None = None,
+                pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+        v = self.get_raw(k, default)
+        if not isinstance(v, str):
+            raise self.err(k, f"expected a string, got {_type_name(v)}")
+        if choices is not None and v not in choices:
+            raise self.err(k, f"{v!r} is not one of {', '.join(map(repr, choices))}")
+        if pattern is not None and not pattern.fullmatch(v):
+            raise self.err(k, f"{v!r} is not a valid {what} (must match {pattern.pattern})")
+        return v
+
+    def get_bool(self, k: str, default: Any = _MISSING) -> bool:
+        v = self.get_raw(k, default)
+        if not isinstance(v, bool):
+            raise self.err(k, f"expected true or false, got {_type_name(v)}")
+        return v
+
+    def get_path(self, k: str, default: Any = _MISSING) -> Path:
+        v = self.get_raw(k, default)
+        if isinstance(v, Path):
+            return v
+        if not isinstance(v, str) or not v:
+            raise self.err(k, f"expected a non-empty path string, got {_type_name(v)}")
+        if "\0" in v:
+            raise self.err(k, "a path cannot contain a NUL character")
+        return (self.ctx.base / v).resolve()
+
+    def table(self, k: str, known: Iterable[str], required: bool = True) -> _Table:
+        v = self.get_raw(k, _MISSING if required else {})
+        return _Table(self.ctx, v, self.key(k), known)
+
+
+def _check_int(t: _Table, k: str, v: object, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise t.err(k, f"expected an integer, got {_type_name(v)} {v!r}")
+    if not lo <= v <= hi:
+        raise t.err(k, f"{v} is outside {lo}..{hi}")
+    return v
+
+
+def _check_dec(ctx: _Ctx, key: str, v: object, *, lo: Decimal | int | None, lo_open: bool,
+               hi: Decimal | int | None, places: int | None) -> Decimal:
+    if isinstance(v, float):
+        raise ctx.error(key, f"{v!r} is a TOML float; decimal values are exact: write it as a "
+                             f"string, e.g. \"{v!r}\"")
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ctx.error(key, f"expected a decimal string like \"0.05\", got {_type_name(v)}")
+    try:
+        d = Decimal(v.strip() if isinstance(v, str) else v)
+    except InvalidOperation:
+        raise ctx.error(key, f"{v!r} is not a decimal number") from None
+    if not d.is_finite():
+        raise ctx.error(key, f"{v!r} is not a finite number")
+    if lo is not None and (d <= lo if lo_open else d < lo):
+        raise ctx.error(key, f"{v} must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and d > hi:
+        raise ctx.error(key, f"{v} must be <= {hi}")
+    if places is not None:
+        try:
+            to_fixed(d, places)
+        except FixedPointError:
+            raise ctx.error(key, f"{v} has more than {places} decimal places") from None
+    return d
+
+
+# --- sections --------------------------------------------------------------------------------------
+_MM_KNOWN = ("kind", "quote_qty", "max_inventory", "half_spread_ticks", "skew_ticks_per_lot",
+             "stop_ticks", "requote_ticks", "min_requote_ms")
+_IT_KNOWN = ("kind", "qty", "max_position", "levels", "stop_ticks", "slip_ticks", "threshold",
+             "cooldown_ms", "hold_ms")
+_TICKS_MAX = 1_000_000
+_MS_MAX = 86_400_000
+_QTY_MAX = Decimal(10) ** 12
+
+
+def _strategy(ctx: _Ctx, raw: object, path: str, inst_max_position: Decimal) -> StrategyConfig:
+    if raw is _MISSING:
+        return StrategyConfig("none", {})
+    if not isinstance(raw, dict):
+        raise ctx.error(path, f"expected a table, got {_type_name(raw)}")
+    kind_t = _Table(ctx, {"kind": raw["kind"]} if "kind" in raw else {}, path, ("kind",))
+    kind = kind_t.get_str("kind", choices=STRATEGY_KINDS)
+    known = {"market_maker": _MM_KNOWN, "imbalance_taker": _IT_KNOWN, "none": ("kind",)}[kind]
+    t = _Table(ctx, raw, path, known)
+    p: dict[str, Decimal | int] = {}
+    if kind == "market_maker":
+        p["quote_qty"] = t.get_dec("quote_qty", lo=0, lo_open=True, hi=_QTY_MAX)
+        p["max_inventory"] = t.get_dec("max_inventory", lo=0, lo_open=True, hi=_QTY_MAX)
+        for k in ("half_spread_ticks", "skew_ticks_per_lot", "stop_ticks"):
+            p[k] = t.get_int(k, 1, _TICKS_MAX)
+        p["requote_ticks"] = t.get_int("requote_ticks", 1, _TICKS_MAX, default=1)
+        p["min_requote_ms"] = t.get_int("min_requote_ms", 0, _MS_MAX, default=0)
+        if p["max_inventory"] < p["quote_qty"]:
+            raise t.err("max_inventory", f"{p['max_inventory']} is below quote_qty {p['quote_qty']}: "
+                                         "the maker could never quote")
+        inv_key = "max_inventory"
+    elif kind == "imbalance_taker":
+        p["qty"] = t.get_dec("qty", lo=0, lo_open=True, hi=_QTY_MAX)
+        p["max_position"] = t.get_dec("max_position", lo=0, lo_open=True, hi=_QTY_MAX)
+        p["levels"] = t.get_int("levels", 1, 1000)
+        p["stop_ticks"] = t.get_int("stop_ticks", 1, _TICKS_MAX)
+        p["slip_ticks"] = t.get_int("slip_ticks", 0, _TICKS_MAX, default=0)
+        p["threshold"] = t.get_dec("threshold", lo=0, lo_open=True, hi=1, places=9)
+        p["cooldown_ms"] = t.get_int("cooldown_ms", 0, _MS_MAX, default=0)
+        p["hold_ms"] = t.get_int("hold_ms", 0, _MS_MAX, default=1000)
+        if p["max_position"] < p["qty"]:
+            raise t.err("max_position", f"{p['max_position']} is below qty {p['qty']}: "
+                                        "the taker could never enter")
+        inv_key = "max_position"
+    else:
+        return StrategyConfig("none", {})
+    # a strategy allowed more inventory than risk allows would only collect rejects
+    if p[inv_key] > inst_max_position:
+        raise t.err(inv_key, f"{p[inv_key]} exceeds the instrument's max_position {inst_max_position}")
+    return StrategyConfig(kind, p)
+
+
+def _read_secret_file(ctx: _Ctx, key: str, path: Path) -> Secret:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ctx.error(key, f"{path} does not exist") from None
+    except OSError as e:
+        raise ctx.error(key, f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ctx.error(key, f"{path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ctx.error(key, f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: a credential must "
+                             f"be readable by its owner only (chmod 600)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ctx.error(key, f"{path}: {e.strerror}") from None
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ctx.error(key, f"{path} holds non-ASCII bytes; API credentials are ASCII") from None
+    if not text:
+        raise ctx.error(key, f"{path} is empty")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        # the value itself is never quoted: only where the problem is
+        raise ctx.error(key, f"{path} holds more than one token (whitespace or control characters "
+                             "inside the credential)")
+    return Secret(text)
+
+
+def _credential(ctx: _Ctx, t: _Table, what: str) -> Secret:
+    inline, fkey, ckey = what, f"{what}_file", f"{what}_credential"
+    if t.has(fkey) and t.has(ckey):
+        raise t.err(fkey, f"give either {fkey} or {ckey}, not both")
+    if t.has(fkey):
+        return _read_secret_file(ctx, t.key(fkey), t.get_path(fkey))
+    if t.has(ckey):
+        name = t.get_str(ckey, pattern=_CREDENTIAL_RE, what="credential name")
+        if ctx.credentials_dir is None:
+            raise t.err(ckey, "a systemd credential needs $CREDENTIALS_DIRECTORY (LoadCredential= in "
+                              "the unit), which is not set; or use " + fkey)
+        return _read_secret_file(ctx, t.key(ckey), ctx.credentials_dir / name)
+    raise t.err(fkey, f"required: the {inline.replace('_', ' ')} comes from {fkey} or {ckey}")
+
+
+def _url(t: _Table, k: str, schemes: tuple[str, ...], paper: bool) -> str:
+    v = t.get_str(k)
+    try:
+        u = urlsplit(v)
+        port = u.port
+    except ValueError as e:
+        raise t.err(k, f"{v!r} is not a valid URL ({e})") from None
+    if u.scheme not in schemes:
+        raise t.err(k, f"{v!r}: scheme must be {' or '.join(schemes)}")
+    if not u.hostname:
+        raise t.err(k, f"{v!r} has no host")
+    if u.username or u.password:
+        raise t.err(k, "credentials do not belong in a URL")
+    if u.query or u.fragment:
+        raise t.err(k, f"{v!r}: a base URL takes no query or fragment")
+    if port == 0:
+        raise t.err(k, f"{v!r}: port 0")
+    loopback = u.hostname in ("localhost", "::1") or u.hostname.startswith("127.")
+    if not paper and not loopback and u.scheme in ("http", "ws"):
+        raise t.err(k, f"{v!r}: live trading to a remote host needs TLS ({schemes[1]}://)")
+    return v
+
+
+def _venue(ctx: _Ctx, name: str, raw: object, paper: bool) -> VenueConfig:
+    path = f"venues.{name}"
+    if not _VENUE_NAME_RE.fullmatch(name):
+        raise ctx.error(path, f"{name!r} is not a valid venue name (must match {_VENUE_NAME_RE.pattern})")
+    if isinstance(raw, dict):
+        for inline in ("api_key", "api_secret"):
+            if inline in raw:
+                raise ctx.error(f"{path}.{inline}", "inline credentials are refused: put it in a file or a "
+                                f"systemd credential ({inline}_file or {inline}_credential)")
+    t = _Table(ctx, raw, path, ("kind", "rest_url", "ws_url", "api_key_file", "api_key_credential",
+                                "api_secret_file", "api_secret_credential", "weight_budget_per_min",
+                                "orders_per_second", "recv_window_ms"))
+    kind = t.get_str("kind", choices=VENUE_KINDS)
+    rest = _url(t, "rest_url", ("http", "https"), paper)
+    ws = _url(t, "ws_url", ("ws", "wss"), paper)
+    key = _credential(ctx, t, "api_key")
+    secret = _credential(ctx, t, "api_secret")
+    return VenueConfig(
+        name=name, kind=kind, rest_url=rest, ws_url=ws, api_key=key, api_secret=secret,
+        weight_budget_per_min=t.get_int("weight_budget_per_min", 1, 6000, default=3000),
+        orders_per_second=t.get_int("orders_per_second", 1, 1000, default=10),
+        recv_window_ms=t.get_int("recv_window_ms", 1, 60000, default=5000),
+    )
+
+
+def _risk(t: _Table) -> RiskConfig:
+    return RiskConfig(
+        max_daily_loss=t.get_dec("max_daily_loss", lo=0, lo_open=True, hi=Decimal(10) ** 15),
+        max_drawdown_pct=t.get_dec("max_drawdown_pct", lo=0, lo_open=True, hi=100, places=2,
+                               default=Decimal(15)),
+        max_position_pct=t.get_dec("max_position_pct", lo=0, lo_open=True, hi=100, places=2,
+                               default=Decimal(2)),
+        correlation_cap=t.get_dec("correlation_cap", lo=0, hi=1, places=4, default=Decimal("0.7")),
+        kelly_cap=t.get_dec("kelly_cap", lo=0, hi=1, places=4, default=Decimal("0.25")),
+        reject_storm=t.get_int("reject_storm", 1, 1_000_000, default=50),
+        error_storm=t.get_int("error_storm", 1, 1_000_000, default=20),
+        md_stale_s=t.get_dec("md_stale_s", lo=0, lo_open=True, hi=86400, places=9, default=Decimal(10)),
+    )
+
+
+def _cores(t: _Table, allowed: set[int]) -> tuple[tuple[int, ...], int | None]:
+    raw = t.get_raw("shard_cores")
+    if not isinstance(raw, list) or not raw:
+        raise t.err("shard_cores", f"expected a non-empty array of core numbers, got "
+                                   f"{_type_name(raw) if raw != [] else 'an empty array'}")
+    cores: list[int] = []
+    for i, c in enumerate(raw):
+        k = f"shard_cores[{i}]"
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise t.err(k, f"expected an integer, got {_type_name(c)} {c!r}")
+        if c in cores:
+            raise t.err(k, f"core {c} is listed twice (one shard per core)")
+        if c not in allowed:
+            raise t.err(k, f"core {c} is not in this process's CPU affinity {sorted(allowed)}")
+        cores.append(c)
+    io = t.get_raw("io_core", None)
+    if io is not None:
+        if isinstance(io, bool) or not isinstance(io, int):
+            raise t.err("io_core", f"expected an integer, got {_type_name(io)} {io!r}")
+        if io not in allowed:
+            raise t.err("io_core", f"core {io} is not in this process's CPU affinity {sorted(allowed)}")
+        if io in cores:
+            raise t.err("io_core", f"core {io} is also a shard core: a shard spins on its core and "
+                                   "would starve the io thread")
+    return tuple(cores), io
+
+
+def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
+                 n_shards: int) -> tuple[InstrumentConfig, ...]:
+    if raw is _MISSING:
+        raise ctx.error("instruments", "required: at least one [[instruments]] table")
+    if not isinstance(raw, list) or not raw:
+        raise ctx.error("instruments", "expected a non-empty array of tables ([[instruments]])")
+    out: list[InstrumentConfig] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(raw):
+        path = f"instruments[{i}]"
+        t = _Table(ctx, item, path, ("venue", "symbol", "shard", "max_position", "max_notional",
+                                     "max_open_orders", "band_bps", "neutral_base", "strategy"))
+        venue = t.get_str("venue")
+        if venue not in venues:
+            raise t.err("venue", f"{venue!r} is not a configured venue "
+                                 f"(venues: {', '.join(sorted(venues)) or 'none'})")
+        symbol = t.get_str("symbol", pattern=_SYMBOL_RE, what="symbol")
+        if (venue, symbol) in seen:
+            raise t.err("symbol", f"{venue}/{symbol} is already instruments[{seen[(venue, symbol)]}]")
+        seen[(venue, symbol)] = i
+        shard = t.get_raw("shard")
+        if isinstance(shard, bool) or not isinstance(shard, int):
+            raise t.err("shard", f"expected an integer, got {_type_name(shard)} {shard!r}")
+        if not 0 <= shard < n_shards:
+            raise t.err("shard", f"{shard} is not a shard (daemon.shard_cores lists {n_shards} "
+                                 f"core{'s' if n_shards != 1 else ''})")
+        max_pos = t.get_dec("max_position", lo=0, lo_open=True, hi=_QTY_MAX)
+        out.append(InstrumentConfig(
+            venue=venue, symbol=symbol, shard=shard,
+            strategy=_strategy(ctx, item.get("strategy", _MISSING), t.key("strategy"), max_pos),
+            max_position=max_pos,
+            max_notional=t.get_dec("max_notional", lo=0, lo_open=True, hi=Decimal(10) ** 15),
+            max_open_orders=t.get_int("max_open_orders", 1, 1000, default=10),
+            band_bps=t.get_int("band_bps", 1, 10000, default=500),
+            neutral_base=t.get_dec("neutral_base", lo=0, hi=_QTY_MAX, default=Decimal(0)),
+        ))
+    return tuple(out)
+
+
+# --- entry points ----------------------------------------------------------------------------------
+def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
+    """Read and validate the configuration file; raise :class:`ConfigError` on any problem.
+
+    ``credentials_dir`` defaults to ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``).
+    """
+    label = str(path)
+    p = Path(path)
+    try:
+        data_bytes = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{label}: cannot read: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(data_bytes.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{label}: not UTF-8 text (byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{label}: TOML syntax error: {e}") from None
+    if credentials_dir is None and os.environ.get("CREDENTIALS_DIRECTORY"):
+        credentials_dir = Path(os.environ["CREDENTIALS_DIRECTORY"])
+    abspath = p.resolve()
+    ctx = _Ctx(label, abspath.parent, credentials_dir)
+
+    top = _Table(ctx, doc, "", ("instance", "paper", "daemon", "control", "persist", "risk",
+                                "venues", "instruments"))
+    instance = top.get_str("instance", pattern=_INSTANCE_RE, what="instance name")
+    paper = top.get_bool("paper")
+
+    d = top.table("daemon", ("shard_cores", "io_core", "on_stop", "watchdog_interval_s",
+                             "runtime_dir", "state_dir"))
+    shard_cores, io_core = _cores(d, os.sched_getaffinity(0))
+    on_stop = d.get_str("on_stop", default="cancel", choices=("cancel", "leave"))
+    watchdog = d.get_dec("watchdog_interval_s", lo=0, lo_open=True, hi=3600, places=6, default=None)
+    runtime_dir = d.get_path("runtime_dir", default="/run/bot4d")
+    state_dir = d.get_path("state_dir", default="/var/lib/bot4d")
+
+    c = top.table("control", ("socket", "monitor_group", "operator_group", "admin_group"),
+                  required=False)
+    sock = c.get_path("socket", default=runtime_dir / "control.sock")
+    if len(os.fsencode(str(sock))) > _SUN_PATH_MAX:
+        raise c.err("socket", f"{sock} is longer than the {_SUN_PATH_MAX} bytes a Unix socket "
+                              "path may have")
+    groups = {k: c.get_str(k, default=f"bot4d-{k.split('_')[0]}", pattern=_GROUP_RE, what="group name")
+              for k in ("monitor_group", "operator_group", "admin_group")}
+    control = ControlConfig(socket=sock, **groups)
+
+    pt = top.table("persist", ("enabled", "journal_capacity"), required=False)
+    cap = pt.get_int("journal_capacity", 1 << 12, 1 << 24, default=1 << 20)
+    if cap & (cap - 1):
+        raise pt.err("journal_capacity", f"{cap} is not a power of two")
+    persist = PersistConfig(enabled=pt.get_bool("enabled", default=True), journal_capacity=cap)
+
+    risk = _risk(top.table("risk", ("max_daily_loss", "max_drawdown_pct", "max_position_pct",
+                                    "correlation_cap", "kelly_cap", "reject_storm", "error_storm",
+                                    "md_stale_s")))
+
+    vraw = top.get_raw("venues")
+    if not isinstance(vraw, dict) or not vraw:
+        raise ctx.error("venues", "expected at least one [venues.<name>] table")
+    venues = {name: _venue(ctx, name, v, paper) for name, v in vraw.items()}
+
+    instruments = _instruments(ctx, top.get_raw("instruments", _MISSING), venues, len(shard_cores))
+
+    return Config(
+        path=abspath, source_hash=hashlib.sha256(data_bytes).hexdigest()[:16], instance=instance,
+        runtime_dir=runtime_dir, state_dir=state_dir, shard_cores=shard_cores, io_core=io_core,
+        on_stop=on_stop, watchdog_interval_s=watchdog, paper=paper, control=control,
+        persist=persist, risk=risk, venues=venues, instruments=instruments,
+    )
+
+
+_RELOADABLE = re.compile(
+    r"risk\.[a-z_]+"
+    r"|instruments\[\d+\]\.strategy\.params\.[a-z_]+"
+    r"|instruments\[\d+\]\.(max_position|max_notional|max_open_orders|band_bps)"
+    r"|venues\.[^.]+\.orders_per_second"
+)
+
+
+def _flatten(c: Config) -> dict[str, object]:
+    # keys are the TOML key paths, so the lists read like the file the operator edited
+    f: dict[str, object] = {"instance": c.instance, "paper": c.paper}
+    for k in ("shard_cores", "io_core", "on_stop", "watchdog_interval_s", "runtime_dir", "state_dir"):
+        f[f"daemon.{k}"] = getattr(c, k)
+    for sect, obj in (("control", c.control), ("persist", c.persist), ("risk", c.risk)):
+        for k, v in vars(obj).items():
+            f[f"{sect}.{k}"] = v
+    for name, v in c.venues.items():
+        for k, val in vars(v).items():
+            if k != "name":
+                f[f"venues.{name}.{k}"] = val
+    for i, inst in enumerate(c.instruments):
+        for k, val in vars(inst).items():
+            if k == "strategy":
+                f[f"instruments[{i}].strategy.kind"] = val.kind
+                for pk, pv in val.params.items():
+                    f[f"instruments[{i}].strategy.params.{pk}"] = pv
+            else:
+                f[f"instruments[{i}].{k}"] = val
+    return f
+
+
+def reloadable_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """Key paths that differ: (those SIGHUP can apply, those that need a restart)."""
+    a, b = _flatten(old), _flatten(new)
+    restart: set[str] = set()
+    reload: set[str] = set()
+    if [(i.venue, i.symbol) for i in old.instruments] != [(i.venue, i.symbol) for i in new.instruments]:
+        # instruments added, removed or reordered: index paths no longer name the same instrument
+        restart.add("instruments")
+    if set(old.venues) != set(new.venues):
+        restart.add("venues")
+    kinds_changed = {i for i, (x, y) in enumerate(zip(old.instruments, new.instruments))
+                     if x.strategy.kind != y.strategy.kind}
+    for k in a.keys() | b.keys():
+        if a.get(k, _MISSING) == b.get(k, _MISSING):
+            continue
+        if k.startswith("instruments") and "instruments" in restart:
+            continue
+        if k.startswith("venues.") and "venues" in restart:
+            continue
+        m = re.match(r"instruments\[(\d+)\]\.strategy\.", k)
+        if m and int(m.group(1)) in kinds_changed:
+            restart.add(f"instruments[{m.group(1)}].strategy.kind")
+            continue
+        (reload if _RELOADABLE.fullmatch(k) else restart).add(k)
+    return sorted(reload), sorted(restart)
