@@ -11,28 +11,11 @@ import asyncio
 import ssl as ssl_module
 from urllib.parse import urlsplit
 
+from bot4d.gateway.rest import read_chunked
+
 
 class HttpError(Exception):
     """The snapshot request failed; the message says how."""
-
-
-async def _read_chunked(reader: asyncio.StreamReader, max_bytes: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        line = await reader.readline()
-        try:
-            size = int(line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise HttpError(f"bad chunk size line {line[:40]!r}") from None
-        if size == 0:
-            await reader.readline()  # trailer end (we send no TE: trailers, expect none)
-            return b"".join(parts)
-        total += size
-        if total > max_bytes:
-            raise HttpError(f"body larger than {max_bytes} bytes")
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
 
 
 async def http_get(url: str, *, timeout_s: float = 10.0, max_bytes: int = 8 << 20,
@@ -77,7 +60,7 @@ async def http_get(url: str, *, timeout_s: float = 10.0, max_bytes: int = 8 << 2
                 elif k == b"transfer-encoding" and b"chunked" in v.lower():
                     chunked = True
             if chunked:
-                body = await _read_chunked(reader, max_bytes)
+                body = await read_chunked(reader, max_bytes, HttpError)
             elif length is not None:
                 if length > max_bytes:
                     raise HttpError(f"body of {length} bytes is larger than {max_bytes}")

@@ -5,7 +5,8 @@ unchanged (https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
 * public: ``GET /api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/depth``;
 * signed (``X-MBX-APIKEY`` header, ``timestamp``, optional ``recvWindow`` (default 5000, at most
   60000), ``signature`` = hex HMAC-SHA256 of the query string followed by the body):
-  ``POST/DELETE/GET /api/v3/order``, ``GET /api/v3/openOrders``, ``GET /api/v3/account``;
+  ``POST/DELETE/GET /api/v3/order``, ``GET /api/v3/openOrders``, ``GET /api/v3/account``,
+  ``GET /api/v3/myTrades``;
 * user data stream: ``POST/PUT/DELETE /api/v3/userDataStream`` (API key only) and
   ``executionReport`` / ``outboundAccountPosition`` events for the stream's account;
 * market streams: ``<symbol>@depth`` / ``@depth@100ms`` diffs with ``U``/``u`` update ids that the
@@ -62,7 +63,8 @@ WEIGHTS = {("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1,
            ("GET", "/api/v3/exchangeInfo"): 20, ("GET", "/api/v3/depth"): 5,
            ("POST", "/api/v3/order"): 1, ("DELETE", "/api/v3/order"): 1,
            ("GET", "/api/v3/order"): 4, ("GET", "/api/v3/openOrders"): 6,
-           ("GET", "/api/v3/account"): 20, ("POST", "/api/v3/userDataStream"): 2,
+           ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
+           ("POST", "/api/v3/userDataStream"): 2,
            ("PUT", "/api/v3/userDataStream"): 2, ("DELETE", "/api/v3/userDataStream"): 2}
 
 _D8 = Decimal("0.00000001")
@@ -215,6 +217,7 @@ class BinanceVenue:
         self.faults: dict[str, int] = {}
         self.disconnect_hooks: list[Callable[[], None]] = []
         self.unknown_outcome_orders: list[int] = []
+        self.trades_by_order: dict[int, list[dict[str, Any]]] = {}  # GET /api/v3/myTrades
 
     # ---- set-up ------------------------------------------------------------------------------
     def add_account(self, api_key: str, secret: str, balances: dict[str, str]) -> Account:
@@ -337,7 +340,27 @@ class BinanceVenue:
                     "accountType": "SPOT", "permissions": ["SPOT"],
                     "balances": [{"asset": a, "free": _fmt(acct.free.get(a, Decimal(0))),
                                   "locked": _fmt(acct.locked.get(a, Decimal(0)))} for a in assets]}
+        if path == "/api/v3/myTrades":
+            return self._my_trades(acct, p)
         raise ApiError(404, -1000, "Unknown endpoint.")
+
+    def _my_trades(self, acct: Account, p: dict[str, str]) -> list[dict[str, Any]]:
+        """Binance's account trade list: ``symbol`` required, optional ``orderId`` and ``limit``
+        (default 500, at most 1000), oldest first."""
+        sym = self._symbol(p)
+        limit = self._int(p, "limit", 500)
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1-1000'.")
+        if "orderId" in p:
+            info = self.orders.get(self._int(p, "orderId"))
+            if info is None or info.account != acct.index or info.symbol != sym:
+                return []
+            oids = [info.order_id]
+        else:
+            oids = [o.order_id for o in self.orders.values() if o.account == acct.index and o.symbol == sym]
+        out = [t for oid in oids for t in self.trades_by_order.get(oid, [])]
+        out.sort(key=lambda t: t["id"])
+        return out[:limit]
 
     # ---- parameter helpers ---------------------------------------------------------------------
     @staticmethod
@@ -652,6 +675,12 @@ class BinanceVenue:
             fills.setdefault(info.order_id, []).append(
                 {"price": _fmt(last_p), "qty": _fmt(last_q), "commission": _fmt(commission),
                  "commissionAsset": spec.quote, "tradeId": int(e["trade_id"])})
+            self.trades_by_order.setdefault(info.order_id, []).append({
+                "symbol": info.symbol, "id": int(e["trade_id"]), "orderId": info.order_id,
+                "orderListId": -1, "price": _fmt(last_p), "qty": _fmt(last_q),
+                "quoteQty": _fmt(quote), "commission": _fmt(commission),
+                "commissionAsset": spec.quote, "time": now_ms,
+                "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True})
         elif kind == m.E_TRIGGERED:
             info.triggered = True
         elif kind == m.E_CANCELED:

@@ -1,0 +1,1299 @@
+"""Binance spot order gateway: shard commands out over signed REST, venue reports back.
+
+The io thread hands ``ORDER_COMMAND_DTYPE`` records to :meth:`BinanceGateway.send`; answers go to
+``on_reports`` as ``VENUE_REPORT_DTYPE`` arrays for the owning shard. Rules this module keeps:
+
+* The user-data stream is the one source of order events (ACK, FILL, CANCELLED, EXPIRED,
+  REJECTED). A successful REST answer emits nothing (the OMS would count a second ACK as an
+  illegal transition); a REST error on a place is an RP_REJECT carrying Binance's code, on a
+  cancel an RP_CANCEL_REJECT.
+* An order whose outcome is unknown (timeout, connection lost after the request was written, HTTP
+  5xx, -1006/-1007) is never sent again: it is looked up by client order id until found, or until
+  its recvWindow has passed (then it cannot execute any more: RP_REJECT). Every path that learns an
+  order's state (stream, query, reconciliation) goes through one per-order record of what was
+  already reported (acked, filled quantity, trade ids, terminal), so nothing is reported twice.
+* Request weight is charged before sending against a per-minute budget kept in step with
+  ``X-MBX-USED-WEIGHT-1M``. Places that do not fit are rejected locally (-1003); cancels and
+  reconciliation queries wait, cancels first.
+* Order-entry breaker (a small Python state machine, not the numba breaker kernel: its inputs are
+  HTTP answers on the io thread): 429 / -1003 / -1015 open it for Retry-After; then one probe
+  request at a time (half-open); a probe that is not rate limited closes it. 418 (IP ban) and the
+  CAT_HALT codes call ``on_halt`` and stop all sending.
+* The API key and secret never appear in logs, exceptions, ``status()`` or reprs.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any, Callable
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
+
+from bot4d.errors import CAT_HALT, CAT_RATE_LIMIT, CAT_RECONCILE, CAT_RETRY, CATEGORY_NAMES, classify
+from bot4d.feed.backoff import BackoffPolicy
+from bot4d.fixedpoint import decimals, from_fixed, to_fixed
+from bot4d.gateway.rest import RestClient, RestError
+from bot4d.kernels.oms import (
+    RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_REJECT,
+    RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
+)
+from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, TIF_FOK, TIF_GTC, TIF_IOC, TIF_POST_ONLY
+from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, ORDER_COMMAND_DTYPE, SIDE_ASK, SIDE_BID
+from bot4d.venues.binance import sign
+
+log = logging.getLogger("bot4d.gateway.binance")
+
+# Request weights, from each endpoint's "Weight" in
+# https://developers.binance.com/docs/binance-spot-api-docs/rest-api (trading-endpoints,
+# account-endpoints, general-endpoints, user-data-stream-endpoints).
+W_ORDER = 1           # POST /api/v3/order
+W_CANCEL = 1          # DELETE /api/v3/order
+W_QUERY_ORDER = 4     # GET /api/v3/order
+W_OPEN_SYMBOL = 6     # GET /api/v3/openOrders with symbol
+W_OPEN_ALL = 80       # GET /api/v3/openOrders without symbol
+W_ACCOUNT = 20        # GET /api/v3/account
+W_MY_TRADES = 20      # GET /api/v3/myTrades
+W_EXCHANGE_INFO = 20  # GET /api/v3/exchangeInfo
+W_LISTEN_KEY = 2      # POST/PUT/DELETE /api/v3/userDataStream
+
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+BREAKER_NAMES = {CLOSED: "CLOSED", OPEN: "OPEN", HALF_OPEN: "HALF_OPEN"}
+
+LOCAL_RATE_LIMIT = -1003   # reason on places refused locally (budget or breaker), Binance's code
+NOT_SENT = -1001           # DISCONNECTED: the request never left (connect failed)
+NO_SUCH_ORDER = -2013
+UNKNOWN_ORDER_CANCEL = -2011
+UNSUPPORTED = -1000        # commands this gateway cannot express on Binance spot (replace)
+UNKNOWN_OUTCOME_CODES = (-1006, -1007)
+
+KEEPALIVE_S = 30 * 60      # Binance: a listenKey lives 60 min unless kept alive; PUT every 30
+MAX_ORDERS = 1 << 16       # per-order records kept (bounded; oldest closed ones go first)
+CID_MAX = 36               # newClientOrderId: ^[a-zA-Z0-9-_]{1,36}$
+MAX_SHARD_DIGITS = 3
+MAX_ORDER_ID_DIGITS = 19   # int64
+_BOOT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_CID_RE = re.compile(r"^b4([A-Za-z0-9_]+)-(\d{1,3})-(\d{1,19})$")
+
+K_PLACE, K_CANCEL, K_QUERY = 0, 1, 2
+
+_TIF = {TIF_GTC: "GTC", TIF_IOC: "IOC", TIF_FOK: "FOK"}
+_SIDE = {SIDE_BID: "BUY", SIDE_ASK: "SELL"}
+
+
+class GatewayError(Exception):
+    """The gateway cannot do what was asked (start-up, bad configuration, venue refusal)."""
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    instrument: int
+    shard: int
+    symbol: str
+    base: str
+    quote: str
+    price_scale: int   # int units: price = Decimal * 10**price_scale
+    qty_scale: int
+
+
+async def fetch_exchange_info(rest: RestClient | str, symbols: list[str]) -> dict[str, dict]:
+    """Trading rules of ``symbols`` from ``GET /api/v3/exchangeInfo``: per symbol ``tickSize``,
+    ``stepSize``, ``minQty``, ``minNotional`` (Decimal), ``base``, ``quote`` (str) and the scales
+    they imply (``price_scale``, ``qty_scale``). An unknown symbol is an error naming it."""
+    if not symbols:
+        raise ValueError("fetch_exchange_info needs at least one symbol")
+    own = isinstance(rest, str)
+    client = RestClient(rest, connections=1) if isinstance(rest, str) else rest
+    try:
+        q = urlencode({"symbols": json.dumps(symbols, separators=(",", ":"))})
+        resp = await client.request("GET", "/api/v3/exchangeInfo", query=q)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise GatewayError(f"exchangeInfo: HTTP {resp.status}, body is not JSON") from None
+        if resp.status != 200:
+            code = data.get("code") if isinstance(data, dict) else None
+            raise GatewayError(f"exchangeInfo: HTTP {resp.status} code {code}: "
+                               f"{data.get('msg') if isinstance(data, dict) else ''}")
+        by_name = {s.get("symbol"): s for s in data.get("symbols", []) if isinstance(s, dict)}
+        missing = [s for s in symbols if s not in by_name]
+        if missing:
+            raise GatewayError(f"exchangeInfo: unknown symbol(s) {', '.join(missing)}")
+        out: dict[str, dict] = {}
+        for sym in symbols:
+            s = by_name[sym]
+            flt = {f.get("filterType"): f for f in s.get("filters", [])}
+            try:
+                tick = Decimal(flt["PRICE_FILTER"]["tickSize"])
+                step = Decimal(flt["LOT_SIZE"]["stepSize"])
+                min_qty = Decimal(flt["LOT_SIZE"]["minQty"])
+                notional = flt.get("NOTIONAL") or flt.get("MIN_NOTIONAL") or {}
+                min_notional = Decimal(notional.get("minNotional", "0"))
+            except (KeyError, InvalidOperation, TypeError) as e:
+                raise GatewayError(f"exchangeInfo: {sym} filters malformed ({e!r})") from None
+            out[sym] = {"tickSize": tick, "stepSize": step, "minQty": min_qty,
+                        "minNotional": min_notional, "base": str(s.get("baseAsset")),
+                        "quote": str(s.get("quoteAsset")), "price_scale": decimals(tick),
+                        "qty_scale": decimals(step)}
+        return out
+    finally:
+        if own:
+            await client.close()
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    symbol: str
+    side: str              # "BUY" / "SELL"
+    price: Decimal
+    qty: Decimal
+    executed: Decimal
+    client_order_id: str
+    venue_order_id: int
+    boot_id: str | None    # parsed from the client order id (None: foreign)
+    shard: int | None
+    order_id: int | None
+
+
+@dataclass
+class Reconciliation:
+    """Open orders on the venue split by owner, and the account's balances."""
+    ours: list[OpenOrder] = field(default_factory=list)            # this boot
+    previous_boots: list[OpenOrder] = field(default_factory=list)  # ours, earlier boots
+    foreign: list[OpenOrder] = field(default_factory=list)         # not placed by bot4d
+    balances: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # asset -> (free, locked)
+
+    @property
+    def open_orders(self) -> list[OpenOrder]:
+        return self.ours + self.previous_boots + self.foreign
+
+
+class _Halted(Exception):
+    pass
+
+
+class _LocalReject(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class OrderEntryBreaker:
+    """CLOSED -> (rate limited) OPEN for Retry-After -> HALF_OPEN: one probe at a time;
+    a probe that is not rate limited closes it, one that is reopens it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, min_open_s: float = 0.5) -> None:
+        self.clock = clock
+        self.min_open_s = min_open_s
+        self._state = CLOSED
+        self.open_until = 0.0
+        self.probe_out = False
+        self.opened = 0
+
+    @property
+    def state(self) -> int:
+        if self._state == OPEN and self.clock() >= self.open_until:
+            self._state = HALF_OPEN
+            self.probe_out = False
+        return self._state
+
+    def try_acquire(self) -> tuple[bool, bool]:
+        """(may send now, this request is the probe)."""
+        st = self.state
+        if st == CLOSED:
+            return True, False
+        if st == HALF_OPEN and not self.probe_out:
+            self.probe_out = True
+            return True, True
+        return False, False
+
+    def wait_s(self) -> float:
+        st = self.state
+        if st == OPEN:
+            return max(0.0, self.open_until - self.clock())
+        return 0.02 if st == HALF_OPEN else 0.0
+
+    def release(self, probe: bool) -> None:
+        """The request got no verdict (transport failure, local refusal)."""
+        if probe and self._state == HALF_OPEN:
+            self.probe_out = False
+
+    def on_answer(self, probe: bool) -> None:
+        if probe and self._state == HALF_OPEN:
+            self._state = CLOSED
+            self.probe_out = False
+
+    def on_rate_limited(self, retry_after_s: float) -> None:
+        if self._state != OPEN:
+            self.opened += 1
+        self._state = OPEN
+        self.probe_out = False
+        self.open_until = max(self.open_until, self.clock() + max(retry_after_s, self.min_open_s))
+
+
+class WeightBudget:
+    """Request weight used in the current minute (Binance counts per calendar minute)."""
+
+    def __init__(self, budget: int, clock_s: Callable[[], float]) -> None:
+        if budget < 1:
+            raise ValueError("weight budget must be >= 1")
+        self.budget = budget
+        self.clock_s = clock_s
+        self.minute = int(clock_s() // 60)
+        self.used = 0
+        self.peak = 0
+
+    def _roll(self) -> int:
+        m = int(self.clock_s() // 60)
+        if m != self.minute:
+            self.minute, self.used = m, 0
+        return m
+
+    def try_take(self, weight: int, reserve: int = 0) -> bool:
+        self._roll()
+        if self.used + weight > self.budget - reserve:
+            return False
+        self.used += weight
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def observe(self, venue_used: int, minute: int) -> None:
+        """The venue's own count for ``minute`` (the header); ours may be ahead by requests in
+        flight, never behind."""
+        if self._roll() == minute and venue_used > self.used:
+            self.used = venue_used
+            self.peak = max(self.peak, self.used)
+
+    def current(self) -> int:
+        self._roll()
+        return self.used
+
+    def seconds_to_reset(self) -> float:
+        return 60.0 - self.clock_s() % 60.0
+
+
+@dataclass
+class _Order:
+    cid: str
+    shard: int
+    order_id: int
+    info: SymbolInfo
+    sent_ns: int = 0            # CLOCK_REALTIME when the place was written (ack latency)
+    sent_ms: int = 0            # the request's timestamp (venue clock), for its recvWindow
+    venue_id: int | None = None
+    acked: bool = False
+    filled: int = 0             # qty units reported as filled
+    trades: set[int] = field(default_factory=set)
+    terminal: int = 0           # RP_* of the final report (RP_FILL: completely filled)
+    qty: int = 0
+    unknown: bool = False       # the place's outcome is being resolved
+    placed: asyncio.Event = field(default_factory=asyncio.Event)  # the place request is over
+
+
+class _UserListener(WSListener):
+    def __init__(self, gw: "BinanceGateway") -> None:
+        self.gw = gw
+        self.frag: list[bytes] | None = None
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        mt = frame.msg_type
+        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
+            if frame.fin:
+                self.gw._on_user_message(frame.get_payload_as_bytes())
+            else:
+                self.frag = [frame.get_payload_as_bytes()]
+        elif mt is WSMsgType.CONTINUATION:
+            if self.frag is not None:
+                self.frag.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    msg, self.frag = b"".join(self.frag), None
+                    self.gw._on_user_message(msg)
+        elif mt is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif mt is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+
+def _fmt_units(units: int, scale: int) -> str:
+    """Exact decimal text of int units (never through float)."""
+    return format(from_fixed(units, scale), "f")
+
+
+class BinanceGateway:
+    """Binance spot order entry for the daemon's io thread (see the module docstring)."""
+
+    def __init__(self, *, rest_base: str, ws_base: str, api_key: str, secret: str,
+                 symbols: list[SymbolInfo], boot_id: str,
+                 on_reports: Callable[[np.ndarray], None],
+                 weight_budget_per_min: int = 3000, recv_window_ms: int = 5000,
+                 t2o_hists: dict[int, Any] | None = None, ack_hist: Any | None = None,
+                 connections: int = 4, request_timeout_s: float = 5.0,
+                 on_halt: Callable[[str], None] | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        # ``clock_ns`` is the venue's clock (request timestamps, the weight minute); latencies
+        # always use CLOCK_REALTIME because tick_recv_ns does.
+        if not api_key or not secret:
+            raise ValueError("api_key and secret are required")
+        if not _BOOT_RE.match(boot_id or ""):
+            raise ValueError("boot_id must be 1+ characters of [A-Za-z0-9_] ('-' separates the "
+                             "parts of a client order id)")
+        longest = 2 + len(boot_id) + 1 + MAX_SHARD_DIGITS + 1 + MAX_ORDER_ID_DIGITS
+        if longest > CID_MAX:
+            raise ValueError(f"boot_id {boot_id!r} is too long: client order ids could reach "
+                             f"{longest} characters, Binance allows {CID_MAX} (at most "
+                             f"{CID_MAX - (longest - len(boot_id))} characters)")
+        if not 1 <= recv_window_ms <= 60000:
+            raise ValueError("recv_window_ms must be in 1..60000 (Binance's limit)")
+        if not symbols:
+            raise ValueError("at least one symbol is required")
+        for u, name in ((rest_base, "rest_base"), (ws_base, "ws_base")):
+            if urlsplit(u).scheme not in (("http", "https") if name == "rest_base" else ("ws", "wss")):
+                raise ValueError(f"{name} has the wrong scheme: {u!r}")
+        self.rest_base = rest_base
+        self.ws_base = ws_base.rstrip("/")
+        self.__key = api_key
+        self.__secret = secret
+        self.boot_id = boot_id
+        self.symbols = list(symbols)
+        self.by_instrument = {s.instrument: s for s in symbols}
+        self.by_symbol = {s.symbol: s for s in symbols}
+        if len(self.by_instrument) != len(symbols) or len(self.by_symbol) != len(symbols):
+            raise ValueError("duplicate instrument or symbol in symbols")
+        self.on_reports = on_reports
+        self.on_halt = on_halt
+        self.recv_window_ms = recv_window_ms
+        self.t2o_hists = t2o_hists or {}
+        self.ack_hist = ack_hist
+        self.connections = connections
+        self.request_timeout_s = request_timeout_s
+        self.clock_ns = clock_ns
+        self.budget = WeightBudget(weight_budget_per_min, lambda: self.clock_ns() / 1e9)
+        # places may not take the last few percent: a cancel always finds room
+        self.place_reserve = max(1, weight_budget_per_min // 20)
+        self.breaker = OrderEntryBreaker()
+        self.rest: RestClient | None = None
+        self.orders: OrderedDict[str, _Order] = OrderedDict()
+        self.errors = {name: 0 for name in CATEGORY_NAMES.values()}
+        self.counters: dict[str, int] = {k: 0 for k in (
+            "places", "cancels", "replaces_refused", "reports", "local_rejects_rate_limit",
+            "local_rejects_halted", "weight_waits", "unknown_outcomes", "unknown_resolved_found",
+            "unknown_resolved_reject", "reconciliations", "reconcile_queries",
+            "stream_messages", "stream_malformed", "stream_unknown_event", "stream_ignored_event",
+            "stream_foreign_order", "stream_other_boot", "stream_connects",
+            "stream_connect_failed", "stream_disconnects", "duplicate_trade_skipped",
+            "duplicate_place_dropped", "cancel_for_closed", "bad_command", "fee_rounded",
+            "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals")}
+        self.breaker_state = CLOSED
+        self.halted: str | None = None
+        self.halt_code = 0
+        self._cancel_waiting = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listen_key: str | None = None
+        self._listen_key_t: float | None = None
+        self._ws: WSTransport | None = None
+        self._stream_connected = False
+        self._stream_up = asyncio.Event()
+        self._stream_task: asyncio.Task | None = None
+        self._keepalive_task: asyncio.Task | None = None
+        self._stopping = False
+        self._reconcile_lock: asyncio.Lock | None = None
+        self.last_reconciliation: Reconciliation | None = None
+
+    def __repr__(self) -> str:
+        return (f"BinanceGateway(rest_base={self.rest_base!r}, boot_id={self.boot_id!r}, "
+                f"symbols={[s.symbol for s in self.symbols]})")
+
+    # ---- client order ids ----------------------------------------------------------------------
+    def client_order_id(self, shard: int, order_id: int) -> str:
+        """``b4<boot_id>-<shard>-<order_id>``: maps venue reports back to (shard, order id)."""
+        if not 0 <= shard < 10 ** MAX_SHARD_DIGITS or not 0 <= order_id < 1 << 63:
+            raise ValueError(f"shard {shard} / order id {order_id} out of range for a client order id")
+        return f"b4{self.boot_id}-{int(shard)}-{int(order_id)}"
+
+    @staticmethod
+    def parse_client_order_id(s: str) -> tuple[str, int, int] | None:
+        """(boot_id, shard, order_id) of an id this gateway makes, else None."""
+        if not isinstance(s, str) or len(s) > CID_MAX:
+            return None
+        m = _CID_RE.match(s)
+        if m is None:
+            return None
+        oid = int(m.group(3))
+        if oid >= 1 << 63:
+            return None
+        return m.group(1), int(m.group(2)), oid
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Pool up, listen key, user stream connected, keepalive running."""
+        self._loop = asyncio.get_running_loop()
+        self._reconcile_lock = asyncio.Lock()
+        self._stream_up = asyncio.Event()
+        self.rest = RestClient(self.rest_base, connections=self.connections,
+                               timeout_s=self.request_timeout_s)
+        await self._new_listen_key()
+        self._stream_task = asyncio.create_task(self._stream_loop(), name="binance-user-stream")
+        try:
+            await asyncio.wait_for(self._stream_up.wait(), max(10.0, 2 * self.request_timeout_s))
+        except TimeoutError:
+            await self.stop()
+            raise GatewayError("user-data stream did not connect") from None
+        self._keepalive_task = asyncio.create_task(self._keepalive_loop(), name="binance-keepalive")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in (self._stream_task, self._keepalive_task):
+            if t is not None:
+                t.cancel()
+        if self._ws is not None:
+            self._ws.disconnect()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            # give requests already on the wire a moment to be answered, then give up on them
+            await asyncio.wait(pending, timeout=1.0)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in (self._stream_task, self._keepalive_task):
+            if t is not None:
+                await asyncio.gather(t, return_exceptions=True)
+        if self._listen_key and self.rest is not None and not self.halted:
+            try:
+                await self.rest.request("DELETE", "/api/v3/userDataStream",
+                                        query=urlencode({"listenKey": self._listen_key}),
+                                        headers=self._key_header(), timeout_s=1.0)
+            except RestError:
+                pass
+        if self.rest is not None:
+            await self.rest.close()
+
+    # ---- commands --------------------------------------------------------------------------------
+    def send(self, cmds: np.ndarray) -> None:
+        """Take ORDER_COMMAND_DTYPE records; never blocks. Safe from the loop's thread or another."""
+        if cmds.dtype != ORDER_COMMAND_DTYPE:
+            raise TypeError(f"send expects ORDER_COMMAND_DTYPE records, got {cmds.dtype}")
+        if self._loop is None:
+            raise GatewayError("send before start")
+        batch = cmds.copy()  # the caller's ring slots are reused as soon as we return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._dispatch(batch)
+        else:
+            self._loop.call_soon_threadsafe(self._dispatch, batch)
+
+    def _dispatch(self, batch: np.ndarray) -> None:
+        for rec in batch:
+            cmd = int(rec["command"])
+            if cmd == CMD_PLACE:
+                self._spawn(self._place(rec))
+            elif cmd == CMD_CANCEL:
+                self._spawn(self._cancel(rec))
+            elif cmd == CMD_REPLACE:
+                # Binance spot has no in-place replace in this gateway yet: refuse visibly
+                self.counters["replaces_refused"] += 1
+                self._emit([self._rep(RP_REPLACE_REJECT, rec["shard"], rec["order_id"],
+                                      rec["instrument"], reason=UNSUPPORTED)], int(rec["shard"]))
+            else:
+                self.counters["bad_command"] += 1
+                log.warning("binance gateway: unknown command %d for order %d dropped", cmd,
+                            int(rec["order_id"]))
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, t: asyncio.Task) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            e = t.exception()
+            log.error("binance gateway task failed: %s: %s", type(e).__name__, e)
+
+    # ---- reports ---------------------------------------------------------------------------------
+    @staticmethod
+    def _rep(kind: int, shard: Any, order_id: Any, instrument: Any, *, ts_ns: int = 0,
+             price: int = 0, qty: int = 0, fee: int = 0, maker: int = 0, reason: int = 0,
+             flags: int = 0, trade_id: int = 0) -> tuple:
+        return (kind, int(shard), int(order_id), int(instrument), ts_ns or time.time_ns(), price,
+                qty, fee, maker, reason, flags, trade_id)
+
+    def _emit(self, reps: list[tuple], shard: int | None = None) -> None:
+        """Deliver reports, one array per shard (each array goes to that shard's ingress)."""
+        if not reps:
+            return
+        by_shard: dict[int, list[tuple]] = {}
+        for r in reps:
+            by_shard.setdefault(r[1], []).append(r)
+        for sh, rows in by_shard.items():
+            a = np.zeros(len(rows), VENUE_REPORT_DTYPE)
+            for i, (kind, _s, oid, inst, ts, px, q, fee, mk, reason, flags, tid) in enumerate(rows):
+                a[i]["kind"], a[i]["order_id"], a[i]["instrument"], a[i]["ts_ns"] = kind, oid, inst, ts
+                a[i]["price"], a[i]["qty"], a[i]["fee"], a[i]["maker"] = px, q, fee, mk
+                a[i]["reason"], a[i]["flags"], a[i]["trade_id"] = reason, flags, tid
+            self.counters["reports"] += len(rows)
+            try:
+                self.on_reports(a)
+            except Exception as e:  # the consumer's bug must not kill order entry
+                self.counters["on_reports_failed"] += 1
+                log.error("binance gateway: on_reports failed for shard %d: %s: %s", sh,
+                          type(e).__name__, e)
+
+    def _track(self, o: _Order) -> None:
+        self.orders[o.cid] = o
+        while len(self.orders) > MAX_ORDERS:
+            # evict the oldest closed record; a live one only if all are live (counted)
+            victim = next((c for c, x in self.orders.items() if x.terminal), None)
+            if victim is None:
+                victim = next(iter(self.orders))
+                self.counters["orders_evicted_live"] += 1
+            del self.orders[victim]
+
+    # ---- request plumbing ------------------------------------------------------------------------
+    def _key_header(self) -> dict[str, str]:
+        return {"X-MBX-APIKEY": self.__key}
+
+    def _signed_query(self, params: dict[str, Any]) -> tuple[str, int]:
+        ts = self.clock_ns() // 1_000_000
+        p = dict(params)
+        p["recvWindow"] = self.recv_window_ms
+        p["timestamp"] = ts
+        q = urlencode(p)
+        return f"{q}&signature={sign(q, self.__secret)}", ts
+
+    def _halt(self, reason: str, code: int) -> None:
+        if self.halted:
+            return
+        self.halted = reason
+        self.halt_code = code
+        log.error("binance gateway HALTED: %s", reason)
+        if self.on_halt is not None:
+            try:
+                self.on_halt(reason)
+            except Exception as e:
+                log.error("binance gateway: on_halt failed: %s: %s", type(e).__name__, e)
+
+    def _budget_take(self, weight: int, kind: int) -> bool:
+        if kind == K_PLACE:
+            return self.budget.try_take(weight, self.place_reserve)
+        if kind == K_QUERY and self._cancel_waiting:
+            return False  # cancels go first
+        return self.budget.try_take(weight)
+
+    async def _admit(self, kind: int, weight: int) -> bool:
+        """Wait (or for places: refuse) until the breaker and the weight budget allow one
+        request; returns whether it is the breaker's half-open probe."""
+        waited = False
+        if kind == K_CANCEL:
+            self._cancel_waiting += 1
+        try:
+            while True:
+                if self.halted:
+                    raise _Halted(self.halted)
+                ok, probe = self.breaker.try_acquire()
+                self.breaker_state = self.breaker.state
+                if ok:
+                    if self._budget_take(weight, kind):
+                        return probe
+                    self.breaker.release(probe)
+                    if kind == K_PLACE:
+                        raise _LocalReject(LOCAL_RATE_LIMIT)
+                    if not waited:
+                        waited = True
+                        self.counters["weight_waits"] += 1
+                    delay = min(self.budget.seconds_to_reset() + 0.005, 0.1)
+                else:
+                    if kind == K_PLACE:
+                        raise _LocalReject(LOCAL_RATE_LIMIT)
+                    delay = min(max(self.breaker.wait_s(), 0.005), 0.1)
+                await asyncio.sleep(delay)
+        finally:
+            if kind == K_CANCEL:
+                self._cancel_waiting -= 1
+
+    async def _call(self, method: str, path: str, params: dict[str, Any], weight: int, kind: int,
+                    *, signed: bool = True, on_written: Callable[[], None] | None = None,
+                    sent_ms: list[int] | None = None) -> tuple[int, Any, int, int]:
+        """Admit, send, account. Returns (HTTP status, parsed body or None, Binance code or 0,
+        category). Raises _Halted, _LocalReject (places) and RestError (transport)."""
+        assert self.rest is not None
+        probe = await self._admit(kind, weight)
+        if signed:
+            query, ts = self._signed_query(params)
+            if sent_ms is not None:
+                sent_ms.append(ts)
+        else:
+            query = urlencode(params)
+        minute = self.budget.minute
+        try:
+            resp = await self.rest.request(method, path, query=query, headers=self._key_header(),
+                                           on_written=on_written)
+        except RestError as e:
+            self.breaker.release(probe)
+            self.errors[CATEGORY_NAMES[CAT_RECONCILE if e.written else CAT_RETRY]] += 1
+            log.warning("binance %s %s: transport failure (%s)", method, path, e)
+            raise
+        used = resp.headers.get("x-mbx-used-weight-1m")
+        if used is not None and used.isdigit():
+            self.budget.observe(int(used), minute)
+        try:
+            data = resp.json() if resp.body else None
+        except ValueError:
+            data = None
+        if 200 <= resp.status < 300:
+            self.breaker.on_answer(probe)
+            self.breaker_state = self.breaker.state
+            return resp.status, data, 0, 0
+        code = data.get("code") if isinstance(data, dict) else None
+        if not isinstance(code, int):
+            code = None
+        # a 418 carries -1003 in its body, but a ban is not a wait: it halts
+        err = classify("binance", None if resp.status == 418 else code, resp.status)
+        self.errors[CATEGORY_NAMES[err.category]] += 1
+        msg = data.get("msg") if isinstance(data, dict) else ""
+        log.warning("binance %s %s: HTTP %d code %s (%s): %s", method, path, resp.status, code,
+                    err.strategy, str(msg)[:200])
+        if resp.status == 418:
+            self._halt(f"IP banned by Binance (HTTP 418): {str(msg)[:200]}", code or -1003)
+        elif resp.status == 429 or code in (-1003, -1015):
+            self.counters["rate_limited"] += 1
+            ra = resp.headers.get("retry-after", "")
+            self.breaker.on_rate_limited(float(ra) if ra.isdigit() else 1.0)
+        else:
+            self.breaker.on_answer(probe)
+            if err.category == CAT_HALT:
+                self._halt(f"Binance refused our credentials or request signing: code {code} "
+                           f"({err.meaning})", code or -resp.status)
+        self.breaker_state = self.breaker.state
+        return resp.status, data, code or 0, err.category
+
+    # ---- place -------------------------------------------------------------------------------------
+    async def _place(self, rec: np.void) -> None:
+        shard, oid, inst = int(rec["shard"]), int(rec["order_id"]), int(rec["instrument"])
+        self.counters["places"] += 1
+        info = self.by_instrument.get(inst)
+        if info is None:
+            self.counters["bad_command"] += 1
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=-1121)])
+            return
+        try:
+            cid = self.client_order_id(shard, oid)
+        except ValueError:
+            self.counters["bad_command"] += 1
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=-1102)])
+            return
+        if cid in self.orders:
+            # the same order twice: never send it again (the first one owns its reports)
+            self.counters["duplicate_place_dropped"] += 1
+            log.warning("binance gateway: order %s placed twice; second dropped", cid)
+            return
+        params, bad = self._order_params(rec, info, cid)
+        o = _Order(cid, shard, oid, info, qty=int(rec["qty"]))
+        self._track(o)
+        if bad:
+            self.counters["bad_command"] += 1
+            o.terminal = RP_REJECT
+            o.placed.set()
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=bad)])
+            return
+        tick = int(rec["tick_recv_ns"])
+        hist = self.t2o_hists.get(shard)
+
+        def written() -> None:
+            now = time.time_ns()
+            o.sent_ns = now
+            if tick > 0 and hist is not None:
+                hist.record(now - tick)
+
+        sent_ms: list[int] = []
+        unknown = False
+        status = code = cat = 0
+        data: Any = None
+        try:
+            status, data, code, cat = await self._call("POST", "/api/v3/order", params, W_ORDER,
+                                                       K_PLACE, on_written=written, sent_ms=sent_ms)
+        except _LocalReject as r:
+            self.counters["local_rejects_rate_limit"] += 1
+            o.terminal = RP_REJECT
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=r.code)])
+            return
+        except _Halted:
+            self.counters["local_rejects_halted"] += 1
+            o.terminal = RP_REJECT
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=self.halt_code)])
+            return
+        except RestError as e:
+            if not e.written:
+                o.terminal = RP_REJECT
+                self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=NOT_SENT)])
+                return
+            unknown = True
+        finally:
+            o.sent_ms = sent_ms[0] if sent_ms else 0
+            o.unknown = unknown  # set before a cancel waiting on ``placed`` looks at it
+            o.placed.set()
+        if not unknown and status == 200:
+            if isinstance(data, dict) and isinstance(data.get("orderId"), int):
+                o.venue_id = data["orderId"]
+            return  # the stream reports it
+        if unknown or status >= 500 or cat == CAT_RECONCILE or code in UNKNOWN_OUTCOME_CODES:
+            await self._resolve_unknown(o)
+            return
+        if not o.acked and not o.terminal:
+            o.terminal = RP_REJECT
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=code or -status)])
+
+    def _order_params(self, rec: np.void, info: SymbolInfo, cid: str) -> tuple[dict[str, Any], int]:
+        """Binance parameters for a place, or the Binance code it would be refused with."""
+        side = _SIDE.get(int(rec["side"]))
+        if side is None:
+            return {}, -1100
+        qty, price = int(rec["qty"]), int(rec["price"])
+        if qty <= 0:
+            return {}, -1102
+        p: dict[str, Any] = {"symbol": info.symbol, "side": side}
+        ot, tif = int(rec["order_type"]), int(rec["tif"])
+        if ot == OT_LIMIT:
+            if price <= 0:
+                return {}, -1102
+            if tif == TIF_POST_ONLY:
+                p["type"] = "LIMIT_MAKER"
+            elif tif in _TIF:
+                p["type"] = "LIMIT"
+                p["timeInForce"] = _TIF[tif]
+            else:
+                return {}, -1115
+            p["quantity"] = _fmt_units(qty, info.qty_scale)
+            p["price"] = _fmt_units(price, info.price_scale)
+        elif ot == OT_MARKET:
+            p["type"] = "MARKET"
+            p["quantity"] = _fmt_units(qty, info.qty_scale)
+        else:
+            return {}, -1116
+        p["newClientOrderId"] = cid
+        p["newOrderRespType"] = "ACK"
+        return p, 0
+
+    async def _resolve_unknown(self, o: _Order) -> None:
+        """The place may or may not have reached the venue: look it up, never resend."""
+        o.unknown = True
+        self.counters["unknown_outcomes"] += 1
+        log.warning("binance gateway: order %s outcome unknown; querying", o.cid)
+        delay = 0.05
+        try:
+            while not o.terminal:
+                try:
+                    js, code = await self._query_order(o)
+                except _Halted:
+                    return
+                if js is not None:
+                    self.counters["unknown_resolved_found"] += 1
+                    await self._apply_state(o, js)
+                    return
+                if o.acked or o.terminal:
+                    return  # the stream told us meanwhile
+                # the venue refuses a request older than its recvWindow: past that (plus the
+                # one second of clock lead Binance tolerates), a missing order never executes
+                if code == NO_SUCH_ORDER and \
+                        self.clock_ns() // 1_000_000 > o.sent_ms + self.recv_window_ms + 1000:
+                    self.counters["unknown_resolved_reject"] += 1
+                    o.terminal = RP_REJECT
+                    self._emit([self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument,
+                                          reason=NO_SUCH_ORDER)])
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        finally:
+            o.unknown = False
+
+    async def _query_order(self, o: _Order) -> tuple[dict | None, int]:
+        """GET /api/v3/order by client order id: (order JSON, 0) or (None, Binance code or 0)."""
+        self.counters["reconcile_queries"] += 1
+        try:
+            status, data, code, _ = await self._call(
+                "GET", "/api/v3/order", {"symbol": o.info.symbol, "origClientOrderId": o.cid},
+                W_QUERY_ORDER, K_QUERY)
+        except RestError:
+            return None, 0
+        if status == 200 and isinstance(data, dict):
+            return data, 0
+        return None, code
+
+    async def _my_trades(self, o: _Order, venue_id: int) -> list[dict] | None:
+        for _ in range(5):
+            try:
+                status, data, _code, _ = await self._call(
+                    "GET", "/api/v3/myTrades", {"symbol": o.info.symbol, "orderId": venue_id},
+                    W_MY_TRADES, K_QUERY)
+            except RestError:
+                await asyncio.sleep(0.1)
+                continue
+            if status == 200 and isinstance(data, list):
+                return data
+            await asyncio.sleep(0.1)
+        return None
+
+    async def _apply_state(self, o: _Order, js: dict) -> None:
+        """Report what an order query (or openOrders entry) shows and the stream has not."""
+        try:
+            status = str(js["status"])
+            executed = to_fixed(Decimal(str(js["executedQty"])), o.info.qty_scale)
+            venue_id = int(js["orderId"])
+        except (KeyError, ValueError, InvalidOperation, TypeError):
+            log.warning("binance gateway: malformed order state for %s", o.cid)
+            return
+        o.venue_id = venue_id
+        trades: list[dict] = []
+        if executed > o.filled:
+            got = await self._my_trades(o, venue_id)
+            if got is None:
+                return  # without the trades a terminal report would lose fills: try later
+            trades = got
+        reps: list[tuple] = []
+        if o.terminal:
+            return
+        if status == "REJECTED":
+            o.terminal = RP_REJECT
+            reps.append(self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument))
+            self._emit(reps)
+            return
+        if not o.acked:
+            o.acked = True
+            reps.append(self._rep(RP_ACK, o.shard, o.order_id, o.info.instrument))
+        for t in trades:
+            try:
+                tid = int(t["id"])
+                if tid in o.trades:
+                    continue
+                px = to_fixed(Decimal(str(t["price"])), o.info.price_scale)
+                q = to_fixed(Decimal(str(t["qty"])), o.info.qty_scale)
+                fee, flags = self._fee(o.info, str(t["commission"]), str(t["commissionAsset"]))
+                maker = 1 if t.get("isMaker") else 0
+                ts = int(t.get("time", 0)) * 1_000_000
+            except (KeyError, ValueError, InvalidOperation, TypeError):
+                log.warning("binance gateway: malformed trade for %s", o.cid)
+                continue
+            o.trades.add(tid)
+            o.filled += q
+            reps.append(self._rep(RP_FILL, o.shard, o.order_id, o.info.instrument, ts_ns=ts,
+                                  price=px, qty=q, fee=fee, maker=maker, flags=flags,
+                                  trade_id=tid))
+        if status == "FILLED" or (o.qty and o.filled >= o.qty):
+            o.terminal = RP_FILL
+        elif status == "CANCELED":
+            o.terminal = RP_CANCELLED
+            reps.append(self._rep(RP_CANCELLED, o.shard, o.order_id, o.info.instrument))
+        elif status in ("EXPIRED", "EXPIRED_IN_MATCH"):
+            o.terminal = RP_EXPIRED
+            reps.append(self._rep(RP_EXPIRED, o.shard, o.order_id, o.info.instrument))
+        self._emit(reps)
+
+    def _fee(self, info: SymbolInfo, n: str, asset: str) -> tuple[int, int]:
+        """Commission in notional units with RP_FLAG_FEE_GIVEN when paid in the quote asset;
+        otherwise (base asset, BNB) the OMS's fee model applies."""
+        if asset != info.quote:
+            return 0, 0
+        scale = info.price_scale + info.qty_scale
+        d = Decimal(n)
+        try:
+            return to_fixed(d, scale), RP_FLAG_FEE_GIVEN
+        except ValueError:
+            # finer than notional units: round against us, never toward a smaller cost
+            self.counters["fee_rounded"] += 1
+            return to_fixed(d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_CEILING), scale), \
+                RP_FLAG_FEE_GIVEN
+
+    # ---- cancel ------------------------------------------------------------------------------------
+    async def _cancel(self, rec: np.void) -> None:
+        shard, oid, inst = int(rec["shard"]), int(rec["order_id"]), int(rec["instrument"])
+        self.counters["cancels"] += 1
+        try:
+            cid = self.client_order_id(shard, oid)
+        except ValueError:
+            self.counters["bad_command"] += 1
+            self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=-1102)])
+            return
+        o = self.orders.get(cid)
+        info = o.info if o is not None else self.by_instrument.get(inst)
+        if info is None:
+            self.counters["bad_command"] += 1
+            self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=-1121)])
+            return
+        if o is not None and o.terminal:
+            self.counters["cancel_for_closed"] += 1  # its final report is already on its way
+            return
+        if o is not None and not o.placed.is_set():
+            # a cancel that overtakes its own place would be refused as unknown
+            try:
+                await asyncio.wait_for(o.placed.wait(), self.request_timeout_s * 2)
+            except TimeoutError:
+                pass
+        delay = 0.05
+        for attempt in range(8):
+            if o is not None and o.terminal:
+                return
+            try:
+                status, data, code, cat = await self._call(
+                    "DELETE", "/api/v3/order", {"symbol": info.symbol, "origClientOrderId": cid},
+                    W_CANCEL, K_CANCEL)
+            except _Halted:
+                self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=self.halt_code)])
+                return
+            except RestError:
+                status, code, cat = 0, 0, CAT_RECONCILE
+            if status == 200:
+                return  # the stream reports CANCELED
+            if cat == CAT_RATE_LIMIT:
+                continue  # held: the breaker decides when it goes again
+            if code == UNKNOWN_ORDER_CANCEL:
+                if o is not None:
+                    # filled or cancelled already? the query tells what the stream may not have
+                    js, _ = await self._query_order_safe(o)
+                    if js is not None:
+                        await self._apply_state(o, js)
+                    if o.terminal:
+                        return
+                self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=code)])
+                return
+            if status >= 500 or status == 0 or cat in (CAT_RECONCILE, CAT_RETRY):
+                # outcome unknown or transient: a cancel is safe to repeat, but look first
+                if o is not None:
+                    js, qcode = await self._query_order_safe(o)
+                    if js is not None:
+                        await self._apply_state(o, js)
+                        if o.terminal:
+                            return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=code or -status)])
+            return
+        self._emit([self._rep(RP_CANCEL_REJECT, shard, oid, inst, reason=code or -1001)])
+
+    async def _query_order_safe(self, o: _Order) -> tuple[dict | None, int]:
+        try:
+            return await self._query_order(o)
+        except _Halted:
+            return None, self.halt_code
+
+    # ---- user-data stream --------------------------------------------------------------------------
+    def _on_user_message(self, raw: bytes) -> None:
+        self.counters["stream_messages"] += 1
+        try:
+            ev = json.loads(raw)
+        except ValueError:
+            self.counters["stream_malformed"] += 1
+            return
+        if isinstance(ev, dict) and "data" in ev and "stream" in ev:
+            ev = ev["data"]  # combined-stream wrapper
+        if not isinstance(ev, dict):
+            self.counters["stream_malformed"] += 1
+            return
+        e = ev.get("e")
+        if e == "executionReport":
+            try:
+                self._on_execution(ev)
+            except (KeyError, ValueError, InvalidOperation, TypeError):
+                self.counters["stream_malformed"] += 1
+        elif e == "listenKeyExpired":
+            self.counters["stream_ignored_event"] += 1
+            self._spawn(self._renew_and_reconnect())
+        elif e in ("outboundAccountPosition", "balanceUpdate", "listStatus", "externalLockUpdate"):
+            self.counters["stream_ignored_event"] += 1
+        else:
+            self.counters["stream_unknown_event"] += 1
+
+    def _on_execution(self, ev: dict) -> None:
+        x = ev["x"]
+        cid = ev["C"] if x == "CANCELED" and ev.get("C") else ev["c"]
+        parsed = self.parse_client_order_id(cid)
+        if parsed is None:
+            self.counters["stream_foreign_order"] += 1
+            return
+        boot, shard, oid = parsed
+        if boot != self.boot_id:
+            self.counters["stream_other_boot"] += 1
+            return
+        o = self.orders.get(cid)
+        if o is None:
+            info = self.by_symbol.get(ev["s"])
+            if info is None:
+                self.counters["stream_foreign_order"] += 1
+                return
+            o = _Order(cid, shard, oid, info, qty=to_fixed(Decimal(ev["q"]), info.qty_scale))
+            o.placed.set()
+            self._track(o)
+        if o.terminal:
+            return
+        info = o.info
+        ts = int(ev.get("T") or ev.get("E") or 0) * 1_000_000
+        reps: list[tuple] = []
+        if x == "NEW":
+            if not o.acked:
+                o.acked = True
+                reps.append(self._rep(RP_ACK, o.shard, o.order_id, info.instrument, ts_ns=ts))
+                if self.ack_hist is not None and o.sent_ns:
+                    self.ack_hist.record(max(0, time.time_ns() - o.sent_ns))
+            if o.venue_id is None:
+                o.venue_id = int(ev["i"])
+        elif x == "TRADE":
+            tid = int(ev["t"])
+            if tid in o.trades:
+                self.counters["duplicate_trade_skipped"] += 1
+            else:
+                px = to_fixed(Decimal(ev["L"]), info.price_scale)
+                q = to_fixed(Decimal(ev["l"]), info.qty_scale)
+                fee, flags = self._fee(info, ev["n"], ev.get("N") or "")
+                o.trades.add(tid)
+                o.filled += q
+                reps.append(self._rep(RP_FILL, o.shard, o.order_id, info.instrument, ts_ns=ts,
+                                      price=px, qty=q, fee=fee, maker=1 if ev.get("m") else 0,
+                                      flags=flags, trade_id=tid))
+            if ev.get("X") == "FILLED":
+                o.terminal = RP_FILL
+        elif x == "CANCELED":
+            o.terminal = RP_CANCELLED
+            reps.append(self._rep(RP_CANCELLED, o.shard, o.order_id, info.instrument, ts_ns=ts))
+        elif x == "EXPIRED":
+            o.terminal = RP_EXPIRED
+            reps.append(self._rep(RP_EXPIRED, o.shard, o.order_id, info.instrument, ts_ns=ts))
+        elif x == "REJECTED":
+            o.terminal = RP_REJECT
+            reps.append(self._rep(RP_REJECT, o.shard, o.order_id, info.instrument, ts_ns=ts))
+        else:  # TRADE_PREVENTION, REPLACED, AMENDMENT: nothing the OMS takes today
+            self.counters["stream_ignored_event"] += 1
+        self._emit(reps)
+
+    async def _new_listen_key(self) -> None:
+        assert self.rest is not None
+        try:
+            status, data, code, cat = await self._call("POST", "/api/v3/userDataStream", {},
+                                                       W_LISTEN_KEY, K_QUERY, signed=False)
+        except (RestError, _Halted) as e:
+            raise GatewayError(f"cannot create a user-data stream listen key: {e}") from None
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("listenKey"), str):
+            raise GatewayError(f"cannot create a user-data stream listen key: HTTP {status} code {code}")
+        self._listen_key = data["listenKey"]
+        self._listen_key_t = time.monotonic()
+
+    async def _renew_and_reconnect(self) -> None:
+        self.counters["listen_key_renewals"] += 1
+        try:
+            await self._new_listen_key()
+        except GatewayError as e:
+            log.error("binance gateway: %s", e)
+            return
+        if self._ws is not None:
+            self._ws.disconnect()  # the stream loop reconnects with the new key
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            if not self._listen_key:
+                continue
+            try:
+                status, _d, code, _c = await self._call(
+                    "PUT", "/api/v3/userDataStream", {"listenKey": self._listen_key},
+                    W_LISTEN_KEY, K_QUERY, signed=False)
+            except _Halted:
+                return
+            except RestError:
+                continue
+            if status == 200:
+                self._listen_key_t = time.monotonic()
+            elif code == -1125:  # the key is gone: a new one, and the stream on it
+                await self._renew_and_reconnect()
+
+    async def _stream_loop(self) -> None:
+        policy = BackoffPolicy(base_s=0.05, max_s=5.0, max_attempts=30, window_s=60.0,
+                               healthy_after_s=5.0)
+        first = True
+        failures_in_row = 0
+        while not self._stopping:
+            delay = policy.delay_s(time.monotonic_ns())
+            if delay:
+                await asyncio.sleep(delay)
+            policy.attempt(time.monotonic_ns())
+            url = f"{self.ws_base}/ws/{self._listen_key}"
+            try:
+                transport, _listener = await ws_connect(
+                    lambda: _UserListener(self), url, enable_auto_ping=True,
+                    auto_ping_idle_timeout=20, auto_ping_reply_timeout=10,
+                    websocket_handshake_timeout=5, max_frame_size=1 << 20)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # refused, reset, handshake refused (listen key gone) ...
+                self.counters["stream_connect_failed"] += 1
+                log.warning("binance user stream: connect failed (%s)", type(e).__name__)
+                policy.failed()
+                failures_in_row += 1
+                if failures_in_row >= 3 and not self.halted:
+                    failures_in_row = 0
+                    try:
+                        await self._new_listen_key()
+                        self.counters["listen_key_renewals"] += 1
+                    except GatewayError as ge:
+                        log.warning("binance user stream: %s", ge)
+                continue
+            failures_in_row = 0
+            t0 = time.monotonic_ns()
+            self._ws = transport
+            self._stream_connected = True
+            self.counters["stream_connects"] += 1
+            self._stream_up.set()
+            if not first:
+                # events sent while we were away are lost: ask the venue about live orders
+                self._spawn(self._reconcile_quiet())
+            first = False
+            try:
+                await transport.wait_disconnected()
+            finally:
+                self._stream_connected = False
+                self._ws = None
+            if self._stopping:
+                return
+            self.counters["stream_disconnects"] += 1
+            log.warning("binance user stream: disconnected; reconnecting")
+            policy.connection_ended(time.monotonic_ns() - t0)
+
+    # ---- reconciliation ----------------------------------------------------------------------------
+    async def _reconcile_quiet(self) -> None:
+        try:
+            await self._reconcile(balances=False)
+        except (GatewayError, _Halted) as e:
+            log.warning("binance gateway: reconciliation after reconnect failed: %s", e)
+
+    async def reconcile(self) -> Reconciliation:
+        """Open orders (ours this boot / earlier boots / foreign) and balances; every order this
+        boot believes live is brought up to date (reports emitted for what was missed)."""
+        return await self._reconcile(balances=True)
+
+    async def _get_retry(self, path: str, params: dict[str, Any], weight: int) -> Any:
+        delay = 0.05
+        for _ in range(10):
+            try:
+                status, data, code, cat = await self._call("GET", path, params, weight, K_QUERY)
+            except RestError:
+                status, data, code, cat = 0, None, 0, CAT_RETRY
+            if status == 200:
+                return data
+            if cat not in (CAT_RETRY, CAT_RATE_LIMIT, CAT_RECONCILE):
+                raise GatewayError(f"GET {path}: HTTP {status} code {code}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise GatewayError(f"GET {path}: no answer after retries")
+
+    async def _reconcile(self, *, balances: bool) -> Reconciliation:
+        assert self._reconcile_lock is not None
+        async with self._reconcile_lock:
+            self.counters["reconciliations"] += 1
+            rec = Reconciliation()
+            live = {c: o for c, o in self.orders.items()
+                    if not o.terminal and o.placed.is_set() and not o.unknown}
+            try:
+                if W_OPEN_SYMBOL * len(self.symbols) <= W_OPEN_ALL:
+                    lists = await asyncio.gather(*(
+                        self._get_retry("/api/v3/openOrders", {"symbol": s.symbol}, W_OPEN_SYMBOL)
+                        for s in self.symbols))
+                    opens = [x for lst in lists for x in (lst or [])]
+                else:
+                    opens = await self._get_retry("/api/v3/openOrders", {}, W_OPEN_ALL) or []
+                if balances:
+                    acct = await self._get_retry("/api/v3/account", {}, W_ACCOUNT)
+                    for b in acct.get("balances", []):
+                        rec.balances[str(b["asset"])] = (Decimal(b["free"]), Decimal(b["locked"]))
+            except _Halted as e:
+                raise GatewayError(f"halted: {e}") from None
+            seen: set[str] = set()
+            updates = []
+            for js in opens:
+                try:
+                    cid = str(js["clientOrderId"])
+                    parsed = self.parse_client_order_id(cid)
+                    oo = OpenOrder(str(js["symbol"]), str(js["side"]), Decimal(js["price"]),
+                                   Decimal(js["origQty"]), Decimal(js["executedQty"]), cid,
+                                   int(js["orderId"]), parsed[0] if parsed else None,
+                                   parsed[1] if parsed else None, parsed[2] if parsed else None)
+                except (KeyError, ValueError, InvalidOperation, TypeError):
+                    self.counters["stream_malformed"] += 1
+                    continue
+                if parsed is None:
+                    rec.foreign.append(oo)
+                elif parsed[0] != self.boot_id:
+                    rec.previous_boots.append(oo)
+                else:
+                    rec.ours.append(oo)
+                    seen.add(cid)
+                    o = live.get(cid)
+                    if o is not None:
+                        updates.append(self._apply_state(o, js))
+            # orders we believe live that are no longer open: ask for each one
+            missing = [o for c, o in live.items() if c not in seen]
+            sem = asyncio.Semaphore(max(1, self.connections))
+
+            async def one(o: _Order) -> None:
+                async with sem:
+                    for _ in range(10):
+                        js, code = await self._query_order_safe(o)
+                        if js is not None:
+                            await self._apply_state(o, js)
+                            return
+                        if code == NO_SUCH_ORDER or self.halted:
+                            return
+                        await asyncio.sleep(0.1)
+
+            await asyncio.gather(*updates, *(one(o) for o in missing))
+            self.last_reconciliation = rec
+            return rec
+
+    async def cancel_leftovers(self, rec: Reconciliation) -> int:
+        """Cancel the open orders of our previous boots; returns how many the venue cancelled."""
+        n = 0
+        for oo in rec.previous_boots:
+            try:
+                status, _d, code, _c = await self._call(
+                    "DELETE", "/api/v3/order",
+                    {"symbol": oo.symbol, "origClientOrderId": oo.client_order_id},
+                    W_CANCEL, K_CANCEL)
+            except (RestError, _Halted) as e:
+                log.warning("binance gateway: leftover %s not cancelled: %s", oo.client_order_id, e)
+                continue
+            if status == 200:
+                n += 1
+            else:
+                log.warning("binance gateway: leftover %s not cancelled: code %s",
+                            oo.client_order_id, code)
+        return n
+
+    # ---- telemetry ---------------------------------------------------------------------------------
+    def status(self) -> dict:
+        self.breaker_state = self.breaker.state
+        return {
+            "breaker": BREAKER_NAMES[self.breaker_state],
+            "breaker_state": self.breaker_state,
+            "breaker_opened": self.breaker.opened,
+            "weight_used": self.budget.current(),
+            "weight_peak": self.budget.peak,
+            "weight_budget": self.budget.budget,
+            "in_flight": len(self._tasks),
+            "requests_in_flight": self.rest.in_flight if self.rest else 0,
+            "errors_by_category": dict(self.errors),
+            "counters": dict(self.counters),
+            "orders_tracked": len(self.orders),
+            "user_stream_connected": self._stream_connected,
+            "listen_key_age_s": (round(time.monotonic() - self._listen_key_t, 3)
+                                 if self._listen_key_t is not None else None),
+            "halted": self.halted,
+        }
