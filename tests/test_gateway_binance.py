@@ -23,7 +23,7 @@ from bot4d.kernels import matching as m
 from bot4d.kernels.oms import (
     RP_ACK, RP_CANCELLED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_REJECT, RP_REPLACE_REJECT,
 )
-from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, TIF_GTC, TIF_IOC, TIF_POST_ONLY
+from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, TIF_GTC, TIF_POST_ONLY
 from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, ORDER_COMMAND_DTYPE, SIDE_ASK, SIDE_BID
 from bot4d.sim.binance_server import DEFAULT_SYMBOLS, SimServer
 from bot4d.sim.binance_venue import BinanceVenue
@@ -440,6 +440,78 @@ def test_leftovers_of_a_previous_boot_are_found_and_cancelled():
             assert sorted(o.client_order_id for o in venue.orders.values() if o.open) == ["manual-1"]
             assert sink2.reports == []   # other boots' events never reach this boot's shards
         finally:
+            await srv.stop()
+
+    run(go())
+
+
+class CuttingProxy:
+    """TCP proxy in front of the venue's WebSocket port; when armed, the next chunk from the
+    venue is forwarded only half-way and then the connection vanishes (no close frame)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.armed = False
+        self.cuts = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _conn(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(r, w, from_venue):
+            try:
+                while data := await r.read(65536):
+                    if from_venue and self.armed and len(data) > 4:
+                        self.armed = False
+                        self.cuts += 1
+                        w.write(data[: len(data) // 2])
+                        await w.drain()
+                        break
+                    w.write(data)
+                    await w.drain()
+            except ConnectionError:
+                pass
+            finally:
+                for x in (cw, uw):
+                    x.transport.abort()
+
+        await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+def test_user_stream_peer_vanishing_mid_message_reconnects_and_reconciles():
+    async def go():
+        venue = make_venue()
+        srv = SimServer(venue)
+        await srv.start()
+        proxy = CuttingProxy(srv.ws_port)
+        pport = await proxy.start()
+        sink = Sink()
+        gw = BinanceGateway(rest_base=f"http://127.0.0.1:{srv.rest_port}",
+                            ws_base=f"ws://127.0.0.1:{pport}", api_key=KEY, secret=SECRET,
+                            symbols=SYMS, boot_id="P", on_reports=sink)
+        await gw.start()
+        try:
+            gw.send(cmd(CMD_PLACE, 81))
+            await sink.wait(lambda: sink.of(81, RP_ACK))
+            proxy.armed = True   # the CANCELED report is cut in half, then the peer is gone
+            venue._cancel_order(venue.accounts[KEY], {"symbol": "BTCUSDT", "origClientOrderId": gw.client_order_id(0, 81)}, time.time_ns())
+            await sink.wait(lambda: sink.of(81, RP_CANCELLED))
+            assert proxy.cuts == 1 and gw.counters["stream_disconnects"] == 1
+            assert [int(r["kind"]) for r in sink.of(81)] == [RP_ACK, RP_CANCELLED]
+            assert gw.counters["stream_malformed"] == 0   # half a frame is never parsed
+            await sink.wait(lambda: gw.status()["user_stream_connected"])
+            gw.send(cmd(CMD_PLACE, 82))                  # and the new connection carries events
+            await sink.wait(lambda: sink.of(82, RP_ACK))
+        finally:
+            await gw.stop()
+            await proxy.stop()
             await srv.stop()
 
     run(go())

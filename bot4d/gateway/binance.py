@@ -970,7 +970,7 @@ class BinanceGateway:
             if status >= 500 or status == 0 or cat in (CAT_RECONCILE, CAT_RETRY):
                 # outcome unknown or transient: a cancel is safe to repeat, but look first
                 if o is not None:
-                    js, qcode = await self._query_order_safe(o)
+                    js, _ = await self._query_order_safe(o)
                     if js is not None:
                         await self._apply_state(o, js)
                         if o.terminal:

@@ -129,8 +129,9 @@ class RestClient:
 
     def _queue(self) -> "asyncio.Queue[_Conn | None]":
         if self._slots is None:
-            # created on first use, inside the loop that will use it
-            self._slots = asyncio.Queue()
+            # created on first use, inside the loop that will use it; LIFO so that the warm
+            # connection just used goes out again before an idle (or never opened) one
+            self._slots = asyncio.LifoQueue()
             for _ in range(self.connections):
                 self._slots.put_nowait(None)
         return self._slots
