@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("version", help="print the version")
     sub.add_parser("warmup", help="compile all numba kernels into the cache")
-    sub.add_parser("run-paper", help="paper trading against the built-in simulated venue")
+    sub.add_parser("run", help="run the trading daemon: run --config FILE", add_help=False)
+    sub.add_parser("run-paper", help="paper trading against the built-in simulated venue", add_help=False)
     sub.add_parser("calibrate", help="fit the market generator to a trade file", add_help=False)
     sub.add_parser("sim", help="run the simulated Binance venue on loopback", add_help=False)
     sub.add_parser("backtest", help="replay a market through the daemon's kernels", add_help=False)
@@ -26,6 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         from bot4d.sim.backtest import main as backtest
 
         return backtest(argv[1:])
+    if argv[:1] == ["run"]:
+        from bot4d.daemon.app import main as run
+
+        return run(argv[1:])
+    if argv[:1] == ["run-paper"]:
+        from bot4d.daemon.paper import main as paper
+
+        return paper(argv[1:])
     if argv[:1] == ["sim"]:
         from bot4d.sim.binance_server import main as sim
 
@@ -39,13 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         from bot4d.warmup import main as warm
 
         return warm()
-    if args.cmd == "run-paper":
-        print(
-            "bot4d: paper mode is not built yet: the daemon (issue 6) and the simulated venue "
-            "(issue 5) come after the foundation, market-data and trading-core work.",
-            file=sys.stderr,
-        )
-        return 3
     return 2
 
 

@@ -1,7 +1,12 @@
 """``bot4ctl``: the operator's CLI.
 
     bot4ctl top [--instance NAME]            live read-only view through shared memory
-    bot4ctl COMMAND [key=value ...] [--json] one command over the daemon's control socket
+    bot4ctl COMMAND [WORD ...] [key=value ...] [--json]
+                                             one command over the daemon's control socket
+    e.g.  status | shards | books BTCUSDT | orders | positions | balances | pnl | risk
+          limits show | limits set [SYMBOL] KEY VALUE | halt | reduce-only | resume
+          cancel-all [SYMBOL] | flatten [SYMBOL] | pause SYMBOL | resume SYMBOL
+          reload | journal lag | version | help
 
 Errors from the daemon are printed as the sentences it sends; the exit status is 0 on success,
 1 when the daemon refused the command, 2 when it could not be reached.
@@ -47,6 +52,37 @@ def parse_args(words: list[str]) -> dict[str, str]:
     return out
 
 
+def to_request(cmd: str, rest: list[str]) -> tuple[str, dict[str, str]]:
+    """The operator's words as a control request: sub-commands and a leading symbol."""
+    words = [w for w in rest if "=" not in w]
+    args = parse_args([w for w in rest if "=" in w])
+    if cmd == "limits":
+        sub = words.pop(0) if words else "show"
+        if sub == "set":
+            cmd = "limits-set"
+            if len(words) == 3:
+                args["symbol"], args["key"], args["value"] = words
+            elif len(words) == 2:
+                args["key"], args["value"] = words
+            elif words:
+                raise ValueError("limits set [SYMBOL] KEY VALUE")
+            words = []
+        elif sub != "show":
+            raise ValueError(f"limits show | limits set [SYMBOL] KEY VALUE, not limits {sub!r}")
+    elif cmd == "journal":
+        sub = words.pop(0) if words else "lag"
+        if sub != "lag":
+            raise ValueError(f"journal lag, not journal {sub!r}")
+        cmd = "journal-lag"
+    elif cmd == "resume" and words:
+        cmd = "unpause"  # resume SYMBOL: that instrument's strategy, not the trading state
+    if words:
+        if len(words) > 1:
+            raise ValueError(f"one instrument at a time, got {' '.join(words)!r}")
+        args["symbol"] = words[0]
+    return cmd, args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -61,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     sock = DEFAULT_SOCKET
     if argv[0].startswith("--socket="):
         sock = argv.pop(0).split("=", 1)[1]
-    cmd, rest = argv[0], argv[1:]
     try:
-        args = parse_args(rest)
+        cmd, args = to_request(argv[0], argv[1:])
     except ValueError as e:
         print(f"bot4ctl: {e}", file=sys.stderr)
         return 2

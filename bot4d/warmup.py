@@ -31,6 +31,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.risk",
     "ipc",
     "bot4d.persist.copykern",
+    "bot4d.daemon.warm",   # the shard loop, with the daemon's own array types
 ]
 
 

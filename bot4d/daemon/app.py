@@ -1,0 +1,614 @@
+"""``bot4d run``: the daemon process.
+
+Start-up, in this order (nothing trades before the end of it):
+
+1. the configuration (``bot4d.config``) is loaded and validated; the venue's trading rules
+   (``exchangeInfo``) give each instrument its fixed-point scales;
+2. the shared segments are created (telemetry catalog, counters, histograms, snapshots, and per
+   shard the ingress / reports / egress / journal rings) and the shard state preallocated;
+3. every kernel the shards run is loaded from numba's cache and run once on throwaway state, so
+   the first tick never compiles;
+4. the feeds connect and the order gateway starts (signed REST, user-data stream);
+5. the venue is reconciled: our orders left by an earlier run are cancelled (the journal has
+   their history; this run's OMS never knew them), balances become positions relative to each
+   instrument's ``neutral_base``; only then do the shard threads start, and ``READY=1`` goes out.
+
+While running, the io thread (this asyncio loop) moves records between sockets and rings; shards
+run in their own pinned threads. ``WATCHDOG=1`` is sent only while every shard's heartbeat is
+fresh, so a hung shard stops the pings and systemd restarts the daemon. SIGTERM: strategies stop
+(every shard HALTED), open orders are cancelled or left per ``on_stop``, the journal is drained to
+its ring, exit 0. SIGHUP: the configuration is re-read and what can change safely (limits,
+strategy parameters, rates) is applied on each shard's own thread; anything else is refused with
+the reason in the log and STATUS.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot4d import __version__
+from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable_changes
+from bot4d.daemon import shard_kernel as K
+from bot4d.daemon.shard import Shard, ShardRings, tel_index
+from bot4d.fixedpoint import from_fixed, to_fixed
+from bot4d.instruments import InstrumentTable
+from bot4d.kernels import killswitch as ksk
+from bot4d.kernels import oms_state as oms
+from bot4d.kernels import risk as rk
+from bot4d.records import CMD_PLACE
+from bot4d.sdnotify import Notifier
+from bot4d.strategies import imbalance_taker as it_s
+from bot4d.strategies import market_maker as mm_s
+from bot4d.telemetry import Telemetry
+from bot4d.venues import binance as vb
+from bot4d.venues.sync import Reason
+
+log = logging.getLogger("bot4d")
+
+REJECT_REASONS = ["venue"] + [rk.REASON_NAMES[c] for c in range(1, rk.REJ_INSTRUMENT_DISABLED + 1)]
+TRIP_REASONS = [ksk.TRIP_NAMES[c] for c in range(1, ksk.TRIP_MANUAL + 1)]
+MD_REASONS = [r.name for r in Reason if r not in (Reason.OK, Reason.IGNORED)]
+
+# EV_CONTROL command codes (journal ``reason``); persisted as such by bot4d-persist
+CONTROL_CODES = {"halt": 1, "reduce-only": 2, "resume": 3, "cancel-all": 4, "flatten": 5, "pause": 6,
+                 "unpause": 7, "limits-set": 8, "reload": 9}
+WATCHDOG_MAX_AGE_NS = 2_000_000_000   # a shard silent this long is hung
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why (exit status 1)."""
+
+
+def _ms(v: int) -> int:
+    return int(v) * 1_000_000
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, notifier: Notifier | None = None, warm: bool = True) -> None:
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.warm = warm
+        self.table = InstrumentTable()
+        self.rules: dict[str, dict] = {}
+        self.inst_cfg: list[InstrumentConfig] = list(cfg.instruments)
+        self.shards: list[Shard] = []
+        self.telemetry: Telemetry | None = None
+        self.gateways: dict[str, Any] = {}
+        self.feeds: Any = None
+        self.control: Any = None
+        self.boot_id = _boot_id()
+        self.started_ns = time.time_ns()
+        self.stopping = asyncio.Event()
+        self.reload_requested = False
+        self.status_text = "starting"
+        self.ready = False
+        self._efds: list[int] = []
+        self.reconciled: dict[str, Any] = {}
+        self.states: Any = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ================================================================ start-up ====================
+    async def _load_rules(self) -> None:
+        from bot4d.gateway.binance import fetch_exchange_info
+
+        for vname, v in self.cfg.venues.items():
+            syms = [i.symbol for i in self.inst_cfg if i.venue == vname]
+            if not syms:
+                continue
+            try:
+                self.rules.update({(vname, s): r for s, r in (await fetch_exchange_info(v.rest_url, syms)).items()})
+            except Exception as e:
+                raise StartupError(f"venue {vname}: cannot read trading rules from {v.rest_url}: {e}") from None
+        for ic in self.inst_cfg:
+            r = self.rules[(ic.venue, ic.symbol)]
+            self.table.add(vb.VENUE, ic.symbol, r["price_scale"], r["qty_scale"])
+
+    def _scales(self, i: int) -> tuple[int, int]:
+        ins = self.table.by_id(i)
+        return ins.price_scale, ins.qty_scale
+
+    def _strategy_params(self, i: int, sid: int) -> tuple[int, np.ndarray, np.ndarray]:
+        ic = self.inst_cfg[i]
+        ps, qs = self._scales(i)
+        r = self.rules[(ic.venue, ic.symbol)]
+        tick = to_fixed(r["tickSize"], ps)
+        p = ic.strategy.params
+        if ic.strategy.kind == "market_maker":
+            qty = to_fixed(p["quote_qty"], qs)
+            params, state = mm_s.make(sid, tick=tick, half_spread_ticks=int(p["half_spread_ticks"]), qty=qty,
+                                      max_inventory=to_fixed(p["max_inventory"], qs),
+                                      skew_ticks_per_lot=int(p["skew_ticks_per_lot"]), lot=qty,
+                                      stop_ticks=int(p["stop_ticks"]), requote_ticks=int(p["requote_ticks"]),
+                                      min_requote_ns=_ms(p["min_requote_ms"]))
+            return K.K_MARKET_MAKER, params, state
+        if ic.strategy.kind == "imbalance_taker":
+            params, state = it_s.make(sid, tick=tick, levels=int(p["levels"]),
+                                      threshold_e9=int(Decimal(p["threshold"]) * 10**9), qty=to_fixed(p["qty"], qs),
+                                      max_pos=to_fixed(p["max_position"], qs), stop_ticks=int(p["stop_ticks"]),
+                                      slip_ticks=int(p.get("slip_ticks", 0)), cooldown_ns=_ms(p.get("cooldown_ms", 0)),
+                                      hold_ns=_ms(p.get("hold_ms", 1000)))
+            return K.K_IMBALANCE_TAKER, params, state
+        return K.K_NONE, np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    def _risk_for(self, rs: rk.RiskState, i: int, now: int) -> None:
+        ic = self.inst_cfg[i]
+        ps, qs = self._scales(i)
+        rk.set_instrument(rs, i, venue=0, price_scale=ps, qty_scale=qs, max_qty=to_fixed(ic.max_position, qs),
+                          max_notional=to_fixed(ic.max_notional, rk.QUOTE_SCALE),
+                          max_open_orders=ic.max_open_orders, band_bps=ic.band_bps)
+
+    def _limits(self, rs: rk.RiskState) -> None:
+        r = self.cfg.risk
+        rk.set_limits(rs, max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_pos_bps=r.max_pos_bps,
+                      max_dd_bps=r.max_dd_bps, corr_cap_bps=r.corr_cap_bps, kelly_cap_bps=r.kelly_cap_bps)
+
+    def _kcfg(self) -> np.ndarray:
+        r = self.cfg.risk
+        return ksk.make_ks_config(max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_dd_bps=r.max_dd_bps,
+                                  max_rejects=r.reject_storm, max_errors=r.error_storm, md_stale_ns=r.md_stale_ns)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        n = len(self.table)
+        venues = sorted({vb.VENUE for _ in self.cfg.venues})
+        self.telemetry = Telemetry(cfg.instance, venues=venues,
+                                   instruments=[(vb.VENUE, x.symbol, x.price_scale, x.qty_scale) for x in self.table],
+                                   shards=len(cfg.shard_cores), md_reasons=MD_REASONS, reject_reasons=REJECT_REASONS,
+                                   trip_reasons=TRIP_REASONS, config_hash=cfg.source_hash)
+        from bot4d.feed.state import BookStateTable
+
+        # the feeds publish each book's state here; the shard kernels read it (same process)
+        self.states = BookStateTable(n)
+        now = time.time_ns()
+        for s, core in enumerate(cfg.shard_cores):
+            mine = [i for i, ic in enumerate(self.inst_cfg) if ic.shard == s]
+            kinds = np.zeros(n, np.int64)
+            plist, slist = [], []
+            for i in range(n):
+                k, p, st = self._strategy_params(i, i) if i in mine else (K.K_NONE, np.zeros(0, np.int64), np.zeros(0, np.int64))
+                kinds[i] = k
+                plist.append(p)
+                slist.append(st)
+            pw = max([len(p) for p in plist] + [1])
+            sw = max([len(x) for x in slist] + [1])
+            P = np.zeros((n, pw), np.int64)
+            S = np.zeros((n, sw), np.int64)
+            for i in range(n):
+                P[i, :len(plist[i])] = plist[i]
+                S[i, :len(slist[i])] = slist[i]
+            conv_mul = np.ones(n, np.int64)
+            conv_div = np.ones(n, np.int64)
+            neutral = np.zeros(n, np.int64)
+            for i in range(n):
+                ps, qs = self._scales(i)
+                e = ps + qs - rk.QUOTE_SCALE
+                conv_mul[i], conv_div[i] = (10 ** -e, 1) if e < 0 else (1, 10 ** e)
+                neutral[i] = to_fixed(self.inst_cfg[i].neutral_base, qs)
+            si = K.ShardInst(mine=np.isin(np.arange(n), mine).astype(np.int64), kind=kinds, params=P, state=S,
+                             paused=np.zeros(n, np.int64), live=np.zeros(n, np.int64),
+                             seen_live=np.zeros(n, np.int64), last_recv=np.zeros(n, np.int64),
+                             mids=np.zeros(n, np.int64), corr=np.full((n, n), np.nan), neutral=neutral,
+                             conv_mul=conv_mul, conv_div=conv_div, equity0=np.zeros(1, np.int64),
+                             feed_state=self.states.state)
+            st = oms.make_oms(1, n, capacity=1 << 14, shard=s)
+            rs = rk.make_risk(n)
+            self._limits(rs)
+            for i in mine:
+                self._risk_for(rs, i, now)
+            v = next(iter(cfg.venues.values()))
+            rk.set_venue_rate(rs, 0, capacity=max(1, v.orders_per_second * 2), per_second=v.orders_per_second, now_ns=now)
+            rings = ShardRings.create(cfg.instance, s, journal_capacity=cfg.persist.journal_capacity,
+                                      persisted=cfg.persist.enabled)
+            blk = self.telemetry.shard_blocks[s]
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._efds.append(efd)
+            shard = Shard(s, core, instance=cfg.instance, n_instruments=n, mine=mine, oms_state=st, risk=rs,
+                          kcfg=self._kcfg(), inst=si, rings=rings,
+                          tel_counters=self.telemetry.counter_array(blk.name),
+                          tel_idx=tel_index(blk, s, REJECT_REASONS, TRIP_REASONS),
+                          snap_books=self.telemetry.books, snap_positions=self.telemetry.positions,
+                          spin_us=int(os.environ.get("BOT4D_SPIN_US", "50")),
+                          notify_egress=(lambda fd=efd: os.eventfd_write(fd, 1)))
+            self.shards.append(shard)
+
+    def _warm(self) -> None:
+        """Every kernel a shard runs, called once on its real state's types before anything
+        connects: numba loads them from its cache (or compiles) now, never on a tick."""
+        t0 = time.perf_counter()
+        for sh in self.shards:
+            sh.warm()
+        log.info("kernels ready in %.1f s", time.perf_counter() - t0)
+
+    def _shard_of(self, instrument: int) -> Shard:
+        return self.shards[self.inst_cfg[instrument].shard]
+
+    # --- io: feeds -> ingress rings ----------------------------------------------------------------
+    def _sink_for(self, ids: list[int]):
+        shards = sorted({self.inst_cfg[i].shard for i in ids})
+        if len(shards) == 1:
+            return self.shards[shards[0]].rings.ingress.publish
+        owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)
+
+        def sink(recs: np.ndarray) -> int:
+            took = 0
+            sh = owner[recs["instrument"]]
+            for s in shards:
+                part = recs[sh == s]
+                if len(part):
+                    took += self.shards[s].rings.ingress.publish(part)
+            return took
+        return sink
+
+    async def _start_feeds(self) -> None:
+        from bot4d.feed.binance import BinanceAdapter
+        from bot4d.feed.manager import FeedClient
+
+        self.feeds = FeedClient(len(self.table), states=self.states)
+        for vname, v in self.cfg.venues.items():
+            syms = [ic.symbol for ic in self.inst_cfg if ic.venue == vname]
+            ad = BinanceAdapter(self.table, syms)
+            ids = [int(i) for i in ad.instrument_ids]
+            self.feeds.add(ad, v.ws_url, rest_base=v.rest_url, sink=self._sink_for(ids),
+                           stale_after_s=float(self.cfg.risk.md_stale_s) / 2)
+        self.feeds.start()
+
+    # --- io: gateway <-> rings ---------------------------------------------------------------------
+    def _on_reports(self, reps: np.ndarray) -> None:
+        owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)
+        ok = (reps["instrument"] >= 0) & (reps["instrument"] < len(owner))
+        if not ok.all():
+            log.error("order gateway produced %d reports for unknown instruments; dropped", int((~ok).sum()))
+            reps = reps[ok]
+        for s in sorted(set(owner[reps["instrument"]].tolist())):
+            part = reps[owner[reps["instrument"]] == s]
+            done = self.shards[s].rings.reports.publish(part)
+            if done < len(part):
+                # never expected (16k slots); the OMS would miss venue state: stop the shard trading
+                log.critical("shard %d reports ring full: %d venue reports not delivered; halting", s, len(part) - done)
+                self.shards[s].submit(lambda sh=self.shards[s]: sh.set_trading_state(ksk.TS_HALTED, 0))
+
+    def _drain_egress(self, s: int) -> None:
+        try:
+            os.eventfd_read(self._efds[s])
+        except BlockingIOError:
+            pass
+        recs = self.shards[s].rings.egress.consume()
+        if len(recs):
+            by_venue = self.gateways
+            # one venue with order entry today; instruments name it when there are more
+            gw = next(iter(by_venue.values()))
+            gw.send(recs)
+
+    async def _start_gateways(self) -> None:
+        from bot4d.gateway.binance import BinanceGateway, SymbolInfo
+
+        for vname, v in self.cfg.venues.items():
+            syms = []
+            for i, ic in enumerate(self.inst_cfg):
+                if ic.venue != vname:
+                    continue
+                r = self.rules[(vname, ic.symbol)]
+                ps, qs = self._scales(i)
+                syms.append(SymbolInfo(i, ic.shard, ic.symbol, r["base"], r["quote"], ps, qs))
+            gw = BinanceGateway(rest_base=v.rest_url, ws_base=v.ws_url, api_key=v.api_key.reveal(),
+                                secret=v.api_secret.reveal(), symbols=syms, boot_id=self.boot_id,
+                                on_reports=self._on_reports, weight_budget_per_min=v.weight_budget_per_min,
+                                recv_window_ms=v.recv_window_ms,
+                                t2o_hists={s: h for s, h in enumerate(self.telemetry.hist_tick_to_order)},
+                                ack_hist=self.telemetry.hist_order_ack.get(vb.VENUE), on_halt=self._venue_halt)
+            await gw.start()
+            self.gateways[vname] = gw
+        loop = asyncio.get_running_loop()
+        for s in range(len(self.shards)):
+            loop.add_reader(self._efds[s], self._drain_egress, s)
+
+    def _venue_halt(self, why: str) -> None:
+        log.critical("venue asks us to stop trading: %s; all shards HALTED", why)
+        for sh in self.shards:
+            sh.submit(lambda sh=sh: sh.set_trading_state(ksk.TS_HALTED, 0))
+
+    # --- reconciliation ------------------------------------------------------------------------------
+    async def _wait_books(self, timeout_s: float) -> bool:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if self.feeds.live().all():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _reconcile(self) -> None:
+        """Before the first order: cancel our leftovers, positions from balances, equity."""
+        for vname, gw in self.gateways.items():
+            rec = await gw.reconcile()
+            cancelled = await gw.cancel_leftovers(rec) if rec.previous_boots else 0
+            if rec.foreign:
+                log.warning("venue %s: %d open orders not placed by bot4d are left alone", vname, len(rec.foreign))
+            self.reconciled[vname] = {"leftover_orders_cancelled": cancelled, "foreign_orders": len(rec.foreign),
+                                      "ours_open": len(rec.ours), "at_ns": time.time_ns()}
+            balances = rec.balances
+            quote_total: dict[str, Decimal] = {}
+            for i, ic in enumerate(self.inst_cfg):
+                if ic.venue != vname:
+                    continue
+                r = self.rules[(vname, ic.symbol)]
+                free, locked = balances.get(r["base"], (Decimal(0), Decimal(0)))
+                ps, qs = self._scales(i)
+                held = to_fixed(free + locked, qs)
+                sh = self._shard_of(i)
+                pos = held - int(sh.si.neutral[i])
+                sh.st.positions.qty[K.ACCOUNT, i] = pos
+                sh.st.positions.fill_qty[K.ACCOUNT, i] = pos
+                quote_total.setdefault(r["quote"], sum(balances.get(r["quote"], (Decimal(0), Decimal(0)))))
+                log.info("%s %s: holding %s %s (neutral %s): position %s", vname, ic.symbol, free + locked, r["base"],
+                         ic.neutral_base, from_fixed(pos, qs))
+            eq0 = sum((to_fixed(v, rk.QUOTE_SCALE) for v in quote_total.values()), 0)
+            for sh in self.shards:
+                sh.si.equity0[0] = eq0
+                rk.update_equity(sh.rs.acct, eq0, time.time_ns())
+
+    # ================================================================ run ===========================
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        if self.cfg.io_core is not None:
+            try:
+                os.sched_setaffinity(0, {self.cfg.io_core})
+            except OSError as e:
+                log.warning("cannot pin the io thread to core %d: %s", self.cfg.io_core, e)
+        self._status("reading venue trading rules")
+        await self._load_rules()
+        self._status("creating shared memory")
+        self._build()
+        if self.warm:
+            self._status("loading kernels")
+            await loop.run_in_executor(None, self._warm)
+        from bot4d.daemon import commands
+
+        self.control = commands.make_server(self)
+        await self.control.start()
+        self._status("connecting to venues")
+        await self._start_feeds()
+        await self._start_gateways()
+        self._status("waiting for live books")
+        if not await self._wait_books(30.0):
+            log.warning("not every book is LIVE after 30 s; strategies wait for them")
+        self._status("reconciling with the venue")
+        await self._reconcile()
+        for sh in self.shards:
+            sh.start()
+        for sig, fn in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
+                        (signal.SIGHUP, self._on_sighup)):
+            loop.add_signal_handler(sig, fn)
+        self.ready = True
+        self._status("trading")
+        self.notifier.ready(f"trading {len(self.table)} instruments on {len(self.shards)} shard(s)")
+        log.info("bot4d %s ready: instance %s, boot %s", __version__, self.cfg.instance, self.boot_id)
+        self._tasks.append(asyncio.create_task(self._watchdog()))
+        await self.stopping.wait()
+        return await self._shutdown()
+
+    def _status(self, text: str) -> None:
+        self.status_text = text
+        self.notifier.status(text)
+        log.info("%s", text)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s() or 1.0
+        if self.cfg.watchdog_interval_s is not None:
+            interval = float(self.cfg.watchdog_interval_s)
+        last_status = ""
+        while not self.stopping.is_set():
+            now = time.time_ns()
+            dead = [sh.index for sh in self.shards if not sh.alive(now, WATCHDOG_MAX_AGE_NS)]
+            tel = self.telemetry
+            if tel is not None:
+                tel.heartbeat(now)
+                self._publish_io_telemetry(now)
+            if not dead:
+                self.notifier.watchdog()
+                text = self._status_line()
+            else:
+                text = f"shard(s) {dead} not running: watchdog pings stopped"
+                log.critical(text)
+            if text != last_status:
+                self.notifier.status(text)
+                last_status = text
+            await asyncio.sleep(interval / 2)
+
+    def _status_line(self) -> str:
+        st = [ksk.STATE_NAMES[int(sh.rs.ks[ksk.K_STATE])] for sh in self.shards]
+        live = int(self.feeds.live().sum()) if self.feeds else 0
+        sent = sum(int(sh.bufs.ctr[K.C_PLACED]) for sh in self.shards)
+        return f"{'/'.join(st)}; books live {live}/{len(self.table)}; orders sent {sent}"
+
+    def _publish_io_telemetry(self, now: int) -> None:
+        tel = self.telemetry
+        blk = tel.io
+        arr = tel.counter_array(blk.name)
+        counters = self.feeds.counters() if self.feeds else {}
+        for venue, d in counters.items():
+            for metric, key in (("bot4d_md_messages_total", "FRAMES"), ("bot4d_md_gaps_total", "GAP"),
+                                ("bot4d_md_resyncs_total", "RESYNCS"), ("bot4d_md_reconnects_total", "CONNECTED")):
+                try:
+                    arr[blk.index(metric, venue=venue)] = int(d.get(key, 0))
+                except KeyError:
+                    pass
+            for r in MD_REASONS:
+                try:
+                    arr[blk.index("bot4d_md_rejects_total", venue=venue, reason=r)] = int(d.get(r, 0))
+                except KeyError:
+                    pass
+        last = int(self.feeds.states.last_data_ns.max()) if self.feeds and len(self.table) else 0
+        try:
+            # the table keeps monotonic time; the series wants wall-clock ns
+            arr[blk.index("bot4d_md_last_message_age_seconds", venue=vb.VENUE)] = \
+                now - (time.monotonic_ns() - last) if last else 0
+            for gw in self.gateways.values():
+                arr[blk.index("bot4d_breaker_state", venue=vb.VENUE, component="order_entry")] = int(gw.breaker_state)
+        except KeyError:
+            pass
+
+    # --- SIGHUP ------------------------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload(uid=os.getuid(), pid=os.getpid()))
+
+    async def reload(self, uid: int, pid: int) -> dict[str, Any]:
+        self.notifier.reloading()
+        try:
+            new = load(self.cfg.path)
+        except ConfigError as e:
+            log.error("reload refused: %s", e)
+            self.notifier.ready(f"reload refused: {e}")
+            return {"applied": [], "refused": str(e)}
+        ok, restart = reloadable_changes(self.cfg, new)
+        if restart:
+            msg = f"reload refused: {', '.join(restart)} need a restart"
+            log.error(msg)
+            self.notifier.ready(msg)
+            return {"applied": [], "refused": msg}
+        old = self.cfg
+        self.cfg = new
+        self.inst_cfg = list(new.instruments)
+        futs = []
+        for sh in self.shards:
+            futs.append(asyncio.wrap_future(sh.submit(lambda sh=sh: self._apply_reload(sh, old, uid, pid))))
+        await asyncio.gather(*futs)
+        log.info("reloaded: %s", ", ".join(ok) or "nothing changed")
+        self.notifier.ready(self._status_line())
+        return {"applied": ok, "refused": None}
+
+    def _apply_reload(self, sh: Shard, old: Config, uid: int, pid: int) -> None:
+        """On the shard thread: limits and strategy parameters; strategy state (live orders) stays."""
+        sh.journal_control(CONTROL_CODES["reload"], uid, pid)
+        self._limits(sh.rs)
+        now = time.time_ns()
+        for i in sh.instruments:
+            self._risk_for(sh.rs, i, now)
+            _, p, _ = self._strategy_params(i, i)
+            sh.si.params[i, :len(p)] = p
+        sh.kcfg[:] = self._kcfg()
+        v = next(iter(self.cfg.venues.values()))
+        rk.set_venue_rate(sh.rs, 0, capacity=max(1, v.orders_per_second * 2), per_second=v.orders_per_second, now_ns=now)
+
+    # --- SIGTERM -----------------------------------------------------------------------------------
+    async def _shutdown(self) -> int:
+        self._status("stopping")
+        self.notifier.stopping()
+        futs = [asyncio.wrap_future(sh.submit(lambda sh=sh: sh.set_trading_state(ksk.TS_HALTED, os.getuid())))
+                for sh in self.shards]
+        await asyncio.gather(*futs, return_exceptions=True)
+        if self.cfg.on_stop == "cancel":
+            n = await asyncio.gather(*(asyncio.wrap_future(sh.submit(sh.cancel_all)) for sh in self.shards),
+                                     return_exceptions=True)
+            log.info("cancelling %s open orders before exit", n)
+            await self._wait_no_live_orders(5.0)
+        for sh in self.shards:
+            sh.stop()
+        for sh in self.shards:  # journal drain: what the buffers still hold goes to the ring
+            for _ in range(100):
+                if sh.bufs.jcount[0] == 0:
+                    break
+                K._flush(sh.bufs, sh.rings.egress.records, sh.rings.egress.ctrl, sh.rings.journal.records,
+                         sh.rings.journal.ctrl)
+                await asyncio.sleep(0.01)
+            if sh.bufs.jcount[0]:
+                log.error("shard %d: %d journal events could not be published (ring full)", sh.index, int(sh.bufs.jcount[0]))
+        await self._wait_journal_persisted(10.0)
+        for t in self._tasks:
+            t.cancel()
+        if self.control is not None:
+            await self.control.stop()
+        for gw in self.gateways.values():
+            await gw.stop()
+        if self.feeds is not None:
+            await self.feeds.stop()
+        self.close()
+        log.info("stopped")
+        return 0
+
+    async def _wait_no_live_orders(self, timeout_s: float) -> None:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            live = sum(len(sh.live_orders()) for sh in self.shards)
+            if live == 0:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("open orders remain after %.0f s; the next start reconciles them", timeout_s)
+
+    async def _wait_journal_persisted(self, timeout_s: float) -> None:
+        """With a sidecar, wait until it has taken every journal event (its gating cursor)."""
+        if not self.cfg.persist.enabled:
+            return
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            lag = sum(max(0, sh.rings.journal.cursor() - sh.rings.journal.slot_position(0)) for sh in self.shards)
+            if lag == 0:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("journal events not yet persisted at exit stay in /dev/shm for the sidecar")
+
+    def close(self) -> None:
+        """Unmap; the journal rings stay (the sidecar may still drain them), the rest goes."""
+        for efd in self._efds:
+            try:
+                asyncio.get_event_loop().remove_reader(efd)
+            except Exception:
+                pass
+            os.close(efd)
+        self._efds = []
+        for sh in self.shards:
+            for r in (sh.rings.ingress, sh.rings.reports, sh.rings.egress):
+                r.unlink()
+                r.close()
+            if not self.cfg.persist.enabled:
+                sh.rings.journal.unlink()
+            sh.rings.journal.close()
+        if self.telemetry is not None:
+            self.telemetry.close(unlink=True)
+            self.telemetry = None
+
+
+def _boot_id() -> str:
+    """Six base-36 characters from the start time: distinct across restarts, short enough for
+    Binance's 36-character client order ids."""
+    n = time.time_ns() // 10_000_000 % (36 ** 6)
+    s = ""
+    for _ in range(6):
+        n, r = divmod(n, 36)
+        s = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + s
+    return s
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="bot4d run", description="run the trading daemon")
+    ap.add_argument("--config", required=True, type=Path, help="TOML configuration (docs/config.md)")
+    ap.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    ap.add_argument("--log-level", default=os.environ.get("BOT4D_LOG_LEVEL", "INFO"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"bot4d: configuration refused: {e}", flush=True)
+        log.error("configuration refused: %s", e)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok (instance {cfg.instance}, {len(cfg.instruments)} instruments, "
+              f"{len(cfg.shard_cores)} shard(s))")
+        return 0
+    d = Daemon(cfg)
+    try:
+        return asyncio.run(d.run())
+    except StartupError as e:
+        log.error("cannot start: %s", e)
+        d.close()
+        return 1
