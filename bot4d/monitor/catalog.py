@@ -43,23 +43,115 @@ class Histogram:
     sum_s: float
 
 
+class NoCatalog(SegmentError):
+    """No complete catalog for this instance (yet): no daemon has published one."""
+
+
+class CatalogError(SegmentError):
+    """A catalog exists but does not describe what the reader needs: a broken contract."""
+
+
+@dataclass(frozen=True)
+class CatalogInstrument:
+    """One instrument the daemon trades, as its catalog describes it."""
+    id: int              # the daemon's instrument id (row index of the snapshots)
+    venue: str
+    symbol: str
+    price_scale: int     # decimal places of a price unit
+    qty_scale: int       # decimal places of a quantity unit
+
+
+def open_catalog(instance: str) -> tuple[Segment, dict[str, Any]]:
+    """Attach ``instance``'s catalog read-only and parse it: (segment, catalog JSON).
+
+    Raises NoCatalog when there is none (or its creator is still writing it), SegmentError for a
+    layout this reader does not know or an unreadable payload. The caller closes the segment.
+    """
+    try:
+        seg = Segment.attach(instance, CATALOG, readonly=True, kind="catalog")
+    except SegmentError as e:
+        if "no such segment" in str(e) or "never completely initialised" in str(e):
+            raise NoCatalog(str(e)) from None
+        raise
+    head = seg.meta
+    if head.get("version") not in KNOWN_CATALOG_VERSIONS:
+        seg.close()
+        raise SegmentError(f"catalog layout version {head.get('version')!r} is not one this monitor "
+                           f"knows ({KNOWN_CATALOG_VERSIONS})")
+    try:
+        blob = bytes(seg.array(0, np.uint8, int(head["bytes"])))
+        meta = json.loads(blob)
+    except (KeyError, ValueError, TypeError, SegmentError) as e:
+        path = seg.path
+        seg.close()
+        raise SegmentError(f"{path}: unreadable catalog: {e}") from None
+    return seg, meta
+
+
+def read_catalog(instance: str) -> dict[str, Any]:
+    """The catalog JSON of ``instance``, read once (the segment is not kept mapped)."""
+    seg, meta = open_catalog(instance)
+    seg.close()
+    return meta
+
+
+def _snapshot_scales(meta: dict[str, Any], segment: str, field: str) -> tuple[list[Any], list[Any]]:
+    for snap in meta.get("snapshots", []):
+        if isinstance(snap, dict) and snap.get("segment") == segment:
+            rows = snap.get("rows")
+            for f in snap.get("fields", []):
+                if isinstance(f, dict) and f.get("field") == field:
+                    scale = f.get("scale")
+                    if not isinstance(rows, list) or not isinstance(scale, list):
+                        break
+                    return rows, scale
+            raise CatalogError(f"catalog: snapshot {segment!r} has no rows with a {field!r} scale list")
+    raise CatalogError(f"catalog: no snapshot {segment!r}")
+
+
+def _scale(v: Any, what: str) -> int:
+    # bool is an int to Python; a scale of True would be a bug upstream, not a 1
+    if type(v) is not int or not 0 <= v <= 18:
+        raise CatalogError(f"catalog: {what} is {v!r}, expected an integer 0..18")
+    return v
+
+
+def catalog_instruments(meta: dict[str, Any]) -> list[CatalogInstrument]:
+    """The instruments a catalog describes, in instrument-id order.
+
+    Ids are row positions of the ``snap-books`` snapshot; the price scale is its ``best_bid``
+    scale, the quantity scale the ``snap-positions`` ``qty`` scale. Anything missing, of the
+    wrong type or inconsistent between the two snapshots raises CatalogError.
+    """
+    rows, pscale = _snapshot_scales(meta, "snap-books", "best_bid")
+    prows, qscale = _snapshot_scales(meta, "snap-positions", "qty")
+    if not (len(rows) == len(pscale) == len(prows) == len(qscale)):
+        raise CatalogError(f"catalog: {len(rows)} book rows, {len(pscale)} price scales, "
+                           f"{len(prows)} position rows, {len(qscale)} quantity scales: they must agree")
+    out: list[CatalogInstrument] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, (row, prow) in enumerate(zip(rows, prows)):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k)
+                                                for k in ("venue", "symbol")):
+            raise CatalogError(f"catalog: instrument {i}: row {row!r} lacks a venue and a symbol")
+        key = (row["venue"], row["symbol"])
+        if not isinstance(prow, dict) or (prow.get("venue"), prow.get("symbol")) != key:
+            raise CatalogError(f"catalog: instrument {i} is {key[0]} {key[1]} in snap-books but "
+                               f"{prow!r} in snap-positions")
+        if key in seen:
+            raise CatalogError(f"catalog: {key[0]} {key[1]} is both instrument {seen[key]} and {i}")
+        seen[key] = i
+        out.append(CatalogInstrument(i, key[0], key[1], _scale(pscale[i], f"instrument {i} price scale"),
+                                     _scale(qscale[i], f"instrument {i} quantity scale")))
+    return out
+
+
 class DaemonView:
     """Every segment the catalog names, attached read-only. Reattach when the daemon restarts."""
 
     def __init__(self, instance: str):
         self.instance = instance
-        self.catalog = Segment.attach(instance, CATALOG, readonly=True, kind="catalog")
-        head = self.catalog.meta
-        if head.get("version") not in KNOWN_CATALOG_VERSIONS:
-            self.catalog.close()
-            raise SegmentError(f"catalog layout version {head.get('version')!r} is not one this monitor "
-                               f"knows ({KNOWN_CATALOG_VERSIONS})")
-        try:
-            blob = bytes(self.catalog.array(0, np.uint8, int(head["bytes"])))
-            self.meta = json.loads(blob)
-        except (KeyError, ValueError, TypeError) as e:
-            self.catalog.close()
-            raise SegmentError(f"{self.catalog.path}: unreadable catalog: {e}") from None
+        self.catalog, self.meta = open_catalog(instance)
         self._counters: dict[str, Counters] = {}
         self._hist: dict[str, Segment] = {}
         self._snaps: dict[str, SnapshotArea] = {}

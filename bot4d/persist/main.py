@@ -5,7 +5,12 @@
     bot4d-persist run --dsn DSN --instance X --shards 0,1
                                               drain journals until SIGTERM/SIGINT; exit 2 on a
                                               fatal error (undecodable record, schema mismatch,
-                                              rows refused by a database constraint)
+                                              rows refused by a database constraint, a
+                                              catalog contradicting the instruments table)
+    bot4d-persist register --dsn DSN --instance X
+                                              add the instruments of instance X's catalog the
+                                              database lacks (run does it too); exit 1 without
+                                              a catalog, 2 on a conflict or unreadable catalog
 
 The DSN may also come from ``$BOT4D_PG_DSN``.
 """
@@ -66,6 +71,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from bot4d.monitor.catalog import NoCatalog
+    from bot4d.persist.register import RegistrationError, register_from_catalog
+    from ipc.segment import SegmentError
+
+    try:
+        with psycopg.connect(_dsn(args)) as c:
+            schema.check(c)
+            got = register_from_catalog(c, args.instance)
+    except NoCatalog as e:
+        print(f"bot4d-persist: no catalog for instance {args.instance!r} (is the daemon running?): {e}",
+              file=sys.stderr)
+        return 1
+    except (schema.SchemaError, RegistrationError, SegmentError) as e:
+        print(f"bot4d-persist: {e}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as e:
+        print(f"bot4d-persist: cannot reach the database: {str(e).strip()}", file=sys.stderr)
+        return 2
+    for i in got.added:
+        print(f"registered instrument {i.id}: {i.venue} {i.symbol} price_scale {i.price_scale} "
+              f"qty_scale {i.qty_scale} quote_scale {i.price_scale + i.qty_scale}")
+    print(f"{len(got.added)} instrument(s) added, {got.present} already registered")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bot4d.persist.sidecar import PumpConfig, counter_names, run_pumps
     from ipc.counters import Counters
@@ -114,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--mode", choices=["native", "timescaledb"], default=None,
                    help="storage of time-series tables (default: timescaledb when installed)")
     sub.add_parser("status", parents=[common], help="schema version and journal cursors")
+    g = sub.add_parser("register", parents=[common], help="register the instruments of a daemon's catalog")
+    g.add_argument("--instance", required=True)
     r = sub.add_parser("run", parents=[common], help="drain journal rings into PostgreSQL")
     r.add_argument("--instance", required=True)
     r.add_argument("--shards", type=_shards, required=True, help="e.g. 0,1 or 0-3")
@@ -126,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s bot4d-persist %(levelname)s %(message)s")
-    return {"migrate": cmd_migrate, "status": cmd_status, "run": cmd_run}[args.cmd](args)
+    return {"migrate": cmd_migrate, "status": cmd_status, "register": cmd_register,
+            "run": cmd_run}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ Ring naming: shard ``i`` of instance ``X`` journals into ``/dev/shm/bot4d.X.jour
 ``--ring-name``), gating slot 0 is the sidecar's. The pump's lag (events not yet persisted and
 age of the oldest of them, µs), rows persisted, reconnects and its state are published in the
 counters segment ``bot4d.X.persist`` for monitors.
+
+Instruments: at every connect, and again before an event of an unknown instrument is refused,
+the pump registers the instruments of instance X's catalog (``bot4d.persist.register``); a
+catalog that contradicts the database stops the sidecar.
 """
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ import numpy as np
 import psycopg
 
 from bot4d.records import JOURNAL_EVENT_DTYPE
+from bot4d.monitor.catalog import NoCatalog
 from bot4d.persist.decode import DecodeError
+from bot4d.persist.register import RegistrationError, register_from_catalog
 from bot4d.persist.writer import CursorConflict, JournalWriter
 from ipc import ring as R
 from ipc.counters import Counters
@@ -90,6 +96,7 @@ class ShardPump:
         self._buf = np.empty(cfg.batch, JOURNAL_EVENT_DTYPE)
         self._one = np.empty(1, JOURNAL_EVENT_DTYPE)
         self._pfx = f"shard{cfg.shard}_"
+        self._connecting = False
 
     # --- monitoring ----------------------------------------------------------------------------
     def _set(self, name: str, v: int) -> None:
@@ -111,6 +118,19 @@ class ShardPump:
         self._set("lag_us", age_us)
 
     # --- set-up --------------------------------------------------------------------------------
+    def _register(self, conn: psycopg.Connection) -> None:
+        """Add the instruments of the daemon's catalog the database lacks (JournalWriter hook)."""
+        try:
+            got = register_from_catalog(conn, self.cfg.instance)
+        except NoCatalog as e:
+            # before the daemon starts there is none; when an event needs one, say why it failed
+            log.log(logging.INFO if self._connecting else logging.WARNING,
+                    "shard %d: cannot register instruments from the catalog: %s", self.cfg.shard, e)
+            return
+        if got.added:
+            log.info("shard %d: registered instruments %s from the catalog of %s", self.cfg.shard,
+                     ", ".join(f"{i.id}={i.venue}:{i.symbol}" for i in got.added), self.cfg.instance)
+
     def _attach_ring(self) -> R.Ring:
         name = self.cfg.ring_name.format(shard=self.cfg.shard)
         t0 = time.monotonic()
@@ -149,7 +169,9 @@ class ShardPump:
                 delay = min(delay * 2, self.cfg.backoff_max_s)
                 continue
             try:
-                w = JournalWriter(conn)  # refuses a schema behind or ahead of this code
+                self._connecting = True
+                # refuses a schema behind or ahead of this code, registers the catalog's instruments
+                w = JournalWriter(conn, register=self._register)
                 last, jid, base = w.journal(self.cfg.shard)
                 ring_id = self.ring.segment.created_ns  # type: ignore[union-attr]
                 if jid != ring_id:
@@ -163,6 +185,8 @@ class ShardPump:
             except Exception as e:
                 conn.close()
                 raise FatalError(f"shard {self.cfg.shard}: {e}") from None
+            finally:
+                self._connecting = False
             self.base = base
             self._resume_at(last + 1 - base)
             return w
@@ -251,6 +275,10 @@ class ShardPump:
             except CursorConflict as e:
                 self._failed = True
                 raise FatalError(str(e)) from None
+            except (RegistrationError, SegmentError) as e:
+                # the catalog contradicts the database, or cannot be read: nothing is persisted
+                self._failed = True
+                raise FatalError(f"shard {cfg.shard}: {e}") from None
             except psycopg.OperationalError as e:
                 log.warning("shard %d: lost PostgreSQL (%s); reconnecting", cfg.shard,
                             str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)

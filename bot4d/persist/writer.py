@@ -13,6 +13,8 @@ writer last saw, so two sidecars draining one shard cannot both commit: the seco
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import psycopg
 
@@ -92,9 +94,16 @@ ROUTES: list[tuple[str, tuple[int, ...]]] = [
 class JournalWriter:
     """Owns one connection; ``write`` persists a batch of one shard's events atomically."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection,
+                 register: Callable[[psycopg.Connection], object] | None = None) -> None:
+        """``register(conn)`` adds instruments the database lacks (the sidecar reads them from the
+        daemon's catalog): called before the first reference load and again before an event of
+        an unknown instrument is refused."""
         self.conn = conn
         self.mode = schema.check(conn)
+        self.register = register
+        if register is not None:
+            register(conn)
         self.ref = self.load_refs()
         self._days: set[int] = set()
         self._cursor: dict[int, int] = {}
@@ -163,7 +172,9 @@ class JournalWriter:
             return last
         good, why = validate(events, shard, last + 1, self.ref)
         if good < len(events) and ("unknown instrument" in why or "unknown asset" in why):
-            # instruments may have been added since start: reload once before refusing
+            # instruments may have been added since start: register and reload once before refusing
+            if self.register is not None and "unknown instrument" in why:
+                self.register(self.conn)
             self.ref = self.load_refs()
             good, why = validate(events, shard, last + 1, self.ref)
         if good:
