@@ -328,6 +328,8 @@ class Daemon:
         """Before the first order: cancel our leftovers, positions from balances, equity."""
         for vname, gw in self.gateways.items():
             rec = await gw.reconcile()
+            log.info("venue %s: open orders: %d ours from earlier runs, %d this run, %d not ours", vname,
+                     len(rec.previous_boots), len(rec.ours), len(rec.foreign))
             cancelled = await gw.cancel_leftovers(rec) if rec.previous_boots else 0
             if rec.foreign:
                 log.warning("venue %s: %d open orders not placed by bot4d are left alone", vname, len(rec.foreign))
@@ -546,9 +548,15 @@ class Daemon:
         """With a sidecar, wait until it has taken every journal event (its gating cursor)."""
         if not self.cfg.persist.enabled:
             return
+        from ipc.ring import C_SLOT0, S_PID
+
+        # only a sidecar that took the gating slot over is worth waiting for; otherwise the
+        # journal stays in /dev/shm until one starts
+        if not any(int(sh.rings.journal.ctrl[C_SLOT0 + S_PID]) for sh in self.shards):
+            return
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
-            lag = sum(max(0, sh.rings.journal.cursor() - sh.rings.journal.slot_position(0)) for sh in self.shards)
+            lag = sum(max(0, sh.rings.journal.cursor - sh.rings.journal.slot_position(0)) for sh in self.shards)
             if lag == 0:
                 return
             await asyncio.sleep(0.05)

@@ -202,7 +202,7 @@ class Commands:
         out = {}
         for sh in self.d.shards:
             j = sh.rings.journal
-            prod = j.cursor()
+            prod = j.cursor
             row = {"published": prod, "buffered_in_shard": int(sh.bufs.jcount[0])}
             if j.n_gating:
                 row["persisted"] = j.slot_position(0)
