@@ -216,6 +216,6 @@ def test_bot4ctl_reports_unreachable_daemon(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bot4d.ctl", f"--socket={tmp_path}/none.sock", "status"],
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert out.returncode == 2 and "no daemon is listening" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "status", "oops"],
+    out = subprocess.run([sys.executable, "-m", "bot4d.ctl", "limits", "frob"],
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert out.returncode == 2 and "key=value" in out.stderr
+    assert out.returncode == 2 and "limits show | limits set" in out.stderr
