@@ -314,3 +314,41 @@ def test_stream_reorder_and_delay_faults(sim):
         t.disconnect()
 
     asyncio.run(flow())
+
+
+def test_duplicate_fill_fault_sends_one_trade_report_twice_and_stats_count_answers(sim):
+    """duplicate_fill: the next TRADE execution report goes out twice on the user stream (same
+    trade id); other reports and later trades go out once. /sim/stats counts answers by status."""
+    st, c, acct = sim
+    import numpy as np
+    from bot4d.kernels import matching as m
+
+    async def flow():
+        status, lk, _ = await asyncio.to_thread(c.request, "POST", "/api/v3/userDataStream")
+        user_t, user = await ws_connect(Collector, f"ws://127.0.0.1:{st.server.ws_port}/ws/{lk['listenKey']}")
+        await asyncio.sleep(0.05)
+        o = np.zeros(2, m.SIM_ORDER_DTYPE)
+        o["op"], o["otype"], o["tif"], o["side"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, 1
+        o["order_id"] = [1 << 41, (1 << 41) + 1]
+        o["price"], o["qty"] = 6_000_000, 100
+        await asyncio.to_thread(st.call, st.server.venue.submit_agent_orders, o, time.time_ns())
+        status, body, _ = await asyncio.to_thread(Client(st.server.rest_port).request, "POST", "/sim/fault",
+                                                  {"kind": "duplicate_fill", "count": 1})
+        assert status == 200 and body == {"armed": "duplicate_fill", "count": 1}
+        for n in (1, 2):  # each takes one agent ask: two trades, only the first doubled
+            status, r, _ = await asyncio.to_thread(c.request, "POST", "/api/v3/order", {
+                "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                "quantity": "0.00100", "price": "60000.00", "newClientOrderId": f"dup-{n}"}, True)
+            assert status == 200 and r["status"] == "FILLED", r
+        await asyncio.sleep(0.2)
+        trades = [(x["c"], x["t"]) for x in user.msgs if x.get("e") == "executionReport" and x["x"] == "TRADE"]
+        assert len(trades) == 3 and trades[0] == trades[1] and trades[2][0] == "dup-2", trades
+        user_t.disconnect()
+
+    asyncio.run(flow())
+    c.request("GET", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "nope"}, True)  # 400
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.server.rest_port}/sim/stats", timeout=5) as r:
+        stats = json.loads(r.read())
+    assert stats["answers"]["200"] >= 3 and stats["answers"]["400"] == 1
+    assert stats["weight_limit"] == 6000 and stats["banned"] == []
+    assert sum(v["used"] for v in stats["weight_used"].values()) >= 3

@@ -2,9 +2,11 @@
 
 * REST on ``rest_port``: the Binance endpoints of ``BinanceVenue`` plus ``POST /sim/fault``
   (``kind=...&count=N``) to inject faults on command: the venue's own (``http_5xx``,
-  ``reject_orders``, ``rate_limit_storm``, ``depth_gap``, ``disconnect``, ``unknown_outcome``)
+  ``reject_orders``, ``rate_limit_storm``, ``depth_gap``, ``disconnect``, ``unknown_outcome``,
+  ``duplicate_fill``: the next N trade execution reports are each sent twice)
   and the transport's: ``delay`` / ``ws_delay`` (``seconds=``: every REST answer / stream
-  message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream).
+  message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream);
+  ``GET /sim/stats``: answers per HTTP status, weight used per client, banned clients.
 * WebSocket on ``ws_port``: ``/ws/<stream>`` (raw payloads), ``/stream?streams=a/b`` (combined:
   ``{"stream": name, "data": payload}``), ``/ws/<listenKey>`` (user data), and live
   ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` requests, as Binance's
@@ -109,6 +111,7 @@ class SimServer:
         self.ws_delay_s = 0.0   # injected latency on every stream message (order kept)
         self.reorder = 0        # the next N stream messages are each held behind the next of their stream
         self._held: dict[str, dict] = {}
+        self.answers: dict[int, int] = {}  # REST answers per HTTP status (GET /sim/stats)
         venue.market_listeners.append(self._on_market)
         venue.user_listeners.append(self._on_user)
         venue.disconnect_hooks.append(self.disconnect_all)
@@ -148,10 +151,23 @@ class SimServer:
     async def _rest(self, req: http.Request) -> http.Response:
         if req.path == "/sim/fault":
             return self._fault(req)
+        if req.path == "/sim/stats":
+            return self._stats()
         resp = self.venue.handle(req)
+        # tests ask whether a client was ever told to back off (429) or banned (418)
+        self.answers[resp.status] = self.answers.get(resp.status, 0) + 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return resp
+
+    def _stats(self) -> http.Response:
+        """What the venue answered (count per HTTP status) and each client's weight this minute."""
+        lim = self.venue.limiter
+        return http.Response.json(200, {
+            "answers": {str(k): v for k, v in sorted(self.answers.items())},
+            "weight_limit": lim.limit,
+            "weight_used": {c: {"minute": m, "used": u} for c, (m, u) in lim.used.items()},
+            "banned": sorted(c for c, t in lim.banned_until.items() if t > time.time())})
 
     def _fault(self, req: http.Request) -> http.Response:
         if req.method != "POST":
@@ -256,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rest-port", type=int, default=18080)
     ap.add_argument("--ws-port", type=int, default=18081)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--weight-limit", type=int, default=6000,
+                    help="request weight per client per minute before 429 (Binance: 6000)")
     ap.add_argument("--account", action="append", default=[], metavar="KEYFILE",
                     help="file with 'api_key secret' on one line; the account starts with 100000 USDT, 10 BTC, 100 ETH")
     args = ap.parse_args(argv)
@@ -263,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bot4d sim: serves loopback only", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.weight_limit < 1:
+        print("bot4d sim: --weight-limit must be >= 1", file=sys.stderr)
+        return 2
     srv = build(args.seed)
+    srv.venue.limiter.limit = args.weight_limit
     for path in args.account:
         try:
             key, secret = open(path).read().split()

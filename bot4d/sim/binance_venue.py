@@ -233,7 +233,7 @@ class BinanceVenue:
 
     # ---- faults --------------------------------------------------------------------------------
     FAULTS = ("http_5xx", "reject_orders", "rate_limit_storm", "depth_gap", "disconnect",
-              "unknown_outcome")
+              "unknown_outcome", "duplicate_fill")
 
     def inject(self, kind: str, count: int = 1) -> None:
         """Arm a fault for the next `count` occurrences (disconnect acts at once)."""
@@ -706,10 +706,14 @@ class BinanceVenue:
             "O": info.time_ms, "Z": _fmt(info.cum_quote), "Y": _fmt(last_p * last_q),
             "Q": "0.00000000", "V": info.stp,
         }
+        # a venue may deliver one execution report twice (at-least-once streams); the client
+        # must count the fill once, by its trade id
+        copies = 2 if kind == m.E_TRADE and self._take_fault("duplicate_fill") else 1
         for lk, idx in list(self.listen_keys.items()):
             if idx == info.account:
                 for cb in list(self.user_listeners):
-                    cb(lk, report)
+                    for _ in range(copies):
+                        cb(lk, report)
                 if kind == m.E_TRADE or closed:
                     bal = {"e": "outboundAccountPosition", "E": now_ms, "u": now_ms, "B": [
                         {"a": a, "f": _fmt(acct.free.get(a, Decimal(0))), "l": _fmt(acct.locked.get(a, Decimal(0)))}
