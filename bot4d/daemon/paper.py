@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot4d.pgserver import PgServer
 
             print("starting PostgreSQL (first start runs initdb) ...", flush=True)
+            if os.geteuid() == 0:
+                # PostgreSQL runs as its own user (initdb refuses root): it must be able to pass
+                # through the run directory (not list it; the key files stay 0600)
+                os.chmod(run, 0o711)
             pg = PgServer(run / "pg")
             pg.start()
             try:
