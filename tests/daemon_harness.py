@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -68,7 +69,8 @@ class Stack:
     """sim + daemon (+ PostgreSQL + sidecar). ``start()``; ``close()`` always."""
 
     def __init__(self, tmp: Path, *, name: str = "e2e", half_spread_ticks: int = 2000, orders_per_second: int = 40,
-                 extra_risk: str = "", on_stop: str = "cancel", weight_budget: int = 3000) -> None:
+                 extra_risk: str = "", on_stop: str = "cancel", weight_budget: int = 3000,
+                 sim_weight_limit: int | None = None, taker_account: bool = False) -> None:
         self.tmp = tmp
         self.instance = f"{name}{os.getpid()}x{int(time.time() * 1000) % 100000}"
         self.rest_port, self.ws_port = free_port(), free_port()
@@ -78,6 +80,12 @@ class Stack:
         acct = tmp / "sim-account"
         acct.write_text(f"{self.key} {self.secret}\n")
         self.acct_file = acct
+        self.sim_weight_limit = sim_weight_limit
+        # a second venue account (not the daemon's) to trade against the daemon's quotes
+        self.taker: tuple[str, str] | None = None
+        if taker_account:
+            self.taker = (secrets.token_hex(32), secrets.token_hex(32))
+            (tmp / "sim-taker").write_text(" ".join(self.taker) + "\n")
         cores = sorted(os.sched_getaffinity(0))
         shard_core = cores[-1]
         self.config = tmp / "bot4d.toml"
@@ -127,7 +135,10 @@ weight_budget_per_min = {weight_budget}
     # --- processes ----------------------------------------------------------------------------------
     def start_sim(self) -> None:
         self.sim = subprocess.Popen([PY, "-m", "bot4d.cli", "sim", "--rest-port", str(self.rest_port), "--ws-port",
-                                     str(self.ws_port), "--account", str(self.acct_file)],
+                                     str(self.ws_port), "--account", str(self.acct_file),
+                                     *(["--account", str(self.tmp / "sim-taker")] if self.taker else []),
+                                     *(["--weight-limit", str(self.sim_weight_limit)]
+                                       if self.sim_weight_limit is not None else [])],
                                     stdout=open(self.sim_log, "ab"), stderr=subprocess.STDOUT)
         wait_for(lambda: self.rest("GET", "/api/v3/ping")[0] == 200, 30, "the simulated venue", [self.sim])
 
@@ -173,14 +184,17 @@ weight_budget_per_min = {weight_budget}
         assert r["ok"], r
         return r["result"]
 
-    def rest(self, method: str, path: str, params: dict[str, Any] | None = None, signed: bool = False) -> tuple[int, Any]:
+    def rest(self, method: str, path: str, params: dict[str, Any] | None = None, signed: bool = False,
+             account: tuple[str, str] | None = None) -> tuple[int, Any]:
+        """Venue REST; signed with the daemon's key, or with ``account`` = (key, secret)."""
         q = "&".join(f"{k}={v}" for k, v in (params or {}).items())
         headers = {}
+        key, secret = account or (self.key, self.secret)
         if signed:
             q = (q + "&" if q else "") + f"timestamp={int(time.time() * 1000)}"
-            sig = hmac.new(self.secret.encode(), q.encode(), hashlib.sha256).hexdigest()
+            sig = hmac.new(secret.encode(), q.encode(), hashlib.sha256).hexdigest()
             q += f"&signature={sig}"
-            headers["X-MBX-APIKEY"] = self.key
+            headers["X-MBX-APIKEY"] = key
         url = f"http://127.0.0.1:{self.rest_port}{path}" + (f"?{q}" if q else "")
         req = urllib.request.Request(url, method=method, headers=headers)
         try:
@@ -193,6 +207,12 @@ weight_budget_per_min = {weight_budget}
         params = {"kind": kind, "count": count, **kw}
         st, body = self.rest("POST", "/sim/fault", params)
         assert st == 200, (st, body)
+
+    def sim_stats(self) -> dict[str, Any]:
+        """The simulator's answers per HTTP status, weight per client, bans (GET /sim/stats)."""
+        st, body = self.rest("GET", "/sim/stats")
+        assert st == 200, body
+        return body
 
     def venue_open_orders(self) -> list[dict]:
         st, body = self.rest("GET", "/api/v3/openOrders", signed=True)

@@ -352,3 +352,15 @@ def test_duplicate_fill_fault_sends_one_trade_report_twice_and_stats_count_answe
     assert stats["answers"]["200"] >= 3 and stats["answers"]["400"] == 1
     assert stats["weight_limit"] == 6000 and stats["banned"] == []
     assert sum(v["used"] for v in stats["weight_used"].values()) >= 3
+    assert stats["unknown_outcome"] == [] and stats["client_ids_placed_more_than_once"] == []
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01",
+             "price": "1000", "newClientOrderId": "twice"}
+    Client(st.server.rest_port).request("POST", "/sim/fault", {"kind": "unknown_outcome"})
+    with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+        c.request("POST", "/api/v3/order", order, True)
+    status, body, _ = c.request("POST", "/api/v3/order", order, True)
+    assert (status, body["code"]) == (400, -2010)  # still open: a resend is a duplicate
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.server.rest_port}/sim/stats", timeout=5) as r:
+        stats = json.loads(r.read())
+    assert [(o["clientOrderId"], o["status"]) for o in stats["unknown_outcome"]] == [("twice", "NEW")]
+    assert stats["client_ids_placed_more_than_once"] == ["twice"]

@@ -162,12 +162,17 @@ class SimServer:
 
     def _stats(self) -> http.Response:
         """What the venue answered (count per HTTP status) and each client's weight this minute."""
-        lim = self.venue.limiter
+        v = self.venue
+        lim = v.limiter
         return http.Response.json(200, {
             "answers": {str(k): v for k, v in sorted(self.answers.items())},
             "weight_limit": lim.limit,
             "weight_used": {c: {"minute": m, "used": u} for c, (m, u) in lim.used.items()},
-            "banned": sorted(c for c, t in lim.banned_until.items() if t > time.time())})
+            "banned": sorted(c for c, t in lim.banned_until.items() if t > time.time()),
+            "unknown_outcome": [{"orderId": o, "clientOrderId": v.orders[o].client_order_id,
+                                 "symbol": v.orders[o].symbol, "status": v.orders[o].status}
+                                for o in v.unknown_outcome_orders if o in v.orders],
+            "client_ids_placed_more_than_once": sorted(c for (_a, c), n in v.places_by_client.items() if n > 1)})
 
     def _fault(self, req: http.Request) -> http.Response:
         if req.method != "POST":

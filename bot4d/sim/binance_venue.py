@@ -217,6 +217,7 @@ class BinanceVenue:
         self.faults: dict[str, int] = {}
         self.disconnect_hooks: list[Callable[[], None]] = []
         self.unknown_outcome_orders: list[int] = []
+        self.places_by_client: dict[tuple[int, str], int] = {}  # (account, client order id) -> requests
         self.trades_by_order: dict[int, list[dict[str, Any]]] = {}  # GET /api/v3/myTrades
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -480,6 +481,8 @@ class BinanceVenue:
         if stp not in STP_MODES:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'selfTradePreventionMode'.")
         cid = p.get("newClientOrderId") or f"sim{secrets.token_hex(8)}"
+        # a client that resends an order after an unknown outcome shows here (GET /sim/stats)
+        self.places_by_client[(acct.index, cid)] = self.places_by_client.get((acct.index, cid), 0) + 1
         if (acct.index, cid) in self.open_by_client:
             raise ApiError(400, -2010, "Duplicate order sent.")
         if self._take_fault("reject_orders"):
