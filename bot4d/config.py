@@ -38,7 +38,7 @@ __all__ = [
     "STRATEGY_KINDS", "VENUE_KINDS",
 ]
 
-STRATEGY_KINDS = ("market_maker", "imbalance_taker", "none")
+STRATEGY_KINDS = ("market_maker", "imbalance_taker", "python", "none")
 # only venues with an order gateway can be configured; the feed adapters of the others are not
 # enough for a trading instrument
 VENUE_KINDS = ("binance",)
@@ -317,6 +317,8 @@ _MM_KNOWN = ("kind", "quote_qty", "max_inventory", "half_spread_ticks", "skew_ti
              "stop_ticks", "requote_ticks", "min_requote_ms")
 _IT_KNOWN = ("kind", "qty", "max_position", "levels", "stop_ticks", "slip_ticks", "threshold",
              "cooldown_ms", "hold_ms")
+_PY_KNOWN = ("kind", "class", "interval_ms", "params")
+_PY_CLASS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*")
 _TICKS_MAX = 1_000_000
 _MS_MAX = 86_400_000
 _QTY_MAX = Decimal(10) ** 12
@@ -329,7 +331,8 @@ def _strategy(ctx: _Ctx, raw: object, path: str, inst_max_position: Decimal) -> 
         raise ctx.error(path, f"expected a table, got {_type_name(raw)}")
     kind_t = _Table(ctx, {"kind": raw["kind"]} if "kind" in raw else {}, path, ("kind",))
     kind = kind_t.get_str("kind", choices=STRATEGY_KINDS)
-    known = {"market_maker": _MM_KNOWN, "imbalance_taker": _IT_KNOWN, "none": ("kind",)}[kind]
+    known = {"market_maker": _MM_KNOWN, "imbalance_taker": _IT_KNOWN, "python": _PY_KNOWN,
+             "none": ("kind",)}[kind]
     t = _Table(ctx, raw, path, known)
     p: dict[str, Decimal | int] = {}
     if kind == "market_maker":
@@ -356,6 +359,24 @@ def _strategy(ctx: _Ctx, raw: object, path: str, inst_max_position: Decimal) -> 
             raise t.err("max_position", f"{p['max_position']} is below qty {p['qty']}: "
                                         "the taker could never enter")
         inv_key = "max_position"
+    elif kind == "python":
+        # a Python strategy's own parameters pass through as strings/ints/bools; money stays
+        # exact: a TOML float is refused like everywhere else
+        cls = t.get_str("class")
+        if not _PY_CLASS_RE.fullmatch(cls):
+            raise t.err("class", f"{cls!r} is not 'package.module:ClassName'")
+        p["class"] = cls  # type: ignore[assignment]
+        p["interval_ms"] = t.get_int("interval_ms", 10, _MS_MAX, default=100)
+        raw_p = t.get_raw("params", {})
+        if not isinstance(raw_p, dict):
+            raise t.err("params", f"expected a table, got {_type_name(raw_p)}")
+        for k, v in raw_p.items():
+            if isinstance(v, float):
+                raise ctx.error(f"{path}.params.{k}", "a TOML float is not exact: write the number as a string")
+            if not isinstance(v, (str, int, bool)):
+                raise ctx.error(f"{path}.params.{k}", f"expected a string, integer or boolean, got {_type_name(v)}")
+            p[f"params.{k}"] = v  # type: ignore[assignment]
+        return StrategyConfig(kind, p)
     else:
         return StrategyConfig("none", {})
     # a strategy allowed more inventory than risk allows would only collect rejects

@@ -70,7 +70,9 @@ class Stack:
 
     def __init__(self, tmp: Path, *, name: str = "e2e", half_spread_ticks: int = 2000, orders_per_second: int = 40,
                  extra_risk: str = "", on_stop: str = "cancel", weight_budget: int = 3000,
-                 sim_weight_limit: int | None = None, taker_account: bool = False) -> None:
+                 sim_weight_limit: int | None = None, taker_account: bool = False,
+                 strategies: dict[str, str] | None = None) -> None:
+        """``strategies``: symbol -> an [instruments.strategy] TOML table replacing the market maker."""
         self.tmp = tmp
         self.instance = f"{name}{os.getpid()}x{int(time.time() * 1000) % 100000}"
         self.rest_port, self.ws_port = free_port(), free_port()
@@ -101,7 +103,7 @@ max_notional = "5000"
 max_open_orders = 8
 band_bps = 500
 neutral_base = "{neutral}"
-""" + STRATEGY.format(qty=qty, inv=inv, hs=half_spread_ticks)
+""" + ((strategies or {}).get(sym) or STRATEGY.format(qty=qty, inv=inv, hs=half_spread_ticks))
         self.config.write_text(f"""
 instance = "{self.instance}"
 paper = true

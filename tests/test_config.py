@@ -381,7 +381,7 @@ def test_cores_the_process_may_not_use_or_twice(cfgdir: Path) -> None:
 
 def test_strategy_kind_and_params(cfgdir: Path) -> None:
     msg = refused(cfgdir, edit(BASE, 'kind = "market_maker"', 'kind = "grid"'))
-    assert "instruments[0].strategy.kind: 'grid' is not one of 'market_maker', 'imbalance_taker', 'none'" in msg
+    assert "instruments[0].strategy.kind: 'grid' is not one of 'market_maker', 'imbalance_taker', 'python', 'none'" in msg
     msg = refused(cfgdir, edit(BASE, 'max_inventory = "0.01"', 'max_inventory = "0.0005"'))
     assert "instruments[0].strategy.max_inventory: 0.0005 is below quote_qty 0.001" in msg
     msg = refused(cfgdir, edit(BASE, 'max_inventory = "0.01"', 'max_inventory = "0.1"'))
@@ -473,3 +473,23 @@ def test_paperkeys_ensure(tmp_path: Path) -> None:
     paperkeys.ensure(d)
     assert re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text()) and key.read_text() == k1
     assert sorted(p.name for p in d.iterdir()) == ["paper.key", "paper.secret"]  # no temp left
+
+
+def test_python_strategy_params_are_validated(cfgdir: Path) -> None:
+    mm = ('kind = "market_maker"\nquote_qty = "0.001"\nmax_inventory = "0.01"\nhalf_spread_ticks = 20\n'
+          'skew_ticks_per_lot = 5\nstop_ticks = 2000\n')
+    assert mm in BASE
+
+    def py(body: str) -> str:
+        return BASE.replace(mm, body)
+    cfg = load(write(cfgdir, py('kind = "python"\nclass = "bot4d.strategies.py_quoter:Quoter"\ninterval_ms = 50\n'
+                                '[instruments.strategy.params]\nqty = "0.001"\noffset_ticks = 3\n')))
+    st = cfg.instruments[0].strategy
+    assert st.kind == "python" and st.params["class"] == "bot4d.strategies.py_quoter:Quoter"
+    assert st.params["interval_ms"] == 50 and st.params["params.qty"] == "0.001" and st.params["params.offset_ticks"] == 3
+    assert "instruments[0].strategy.class: 'no colon' is not 'package.module:ClassName'" in \
+        refused(cfgdir, py('kind = "python"\nclass = "no colon"\n'))
+    assert "instruments[0].strategy.params.qty: a TOML float is not exact" in \
+        refused(cfgdir, py('kind = "python"\nclass = "a:B"\n[instruments.strategy.params]\nqty = 0.1\n'))
+    assert "instruments[0].strategy.interval_ms: 1 is outside 10..86400000" in \
+        refused(cfgdir, py('kind = "python"\nclass = "a:B"\ninterval_ms = 1\n'))

@@ -94,6 +94,7 @@ class Daemon:
         self.reconciled: dict[str, Any] = {}
         self.states: Any = None
         self._tasks: list[asyncio.Task] = []
+        self.py: dict[int, tuple[Any, Any, float]] = {}
 
     # ================================================================ start-up ====================
     async def _load_rules(self) -> None:
@@ -137,6 +138,43 @@ class Daemon:
                                       hold_ns=_ms(p.get("hold_ms", 1000)))
             return K.K_IMBALANCE_TAKER, params, state
         return K.K_NONE, np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    def _py_strategies(self) -> None:
+        """Build the Python strategies (kind = "python"): a class that cannot load stops the start."""
+        from bot4d.strategies.pyapi import Context, load as load_py
+
+        self.py: dict[int, tuple[Any, Any, float]] = {}
+        for i, ic in enumerate(self.inst_cfg):
+            if ic.strategy.kind != "python":
+                continue
+            p = ic.strategy.params
+            ps, qs = self._scales(i)
+            r = self.rules[(ic.venue, ic.symbol)]
+            ctx = Context(i, ic.symbol, to_fixed(r["tickSize"], ps), ps, qs, coid_base=(i + 1) << 40)
+            params = {k[len("params."):]: v for k, v in p.items() if k.startswith("params.")}
+            try:
+                strat = load_py(str(p["class"]))(params, ctx)
+            except Exception as e:
+                raise StartupError(f"instruments[{i}].strategy: {e}") from None
+            self.py[i] = (strat, ctx, int(p["interval_ms"]) / 1000)
+
+    async def _py_loop(self, i: int) -> None:
+        from bot4d.strategies.pyapi import View
+
+        strat, ctx, interval = self.py[i]
+        sh = self._shard_of(i)
+        lo, hi = ctx.coid_base, ctx.coid_base + (1 << 40)
+        while not self.stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                view = View(**await asyncio.wrap_future(sh.submit(lambda: sh.py_view(i, lo, hi))))
+                intents = strat.on_tick(view, ctx)
+                if intents:
+                    await asyncio.wrap_future(sh.submit(lambda its=np.array(intents): sh.submit_py(its)))
+            except Exception:
+                log.exception("Python strategy of %s failed; paused (its orders are cancelled)", ctx.symbol)
+                await asyncio.wrap_future(sh.submit(lambda: (sh.si.paused.__setitem__(i, 1), sh.cancel_all(i))))
+                return
 
     def _risk_for(self, rs: rk.RiskState, i: int, now: int) -> None:
         ic = self.inst_cfg[i]
@@ -366,6 +404,7 @@ class Daemon:
                 log.warning("cannot pin the io thread to core %d: %s", self.cfg.io_core, e)
         self._status("reading venue trading rules")
         await self._load_rules()
+        self._py_strategies()
         self._status("creating shared memory")
         self._build()
         if self.warm:
@@ -393,6 +432,8 @@ class Daemon:
         self.notifier.ready(f"trading {len(self.table)} instruments on {len(self.shards)} shard(s)")
         log.info("bot4d %s ready: instance %s, boot %s", __version__, self.cfg.instance, self.boot_id)
         self._tasks.append(asyncio.create_task(self._watchdog()))
+        for i in self.py:
+            self._tasks.append(asyncio.create_task(self._py_loop(i), name=f"py-strategy-{i}"))
         await self.stopping.wait()
         return await self._shutdown()
 

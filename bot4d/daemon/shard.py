@@ -224,6 +224,9 @@ class Shard:
         K._outbox_to_egress(b, self.index, 0, 0)
         b.ocount[0] = oc
         K._flush(b, a[5], a[6], a[7], a[8])
+        K._usable(self.si, self.books.state, 0)
+        bk.best_bid(self.books.levels, self.books.state, 0)
+        bk.best_ask(self.books.levels, self.books.state, 0)
         v = np.zeros(1, np.int64)
         bk.top_n(self.books.levels, self.books.state, 0, 1, v, v.copy(), v.copy(), v.copy())
 
@@ -331,6 +334,25 @@ class Shard:
         verdict = int(d[0])
         return {"cancelled": cancelled, "order": "sent" if verdict == 0 else
                 f"refused by risk: {rk.REASON_NAMES.get(verdict, verdict)}"}
+
+    def py_view(self, i: int, coid_lo: int, coid_hi: int) -> dict[str, Any]:
+        """What a Python strategy sees of instrument i (bot4d.strategies.pyapi.View fields)."""
+        from bot4d.kernels import book as bk
+
+        bb, bq = bk.best_bid(self.books.levels, self.books.state, i)
+        ba, aq = bk.best_ask(self.books.levels, self.books.state, i)
+        usable = bool(K._usable(self.si, self.books.state, i)) and int(self.rs.ks[ksk.K_STATE]) != ksk.TS_HALTED
+        mine = [o for o in self.orders() if o["instrument"] == i and coid_lo <= o["client_order_id"] < coid_hi]
+        for o in mine:
+            o["side"] = SIDE_BID if o["side"] == "BUY" else SIDE_ASK
+        return {"now_ns": time.time_ns(), "usable": usable, "bid": int(bb), "bid_qty": int(bq), "ask": int(ba),
+                "ask_qty": int(aq), "position": int(self.st.positions.qty[K.ACCOUNT, i]), "orders": mine}
+
+    def submit_py(self, intents: np.ndarray) -> list[int]:
+        """A Python strategy's intents, through risk and the OMS; returns risk's verdicts."""
+        if not len(intents):
+            return []
+        return [int(x) for x in self._submit_intents(np.ascontiguousarray(intents, ORDER_INTENT_DTYPE))]
 
     def orders(self) -> list[dict[str, Any]]:
         st = self.st

@@ -22,13 +22,13 @@ Every position-opening order carries a protective ``stop_price`` (below the entr
 above for a sell): risk refuses an opening order without one. Orders that only reduce a position
 are flagged ``INTENT_FLAG_REDUCE_ONLY`` and need none.
 
-Python strategies (logic that does not need the fast path) implement ``PyStrategy`` and are called
-by the io thread at a bounded rate with a copy of the top of book; their intents enter the same
-risk and OMS kernels as everything else.
+Python strategies (logic that does not need the fast path) are classes configured as
+``kind = "python"``, ``class = "package.module:Class"``; they are described in
+``bot4d.strategies.pyapi`` and called by the io thread at a bounded rate with a consistent view
+of their instrument (top of book, position, their own live orders); their intents enter the same
+risk and OMS kernels as everything else, on the shard's thread.
 """
 from __future__ import annotations
-
-from typing import Protocol
 
 import numba as nb
 import numpy as np
@@ -46,10 +46,6 @@ S_NEXT_COID = 0
 N_COMMON_STATE = 1
 
 TERMINAL_STATES = (oms.S_FILLED, oms.S_CANCELLED, oms.S_REJECTED, oms.S_EXPIRED)
-
-
-class PyStrategy(Protocol):
-    def on_book(self, inst: int, now_ns: int, pos: int, top: dict) -> list[np.void]: ...
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
