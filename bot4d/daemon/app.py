@@ -50,6 +50,7 @@ from bot4d.strategies import market_maker as mm_s
 from bot4d.telemetry import Telemetry
 from bot4d.venues import binance as vb
 from bot4d.venues.sync import Reason
+from ipc.counters import counter_set
 
 log = logging.getLogger("bot4d")
 
@@ -472,6 +473,7 @@ class Daemon:
         return f"{'/'.join(st)}; books live {live}/{len(self.table)}; orders sent {sent}"
 
     def _publish_io_telemetry(self, now: int) -> None:
+        # counters sit one per cache line (word 8*i): written through ipc.counters only
         tel = self.telemetry
         blk = tel.io
         arr = tel.counter_array(blk.name)
@@ -480,21 +482,22 @@ class Daemon:
             for metric, key in (("bot4d_md_messages_total", "FRAMES"), ("bot4d_md_gaps_total", "GAP"),
                                 ("bot4d_md_resyncs_total", "RESYNCS"), ("bot4d_md_reconnects_total", "CONNECTED")):
                 try:
-                    arr[blk.index(metric, venue=venue)] = int(d.get(key, 0))
+                    counter_set(arr, blk.index(metric, venue=venue), int(d.get(key, 0)))
                 except KeyError:
                     pass
             for r in MD_REASONS:
                 try:
-                    arr[blk.index("bot4d_md_rejects_total", venue=venue, reason=r)] = int(d.get(r, 0))
+                    counter_set(arr, blk.index("bot4d_md_rejects_total", venue=venue, reason=r), int(d.get(r, 0)))
                 except KeyError:
                     pass
         last = int(self.feeds.states.last_data_ns.max()) if self.feeds and len(self.table) else 0
         try:
             # the table keeps monotonic time; the series wants wall-clock ns
-            arr[blk.index("bot4d_md_last_message_age_seconds", venue=vb.VENUE)] = \
-                now - (time.monotonic_ns() - last) if last else 0
+            counter_set(arr, blk.index("bot4d_md_last_message_age_seconds", venue=vb.VENUE),
+                        now - (time.monotonic_ns() - last) if last else 0)
             for gw in self.gateways.values():
-                arr[blk.index("bot4d_breaker_state", venue=vb.VENUE, component="order_entry")] = int(gw.breaker_state)
+                counter_set(arr, blk.index("bot4d_breaker_state", venue=vb.VENUE, component="order_entry"),
+                            int(gw.breaker_state))
         except KeyError:
             pass
 

@@ -33,6 +33,7 @@ from bot4d.kernels import oms_state as oms
 from bot4d.kernels import risk as rk
 from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_CONTROL, INTENT_FLAG_REDUCE_ONLY, MD_UPDATE_DTYPE,
                            ORDER_COMMAND_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID)
+from ipc.counters import counter_get
 from ipc.ring import Ring
 
 log = logging.getLogger("bot4d.shard")
@@ -180,7 +181,7 @@ class Shard:
         """The loop ran within ``max_age_ns`` (its heartbeat is the kernel's own ``now``)."""
         if self.thread is None or not self.thread.is_alive() or self.error is not None:
             return False
-        hb = int(self.tel[self.tel_idx[K.T_HEARTBEAT]]) if self.tel_idx[K.T_HEARTBEAT] >= 0 else 0
+        hb = int(counter_get(self.tel, self.tel_idx[K.T_HEARTBEAT])) if self.tel_idx[K.T_HEARTBEAT] >= 0 else 0
         return now_ns - hb <= max_age_ns
 
     def warm(self) -> None:

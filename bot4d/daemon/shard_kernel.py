@@ -46,6 +46,8 @@ from bot4d.strategies import market_maker as mm_s
 from ipc import ring as R
 from ipc import seqlock as SL
 from ipc.atomics import cpu_pause, load_acquire, monotonic_ns
+# telemetry counters sit one per cache line (word 8*i): written through ipc.counters only
+from ipc.counters import counter_add, counter_set
 
 # strategy kinds (ShardInst.kind)
 K_NONE = 0
@@ -297,18 +299,18 @@ def _account(b, tel, idx, j0, j1):
             if e.state == oms.S_FILLED:
                 b.ctr[C_FILLED] += 1
                 if idx[T_FILLED] >= 0:
-                    tel[idx[T_FILLED]] += 1
+                    counter_add(tel, idx[T_FILLED], 1)
             elif e.state == oms.S_REJECTED:
                 b.ctr[C_VENUE_REJECTS] += 1
                 if idx[T_REJECT_BASE] >= 0:
-                    tel[idx[T_REJECT_BASE]] += 1
+                    counter_add(tel, idx[T_REJECT_BASE], 1)
         elif e.kind == EV_RISK_REJECT:
             b.ctr[C_RISK_REJECTS] += 1
             if idx[T_REJECT_BASE] >= 0 and 0 < e.reason <= rk.REJ_INSTRUMENT_DISABLED:
-                tel[idx[T_REJECT_BASE] + e.reason] += 1
+                counter_add(tel, idx[T_REJECT_BASE] + e.reason, 1)
         elif e.kind == ksk.EV_KILL_SWITCH:
             if idx[T_TRIP_BASE] >= 0 and 0 < e.reason <= ksk.TRIP_MANUAL:
-                tel[idx[T_TRIP_BASE] + e.reason - 1] += 1
+                counter_add(tel, idx[T_TRIP_BASE] + e.reason - 1, 1)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -446,7 +448,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     b.out[1] = 0
     b.ctr[C_STEPS] += 1
     if idx[T_HEARTBEAT] >= 0:
-        tel[idx[T_HEARTBEAT]] = now
+        counter_set(tel, idx[T_HEARTBEAT], now)
     _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl)
     if b.jcount[0] > JOURNAL_HIGH or b.ecount[0] > b.egress.shape[0] // 2:
         return 0  # backed up: the rings must drain before new input is taken
@@ -539,11 +541,11 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     # 5. out: counters, snapshots, rings
     _account(b, tel, idx, j_start, b.jcount[0])
     if idx[T_STATE] >= 0:
-        tel[idx[T_STATE]] = rs.ks[ksk.K_STATE]
+        counter_set(tel, idx[T_STATE], rs.ks[ksk.K_STATE])
     if idx[T_SUBMITTED] >= 0:
-        tel[idx[T_SUBMITTED]] = b.ctr[C_PLACED]
+        counter_set(tel, idx[T_SUBMITTED], b.ctr[C_PLACED])
     if idx[T_BACKPRESSURE] >= 0:
-        tel[idx[T_BACKPRESSURE]] = b.ctr[C_JOURNAL_BACKPRESSURE] + b.ctr[C_EGRESS_BACKPRESSURE]
+        counter_set(tel, idx[T_BACKPRESSURE], b.ctr[C_JOURNAL_BACKPRESSURE] + b.ctr[C_EGRESS_BACKPRESSURE])
     _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, snap_ps, si.feed_state)
     for k in range(n_t):
         b.tmark[b.touched[k]] = 0
