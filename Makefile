@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test bench bench-quick run audit clean warm install
+.PHONY: setup test bench bench-quick bench-list soak run audit clean warm install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ bench: setup $(VENV)/.bench-installed
 
 bench-quick: setup $(VENV)/.bench-installed
 	$(PY) -m bench --quick $(BENCH_ARGS)
+
+bench-list: setup $(VENV)/.bench-installed
+	$(PY) -m bench --list
+
+# The real daemon against the simulator for SOAK_MINUTES (default 10), sampled every 30 s after a
+# one-minute warm-up; writes bench/results/soak-<ts>.json and fails on RSS growth (bench/soak.py).
+SOAK_MINUTES ?= 10
+soak: setup $(VENV)/.bench-installed
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 run: setup
 	$(PY) -m bot4d.cli run-paper
