@@ -1035,6 +1035,10 @@ class BinanceGateway:
             o = _Order(cid, shard, oid, info, qty=to_fixed(Decimal(ev["q"]), info.qty_scale))
             o.placed.set()
             self._track(o)
+        if x == "TRADE" and o.trades and int(ev["t"]) in o.trades:
+            # a repeated fill, also after the order's last one closed it: counted, never applied
+            self.counters["duplicate_trade_skipped"] += 1
+            return
         if o.terminal:
             return
         info = o.info
