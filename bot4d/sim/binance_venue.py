@@ -711,7 +711,8 @@ class BinanceVenue:
         }
         # a venue may deliver one execution report twice (at-least-once streams); the client
         # must count the fill once, by its trade id
-        copies = 2 if kind == m.E_TRADE and self._take_fault("duplicate_fill") else 1
+        listening = [lk for lk, idx in self.listen_keys.items() if idx == info.account]
+        copies = 2 if kind == m.E_TRADE and listening and self._take_fault("duplicate_fill") else 1
         for lk, idx in list(self.listen_keys.items()):
             if idx == info.account:
                 for cb in list(self.user_listeners):
