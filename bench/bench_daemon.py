@@ -190,80 +190,107 @@ def _hist_window(before: np.ndarray, after: np.ndarray) -> dict[str, int]:
     return H.percentiles(d)
 
 
-def run(seconds: float) -> dict[str, Any]:
-    from tests.daemon_harness import Stack, wait_for
-    from ipc.histogram import LatencyHistogram
+class Rig:
+    """The daemon (real process, market maker on BTCUSDT/ETHUSDT) against the scripted venue in
+    this process. ``with Rig() as rig: rig.measure(seconds)``; each call is one measured window."""
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-t2o-"))
-    stack = Stack(tmp, name="bt2o", orders_per_second=100, weight_budget=6000)
-    text = stack.config.read_text()
-    assert "min_requote_ms = 200" in text, "the harness's strategy section changed"
-    stack.config.write_text(text.replace("min_requote_ms = 200", "min_requote_ms = 0"))
-    venue = BinanceVenue(DEFAULT_SYMBOLS)
-    venue.add_account(stack.key, stack.secret, {"USDT": "100000", "BTC": "10", "ETH": "100"})
-    sim = StampedSim(venue)
-    script = Script(venue)
-    loop = asyncio.new_event_loop()
-    th = threading.Thread(target=loop.run_forever, name="bench-venue", daemon=True)
-    th.start()
+    def __init__(self, name: str = "bt2o", env: dict[str, str] | None = None) -> None:
+        from tests.daemon_harness import Stack
 
-    def on_loop(coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.stack = Stack(self.tmp, name=name, orders_per_second=100, weight_budget=6000)
+        text = self.stack.config.read_text()
+        assert "min_requote_ms = 200" in text, "the harness's strategy section changed"
+        self.stack.config.write_text(text.replace("min_requote_ms = 200", "min_requote_ms = 0"))
+        self.venue = BinanceVenue(DEFAULT_SYMBOLS)
+        self.venue.add_account(self.stack.key, self.stack.secret, {"USDT": "100000", "BTC": "10", "ETH": "100"})
+        self.sim = StampedSim(self.venue)
+        self.script = Script(self.venue)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bench-venue", daemon=True)
+        self.tasks: list[asyncio.Task] = []
+        self.hist: Any = None
+        self.proc: Any = None
+        self.env = env
 
-    tasks: list[asyncio.Task] = []
+    def _on_loop(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def start() -> None:
-        await sim.start("127.0.0.1", stack.rest_port, stack.ws_port)
-        script.seed()
-        tasks.append(asyncio.create_task(_keepalive(script)))
-    hist = None
-    try:
-        on_loop(start(), 30)
-        stack.start_daemon()
-        wait_for(lambda: len(sim.arrivals) >= 2, 30, "the market maker's first quotes", [stack.daemon])
-        time.sleep(1.0)
-        hist = LatencyHistogram.attach(stack.instance, "hist-t2o-0")
-        h0 = hist.hist.copy()
-        c0 = stack.counters()
-        t_start = time.perf_counter()
-        d = on_loop(_drive(sim, script, seconds), seconds * 3 + 60)
-        elapsed = time.perf_counter() - t_start
-        h1 = hist.hist.copy()
-        c1 = stack.counters()
-        assert stack.daemon.poll() is None, "the daemon died during the run"
-    finally:
-        if hist is not None:
-            hist.close()
+    def __enter__(self) -> "Rig":
+        import psutil
+
+        from ipc.histogram import LatencyHistogram
+        from tests.daemon_harness import wait_for
+
+        self.thread.start()
+
+        async def start() -> None:
+            await self.sim.start("127.0.0.1", self.stack.rest_port, self.stack.ws_port)
+            self.script.seed()
+            self.tasks.append(asyncio.create_task(_keepalive(self.script)))
         try:
-            stack.stop_daemon(timeout=30)
+            self._on_loop(start(), 30)
+            self.stack.start_daemon(env=self.env)
+            wait_for(lambda: len(self.sim.arrivals) >= 2, 30, "the market maker's first quotes", [self.stack.daemon])
+            time.sleep(1.0)
+            self.hist = LatencyHistogram.attach(self.stack.instance, "hist-t2o-0")
+            self.proc = psutil.Process(self.stack.daemon.pid)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def measure(self, seconds: float) -> dict[str, Any]:
+        """One window of the fixed-rate feed: latency samples, the daemon's own t2o, its md
+        records taken and CPU time."""
+        h0, c0 = self.hist.hist.copy(), self.stack.counters()
+        cpu0 = sum(self.proc.cpu_times()[:2])
+        t_start = time.perf_counter()
+        d = self._on_loop(_drive(self.sim, self.script, seconds), seconds * 3 + 60)
+        elapsed = time.perf_counter() - t_start
+        cpu1 = sum(self.proc.cpu_times()[:2])
+        h1, c1 = self.hist.hist.copy(), self.stack.counters()
+        assert self.stack.daemon.poll() is None, "the daemon died during the run"
+        s_sched, s_sent, missing = match(d["sched"], d["sent"], d["moving"], d["arrivals"])
+        return {"from_sched": s_sched, "from_sent": s_sent, "missing": missing,
+                "lateness": d["began"] - d["sched"], "build": d["sent"] - d["began"],
+                "frames": len(d["sched"]), "moving": int(d["moving"].sum()),
+                "order_requests": len(d["arrivals"]), "elapsed_s": elapsed, "daemon_cpu_s": cpu1 - cpu0,
+                "daemon_t2o": _hist_window(h0, h1), "md_records": c1["md"] - c0["md"],
+                "placed": c1["placed"] - c0["placed"], "steps": c1["steps"] - c0["steps"]}
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.hist is not None:
+            self.hist.close()
+            self.hist = None
+        try:
+            self.stack.stop_daemon(timeout=30)
         except Exception:
             pass
-        stack.close()
-        for t in tasks:
-            loop.call_soon_threadsafe(t.cancel)
-        on_loop(sim.stop(), 10)
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(5)
-    s_sched, s_sent, missing = match(d["sched"], d["sent"], d["moving"], d["arrivals"])
-    return {"from_sched": s_sched, "from_sent": s_sent, "missing": missing,
-            "lateness": d["began"] - d["sched"], "build": d["sent"] - d["began"], "frames": len(d["sched"]), "moving": int(d["moving"].sum()),
-            "order_requests": len(d["arrivals"]), "elapsed_s": elapsed,
-            "daemon_t2o": _hist_window(h0, h1), "counters_before": c0, "counters_after": c1}
+        self.stack.close()
+        for t in self.tasks:
+            self.loop.call_soon_threadsafe(t.cancel)
+        if self.thread.is_alive():
+            self._on_loop(self.sim.stop(), 10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
 
 
 @benchmark("daemon.tick_to_order")
 def bench_tick_to_order(quick: bool) -> list[dict]:
-    r = run(15.0 if quick else 100.0)
+    with Rig() as rig:
+        r = rig.measure(15.0 if quick else 100.0)
     from bench.harness import latency_summary
 
     base = {"name": "daemon.tick_to_order.daemon_hist_t2o", "unit": "orders",
             **{k: v for k, v in r["daemon_t2o"].items() if k.endswith("_ns")}}
-    md = r["counters_after"]["md"] - r["counters_before"]["md"]
+    md = r["md_records"]
     return [result("daemon.tick_to_order", "orders", throughput_per_s=len(r["from_sched"]) / r["elapsed_s"],
                    latency_ns=r["from_sched"], baseline=base,
                    samples=int(len(r["from_sched"])), frames_without_order=r["missing"],
                    frames_sent=r["frames"], frame_rate_hz=FRAME_HZ, moving_frames=r["moving"],
                    order_requests=r["order_requests"], md_records_taken=md,
+                   md_records_per_s=md / r["elapsed_s"], daemon_cpu_s=round(r["daemon_cpu_s"], 3),
                    from_actual_send=latency_summary(r["from_sent"]),
                    sender_lateness=latency_summary(r["lateness"]),
                    frame_build_and_write=latency_summary(r["build"]),

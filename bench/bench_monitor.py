@@ -5,6 +5,14 @@ counter add, a latency-histogram record and a seqlock snapshot write, in one nog
 to one core; the monitors are exporter processes calling the Prometheus collector on the other core, every
 100 ms (the headline) and back-to-back (CPU contention), measured once past their start-up. Phases alternate (0, 4, 0, 4, ...) within one run so drift hits both alike; the
 result compares the medians.
+
+monitor.overhead.daemon: the same question asked of the real daemon (``bench.bench_daemon.Rig``:
+the daemon process against a scripted venue feeding depth frames at a fixed 200/s, the market
+maker requoting on every tenth). Per phase, alternating 0 and 4 exporter processes scraping every
+100 ms: market-data records the shard took per second (at a fixed feed rate this must not drop),
+the daemon's CPU seconds per 1000 records, and tick-to-order (frame scheduled -> order at the
+venue) p50/p99. The feed rate is fixed because the scripted venue (Python) cannot outrun the
+daemon: this measures what monitors change at a realistic load, not a saturation throughput.
 """
 from __future__ import annotations
 
@@ -130,3 +138,55 @@ def bench_overhead(quick: bool) -> list[dict]:
                           publisher="shard-like stand-in (Telemetry segments), not the full daemon",
                           note=note))
     return out
+
+
+def _monitors(instance: str, n: int, period_s: float) -> list[subprocess.Popen]:
+    cpus = sorted(os.sched_getaffinity(0))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    mons = [subprocess.Popen([sys.executable, "-c", MONITOR, instance, str(cpus[0]), str(period_s)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+    for mproc in mons:  # measure only once every monitor is past its start-up
+        assert mproc.stdout.readline().strip() == "scraping"
+    return mons
+
+
+@benchmark("monitor.overhead.daemon")
+def bench_overhead_daemon(quick: bool) -> list[dict]:
+    from bench.bench_daemon import Rig
+
+    phase_s = 4.0 if quick else 15.0
+    rounds = 2 if quick else 4
+    phases: dict[int, list[dict]] = {0: [], 4: []}
+    with Rig("bmon") as rig:
+        for _ in range(rounds):
+            phases[0].append(rig.measure(phase_s))
+            mons = _monitors(rig.stack.instance, 4, 0.1)
+            try:
+                phases[4].append(rig.measure(phase_s))
+            finally:
+                for mproc in mons:
+                    mproc.kill()
+                    mproc.wait()
+
+    def summary(rs: list[dict]) -> dict:
+        md = float(np.median([r["md_records"] / r["elapsed_s"] for r in rs]))
+        cpu = float(np.median([r["daemon_cpu_s"] / max(1, r["md_records"]) * 1000 for r in rs]))
+        lat = np.concatenate([r["from_sched"] for r in rs])
+        q = np.percentile(lat, [50, 99], method="higher") if lat.size else [0, 0]
+        steps = float(np.median([r["steps"] / r["elapsed_s"] for r in rs]))
+        return {"md_records_per_s": md, "shard_loops_per_s": round(steps, 1), "cpu_s_per_1000_md": round(cpu, 4), "t2o_p50_ns": int(q[0]),
+                "t2o_p99_ns": int(q[1]), "t2o_samples": int(lat.size),
+                "frames_without_order": int(sum(r["missing"] for r in rs)),
+                "md_per_phase": [r["md_records"] for r in rs]}
+
+    b, l_ = summary(phases[0]), summary(phases[4])
+    baseline = {"name": "monitor.overhead.daemon.0_monitors", "unit": "md records",
+                "throughput_per_s": b["md_records_per_s"]}
+    return [result("monitor.overhead.daemon", "md records", throughput_per_s=l_["md_records_per_s"],
+                   baseline=baseline, monitors=4, scrape_period_s=0.1,
+                   difference_pct=round((b["md_records_per_s"] - l_["md_records_per_s"]) / b["md_records_per_s"] * 100, 2),
+                   phases_0=b, phases_4=l_,
+                   cpu_per_1000_md_difference_pct=round((l_["cpu_s_per_1000_md"] - b["cpu_s_per_1000_md"])
+                                                        / b["cpu_s_per_1000_md"] * 100, 1) if b["cpu_s_per_1000_md"] else None,
+                   publisher="the real daemon process (bench.bench_daemon.Rig), fixed 200 frames/s feed",
+                   note="goal: md records/s unchanged (fixed feed rate) and no t2o/CPU change beyond noise")]
