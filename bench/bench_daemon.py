@@ -20,7 +20,6 @@ request written) over the same window is reported beside it.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import benchmark, result
+from bench.harness import benchmark, latency_summary, result
 from bot4d.kernels import matching as m
 from bot4d.records import SIDE_ASK, SIDE_BID
 from bot4d.sim import http
@@ -184,10 +183,12 @@ def match(sched: np.ndarray, sent: np.ndarray, moving: np.ndarray, arrivals: np.
     return np.array(from_sched, np.int64), np.array(from_sent, np.int64), missing
 
 
-def _hist_window(before: np.ndarray, after: np.ndarray) -> dict[str, int]:
+def hist_window(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """What a histogram recorded between two copies of it (``ipc.histogram`` layout). The max is
+    not windowed: it only caps the top bucket's reported value."""
     d = after - before
-    d[H.H_MAX] = after[H.H_MAX]   # the max is not windowed: percentiles are capped by it only
-    return H.percentiles(d)
+    d[H.H_MAX] = after[H.H_MAX]
+    return d
 
 
 class Rig:
@@ -256,7 +257,7 @@ class Rig:
                 "lateness": d["began"] - d["sched"], "build": d["sent"] - d["began"],
                 "frames": len(d["sched"]), "moving": int(d["moving"].sum()),
                 "order_requests": len(d["arrivals"]), "elapsed_s": elapsed, "daemon_cpu_s": cpu1 - cpu0,
-                "daemon_t2o": _hist_window(h0, h1), "md_records": c1["md"] - c0["md"],
+                "daemon_t2o": H.percentiles(hist_window(h0, h1)), "md_records": c1["md"] - c0["md"],
                 "placed": c1["placed"] - c0["placed"], "steps": c1["steps"] - c0["steps"]}
 
     def __exit__(self, *exc: Any) -> None:
@@ -280,8 +281,6 @@ class Rig:
 def bench_tick_to_order(quick: bool) -> list[dict]:
     with Rig() as rig:
         r = rig.measure(15.0 if quick else 100.0)
-    from bench.harness import latency_summary
-
     base = {"name": "daemon.tick_to_order.daemon_hist_t2o", "unit": "orders",
             **{k: v for k, v in r["daemon_t2o"].items() if k.endswith("_ns")}}
     md = r["md_records"]

@@ -29,10 +29,10 @@ HERE = Path(__file__).resolve().parent
 
 def window_p99(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
     """p99 (ns) and count of what ``after`` recorded since ``before`` (copies of one histogram)."""
+    from bench.bench_daemon import hist_window
     from ipc import histogram as H
 
-    d = after - before
-    d[H.H_MAX] = after[H.H_MAX]  # only a cap for the top bucket's value
+    d = hist_window(before, after)
     n = int(d[H.H_BUCKETS:].sum())
     return (H.value_at_quantile(d, 0.99) if n else 0), n
 
@@ -45,6 +45,11 @@ def verdict(samples: list[dict[str, Any]], *, warmup_s: float, max_rss_growth_mb
         raise ValueError(f"need two samples after the {warmup_s:.0f} s warm-up, got {len(after)}: run longer")
     first, last = after[0], after[-1]
     rss_growth = (last["rss_bytes"] - first["rss_bytes"]) / 2**20
+    # the slope over every sample after the warm-up: a steady leak and a one-off step look alike
+    # in the end-to-end growth, not in the slope
+    t = np.array([s["t_s"] for s in after], float)
+    slope = float(np.polyfit(t / 60, np.array([s["rss_bytes"] for s in after], float) / 2**20, 1)[0]) \
+        if t[-1] > t[0] else 0.0
     p0, p1 = first["t2o_p99_window_ns"], last["t2o_p99_window_ns"]
     ratio = (p1 / p0) if p0 and p1 else None
     orders = last["orders_submitted"] - first["orders_submitted"]
@@ -60,7 +65,7 @@ def verdict(samples: list[dict[str, Any]], *, warmup_s: float, max_rss_growth_mb
         warnings.append("an interval without tick-to-order samples: p99 growth not measured")
     return {"ok": not problems, "problems": problems, "warnings": warnings,
             "rss_start_mb": round(first["rss_bytes"] / 2**20, 2), "rss_end_mb": round(last["rss_bytes"] / 2**20, 2),
-            "rss_growth_mb": round(rss_growth, 2), "t2o_p99_start_ns": p0, "t2o_p99_end_ns": p1,
+            "rss_growth_mb": round(rss_growth, 2), "rss_slope_mb_per_min": round(slope, 3), "t2o_p99_start_ns": p0, "t2o_p99_end_ns": p1,
             "t2o_p99_ratio": None if ratio is None else round(ratio, 3),
             "orders_after_warmup": orders, "from_t_s": first["t_s"], "to_t_s": last["t_s"]}
 
@@ -154,10 +159,11 @@ def run(a: argparse.Namespace) -> int:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     if v.get("ok"):
         print(f"soak: STABLE: RSS {v['rss_start_mb']} -> {v['rss_end_mb']} MB ({v['rss_growth_mb']:+.2f} MB), "
-              f"t2o p99 {v['t2o_p99_start_ns'] / 1e3:.1f} -> {v['t2o_p99_end_ns'] / 1e3:.1f} us "
+              f"slope {v['rss_slope_mb_per_min']:+.2f} MB/min, t2o p99 {v['t2o_p99_start_ns'] / 1e3:.1f} -> {v['t2o_p99_end_ns'] / 1e3:.1f} us "
               f"(x{v['t2o_p99_ratio']}), {v['orders_after_warmup']} orders after warm-up")
     else:
-        print(f"soak: FAILED: {'; '.join(v['problems'])}")
+        print(f"soak: FAILED: {'; '.join(v['problems'])}"
+              + (f" (slope {v['rss_slope_mb_per_min']:+.2f} MB/min)" if "rss_slope_mb_per_min" in v else ""))
     for w in v.get("warnings", []):
         print(f"soak: warning: {w}")
     print(f"wrote {out}")
