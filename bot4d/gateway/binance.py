@@ -75,7 +75,9 @@ UNSUPPORTED = -1000        # commands this gateway cannot express on Binance spo
 UNKNOWN_OUTCOME_CODES = (-1006, -1007)
 
 KEEPALIVE_S = 30 * 60      # Binance: a listenKey lives 60 min unless kept alive; PUT every 30
-MAX_ORDERS = 1 << 16       # per-order records kept (bounded; oldest closed ones go first)
+MAX_ORDERS = 1 << 12       # per-order records kept (bounded; oldest closed ones go first): a
+                           # maker has tens live; a late report of an evicted order still maps by
+                           # its client id, and the shard deduplicates fills by trade id
 CID_MAX = 36               # newClientOrderId: ^[a-zA-Z0-9-_]{1,36}$
 MAX_SHARD_DIGITS = 3
 MAX_ORDER_ID_DIGITS = 19   # int64
