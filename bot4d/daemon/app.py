@@ -498,6 +498,11 @@ class Daemon:
             for gw in self.gateways.values():
                 counter_set(arr, blk.index("bot4d_breaker_state", venue=vb.VENUE, component="order_entry"),
                             int(gw.breaker_state))
+            # market data's "breaker": CLOSED while every feed connection is up, OPEN while one
+            # is down (its reconnects back off; its instruments are not LIVE meanwhile)
+            conns = self.feeds.connections if self.feeds else []
+            counter_set(arr, blk.index("bot4d_breaker_state", venue=vb.VENUE, component="market_data"),
+                        0 if all(c.connected for c in conns) else 1)
         except KeyError:
             pass
 

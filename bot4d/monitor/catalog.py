@@ -254,7 +254,8 @@ def _render(metric: str, typ: str, labels: dict[str, str], v: int, help: str, en
         return [Sample(metric, "gauge", {**labels, "state": name}, 1.0 if k == v else 0.0, help)
                 for k, name in enumerate(enum or [])]
     if typ == "age_ns":
-        return [Sample(metric, "gauge", labels, (now_ns - v) / 1e9 if v > 0 else float("nan"), help)]
+        # a writer may stamp a moment after the reader took its clock: never a negative age
+        return [Sample(metric, "gauge", labels, max(0, now_ns - v) / 1e9 if v > 0 else float("nan"), help)]
     value = float(v) / 10**scale if scale else float(v)
     return [Sample(metric, "counter" if typ == "counter" else "gauge", labels, value, help)]
 
