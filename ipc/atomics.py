@@ -281,6 +281,7 @@ def _copy_bytes(typingctx, dst, dst_off, src, src_off, nbytes):
 # the process's own libc (no ctypes object, so ``cache=True`` still works) ---------------------
 _I32 = ir.IntType(32)
 _CLOCK_MONOTONIC = 1  # Linux
+_CLOCK_REALTIME = 0
 
 
 @intrinsic
@@ -298,6 +299,40 @@ def _monotonic_ns(typingctx):
         sec = builder.load(builder.gep(ts, [zero, zero]))
         nsec = builder.load(builder.gep(ts, [zero, ir.Constant(_I32, 1)]))
         return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+@intrinsic
+def _realtime_ns(typingctx):
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        ts = cgutils.alloca_once(builder, ir.ArrayType(_I64, 2))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(8).as_pointer()]),
+            "clock_gettime")
+        builder.call(fn, [ir.Constant(_I32, _CLOCK_REALTIME),
+                          builder.bitcast(ts, ir.IntType(8).as_pointer())])
+        zero = ir.Constant(_I32, 0)
+        sec = builder.load(builder.gep(ts, [zero, zero]))
+        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(_I32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+@intrinsic
+def _eventfd_signal(typingctx, fd):
+    """write(fd, &(uint64)1, 8): what eventfd_write(fd, 1) does."""
+    sig = types.int64(fd)
+
+    def codegen(context, builder, signature, args):
+        one = cgutils.alloca_once_value(builder, ir.Constant(_I64, 1))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64]), "write")
+        v = context.cast(builder, args[0], signature.args[0], types.int32)
+        return builder.call(fn, [v, builder.bitcast(one, ir.IntType(8).as_pointer()), ir.Constant(_I64, 8)])
 
     return sig, codegen
 
@@ -442,6 +477,18 @@ def monotonic_ns():
     Same clock as ``time.monotonic_ns()`` and comparable across processes on one host.
     """
     return _monotonic_ns()
+
+
+@numba.njit(**_J)
+def realtime_ns():
+    """CLOCK_REALTIME in ns (``time.time_ns()``), callable from nogil code."""
+    return _realtime_ns()
+
+
+@numba.njit(**_J)
+def eventfd_signal(fd):
+    """Add 1 to eventfd ``fd`` (wakes a reader's epoll) from nogil code; returns write(2)'s result."""
+    return _eventfd_signal(fd)
 
 
 @numba.njit(**_J)

@@ -255,7 +255,7 @@ class Daemon:
                           tel_idx=tel_index(blk, s, REJECT_REASONS, TRIP_REASONS),
                           snap_books=self.telemetry.books, snap_positions=self.telemetry.positions,
                           spin_us=int(os.environ.get("BOT4D_SPIN_US", "50")),
-                          notify_egress=(lambda fd=efd: os.eventfd_write(fd, 1)))
+                          egress_fd=efd)
             self.shards.append(shard)
 
     def _warm(self) -> None:

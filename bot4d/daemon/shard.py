@@ -77,7 +77,8 @@ class Shard:
                  mine: list[int], oms_state: oms.OmsState, risk: rk.RiskState, kcfg: np.ndarray,
                  inst: K.ShardInst, rings: ShardRings, tel_counters: np.ndarray, tel_idx: np.ndarray,
                  snap_books: Any, snap_positions: Any, spin_us: int = 50, idle_sleep_us: int = 500,
-                 notify_egress: Callable[[], None] | None = None) -> None:
+                 egress_fd: int = -1) -> None:
+        """``egress_fd``: an eventfd the kernel signals when it published orders (-1: none)."""
         self.index = index
         self.core = core
         self.instance = instance
@@ -94,13 +95,13 @@ class Shard:
         self.snap_b = snap_books
         self.snap_p = snap_positions
         self.spin_ns = int(spin_us) * 1000
-        self.idle_sleep_s = idle_sleep_us / 1e6
-        self.notify_egress = notify_egress
+        self.idle_us = int(idle_sleep_us)
+        self.egress_fd = egress_fd
+        self.ctl = np.zeros(K.CTL_WORDS, np.int64)
         self.commands: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.loops = 0
         self.pinned: set[int] | None = None
         self.journal_cap = rings.journal.capacity if rings.journal.n_gating > 0 else 0
 
@@ -123,25 +124,18 @@ class Shard:
                 os.sched_setaffinity(0, {self.core})
             self.pinned = os.sched_getaffinity(0)
             a = self._args()
-            step, wait = K.step, K.wait_input
-            md_ctrl, rp_ctrl = self.rings.ingress.ctrl, self.rings.reports.ctrl
-            out = self.bufs.out
-            cmds = self.commands
-            stop = self.stop_event
-            while not stop.is_set():
-                took = step(time.time_ns(), *a)
-                self.loops += 1
-                if out[0] and self.notify_egress is not None:
-                    self.notify_egress()
-                if not cmds.empty():
+            ctl = self.ctl
+            while not self.stop_event.is_set():
+                # the loop is a nogil kernel; it returns only for a command or to stop
+                K.run(ctl, self.egress_fd, self.spin_ns, self.idle_us, *a)
+                if ctl[K.CTL_CMD]:
+                    ctl[K.CTL_CMD] = 0
                     self._run_commands()
-                    continue
-                if took == 0 and not wait(md_ctrl, rp_ctrl, self.spin_ns):
-                    time.sleep(self.idle_sleep_s)
             # a last pass publishes what the final commands produced
-            step(time.time_ns(), *a)
-            if out[0] and self.notify_egress is not None:
-                self.notify_egress()
+            self._run_commands()
+            K.step(time.time_ns(), *a)
+            if self.bufs.out[0] and self.egress_fd >= 0:
+                os.eventfd_write(self.egress_fd, 1)
         except BaseException as e:  # the watchdog sees a dead shard; the log says why
             self.error = e
             log.exception("shard %d stopped by an error", self.index)
@@ -170,10 +164,16 @@ class Shard:
                 fut.set_exception(e)
             return fut
         self.commands.put((fn, fut))
+        self.ctl[K.CTL_CMD] = 1  # the kernel loop returns at its next pass and runs it
         return fut
+
+    @property
+    def loops(self) -> int:
+        return int(self.ctl[K.CTL_LOOPS])
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
+        self.ctl[K.CTL_STOP] = 1
         if self.thread is not None:
             self.thread.join(timeout)
 
@@ -200,6 +200,9 @@ class Shard:
         try:
             K.step(time.time_ns(), *a)
             K.wait_input(self.rings.ingress.ctrl, self.rings.reports.ctrl, 0)
+            stopped = np.zeros(K.CTL_WORDS, np.int64)
+            stopped[K.CTL_STOP] = 1
+            K.run(stopped, -1, 0, 0, *a)   # returns at once: compiled, nothing run
         finally:
             self.si.mine[:] = mine
         # what operator commands call from Python, on scratch copies of the same types
