@@ -338,6 +338,37 @@ def _eventfd_signal(typingctx, fd):
 
 
 @intrinsic
+def _eventfd_wait(typingctx, fd, timeout_ms):
+    """poll(fd, POLLIN, timeout_ms), then read(fd) to reset it when it was signalled: 1 if it
+    was, 0 on timeout (or an error: the caller's loop simply goes round again)."""
+    sig = types.int64(fd, timeout_ms)
+
+    def codegen(context, builder, signature, args):
+        i16 = ir.IntType(16)
+        pfd = cgutils.alloca_once(builder, ir.LiteralStructType([_I32, i16, i16]))  # struct pollfd
+        zero = ir.Constant(_I32, 0)
+        fd32 = context.cast(builder, args[0], signature.args[0], types.int32)
+        builder.store(fd32, builder.gep(pfd, [zero, ir.Constant(_I32, 0)]))
+        builder.store(ir.Constant(i16, 1), builder.gep(pfd, [zero, ir.Constant(_I32, 1)]))  # POLLIN
+        builder.store(ir.Constant(i16, 0), builder.gep(pfd, [zero, ir.Constant(_I32, 2)]))
+        poll = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I32, [ir.IntType(8).as_pointer(), _I64, _I32]), "poll")
+        t = context.cast(builder, args[1], signature.args[1], types.int32)
+        n = builder.call(poll, [builder.bitcast(pfd, ir.IntType(8).as_pointer()), ir.Constant(_I64, 1), t])
+        ready = builder.icmp_signed(">", n, zero)
+        out = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))
+        with builder.if_then(ready):
+            buf = cgutils.alloca_once(builder, _I64)
+            rd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64]), "read")
+            builder.call(rd, [fd32, builder.bitcast(buf, ir.IntType(8).as_pointer()), ir.Constant(_I64, 8)])
+            builder.store(ir.Constant(_I64, 1), out)
+        return builder.load(out)
+
+    return sig, codegen
+
+
+@intrinsic
 def _sched_yield(typingctx):
     sig = types.int32()
 
@@ -489,6 +520,13 @@ def realtime_ns():
 def eventfd_signal(fd):
     """Add 1 to eventfd ``fd`` (wakes a reader's epoll) from nogil code; returns write(2)'s result."""
     return _eventfd_signal(fd)
+
+
+@numba.njit(**_J)
+def eventfd_wait(fd, timeout_ms):
+    """Block (no GIL, no spinning) until eventfd ``fd`` is signalled or ``timeout_ms`` passed;
+    consumes the signal. 1 if signalled, else 0."""
+    return _eventfd_wait(fd, timeout_ms)
 
 
 @numba.njit(**_J)

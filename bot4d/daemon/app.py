@@ -248,14 +248,15 @@ class Daemon:
                                       persisted=cfg.persist.enabled)
             blk = self.telemetry.shard_blocks[s]
             efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._efds.append(efd)
+            in_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._efds += [efd, in_fd]
             shard = Shard(s, core, instance=cfg.instance, n_instruments=n, mine=mine, oms_state=st, risk=rs,
                           kcfg=self._kcfg(), inst=si, rings=rings,
                           tel_counters=self.telemetry.counter_array(blk.name),
                           tel_idx=tel_index(blk, s, REJECT_REASONS, TRIP_REASONS),
                           snap_books=self.telemetry.books, snap_positions=self.telemetry.positions,
                           spin_us=int(os.environ.get("BOT4D_SPIN_US", "50")),
-                          egress_fd=efd)
+                          egress_fd=efd, input_fd=in_fd)
             self.shards.append(shard)
 
     def _warm(self) -> None:
@@ -273,7 +274,14 @@ class Daemon:
     def _sink_for(self, ids: list[int]):
         shards = sorted({self.inst_cfg[i].shard for i in ids})
         if len(shards) == 1:
-            return self.shards[shards[0]].rings.ingress.publish
+            shard = self.shards[shards[0]]
+            publish, wake = shard.rings.ingress.publish, shard.wake
+
+            def one(recs: np.ndarray) -> int:
+                n = publish(recs)
+                wake()
+                return n
+            return one
         owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)
 
         def sink(recs: np.ndarray) -> int:
@@ -283,6 +291,7 @@ class Daemon:
                 part = recs[sh == s]
                 if len(part):
                     took += self.shards[s].rings.ingress.publish(part)
+                    self.shards[s].wake()
             return took
         return sink
 
@@ -309,6 +318,7 @@ class Daemon:
         for s in sorted(set(owner[reps["instrument"]].tolist())):
             part = reps[owner[reps["instrument"]] == s]
             done = self.shards[s].rings.reports.publish(part)
+            self.shards[s].wake()
             if done < len(part):
                 # never expected (16k slots); the OMS would miss venue state: stop the shard trading
                 log.critical("shard %d reports ring full: %d venue reports not delivered; halting", s, len(part) - done)
@@ -316,7 +326,7 @@ class Daemon:
 
     def _drain_egress(self, s: int) -> None:
         try:
-            os.eventfd_read(self._efds[s])
+            os.eventfd_read(self.shards[s].egress_fd)
         except BlockingIOError:
             pass
         recs = self.shards[s].rings.egress.consume()
@@ -347,7 +357,7 @@ class Daemon:
             self.gateways[vname] = gw
         loop = asyncio.get_running_loop()
         for s in range(len(self.shards)):
-            loop.add_reader(self._efds[s], self._drain_egress, s)
+            loop.add_reader(self.shards[s].egress_fd, self._drain_egress, s)
 
     def _venue_halt(self, why: str) -> None:
         log.critical("venue asks us to stop trading: %s; all shards HALTED", why)

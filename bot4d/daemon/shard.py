@@ -77,8 +77,9 @@ class Shard:
                  mine: list[int], oms_state: oms.OmsState, risk: rk.RiskState, kcfg: np.ndarray,
                  inst: K.ShardInst, rings: ShardRings, tel_counters: np.ndarray, tel_idx: np.ndarray,
                  snap_books: Any, snap_positions: Any, spin_us: int = 50, idle_sleep_us: int = 500,
-                 egress_fd: int = -1) -> None:
-        """``egress_fd``: an eventfd the kernel signals when it published orders (-1: none)."""
+                 egress_fd: int = -1, input_fd: int = -1) -> None:
+        """``egress_fd``: an eventfd the kernel signals when it published orders (-1: none);
+        ``input_fd``: one the producers of its input signal (``wake()``), -1: it polls."""
         self.index = index
         self.core = core
         self.instance = instance
@@ -97,6 +98,7 @@ class Shard:
         self.spin_ns = int(spin_us) * 1000
         self.idle_us = int(idle_sleep_us)
         self.egress_fd = egress_fd
+        self.input_fd = input_fd
         self.ctl = np.zeros(K.CTL_WORDS, np.int64)
         self.commands: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self.stop_event = threading.Event()
@@ -127,7 +129,7 @@ class Shard:
             ctl = self.ctl
             while not self.stop_event.is_set():
                 # the loop is a nogil kernel; it returns only for a command or to stop
-                K.run(ctl, self.egress_fd, self.spin_ns, self.idle_us, *a)
+                K.run(ctl, self.egress_fd, self.input_fd, self.spin_ns, self.idle_us, *a)
                 if ctl[K.CTL_CMD]:
                     ctl[K.CTL_CMD] = 0
                     self._run_commands()
@@ -165,7 +167,13 @@ class Shard:
             return fut
         self.commands.put((fn, fut))
         self.ctl[K.CTL_CMD] = 1  # the kernel loop returns at its next pass and runs it
+        self.wake()
         return fut
+
+    def wake(self) -> None:
+        """Wake the shard if it waits for input (after publishing to its rings, or a command)."""
+        if self.input_fd >= 0:
+            os.eventfd_write(self.input_fd, 1)
 
     @property
     def loops(self) -> int:
@@ -174,6 +182,7 @@ class Shard:
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
         self.ctl[K.CTL_STOP] = 1
+        self.wake()
         if self.thread is not None:
             self.thread.join(timeout)
 
@@ -202,7 +211,7 @@ class Shard:
             K.wait_input(self.rings.ingress.ctrl, self.rings.reports.ctrl, 0)
             stopped = np.zeros(K.CTL_WORDS, np.int64)
             stopped[K.CTL_STOP] = 1
-            K.run(stopped, -1, 0, 0, *a)   # returns at once: compiled, nothing run
+            K.run(stopped, -1, -1, 0, 0, *a)   # returns at once: compiled, nothing run
         finally:
             self.si.mine[:] = mine
         # what operator commands call from Python, on scratch copies of the same types
