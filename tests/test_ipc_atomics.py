@@ -169,3 +169,41 @@ def test_ring_kernels_refuse_strided_buffers():
     recs, src = np.zeros(8, LOAD_DTYPE), np.zeros(8, LOAD_DTYPE)
     with pytest.raises(TypingError, match="C-contiguous"):
         R.publish_batch(recs, ctrl, src[::2], 4)
+
+
+def test_realtime_clock_and_eventfd_from_nogil_code():
+    import os
+    import threading
+    import time
+
+    import numba
+
+    from ipc.atomics import eventfd_signal, eventfd_wait, realtime_ns
+
+    @numba.njit(nogil=True)
+    def now():
+        return realtime_ns()
+
+    @numba.njit(nogil=True)
+    def wait(fd, ms):
+        return eventfd_wait(fd, ms)
+
+    @numba.njit(nogil=True)
+    def signal(fd):
+        return eventfd_signal(fd)
+
+    t0 = time.time_ns()
+    t = now()
+    assert t0 <= t <= time.time_ns()
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        assert wait(fd, 0) == 0                      # nothing signalled: timeout
+        assert signal(fd) == 8                       # write(2) of the 8-byte counter
+        signal(fd)
+        assert wait(fd, 1000) == 1 and wait(fd, 0) == 0, "one wait consumes every signal so far"
+        th = threading.Thread(target=lambda: (time.sleep(0.05), os.eventfd_write(fd, 1)))
+        th.start()
+        assert wait(fd, 10_000) == 1                 # woken by another thread, not by the timeout
+        th.join()
+    finally:
+        os.close(fd)
