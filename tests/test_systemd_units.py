@@ -5,7 +5,6 @@ systemd would use: prctl(PR_SET_MDWE) for MemoryDenyWriteExecute=, real processe
 units' users, groups and umasks for who can read the segments, and the exporter's real command
 line for what it serves.
 """
-import ctypes
 import os
 import re
 import shutil

@@ -43,7 +43,6 @@ from bot4d.instruments import InstrumentTable
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms_state as oms
 from bot4d.kernels import risk as rk
-from bot4d.records import CMD_PLACE
 from bot4d.sdnotify import Notifier
 from bot4d.strategies import imbalance_taker as it_s
 from bot4d.strategies import market_maker as mm_s
