@@ -116,8 +116,8 @@ class Daemon:
         ins = self.table.by_id(i)
         return ins.price_scale, ins.qty_scale
 
-    def _strategy_params(self, i: int, sid: int) -> tuple[int, np.ndarray, np.ndarray]:
-        ic = self.inst_cfg[i]
+    def _strategy_params(self, i: int, sid: int, cfg: Config | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+        ic = cfg.instruments[i] if cfg is not None else self.inst_cfg[i]
         ps, qs = self._scales(i)
         r = self.rules[(ic.venue, ic.symbol)]
         tick = to_fixed(r["tickSize"], ps)
@@ -176,20 +176,20 @@ class Daemon:
                 await asyncio.wrap_future(sh.submit(lambda: (sh.si.paused.__setitem__(i, 1), sh.cancel_all(i))))
                 return
 
-    def _risk_for(self, rs: rk.RiskState, i: int, now: int) -> None:
-        ic = self.inst_cfg[i]
+    def _risk_for(self, rs: rk.RiskState, i: int, now: int, cfg: Config | None = None) -> None:
+        ic = cfg.instruments[i] if cfg is not None else self.inst_cfg[i]
         ps, qs = self._scales(i)
         rk.set_instrument(rs, i, venue=0, price_scale=ps, qty_scale=qs, max_qty=to_fixed(ic.max_position, qs),
                           max_notional=to_fixed(ic.max_notional, rk.QUOTE_SCALE),
                           max_open_orders=ic.max_open_orders, band_bps=ic.band_bps)
 
-    def _limits(self, rs: rk.RiskState) -> None:
-        r = self.cfg.risk
+    def _limits(self, rs: rk.RiskState, cfg: Config | None = None) -> None:
+        r = (cfg or self.cfg).risk
         rk.set_limits(rs, max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_pos_bps=r.max_pos_bps,
                       max_dd_bps=r.max_dd_bps, corr_cap_bps=r.corr_cap_bps, kelly_cap_bps=r.kelly_cap_bps)
 
-    def _kcfg(self) -> np.ndarray:
-        r = self.cfg.risk
+    def _kcfg(self, cfg: Config | None = None) -> np.ndarray:
+        r = (cfg or self.cfg).risk
         return ksk.make_ks_config(max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_dd_bps=r.max_dd_bps,
                                   max_rejects=r.reject_storm, max_errors=r.error_storm, md_stale_ns=r.md_stale_ns)
 
@@ -533,28 +533,29 @@ class Daemon:
             log.error(msg)
             self.notifier.ready(msg)
             return {"applied": [], "refused": msg}
-        old = self.cfg
-        self.cfg = new
-        self.inst_cfg = list(new.instruments)
         futs = []
         for sh in self.shards:
-            futs.append(asyncio.wrap_future(sh.submit(lambda sh=sh: self._apply_reload(sh, old, uid, pid))))
+            futs.append(asyncio.wrap_future(sh.submit(lambda sh=sh: self._apply_reload(sh, new, uid, pid))))
         await asyncio.gather(*futs)
+        # only now does `limits` show the new values: they are in force on every shard
+        self.cfg = new
+        self.inst_cfg = list(new.instruments)
         log.info("reloaded: %s", ", ".join(ok) or "nothing changed")
         self.notifier.ready(self._status_line())
         return {"applied": ok, "refused": None}
 
-    def _apply_reload(self, sh: Shard, old: Config, uid: int, pid: int) -> None:
+    def _apply_reload(self, sh: Shard, new: Config, uid: int, pid: int) -> None:
         """On the shard thread: limits and strategy parameters; strategy state (live orders) stays."""
         sh.journal_control(CONTROL_CODES["reload"], uid, pid)
-        self._limits(sh.rs)
+        self._limits(sh.rs, new)
         now = time.time_ns()
         for i in sh.instruments:
-            self._risk_for(sh.rs, i, now)
-            _, p, _ = self._strategy_params(i, i)
-            sh.si.params[i, :len(p)] = p
-        sh.kcfg[:] = self._kcfg()
-        v = next(iter(self.cfg.venues.values()))
+            self._risk_for(sh.rs, i, now, new)
+            if new.instruments[i].strategy.kind != "python":
+                _, p, _ = self._strategy_params(i, i, new)
+                sh.si.params[i, :len(p)] = p
+        sh.kcfg[:] = self._kcfg(new)
+        v = next(iter(new.venues.values()))
         rk.set_venue_rate(sh.rs, 0, capacity=max(1, v.orders_per_second * 2), per_second=v.orders_per_second, now_ns=now)
 
     # --- SIGTERM -----------------------------------------------------------------------------------
