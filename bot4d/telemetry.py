@@ -169,7 +169,8 @@ class Telemetry:
     def counter_array(self, block: str) -> np.ndarray:
         return self.counters[block].values
 
-    def heartbeat(self, now_ns: int) -> None:
+    def heartbeat(self, now_ns: int | None = None) -> None:
+        """Stamp the io thread's heartbeat (CLOCK_MONOTONIC ns, as monitors read it)."""
         self.catalog.heartbeat(now_ns)
 
     def close(self, unlink: bool = True) -> None:

@@ -109,6 +109,14 @@ def test_metrics_carry_the_daemons_real_values(stack, exporter):
     assert 0 <= m[("bot4d_md_last_message_age_seconds", (("venue", "BINANCE"),))] < 10
     assert m[("bot4d_breaker_state", (("component", "order_entry"), ("state", "CLOSED"), ("venue", "BINANCE")))] == 1
     assert m[("bot4d_shard_heartbeat_age_seconds", (("shard", "0"),))] < 2
+    # the io thread's heartbeat is on the monitors' clock (the exporter clamps at 0, so read raw)
+    from ipc.segment import Segment
+
+    seg = Segment.attach(stack.instance, "catalog", readonly=True)
+    try:
+        assert 0 <= time.monotonic_ns() - seg.heartbeat_ns() < 5e9
+    finally:
+        seg.close()
     assert m[("bot4d_process_resident_memory_bytes", ())] > 50e6
     # positions as the daemon reports them (read after the scrape: equal unless a fill came between)
     pos = stack.ok("positions")

@@ -462,7 +462,7 @@ class Daemon:
             dead = [sh.index for sh in self.shards if not sh.alive(now, WATCHDOG_MAX_AGE_NS)]
             tel = self.telemetry
             if tel is not None:
-                tel.heartbeat(now)
+                tel.heartbeat()  # CLOCK_MONOTONIC, what monitors compare it with
                 self._publish_io_telemetry(now)
             if not dead:
                 self.notifier.watchdog()
