@@ -217,3 +217,31 @@ def test_a_full_journal_ring_loses_nothing_and_stops_new_input(shard):
     assert np.array_equal(ev["seq"], np.arange(len(ev)))
     step(sh)
     assert available(sh.rings.ingress.ctrl, 0) == 0, "input is taken again once the journal drained"
+
+
+def test_reports_are_taken_only_as_the_journal_buffer_has_room_and_none_is_lost(shard):
+    d, sh = shard
+    from bot4d.kernels.oms_state import C_UNKNOWN_ORDER
+    from bot4d.records import JOURNAL_EVENT_DTYPE
+    from ipc.ring import C_SLOT0, S_POS, Ring, available
+
+    ring = Ring.create(d.cfg.instance, "journal-small2", JOURNAL_EVENT_DTYPE, 1 << 12, kind="journal", n_gating=1,
+                       policy="fail")
+    sh.rings.journal.unlink()
+    sh.rings.journal = ring
+    sh.journal_cap = 0
+    for k in range(K.JOURNAL_HIGH - 100):   # the shard's buffer almost at its high-water mark
+        sh.journal_control(1, 0, 1, a2=k)
+    n = 3000
+    reps = np.concatenate([report(oms_k.RP_ACK, 10**9 + k) for k in range(n)])  # orders it never had
+    assert sh.rings.reports.publish(reps) == n
+    step(sh)
+    left = available(sh.rings.reports.ctrl, 0)
+    assert 0 < left < n, "some reports taken, the rest left in the ring for later"
+    for _ in range(200):
+        ring.ctrl[C_SLOT0 + S_POS] = ring.cursor  # the sidecar keeps up
+        step(sh)
+        if available(sh.rings.reports.ctrl, 0) == 0 and sh.bufs.jcount[0] == 0 and sh.bufs.ctr[K.C_RP_PENDING] == 0:
+            break
+    assert sh.bufs.ctr[K.C_REPORTS] == n
+    assert sh.st.counters[C_UNKNOWN_ORDER] == n, "every report reached the OMS exactly once"

@@ -73,7 +73,7 @@ C_JOURNAL_BACKPRESSURE = 10
 C_EGRESS_BACKPRESSURE = 11
 C_JOURNAL_EVENTS = 12
 C_EGRESS_SENT = 13
-C_LAST_T2O_ANCHOR = 14
+C_RP_PENDING = 14       # reports taken from the ring but not yet applied (kept at rp_ok[0:n])
 N_CTR = 16
 
 # indices into the telemetry counters array (ShardTel.idx), -1 = not shown
@@ -455,12 +455,16 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     took = 0
     j_start = b.jcount[0]
     n_t = 0
-    # 1. venue reports
-    n = R.consume_batch(rp_rec, rp_ctrl, 0, b.rp, b.rp.shape[0])
-    if n > 0:
-        took += n
-        b.ctr[C_REPORTS] += n
-        k = 0
+    # 1. venue reports: first any an earlier pass could not apply, else new ones from the ring,
+    #    never more than the journal buffer has room for (16 events per report is beyond the OMS's
+    #    worst case), so a report taken from the ring is always applied, never dropped
+    k = b.ctr[C_RP_PENDING]
+    if k == 0:
+        room = (b.journal.shape[0] - b.jcount[0]) // 16
+        n = R.consume_batch(rp_rec, rp_ctrl, 0, b.rp, min(b.rp.shape[0], room))
+        if n > 0:
+            took += n
+            b.ctr[C_REPORTS] += n
         for q in range(n):
             r = b.rp[q]
             if r.kind == oms_k.RP_FILL and r.trade_id != 0:
@@ -475,6 +479,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
                     continue
             b.rp_ok[k] = r
             k += 1
+    if k > 0:
         j0 = b.jcount[0]
         done = 0
         while done < k:
@@ -484,18 +489,18 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
                 o = b.rp_ok[p]
                 if o.kind == oms_k.RP_FILL and o.trade_id != 0:
                     dedup_add(b.dedup, b.dedup_n, _key(o.instrument, o.trade_id))
+                i = o.instrument
+                if 0 <= i < si.mine.shape[0] and si.mine[i] != 0:  # positions moved: re-decide
+                    n_t = _touch(b, i, n_t, 1)
             done += c
-            if c == 0 or done < k:
-                _outbox_to_egress(b, shard, now, 0)
-                _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl)
-                if c == 0 and b.jcount[0] > 0:
-                    break
-        _on_order(si, b.journal, j0 if j0 <= b.jcount[0] else 0, b.jcount[0])
+            if c == 0:
+                break
+        # the strategies learn what happened before anything leaves the buffer
+        _on_order(si, b.journal, j0, b.jcount[0])
         _outbox_to_egress(b, shard, now, 0)
-        for p in range(k):  # fills move positions: their instruments are re-decided
-            i = b.rp_ok[p].instrument
-            if 0 <= i < si.mine.shape[0] and si.mine[i] != 0:
-                n_t = _touch(b, i, n_t, 1)
+        for p in range(done, k):  # (only if the buffers were short: kept, in order, for next time)
+            b.rp_ok[p - done] = b.rp_ok[p]
+        b.ctr[C_RP_PENDING] = k - done
     # 2. market data
     n = R.consume_batch(md_rec, md_ctrl, 0, b.md, b.md.shape[0])
     if n > 0:
