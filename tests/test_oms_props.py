@@ -164,3 +164,16 @@ def test_random_sequences_keep_invariants(seq, mode, all_or_none):
     m = Model(mode, all_or_none)
     for op in seq:
         m.step(op)
+
+
+def test_a_repeated_ack_does_not_revive_an_oco_leg_being_cancelled():
+    """Found by the property test: one OCO leg fills, the other goes CANCEL_PENDING, then a second
+    ACK of that leg arrived and moved it back to ACKED: both legs live."""
+    m = Model(stp.STP_CANCEL_RESTING, False)
+    for op in [('place', 1, 0, 95, 1, OT_LIMIT, TIF_IOC, False, 0),
+               ('place', 2, 0, 95, 1, OT_LIMIT, TIF_IOC, True, 0),
+               ('report', 1, oms.RP_ACK, 1, 95),
+               ('report', 26, oms.RP_FILL, 1, 95),
+               ('report', 1, oms.RP_ACK, 1, 95)]:
+        m.step(op)  # check() after every step asserts the OCO invariant
+    assert len(m.pairs) == 1 and m.fired

@@ -812,8 +812,13 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
     if kind == RP_FILL:
         _fill(st, j, jc, ob, oc, s, rp)
     elif kind == RP_ACK:
-        if cur == S_CANCEL_PENDING and st.o_prev[s] == S_SUBMITTED:
-            st.o_prev[s] = S_ACKED  # the ack raced our cancel: remember it for a cancel reject
+        if cur == S_CANCEL_PENDING:
+            if st.o_prev[s] == S_SUBMITTED:
+                st.o_prev[s] = S_ACKED  # the ack raced our cancel: remember it for a cancel reject
+            else:
+                # a repeated ack must not revive an order being cancelled (an OCO leg whose peer
+                # filled would be live again: found by tests/test_oms_props.py)
+                _illegal_note(st, j, jc, s, S_ACKED, ts)
         else:
             _to(st, j, jc, s, S_ACKED, ts, R_NONE, rp.reason)
     elif kind == RP_REJECT or kind == RP_CANCELLED or kind == RP_EXPIRED:
