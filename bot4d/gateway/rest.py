@@ -262,31 +262,34 @@ class RestClient:
             break
         keep = headers.get("connection", "").lower() != "close" and parts[0] != b"HTTP/1.0"
         te = headers.get("transfer-encoding", "").lower()
-        if method == "HEAD" or status in (204, 304):
-            body = b""
-        elif "chunked" in te:
-            body = await read_chunked(reader, self.max_body_bytes)
-        elif "content-length" in headers:
-            try:
-                n = int(headers["content-length"])
-            except ValueError:
-                raise BodyError("bad Content-Length") from None
-            if n < 0:
-                raise BodyError("bad Content-Length")
-            if n > self.max_body_bytes:
-                raise BodyError(f"body of {n} bytes is larger than {self.max_body_bytes}")
-            body = await reader.readexactly(n)
-        else:
-            # delimited by the peer closing the connection
-            body = await reader.read(self.max_body_bytes + 1)
-            while len(body) <= self.max_body_bytes:
-                more = await reader.read(self.max_body_bytes + 1 - len(body))
-                if not more:
-                    break
-                body += more
-            if len(body) > self.max_body_bytes:
-                raise BodyError(f"body larger than {self.max_body_bytes} bytes")
-            keep = False
+        try:
+            if method == "HEAD" or status in (204, 304):
+                body = b""
+            elif "chunked" in te:
+                body = await read_chunked(reader, self.max_body_bytes)
+            elif "content-length" in headers:
+                try:
+                    n = int(headers["content-length"])
+                except ValueError:
+                    raise BodyError("bad Content-Length") from None
+                if n < 0:
+                    raise BodyError("bad Content-Length")
+                if n > self.max_body_bytes:
+                    raise BodyError(f"body of {n} bytes is larger than {self.max_body_bytes}")
+                body = await reader.readexactly(n)
+            else:
+                # delimited by the peer closing the connection
+                body = await reader.read(self.max_body_bytes + 1)
+                while len(body) <= self.max_body_bytes:
+                    more = await reader.read(self.max_body_bytes + 1 - len(body))
+                    if not more:
+                        break
+                    body += more
+                if len(body) > self.max_body_bytes:
+                    raise BodyError(f"body larger than {self.max_body_bytes} bytes")
+                keep = False
+        except asyncio.IncompleteReadError:
+            raise BodyError("connection closed before the body was complete") from None
         return RestResponse(status, headers, body), keep
 
     async def close(self) -> None:
