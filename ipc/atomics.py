@@ -284,42 +284,33 @@ _CLOCK_MONOTONIC = 1  # Linux
 _CLOCK_REALTIME = 0
 
 
+def _clock_gettime_ns(builder, clock_id: int):
+    """IR for ``clock_gettime(clock_id)`` in ns (struct timespec on x86-64/arm64)."""
+    ts = cgutils.alloca_once(builder, ir.ArrayType(_I64, 2))
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(8).as_pointer()]),
+        "clock_gettime")
+    builder.call(fn, [ir.Constant(_I32, clock_id), builder.bitcast(ts, ir.IntType(8).as_pointer())])
+    zero = ir.Constant(_I32, 0)
+    sec = builder.load(builder.gep(ts, [zero, zero]))
+    nsec = builder.load(builder.gep(ts, [zero, ir.Constant(_I32, 1)]))
+    return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
+
+
 @intrinsic
 def _monotonic_ns(typingctx):
-    sig = types.int64()
-
     def codegen(context, builder, signature, args):
-        ts = cgutils.alloca_once(builder, ir.ArrayType(_I64, 2))  # struct timespec on x86-64/arm64
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(8).as_pointer()]),
-            "clock_gettime")
-        builder.call(fn, [ir.Constant(_I32, _CLOCK_MONOTONIC),
-                          builder.bitcast(ts, ir.IntType(8).as_pointer())])
-        zero = ir.Constant(_I32, 0)
-        sec = builder.load(builder.gep(ts, [zero, zero]))
-        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(_I32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
+        return _clock_gettime_ns(builder, _CLOCK_MONOTONIC)
 
-    return sig, codegen
+    return types.int64(), codegen
 
 
 @intrinsic
 def _realtime_ns(typingctx):
-    sig = types.int64()
-
     def codegen(context, builder, signature, args):
-        ts = cgutils.alloca_once(builder, ir.ArrayType(_I64, 2))
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(8).as_pointer()]),
-            "clock_gettime")
-        builder.call(fn, [ir.Constant(_I32, _CLOCK_REALTIME),
-                          builder.bitcast(ts, ir.IntType(8).as_pointer())])
-        zero = ir.Constant(_I32, 0)
-        sec = builder.load(builder.gep(ts, [zero, zero]))
-        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(_I32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
+        return _clock_gettime_ns(builder, _CLOCK_REALTIME)
 
-    return sig, codegen
+    return types.int64(), codegen
 
 
 @intrinsic
