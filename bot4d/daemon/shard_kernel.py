@@ -382,32 +382,34 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
+def _publish_held(rec, ctrl, buf, count):
+    """Publish ``buf[:count[0]]`` to a ring; what a full ring refused moves to the front of
+    ``buf`` for the next call. Returns (published, refused any)."""
+    n = count[0]
+    if n == 0:
+        return 0, False
+    d = R.publish_batch(rec, ctrl, buf, n)
+    if d < 0:
+        d = 0
+    for j in range(d, n):
+        buf[j - d] = buf[j]
+    count[0] = n - d
+    return d, d < n
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl):
     """Publish buffered egress and journal records; keep what a full ring refused."""
-    ne = b.ecount[0]
-    if ne > 0:
-        d = R.publish_batch(eg_rec, eg_ctrl, b.egress, ne)
-        if d < 0:
-            d = 0
-        if d < ne:
-            b.ctr[C_EGRESS_BACKPRESSURE] += 1
-            for j in range(d, ne):
-                b.egress[j - d] = b.egress[j]
-        b.ecount[0] = ne - d
-        b.out[0] += d
-        b.ctr[C_EGRESS_SENT] += d
-    nj = b.jcount[0]
-    if nj > 0:
-        d = R.publish_batch(jr_rec, jr_ctrl, b.journal, nj)
-        if d < 0:
-            d = 0
-        if d < nj:
-            b.ctr[C_JOURNAL_BACKPRESSURE] += 1
-            for j in range(d, nj):
-                b.journal[j - d] = b.journal[j]
-        b.jcount[0] = nj - d
-        b.out[1] += d
-        b.ctr[C_JOURNAL_EVENTS] += d
+    d, refused = _publish_held(eg_rec, eg_ctrl, b.egress, b.ecount)
+    if refused:
+        b.ctr[C_EGRESS_BACKPRESSURE] += 1
+    b.out[0] += d
+    b.ctr[C_EGRESS_SENT] += d
+    d, refused = _publish_held(jr_rec, jr_ctrl, b.journal, b.jcount)
+    if refused:
+        b.ctr[C_JOURNAL_BACKPRESSURE] += 1
+    b.out[1] += d
+    b.ctr[C_JOURNAL_EVENTS] += d
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
