@@ -93,6 +93,7 @@ class Daemon:
         self._efds: list[int] = []
         self.reconciled: dict[str, Any] = {}
         self.states: Any = None
+        self.owner = np.zeros(0, np.int64)
         self._tasks: list[asyncio.Task] = []
         self.py: dict[int, tuple[Any, Any, float]] = {}
 
@@ -173,7 +174,10 @@ class Daemon:
                     await asyncio.wrap_future(sh.submit(lambda its=np.array(intents): sh.submit_py(its)))
             except Exception:
                 log.exception("Python strategy of %s failed; paused (its orders are cancelled)", ctx.symbol)
-                await asyncio.wrap_future(sh.submit(lambda: (sh.si.paused.__setitem__(i, 1), sh.cancel_all(i))))
+                def pause_and_cancel() -> None:
+                    sh.si.paused[i] = 1
+                    sh.cancel_all(i)
+                await asyncio.wrap_future(sh.submit(pause_and_cancel))
                 return
 
     def _risk_for(self, rs: rk.RiskState, i: int, now: int, cfg: Config | None = None) -> None:
@@ -205,6 +209,7 @@ class Daemon:
 
         # the feeds publish each book's state here; the shard kernels read it (same process)
         self.states = BookStateTable(n)
+        self.owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)  # instrument -> shard
         now = time.time_ns()
         for s, core in enumerate(cfg.shard_cores):
             mine = [i for i, ic in enumerate(self.inst_cfg) if ic.shard == s]
@@ -281,11 +286,9 @@ class Daemon:
                 wake()
                 return n
             return one
-        owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)
-
         def sink(recs: np.ndarray) -> int:
             took = 0
-            sh = owner[recs["instrument"]]
+            sh = self.owner[recs["instrument"]]
             for s in shards:
                 part = recs[sh == s]
                 if len(part):
@@ -309,13 +312,13 @@ class Daemon:
 
     # --- io: gateway <-> rings ---------------------------------------------------------------------
     def _on_reports(self, reps: np.ndarray) -> None:
-        owner = np.array([ic.shard for ic in self.inst_cfg], np.int64)
-        ok = (reps["instrument"] >= 0) & (reps["instrument"] < len(owner))
+        ok = (reps["instrument"] >= 0) & (reps["instrument"] < len(self.owner))
         if not ok.all():
             log.error("order gateway produced %d reports for unknown instruments; dropped", int((~ok).sum()))
             reps = reps[ok]
-        for s in sorted(set(owner[reps["instrument"]].tolist())):
-            part = reps[owner[reps["instrument"]] == s]
+        sh_of = self.owner[reps["instrument"]]
+        for s in np.unique(sh_of).tolist():
+            part = reps[sh_of == s]
             done = self.shards[s].rings.reports.publish(part)
             self.shards[s].wake()
             if done < len(part):

@@ -311,9 +311,14 @@ class Commands:
                 _ = (nr.max_dd_bps, nr.max_pos_bps)
             except (ValueError, ArithmeticError) as e:
                 raise CommandError(f"{key}={raw}: {e}") from None
-            self.d.cfg = dataclasses.replace(self.d.cfg, risk=nr)
+            new_cfg = dataclasses.replace(self.d.cfg, risk=nr)
+
+            def apply(sh: "Shard") -> None:
+                self.d._limits(sh.rs, new_cfg)
+                sh.kcfg[:] = self.d._kcfg(new_cfg)
             for sh in self.d.shards:
-                await _on(sh, lambda sh=sh: (self.d._limits(sh.rs), sh.kcfg.__setitem__(slice(None), self.d._kcfg())))
+                await _on(sh, lambda sh=sh: apply(sh))
+            self.d.cfg = new_cfg  # shown by `limits` once in force on every shard
             return {"account": f"{key} = {val}"}
         raise CommandError(f"unknown limit {key!r}; per instrument: {', '.join(INSTRUMENT_LIMITS)}; "
                            f"account: {', '.join(ACCOUNT_LIMITS)}")
