@@ -66,17 +66,20 @@ class CounterBlock:
     """One counters segment with one writer, and the series it holds."""
     name: str
     series: list[Series] = field(default_factory=list)
+    _by_key: dict[tuple[str, tuple[tuple[str, str], ...]], int] = field(default_factory=dict, repr=False)
 
     def add(self, metric: str, type: str, help: str, enum: list[str] | None = None, **labels: str) -> int:
         idx = len(self.series)
         self.series.append(Series(self.name, idx, metric, type, dict(labels), help, enum))
+        self._by_key[(metric, tuple(sorted(labels.items())))] = idx
         return idx
 
     def index(self, metric: str, **labels: str) -> int:
-        for s in self.series:
-            if s.metric == metric and s.labels == labels:
-                return s.index
-        raise KeyError(f"no series {metric}{labels} in {self.name}")
+        """Where a series sits (the io thread looks its series up on every telemetry tick)."""
+        try:
+            return self._by_key[(metric, tuple(sorted(labels.items())))]
+        except KeyError:
+            raise KeyError(f"no series {metric}{labels} in {self.name}") from None
 
 
 class Telemetry:
