@@ -326,15 +326,7 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
             # its entry price is not known here
             pb.cost[ACCOUNT, i] = pb.qty[ACCOUNT, i] * m
             pb.avg_px[ACCOUNT, i] = m
-        r = b.mark[0]
-        r.kind = oms_k.RP_MARK
-        r.ts_ns = now
-        r.instrument = i
-        r.price = m
-        r.qty = 0
-        r.order_id = 0
-        r.flags = 0
-        r.trade_id = 0
+        oms_k.mark_report(b.mark[0], now, i, m)
         j0 = b.jcount[0]
         oms_k.apply(st, b.mark, b.journal, b.jcount, b.outbox, b.ocount)
         _on_order(si, b.journal, j0, b.jcount[0])

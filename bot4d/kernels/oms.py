@@ -65,7 +65,7 @@ from bot4d.records import (
     ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID,
 )
 
-__all__ = ["submit", "apply", "VENUE_REPORT_DTYPE", "OmsState", "make_oms"]
+__all__ = ["submit", "apply", "mark_report", "VENUE_REPORT_DTYPE", "OmsState", "make_oms"]
 
 # --- venue reports -------------------------------------------------------------------------------
 RP_ACK = 1
@@ -97,6 +97,22 @@ VENUE_REPORT_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def mark_report(r, ts_ns, instrument, price):
+    """Fill report record ``r`` as an RP_MARK: ``instrument`` last priced at ``price``."""
+    r.kind = RP_MARK
+    r.ts_ns = ts_ns
+    r.instrument = instrument
+    r.price = price
+    r.qty = 0
+    r.order_id = 0
+    r.fee = 0
+    r.maker = 0
+    r.flags = 0
+    r.reason = 0
+    r.trade_id = 0
+
 
 # --- journal reasons (``reason`` field of EV_ORDER_STATE / EV_ORDER_NEW) --------------------------
 R_NONE = 0

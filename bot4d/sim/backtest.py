@@ -234,14 +234,7 @@ def run_kernel(agents, s, books, st, rs, params, sstate, latency, notional_mul, 
         moved = mid != mids[INST]
         mids[INST] = mid
         if mid > 0 and moved:  # stops and P&L only change when the mark does
-            r = reports[nrep]
-            r.kind = oms_k.RP_MARK
-            r.ts_ns = now
-            r.instrument = INST
-            r.price = mid
-            r.qty = 0
-            r.order_id = 0
-            r.flags = 0
+            oms_k.mark_report(reports[nrep], now, INST, mid)
             nrep += 1
         j0 = jcount[0]
         if nrep:
