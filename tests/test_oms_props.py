@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bot4d.kernels import oms, stp
 from bot4d.kernels.oms_state import (
-    LEGAL, OT_LIMIT, OT_MARKET, OT_STOP_LOSS, OT_TAKE_PROFIT, S_ACKED, S_NEW,
+    LEGAL, OT_LIMIT, OT_MARKET, OT_STOP_LOSS, OT_TAKE_PROFIT, S_ACKED, S_CANCEL_PENDING, S_NEW,
     S_PARTIALLY_FILLED, S_SUBMITTED, S_VALIDATED, TERMINAL, TIF_GTC, TIF_IOC,
 )
 from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE
@@ -173,7 +173,15 @@ def test_a_repeated_ack_does_not_revive_an_oco_leg_being_cancelled():
     for op in [('place', 1, 0, 95, 1, OT_LIMIT, TIF_IOC, False, 0),
                ('place', 2, 0, 95, 1, OT_LIMIT, TIF_IOC, True, 0),
                ('report', 1, oms.RP_ACK, 1, 95),
-               ('report', 26, oms.RP_FILL, 1, 95),
-               ('report', 1, oms.RP_ACK, 1, 95)]:
+               ('report', 26, oms.RP_FILL, 1, 95)]:
         m.step(op)  # check() after every step asserts the OCO invariant
     assert len(m.pairs) == 1 and m.fired
+    (a, b), = m.pairs
+    peer = b if a in m.fired else a
+    d = m.d
+    assert int(d.st.o_state[d.slot(peer)]) == S_CANCEL_PENDING  # the situation the bug needed
+    m.step(('report', 1, oms.RP_ACK, 1, 95))                    # its repeated ack
+    last = d.events[-1]
+    assert (int(last["kind"]), int(last["order_id"]), int(last["reason"]), int(last["aux0"])) == \
+        (EV_ORDER_STATE, peer, oms.R_ILLEGAL, S_ACKED)
+    assert int(d.st.o_state[d.slot(peer)]) == S_CANCEL_PENDING
