@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # numba's cache is warmed here so that no kernel is compiled on a first tick.
+# flock: two set-ups at once (two shells, parallel make targets) would compile the same kernels twice
+# on two cores; the second waits and then finds the cache warm.
 $(VENV)/.warmed: $(VENV)/.installed $(shell find bot4d ipc -name '*.py' 2>/dev/null)
-	$(PY) -m bot4d.warmup
+	flock $(VENV)/.warm.lock $(PY) -m bot4d.warmup
 	touch $@
 
 setup: $(VENV)/.warmed

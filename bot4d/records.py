@@ -110,6 +110,8 @@ ORDER_INTENT_DTYPE = np.dtype(
         ("oco_group", np.int64),       # 0: none
         ("strategy", np.int32),
         ("flags", np.int32),           # INTENT_FLAG_*
+        ("replace_order_id", np.int64), # CMD_PLACE: our live order the venue cancels atomically
+                                        # as it places this one (Binance cancelReplace); 0: none
     ],
     align=True,
 )
@@ -136,7 +138,10 @@ ORDER_COMMAND_DTYPE = np.dtype(
         ("tif", np.int8),              # TIF_GTC / IOC / FOK / POST_ONLY
         ("instrument", np.int32),
         ("shard", np.int32),
+        ("stop_price", np.int64),      # venue-native stop orders (OT_STOP_LIMIT): the trigger
+        ("replace_order_id", np.int64),# CMD_PLACE: our order the venue cancels in the same
+                                       # request (cancel-replace); 0: a plain place
     ],
     align=True,
 )
-assert ORDER_COMMAND_DTYPE.itemsize == 64, ORDER_COMMAND_DTYPE.itemsize
+assert ORDER_COMMAND_DTYPE.itemsize == 80, ORDER_COMMAND_DTYPE.itemsize

@@ -24,7 +24,9 @@ Rules:
 
 * State machine ``oms_state.LEGAL``; a transition not in it is refused, counted
   (``C_ILLEGAL_TRANSITION``) and journalled as an EV_ORDER_STATE with ``reason`` R_ILLEGAL,
-  ``state`` the unchanged state and ``aux0`` the refused target; the order is not modified.
+  ``state`` the unchanged state and ``aux2`` the refused target; the order is not modified.
+  Every EV_ORDER_STATE carries the venue's order id (aux0, once a report named it) and the state
+  before (aux1): see ``_state_ev`` and ``bot4d.persist.decode``.
 * A fill larger than the remaining quantity is refused whole (``C_OVERFILL``); so is a fill whose
   position or fee arithmetic would leave int64 (``C_OVERFLOW``), so an order's filled quantity
   never exceeds its quantity and a position is always the signed sum of the fills applied.
@@ -37,7 +39,12 @@ Rules:
 * OCO: a fill on one leg, or one leg's trigger, cancels the other leg in the same call (directly
   if it never left, through CANCEL_PENDING + a venue cancel otherwise); when one leg is cancelled
   or rejected, the other is cancelled too.
-* Stop-loss / take-profit orders wait in VALIDATED; a mark at or through the trigger sends them
+* OT_STOP_LIMIT is the venue's own stop-loss-limit: it goes to the venue at once with its trigger
+  (``stop_price``) and limit, and rests there even while this process is down (the protective
+  stops of ``bot4d.kernels.protect``). A place intent with ``replace_order_id`` naming a live
+  order of ours asks the venue to cancel that order in the same request (cancel-replace): the old
+  order goes to CANCEL_PENDING and the venue's answers finish both.
+* Local stop-loss / take-profit orders wait in VALIDATED; a mark at or through the trigger sends them
   as market orders (Binance's rule: BUY STOP_LOSS when price >= stop, SELL STOP_LOSS when price <=
   stop, TAKE_PROFIT the opposite). One that would trigger at once is rejected (R_WOULD_TRIGGER).
 """
@@ -54,7 +61,7 @@ from bot4d.kernels import stp as stpk
 from bot4d.kernels.oms_state import (
     C_BAD_INPUT, C_DUPLICATE_COID, C_FILTER_REJECT, C_IDEM_EVICTED_LIVE, C_ILLEGAL_TRANSITION,
     C_JOURNAL_FULL, C_NO_SLOT, C_OCO_CANCELLED, C_OVERFILL, C_OVERFLOW, C_RISK_REJECT, C_STP,
-    C_TRIGGERED, C_UNKNOWN_ORDER, OT_LIMIT, OT_MARKET, OT_STOP_LOSS, OT_TAKE_PROFIT,
+    C_TRIGGERED, C_UNKNOWN_ORDER, OT_LIMIT, OT_MARKET, OT_STOP_LIMIT, OT_STOP_LOSS, OT_TAKE_PROFIT,
     P_BATCH_ALL_OR_NONE, S_ACKED, S_CANCEL_PENDING, S_CANCELLED, S_EXPIRED, S_FILLED, S_NEW,
     S_PARTIALLY_FILLED, S_REJECTED, S_SUBMITTED, S_VALIDATED, TIF_FOK, TIF_GTC, TIF_POST_ONLY,
     OmsState, make_oms,
@@ -79,6 +86,7 @@ RP_REPLACE_REJECT = 8
 RP_MARK = 9
 
 RP_FLAG_FEE_GIVEN = 1   # ``fee`` is the venue's own figure: use it instead of the fee model
+RP_FLAG_RECOVERED = 2   # a fill found by reconciliation (query), not seen on the venue's stream
 
 VENUE_REPORT_DTYPE = np.dtype(
     [
@@ -89,11 +97,16 @@ VENUE_REPORT_DTYPE = np.dtype(
         ("fee", np.int64),         # notional units, with RP_FLAG_FEE_GIVEN
         ("kind", np.int8),         # RP_*
         ("maker", np.int8),        # fill: 1 if we were the maker
-        ("_pad", np.int16),
+        ("side", np.int8),         # fill: SIDE_BID / SIDE_ASK (a recovered fill of another boot's
+                                   # order has no slot to take it from)
+        ("_pad", np.int8),
         ("instrument", np.int32),  # the report's instrument (every kind: the venue names the symbol)
-        ("reason", np.int32),      # venue's reject/expiry code, journalled in aux0
-        ("flags", np.int32),
+        ("reason", np.int32),      # venue's reject/expiry code, journalled as the state's detail
+        ("flags", np.int32),       # RP_FLAG_*
         ("trade_id", np.int64),    # fill: the venue's trade id (0 unknown), journalled in aux1
+        ("venue_order_id", np.int64),  # the venue's order id (0 unknown): kept on the order
+        ("boot", np.int64),        # recovered fill of another run's order: that run's boot id as
+                                   # int(boot, 36); 0: this run
     ],
     align=True,
 )
@@ -112,6 +125,9 @@ def mark_report(r, ts_ns, instrument, price):
     r.flags = 0
     r.reason = 0
     r.trade_id = 0
+    r.venue_order_id = 0
+    r.boot = 0
+    r.side = 0
 
 
 # --- journal reasons (``reason`` field of EV_ORDER_STATE / EV_ORDER_NEW) --------------------------
@@ -172,7 +188,8 @@ def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: in
         e.order_type = st.o_type[s]
         e.tif = st.o_tif[s]
         e.filled_qty = st.o_filled[s]
-        e.stop_price = st.o_trigger[s]
+        # a stop order's trigger, else the protective stop the order asked for
+        e.stop_price = st.o_trigger[s] if st.o_trigger[s] != 0 else st.o_stop[s]
     else:
         e.instrument = -1
         e.order_id = 0
@@ -196,6 +213,20 @@ def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: in
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
+def _state_ev(st, j, jc, ts: int, s: int, state: int, reason: int, px: int, qty: int, fee: int,
+              frm: int, target: int, detail: int, cause: int, vid: int) -> int:
+    """One EV_ORDER_STATE: aux0 the venue's order id, aux1 the state before, aux2 the state asked
+    for (differs from ``state`` only when refused), aux3 the detail (venue code, trigger mark),
+    aux4 the report kind or command that caused a refusal. Returns the record's index."""
+    k = jc[0]
+    _emit(st, j, jc, EV_ORDER_STATE, ts, s, state, reason, px, qty, fee,
+          st.o_venue_id[s] if s >= 0 else vid, frm, target)
+    j[k].aux3 = detail
+    j[k].aux4 = cause
+    return k
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     k = oc[0]
     o = ob[k]
@@ -203,14 +234,16 @@ def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     o.ts_ns = ts
     o.command = cmd
     o.side = st.o_side[s]
-    # a triggered stop / take-profit goes out as a market order
+    # a triggered local stop / take-profit goes out as a market order; a venue-native stop rests
+    # at the venue with its trigger
     o.order_type = OT_MARKET if st.o_type[s] == OT_STOP_LOSS or st.o_type[s] == OT_TAKE_PROFIT else st.o_type[s]
     o.tif = st.o_tif[s]
     o.instrument = st.o_inst[s]
     o.price = px
     o.qty = qty
-    o.stop_price = 0
+    o.stop_price = st.o_trigger[s] if st.o_type[s] == OT_STOP_LIMIT else 0
     o.take_profit_price = 0
+    o.replace_order_id = 0
     o.target_order_id = st.o_id[s]
     o.batch_id = 0
     o.oco_group = 0
@@ -267,11 +300,10 @@ def _to(st, j, jc, s: int, new: int, ts: int, reason: int, a0: int) -> bool:
     cur = st.o_state[s]
     if not st.legal[cur, new]:
         st.counters[C_ILLEGAL_TRANSITION] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_ILLEGAL, st.o_px[s], st.o_qty[s], 0,
-              new, a0, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_ILLEGAL, st.o_px[s], st.o_qty[s], 0, cur, new, a0, 0, 0)
         return False
     st.o_state[s] = new
-    _emit(st, j, jc, EV_ORDER_STATE, ts, s, new, reason, st.o_px[s], st.o_qty[s], 0, cur, a0, 0)
+    _state_ev(st, j, jc, ts, s, new, reason, st.o_px[s], st.o_qty[s], 0, cur, new, a0, 0, 0)
     if new == S_FILLED or new == S_CANCELLED or new == S_REJECTED or new == S_EXPIRED:
         _release(st, s)
     return True
@@ -320,7 +352,7 @@ def _place_verdict(st, it, qty: int) -> int:
     if it.side != SIDE_BID and it.side != SIDE_ASK:
         return R_BAD_INPUT
     ot = it.order_type
-    if ot < OT_LIMIT or ot > OT_TAKE_PROFIT:
+    if ot < OT_LIMIT or ot > OT_STOP_LIMIT:
         return R_BAD_INPUT
     if it.tif < TIF_GTC or it.tif > TIF_POST_ONLY:
         return R_BAD_INPUT
@@ -331,20 +363,22 @@ def _place_verdict(st, it, qty: int) -> int:
     if a < 0 or a >= st.open_orders.shape[0]:
         return R_BAD_INPUT
     buy = it.side == SIDE_BID
-    market = ot != OT_LIMIT
+    market = ot != OT_LIMIT and ot != OT_STOP_LIMIT
     trig = 0
-    if ot == OT_STOP_LOSS:
+    if ot == OT_STOP_LOSS or ot == OT_STOP_LIMIT:
         trig = it.stop_price
     elif ot == OT_TAKE_PROFIT:
         trig = it.take_profit_price
-    if (ot == OT_STOP_LOSS or ot == OT_TAKE_PROFIT) and trig <= 0:
+    if (ot == OT_STOP_LOSS or ot == OT_TAKE_PROFIT or ot == OT_STOP_LIMIT) and trig <= 0:
         return R_BAD_INPUT
     if market and (it.tif == TIF_POST_ONLY or (it.flags & INTENT_FLAG_POST_ONLY) != 0):
         return R_BAD_INPUT   # a market order cannot be post-only
     r = _filters.check_order(st.filters, inst, buy, market, it.price, qty, trig)
     if r != _filters.F_OK:
         return r
-    if _would_trigger(ot, buy, trig, st.positions.mark_px[inst]):
+    # the venue refuses a stop that would trigger at once (Binance -2010): so do we
+    if _would_trigger(OT_STOP_LOSS if ot == OT_STOP_LIMIT else ot, buy, trig,
+                      st.positions.mark_px[inst]):
         return R_WOULD_TRIGGER
     return R_NONE
 
@@ -400,8 +434,8 @@ def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
                     nq = st.o_filled[r] + rest_left
                     st.o_new_px[r] = st.o_px[r]
                     st.o_new_qty[r] = nq
-                    _emit(st, j, jc, EV_ORDER_STATE, ts, r, rs, R_REPLACE_PENDING, st.o_px[r],
-                          nq, 0, rs, R_STP_DECREMENT, 0)
+                    _state_ev(st, j, jc, ts, r, rs, R_REPLACE_PENDING, st.o_px[r], nq, 0, rs, rs,
+                              R_STP_DECREMENT, 0, 0)
                     _out(st, ob, oc, CMD_REPLACE, r, ts, st.o_px[r], nq)
                 if new_left == 0:
                     reject_new = True
@@ -428,15 +462,19 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     st.o_tif[s] = tif
     st.o_state[s] = S_NEW
     st.o_prev[s] = S_NEW
-    st.o_px[s] = it.price if it.order_type == OT_LIMIT else 0
+    ot = it.order_type
+    st.o_px[s] = it.price if ot == OT_LIMIT or ot == OT_STOP_LIMIT else 0
     st.o_qty[s] = qty
     st.o_filled[s] = 0
     trig = 0
-    if it.order_type == OT_STOP_LOSS:
+    if ot == OT_STOP_LOSS or ot == OT_STOP_LIMIT:
         trig = it.stop_price
-    elif it.order_type == OT_TAKE_PROFIT:
+    elif ot == OT_TAKE_PROFIT:
         trig = it.take_profit_price
     st.o_trigger[s] = trig
+    # the protective stop an entry asks for (a stop order's own trigger is not one)
+    st.o_stop[s] = it.stop_price if ot == OT_LIMIT or ot == OT_MARKET else 0
+    st.o_venue_id[s] = 0
     st.o_peer[s] = -1
     st.o_ts[s] = ts
     st.o_new_px[s] = 0
@@ -458,9 +496,8 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _reject_intent(st, j, jc, it, ts: int, reason: int, detail: int, order_id: int) -> None:
     """Journal a command refused before it had an order slot."""
-    k = jc[0]
-    _emit(st, j, jc, EV_ORDER_STATE, ts, -1, S_REJECTED, reason, it.price, it.qty, 0,
-          S_NEW, detail, it.command)
+    k = _state_ev(st, j, jc, ts, -1, S_REJECTED, reason, it.price, it.qty, 0, S_NEW, S_REJECTED,
+                  detail, it.command, 0)
     e = j[k]
     e.instrument = it.instrument
     e.order_id = order_id
@@ -528,8 +565,8 @@ def _cmd_cancel(st, j, jc, ob, oc, it, ts: int) -> None:
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _illegal_note(st, j, jc, s: int, target: int, ts: int) -> None:
     st.counters[C_ILLEGAL_TRANSITION] += 1
-    _emit(st, j, jc, EV_ORDER_STATE, ts, s, st.o_state[s], R_ILLEGAL, st.o_px[s], st.o_qty[s],
-          0, target, 0, 0)
+    _state_ev(st, j, jc, ts, s, st.o_state[s], R_ILLEGAL, st.o_px[s], st.o_qty[s], 0,
+              st.o_state[s], target, 0, 0, 0)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -556,7 +593,7 @@ def _cmd_replace(st, j, jc, ob, oc, it, qty: int, ts: int) -> None:
         return
     st.o_new_px[s] = it.price
     st.o_new_qty[s] = qty
-    _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_REPLACE_PENDING, it.price, qty, 0, cur, 0, 0)
+    _state_ev(st, j, jc, ts, s, cur, R_REPLACE_PENDING, it.price, qty, 0, cur, cur, 0, 0, 0)
     _out(st, ob, oc, CMD_REPLACE, s, ts, it.price, qty)
 
 
@@ -600,12 +637,21 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
     ot = st.o_type[s]
     if ot == OT_STOP_LOSS or ot == OT_TAKE_PROFIT:
         pass  # waits in VALIDATED for its trigger
-    elif not _stp(st, j, jc, ob, oc, s, ts):
+    elif ot != OT_STOP_LIMIT and not _stp(st, j, jc, ob, oc, s, ts):
         _to(st, j, jc, s, S_REJECTED, ts, R_STP, 0)
         s = -1
     else:
+        # a resting stop takes no liquidity until it triggers: no self-trade check now
         _to(st, j, jc, s, S_SUBMITTED, ts, R_NONE, 0)
         _out(st, ob, oc, CMD_PLACE, s, ts, st.o_px[s], st.o_qty[s])
+        r = _slot_of(st, it.replace_order_id)
+        if r >= 0 and r != s:
+            rs = st.o_state[r]
+            if rs == S_SUBMITTED or rs == S_ACKED or rs == S_PARTIALLY_FILLED:
+                # the venue cancels r in the same request: r waits for that answer like a cancel
+                st.o_prev[r] = rs
+                _to(st, j, jc, r, S_CANCEL_PENDING, ts, R_REPLACED, 0)
+                ob[oc[0] - 1].replace_order_id = st.o_id[r]
     # OCO: the second leg links to the first; if either did not survive, neither does
     if prev_id >= 0:
         first_live = prev_id > 0 and prev_slot >= 0 and st.o_id[prev_slot] == prev_id
@@ -717,14 +763,36 @@ def submit(st, intents, decision, approved_qty, now_ns: int, journal, jcount, ou
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _report_unknown(st, j, jc, rp) -> None:
     st.counters[C_UNKNOWN_ORDER] += 1
-    k = jc[0]
-    _emit(st, j, jc, EV_ORDER_STATE, rp.ts_ns, -1, 0, R_UNKNOWN_ORDER, rp.price, rp.qty, rp.fee,
-          rp.kind, rp.reason, 0)
+    k = _state_ev(st, j, jc, rp.ts_ns, -1, 0, R_UNKNOWN_ORDER, rp.price, rp.qty, rp.fee, 0, 0,
+                  rp.reason, rp.kind, rp.venue_order_id)
     j[k].order_id = rp.order_id
     # a late report for an order already gone is routine (a cancel-reject after the fill); its
     # record names the instrument so the audit trail can store it
     if 0 <= rp.instrument < st.open_orders.shape[1]:
         j[k].instrument = rp.instrument
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _recovered_foreign_fill(st, j, jc, rp) -> None:
+    """A fill that reconciliation found for an order this run has no slot for (an earlier run's):
+    journalled so the audit trail equals the venue's trades, not applied (the position at start
+    already came from the venue's balances, which include it)."""
+    i = rp.instrument
+    if i < 0 or i >= st.open_orders.shape[1] or rp.qty <= 0 or rp.price <= 0 \
+            or (rp.side != SIDE_BID and rp.side != SIDE_ASK):
+        st.counters[C_BAD_INPUT] += 1
+        _state_ev(st, j, jc, rp.ts_ns, -1, 0, R_BAD_INPUT, rp.price, rp.qty, rp.fee, 0, 0, 0,
+                  RP_FILL, rp.venue_order_id)
+        return
+    k = jc[0]
+    _emit(st, j, jc, EV_FILL, rp.ts_ns, -1, 0, R_NONE, rp.price, rp.qty, rp.fee,
+          1 if rp.maker != 0 else 2, rp.trade_id, rp.venue_order_id)
+    e = j[k]
+    e.instrument = i
+    e.order_id = rp.order_id
+    e.side = rp.side
+    e.aux3 = 1
+    e.aux4 = rp.boot
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -739,11 +807,11 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     px = rp.price
     if q <= 0 or px <= 0:
         st.counters[C_BAD_INPUT] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_BAD_INPUT, px, q, 0, RP_FILL, 0, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_BAD_INPUT, px, q, 0, cur, cur, 0, RP_FILL, 0)
         return
     if q > _left(st, s):
         st.counters[C_OVERFILL] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_OVERFILL, px, q, 0, RP_FILL, 0, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_OVERFILL, px, q, 0, cur, cur, 0, RP_FILL, 0)
         return
     a = st.o_acct[s]
     i = st.o_inst[s]
@@ -760,14 +828,18 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     if not ok:
         # refused whole: the order and the position stay consistent with each other
         st.counters[C_OVERFLOW] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_OVERFLOW, px, q, 0, RP_FILL, 0, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_OVERFLOW, px, q, 0, cur, cur, 0, RP_FILL, 0)
         return
     _fees.add_volume(st.fees, a, px, q)
     _open_add(st, s, -1)
     st.o_filled[s] += q
     _open_add(st, s, 1)
-    # aux0 liquidity 1 maker / 2 taker; aux1 the venue trade id (0 unknown)
-    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 2, rp.trade_id, 0)
+    # aux0 liquidity 1 maker / 2 taker; aux1 the venue trade id (0 unknown); aux2 the venue's
+    # order id; aux3 bit 0: recovered by reconciliation
+    kf = jc[0]
+    _emit(st, j, jc, EV_FILL, ts, s, cur, R_NONE, px, q, fee, 1 if maker else 2, rp.trade_id,
+          st.o_venue_id[s])
+    j[kf].aux3 = 1 if (rp.flags & RP_FLAG_RECOVERED) != 0 else 0
     p, pid = _unpair(st, s)
     if st.o_filled[s] == st.o_qty[s]:
         _to(st, j, jc, s, S_FILLED, ts, R_NONE, 0)
@@ -795,8 +867,7 @@ def _mark(st, j, jc, ob, oc, rp) -> None:
     i = rp.instrument
     if i < 0 or i >= st.open_orders.shape[1] or rp.price <= 0:
         st.counters[C_BAD_INPUT] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, rp.ts_ns, -1, 0, R_BAD_INPUT, rp.price, 0, 0, RP_MARK,
-              i, 0)
+        _state_ev(st, j, jc, rp.ts_ns, -1, 0, R_BAD_INPUT, rp.price, 0, 0, 0, 0, i, RP_MARK, 0)
         return
     st.positions.mark_px[i] = rp.price
     for a in range(st.open_orders.shape[0]):
@@ -821,8 +892,13 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
         return
     s = _slot_of(st, rp.order_id)
     if s < 0:
-        _report_unknown(st, j, jc, rp)
+        if kind == RP_FILL and (rp.flags & RP_FLAG_RECOVERED) != 0:
+            _recovered_foreign_fill(st, j, jc, rp)
+        else:
+            _report_unknown(st, j, jc, rp)
         return
+    if rp.venue_order_id != 0:
+        st.o_venue_id[s] = rp.venue_order_id
     ts = rp.ts_ns
     cur = st.o_state[s]
     if kind == RP_FILL:
@@ -861,8 +937,8 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
             return
         if rp.qty <= st.o_filled[s] or rp.price <= 0:
             st.counters[C_BAD_INPUT] += 1
-            _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0,
-                  RP_REPLACED, 0, 0)
+            _state_ev(st, j, jc, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0, cur, cur, 0,
+                      RP_REPLACED, 0)
             return
         _open_add(st, s, -1)
         st.o_px[s] = rp.price
@@ -870,19 +946,18 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
         _open_add(st, s, 1)
         st.o_new_px[s] = 0
         st.o_new_qty[s] = 0
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_REPLACED, rp.price, rp.qty, 0, cur,
-              rp.reason, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_REPLACED, rp.price, rp.qty, 0, cur, cur, rp.reason, 0, 0)
     elif kind == RP_REPLACE_REJECT:
         if st.o_new_qty[s] == 0:
             _illegal_note(st, j, jc, s, cur, ts)
             return
         st.o_new_px[s] = 0
         st.o_new_qty[s] = 0
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_REPLACE_REJECTED, st.o_px[s], st.o_qty[s],
-              0, cur, rp.reason, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_REPLACE_REJECTED, st.o_px[s], st.o_qty[s], 0, cur, cur,
+                  rp.reason, 0, 0)
     else:
         st.counters[C_BAD_INPUT] += 1
-        _emit(st, j, jc, EV_ORDER_STATE, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0, kind, 0, 0)
+        _state_ev(st, j, jc, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0, cur, cur, 0, kind, 0)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)

@@ -35,7 +35,10 @@ return to when a cancel is rejected), ``o_px`` int64 limit price, ``o_qty`` int6
 int64, ``o_trigger`` int64 stop/take-profit trigger price, ``o_peer`` int32 OCO partner slot
 (-1 none), ``o_ts`` int64 creation ns, ``o_new_px``/``o_new_qty`` int64 pending replace (0 none),
 ``o_stp`` int8 (STP_* policy), ``o_strategy`` int32, ``o_oco_id`` int64 the OCO partner's order id
-(kept after the live link ``o_peer`` is broken, so a late fill can still take the partner out).
+(kept after the live link ``o_peer`` is broken, so a late fill can still take the partner out),
+``o_venue_id`` int64 the venue's order id once a report named it (0 unknown), ``o_stop`` int64 the
+protective stop price an opening order asked for (what ``bot4d.kernels.protect`` rests at the
+venue once it fills; 0 none).
 
 Scalars live in 1-element arrays so kernels can update them: ``seq`` (next journal sequence,
 starts at 1, gap-free per shard), ``serial``, ``nfree``; ``free`` is the free-slot stack.
@@ -99,6 +102,8 @@ OT_LIMIT = 1
 OT_MARKET = 2
 OT_STOP_LOSS = 3       # market order sent when the mark crosses o_trigger against the position
 OT_TAKE_PROFIT = 4     # market order sent when the mark crosses o_trigger in favour
+OT_STOP_LIMIT = 5      # venue-native stop-loss-limit (Binance STOP_LOSS_LIMIT): rests at the venue
+                       # from the start with trigger o_trigger and limit o_px; the protective stops
 
 TIF_GTC = 1
 TIF_IOC = 2
@@ -169,6 +174,8 @@ class OmsState(NamedTuple):
     fees: FeeSchedule
     idem: IdemTable
     o_oco_id: np.ndarray
+    o_venue_id: np.ndarray
+    o_stop: np.ndarray
 
 
 def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard: int = 0,
@@ -217,5 +224,6 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
         filters=make_filters(n),
         fees=make_fees(a, fee_tiers if fee_tiers is not None else [(0, "0", "0")]),
         idem=make_idem(idem_capacity, idem_window_ns, idem_tick_ns, strict=idem_strict),
-        o_oco_id=np.zeros(cap, np.int64),
+        o_oco_id=np.zeros(cap, np.int64), o_venue_id=np.zeros(cap, np.int64),
+        o_stop=np.zeros(cap, np.int64),
     )

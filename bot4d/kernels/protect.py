@@ -1,0 +1,285 @@
+"""Protective stops: every open position keeps a stop for its whole size resting at the venue.
+
+The shard calls :func:`sync` after each pass of venue reports and marks. For each instrument with
+protection enabled it compares what rests at the venue with what the position needs:
+
+* the position's size (rounded down to the lot step; below the minimum lot it is dust that no
+  venue order can cover, counted apart) and side (a long is protected by a SELL stop, a short by
+  a BUY stop);
+* the trigger: the stop price that the last opening order which filled asked for (a strategy's
+  ``stop_price``), or, when none did (a position found at start, an operator's order), the
+  average entry price moved ``default_bps`` against the position. The limit price sits
+  ``limit_bps`` beyond the trigger so that the triggered order fills in a fast market.
+
+and asks the OMS for the difference as intents that bypass pre-trade risk (they only ever reduce
+a position, and a halted or reducing account needs them most): a venue-native stop-loss-limit
+(``oms_state.OT_STOP_LIMIT``), placed as a cancel-replace of the previous stop when one rests, so
+the venue swaps them in one request and the position is never without one for longer than that
+request's round trip; a cancel when the position is flat. A stop whose trigger the mark has already
+crossed cannot be placed (the venue refuses it); the position is then closed at market, which is
+what the stop would have done.
+
+A protective order the venue refuses is an alarm: counted, and the kill switch trips to REDUCING
+(``killswitch.TRIP_STOP_REFUSED``) so no new position is opened while one may be unprotected.
+The next attempt for that instrument waits ``retry_ns``.
+
+How long a position goes without full protection (from the first report that left it
+under-protected to the venue's acknowledgement of a stop that covers it) is recorded per shard in
+a latency histogram. Pure functions over arrays; the caller owns the OMS and the journal.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from bot4d.kernels import oms as oms_k
+from bot4d.kernels.oms_state import (OT_MARKET, OT_STOP_LIMIT, S_ACKED, S_PARTIALLY_FILLED,
+                                     S_REJECTED, S_SUBMITTED, TIF_GTC)
+from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_FILL, EV_ORDER_STATE, INTENT_FLAG_REDUCE_ONLY,
+                           SIDE_ASK, SIDE_BID)
+from ipc.histogram import record
+
+# per-instrument configuration (Protection.cfg[i, PC_*])
+PC_ENABLED = 0
+PC_DEFAULT_BPS = 1       # trigger distance from the average entry when no order named one
+PC_LIMIT_BPS = 2         # limit price beyond the trigger
+PC_RETRY_NS = 3          # wait after a refusal before the next attempt
+PC_N = 4
+
+# per-instrument counters (Protection.ctr[i, P_*]), shown by `bot4ctl protection`
+P_PLACED = 0             # stops placed (first or cancel-replace)
+P_CANCELLED = 1          # stops cancelled because the position went flat
+P_REFUSED = 2            # protective orders the venue (or the OMS) refused
+P_EXITS = 3              # market exits because the trigger was already crossed
+P_DUST = 4               # passes that found a position below the minimum lot
+P_N = 8
+
+# per-instrument state (Protection.st[i, X_*])
+X_OID = 0                # our live protective stop's order id (0: none)
+X_EXIT_OID = 1           # a market exit on its way (0: none)
+X_WANT_PX = 2            # trigger asked for by the last opening fill (0: use the default distance)
+X_SINCE = 3              # ns since the position is not fully protected (0: protected or flat)
+X_RETRY_AT = 4           # ns before which no new attempt is made after a refusal
+X_COID = 5               # client order id serial for protective intents
+X_PREV_OID = 6           # the stop a cancel-replace is replacing (back in force if the venue
+                         # refuses the swap)
+X_N = 8
+
+COID_BASE = 1 << 61      # protective intents' client order ids: apart from strategies' ids
+# the code the gateway gives a stop whose cancel-replace was not attempted because the old order
+# could not be cancelled (it had just filled or gone: Binance -2022 with NOT_ATTEMPTED): a race to
+# retry, not a refused stop
+SWAP_NOT_ATTEMPTED = -2022
+
+ACCOUNT = 0
+
+
+class Protection(NamedTuple):
+    cfg: np.ndarray      # int64[n, PC_N]
+    st: np.ndarray       # int64[n, X_N]
+    ctr: np.ndarray      # int64[n, P_N]
+    hist: np.ndarray     # int64 latency histogram (ipc.histogram layout): unprotected time
+
+
+def make_protection(n_instruments: int, hist: np.ndarray | None = None) -> Protection:
+    from ipc.histogram import new_histogram
+
+    return Protection(np.zeros((n_instruments, PC_N), np.int64), np.zeros((n_instruments, X_N), np.int64),
+                      np.zeros((n_instruments, P_N), np.int64), new_histogram() if hist is None else hist)
+
+
+def configure(pr: Protection, i: int, *, enabled: bool, default_bps: int, limit_bps: int,
+              retry_ns: int = 500_000_000) -> None:
+    if not 0 < default_bps < 10_000 or not 0 <= limit_bps < 10_000 or retry_ns < 0:
+        raise ValueError("protective stop distances must be in (0, 10000) bps")
+    pr.cfg[i, PC_ENABLED] = 1 if enabled else 0
+    pr.cfg[i, PC_DEFAULT_BPS] = default_bps
+    pr.cfg[i, PC_LIMIT_BPS] = limit_bps
+    pr.cfg[i, PC_RETRY_NS] = retry_ns
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def is_protective(pr, i, oid):
+    return oid != 0 and (pr.st[i, X_OID] == oid or pr.st[i, X_EXIT_OID] == oid)
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def note_journal(pr, journal, j0, j1):
+    """Learn from this pass's journal: the stop prices opening fills asked for, and refusals of
+    protective orders. Returns how many protective orders were refused (the caller trips)."""
+    refused = 0
+    for k in range(j0, j1):
+        e = journal[k]
+        i = e.instrument
+        if i < 0 or i >= pr.st.shape[0] or pr.cfg[i, PC_ENABLED] == 0:
+            continue
+        if e.kind == EV_FILL and e.stop_price > 0 and not is_protective(pr, i, e.order_id):
+            pr.st[i, X_WANT_PX] = e.stop_price
+        elif e.kind == EV_ORDER_STATE and e.state == S_REJECTED and is_protective(pr, i, e.order_id):
+            if e.aux3 == SWAP_NOT_ATTEMPTED:
+                continue
+            pr.ctr[i, P_REFUSED] += 1
+            pr.st[i, X_RETRY_AT] = e.ts_ns + pr.cfg[i, PC_RETRY_NS]
+            refused += 1
+    return refused
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _round_down(x, unit):
+    return x if unit <= 1 else x - x % unit
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _round_up(x, unit):
+    if unit <= 1:
+        return x
+    r = x % unit
+    return x if r == 0 else x + unit - r
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _live(st, oid):
+    """Slot and state of our order ``oid`` while the venue may hold it, else (-1, 0)."""
+    s = oms_k._slot_of(st, oid)
+    if s < 0:
+        return -1, 0
+    return s, st.o_state[s]
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _trigger(pr, st, i, long):
+    """The stop's trigger for instrument i, on the tick (always on the protective side)."""
+    tick = st.filters.tick[i]
+    px = pr.st[i, X_WANT_PX]
+    if px <= 0:
+        avg = st.positions.avg_px[ACCOUNT, i]
+        if avg <= 0:
+            avg = st.positions.mark_px[i]
+        if avg <= 0:
+            return 0
+        d = avg // 10_000 * pr.cfg[i, PC_DEFAULT_BPS] + avg % 10_000 * pr.cfg[i, PC_DEFAULT_BPS] // 10_000
+        px = avg - d if long else avg + d
+    return _round_down(px, tick) if long else _round_up(px, tick)
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
+    pr.st[i, X_COID] += 1
+    it.client_order_id = COID_BASE + (np.int64(i) << 32) + pr.st[i, X_COID]
+    it.ts_ns = now
+    it.command = cmd
+    it.side = side
+    it.order_type = otype
+    it.tif = TIF_GTC
+    it.instrument = i
+    it.price = limit
+    it.qty = qty
+    it.stop_price = trig
+    it.take_profit_price = 0
+    it.target_order_id = replace if cmd == CMD_CANCEL else 0
+    it.batch_id = 0
+    it.oco_group = 0
+    it.strategy = 0
+    it.flags = INTENT_FLAG_REDUCE_ONLY
+    it.replace_order_id = replace if cmd == CMD_PLACE else 0
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _covered(pr, i, now):
+    """The position is fully protected from now on: record how long it was not."""
+    since = pr.st[i, X_SINCE]
+    if since != 0:
+        record(pr.hist, now - since)
+        pr.st[i, X_SINCE] = 0
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def plan(pr, st, i, now, intents, n):
+    """Intents (appended at ``intents[n:]``) that bring instrument i's protection in line with
+    its position; returns the new count. Leaves room checks to the caller (at most 1 intent)."""
+    if pr.cfg[i, PC_ENABLED] == 0:
+        return n
+    pos = st.positions.qty[ACCOUNT, i]
+    s, ss = _live(st, pr.st[i, X_OID])
+    if s < 0:
+        # gone; if it was a swap the venue refused, the stop it was to replace is still in force
+        pr.st[i, X_OID] = 0
+        s, ss = _live(st, pr.st[i, X_PREV_OID])
+        if s >= 0 and ss != S_SUBMITTED and ss != S_ACKED and ss != S_PARTIALLY_FILLED:
+            s = -1
+        if s >= 0:
+            pr.st[i, X_OID] = pr.st[i, X_PREV_OID]
+        pr.st[i, X_PREV_OID] = 0
+    es, _ = _live(st, pr.st[i, X_EXIT_OID])
+    if es < 0:
+        pr.st[i, X_EXIT_OID] = 0
+    step = st.filters.step[i]
+    want = _round_down(abs(pos), step)
+    if want < st.filters.min_qty[i]:
+        if want > 0 or pos != 0:
+            pr.ctr[i, P_DUST] += 1
+        want = 0
+    if want == 0:
+        pr.st[i, X_SINCE] = 0
+        pr.st[i, X_WANT_PX] = 0 if pos == 0 else pr.st[i, X_WANT_PX]
+        if s >= 0 and (ss == S_SUBMITTED or ss == S_ACKED or ss == S_PARTIALLY_FILLED):
+            _intent(pr, intents[n], i, CMD_CANCEL, OT_STOP_LIMIT, st.o_side[s], 0, 0, 0, pr.st[i, X_OID], now)
+            pr.ctr[i, P_CANCELLED] += 1
+            return n + 1
+        return n
+    long = pos > 0
+    side = SIDE_ASK if long else SIDE_BID
+    trig = _trigger(pr, st, i, long)
+    if s >= 0 and st.o_side[s] == side and st.o_qty[s] - st.o_filled[s] == want and st.o_trigger[s] == trig:
+        if ss == S_ACKED or ss == S_PARTIALLY_FILLED:
+            _covered(pr, i, now)
+        return n   # in place, or on its way
+    if pr.st[i, X_SINCE] == 0:
+        pr.st[i, X_SINCE] = now
+    if pr.st[i, X_EXIT_OID] != 0 or now < pr.st[i, X_RETRY_AT] or trig <= 0:
+        return n   # an exit is on its way, a refusal is being waited out, or no price yet
+    if s >= 0 and ss != S_ACKED and ss != S_PARTIALLY_FILLED:
+        return n   # the previous stop has no answer yet (or is being cancelled): one at a time
+    replace = pr.st[i, X_OID] if s >= 0 else 0
+    mark = st.positions.mark_px[i]
+    crossed = mark > 0 and (mark <= trig if long else mark >= trig)
+    if crossed:
+        # the stop would trigger at once (and the venue would refuse it): do what it would do
+        _intent(pr, intents[n], i, CMD_PLACE, OT_MARKET, side, want, 0, 0, replace, now)
+        pr.ctr[i, P_EXITS] += 1
+        return n + 1
+    tick = st.filters.tick[i]
+    lb = pr.cfg[i, PC_LIMIT_BPS]
+    off = trig // 10_000 * lb + trig % 10_000 * lb // 10_000
+    limit = _round_down(trig - off, tick) if long else _round_up(trig + off, tick)
+    if limit <= 0:
+        limit = tick if tick > 0 else 1
+    _intent(pr, intents[n], i, CMD_PLACE, OT_STOP_LIMIT, side, want, trig, limit, replace, now)
+    pr.ctr[i, P_PLACED] += 1
+    return n + 1
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def adopt(pr, st, i, intents, n, now):
+    """After ``oms.submit`` took the intents that :func:`plan` wrote at ``intents[n]``: remember
+    the order it created (a refusal by the OMS itself counts as a refusal)."""
+    it = intents[n]
+    oid = oms_k._idem.lookup(st.idem, it.client_order_id, now)
+    if it.command != CMD_PLACE:
+        return
+    s = oms_k._slot_of(st, oid) if oid > 0 else -1
+    if s < 0:
+        pr.ctr[i, P_REFUSED] += 1
+        pr.st[i, X_RETRY_AT] = now + pr.cfg[i, PC_RETRY_NS]
+        return
+    if it.order_type == OT_MARKET:
+        pr.st[i, X_EXIT_OID] = oid
+    else:
+        pr.st[i, X_PREV_OID] = it.replace_order_id
+        pr.st[i, X_OID] = oid
+
+
+def warmup() -> None:
+    """Compiled through its caller, the shard kernel (``bot4d.daemon.shard_kernel``)."""
