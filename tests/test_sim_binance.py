@@ -364,3 +364,68 @@ def test_duplicate_fill_fault_sends_one_trade_report_twice_and_stats_count_answe
         stats = json.loads(r.read())
     assert [(o["clientOrderId"], o["status"]) for o in stats["unknown_outcome"]] == [("twice", "NEW")]
     assert stats["client_ids_placed_more_than_once"] == ["twice"]
+
+
+def test_my_trades_honours_from_id_limit_and_order_id_as_binance_documents(sim):
+    """GET /api/v3/myTrades (rest-api.md, "Account trade list"): ``fromId`` returns trades with
+    id >= fromId oldest first, ``limit`` defaults to 500 and is 1..1000, without ``fromId`` the most
+    recent trades come back; ``orderId`` + ``fromId`` is one order's trades from an id; other
+    parameter combinations are refused with -1128, a time window over 24 hours with -1127."""
+    st, c, acct = sim
+    import numpy as np
+    from bot4d.kernels import matching as m
+
+    n_agents = 7
+    o = np.zeros(n_agents, m.SIM_ORDER_DTYPE)
+    o["op"], o["otype"], o["tif"], o["side"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, 1
+    o["order_id"] = [(1 << 41) + k for k in range(n_agents)]
+    o["price"], o["qty"] = 6_000_000, 100  # 60000.00, 0.001 BTC each
+    st.call(st.server.venue.submit_agent_orders, o, time.time_ns())
+    ids = {}
+    for cid, qty in (("a", "0.00300"), ("b", "0.00400")):  # 3 trades, then 4 trades
+        status, r, _ = c.request("POST", "/api/v3/order", {
+            "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+            "quantity": qty, "price": "60000.00", "newClientOrderId": cid}, True)
+        assert status == 200 and r["status"] == "FILLED", r
+        ids[cid] = r["orderId"]
+
+    def trades(**params):
+        status, body, _ = c.request("GET", "/api/v3/myTrades", {"symbol": "BTCUSDT", **params}, True)
+        assert status == 200, body
+        return body
+
+    every = trades()
+    tid = [t["id"] for t in every]
+    assert len(tid) == 7 and tid == sorted(tid) and len(set(tid)) == 7
+    assert [t["orderId"] for t in every] == [ids["a"]] * 3 + [ids["b"]] * 4
+    assert all(t["isBuyer"] and not t["isMaker"] and t["qty"] == "0.00100000" for t in every)
+    assert [t["id"] for t in trades(fromId=tid[2])] == tid[2:]          # >= fromId
+    assert [t["id"] for t in trades(fromId=tid[2], limit=3)] == tid[2:5]  # oldest first, limit
+    assert trades(fromId=tid[-1] + 1) == []
+    assert [t["id"] for t in trades(limit=2)] == tid[-2:]               # no fromId: most recent
+    assert [t["id"] for t in trades(orderId=ids["b"], fromId=tid[4])] == tid[4:]
+    assert [t["id"] for t in trades(orderId=ids["a"])] == tid[:3]
+    now_ms = int(time.time() * 1000)
+    assert [t["id"] for t in trades(startTime=now_ms - 60_000, endTime=now_ms + 60_000)] == tid
+    for params, code in (({"limit": 0}, -1100), ({"limit": 1001}, -1100),
+                         ({"fromId": tid[0], "startTime": now_ms}, -1128),
+                         ({"orderId": ids["a"], "startTime": now_ms}, -1128),
+                         ({"startTime": now_ms - 2 * 86_400_000, "endTime": now_ms}, -1127),
+                         ({"fromId": "x"}, -1100)):
+        status, body, _ = c.request("GET", "/api/v3/myTrades", {"symbol": "BTCUSDT", **params}, True)
+        assert (status, body["code"]) == (400, code), (params, body)
+    # the default limit is 500: 510 trades of one order come back as the most recent 500
+    many = np.zeros(510, m.SIM_ORDER_DTYPE)
+    many["op"], many["otype"], many["tif"], many["side"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, 1
+    many["order_id"] = [(1 << 43) + k for k in range(510)]
+    many["price"], many["qty"] = 6_000_000, 100
+    st.call(st.server.venue.submit_agent_orders, many, time.time_ns())
+    status, r, _ = c.request("POST", "/api/v3/order", {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+        "quantity": "0.51000", "price": "60000.00"}, True)
+    assert status == 200 and r["status"] == "FILLED", r
+    latest = trades()
+    assert len(latest) == 500 and latest[-1]["id"] == max(t["id"] for t in trades(fromId=tid[-1] + 1, limit=1000))
+    assert [t["id"] for t in trades(fromId=tid[0], limit=1000)][:7] == tid
+    assert len(trades(fromId=tid[0], limit=1000)) == 517
+

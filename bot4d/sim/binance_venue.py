@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -219,6 +220,9 @@ class BinanceVenue:
         self.unknown_outcome_orders: list[int] = []
         self.places_by_client: dict[tuple[int, str], int] = {}  # (account, client order id) -> requests
         self.trades_by_order: dict[int, list[dict[str, Any]]] = {}  # GET /api/v3/myTrades
+        # the same trades per (account, symbol), in trade-id order (the engine numbers trades
+        # increasingly): myTrades' fromId and "most recent" need no scan of every order
+        self.trades_by_account: dict[tuple[int, str], list[dict[str, Any]]] = {}
 
     # ---- set-up ------------------------------------------------------------------------------
     def add_account(self, api_key: str, secret: str, balances: dict[str, str]) -> Account:
@@ -345,23 +349,42 @@ class BinanceVenue:
             return self._my_trades(acct, p)
         raise ApiError(404, -1000, "Unknown endpoint.")
 
+    # myTrades' optional parameters: the combinations Binance accepts (anything else is -1128)
+    MY_TRADES_COMBOS = (frozenset(), frozenset({"orderId"}), frozenset({"startTime"}),
+                        frozenset({"endTime"}), frozenset({"fromId"}),
+                        frozenset({"startTime", "endTime"}), frozenset({"orderId", "fromId"}))
+    DAY_MS = 86_400_000
+
     def _my_trades(self, acct: Account, p: dict[str, str]) -> list[dict[str, Any]]:
-        """Binance's account trade list: ``symbol`` required, optional ``orderId`` and ``limit``
-        (default 500, at most 1000), oldest first."""
+        """Binance's account trade list (rest-api.md, "Account trade list"), oldest first:
+        ``symbol`` required; ``orderId`` one order's trades; ``fromId`` trades with id >= fromId;
+        ``startTime`` / ``endTime`` (ms, inclusive, at most 24 hours apart: -1127); ``limit``
+        default 500, at most 1000. Without ``fromId`` or a time, the most recent ``limit`` trades.
+        Only the parameter combinations Binance lists are accepted (-1128 otherwise)."""
         sym = self._symbol(p)
         limit = self._int(p, "limit", 500)
         if not 1 <= limit <= 1000:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1-1000'.")
+        given = frozenset(k for k in ("orderId", "fromId", "startTime", "endTime") if k in p)
+        if given not in self.MY_TRADES_COMBOS:
+            raise ApiError(400, -1128, "Combination of optional parameters invalid.")
+        trades = self.trades_by_account.get((acct.index, sym), [])
         if "orderId" in p:
             info = self.orders.get(self._int(p, "orderId"))
             if info is None or info.account != acct.index or info.symbol != sym:
                 return []
-            oids = [info.order_id]
-        else:
-            oids = [o.order_id for o in self.orders.values() if o.account == acct.index and o.symbol == sym]
-        out = [t for oid in oids for t in self.trades_by_order.get(oid, [])]
-        out.sort(key=lambda t: t["id"])
-        return out[:limit]
+            trades = self.trades_by_order.get(info.order_id, [])
+        if "fromId" in p:
+            i = bisect_left(trades, self._int(p, "fromId"), key=lambda t: t["id"])
+            return trades[i:i + limit]
+        if "startTime" in p or "endTime" in p:
+            start = self._int(p, "startTime", 0)
+            end = self._int(p, "endTime", 1 << 62)
+            if "startTime" in p and "endTime" in p and end - start > self.DAY_MS:
+                raise ApiError(400, -1127, "More than 24 hours between startTime and endTime.")
+            window = [t for t in trades if start <= t["time"] <= end]
+            return window[:limit] if "startTime" in p else window[-limit:]
+        return trades[-limit:]
 
     # ---- parameter helpers ---------------------------------------------------------------------
     @staticmethod
@@ -678,12 +701,14 @@ class BinanceVenue:
             fills.setdefault(info.order_id, []).append(
                 {"price": _fmt(last_p), "qty": _fmt(last_q), "commission": _fmt(commission),
                  "commissionAsset": spec.quote, "tradeId": int(e["trade_id"])})
-            self.trades_by_order.setdefault(info.order_id, []).append({
+            trade = {
                 "symbol": info.symbol, "id": int(e["trade_id"]), "orderId": info.order_id,
                 "orderListId": -1, "price": _fmt(last_p), "qty": _fmt(last_q),
                 "quoteQty": _fmt(quote), "commission": _fmt(commission),
-                "commissionAsset": spec.quote, "time": now_ms,
-                "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True})
+                "commissionAsset": fee_asset, "time": now_ms,
+                "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True}
+            self.trades_by_order.setdefault(info.order_id, []).append(trade)
+            self.trades_by_account.setdefault((info.account, info.symbol), []).append(trade)
         elif kind == m.E_TRIGGERED:
             info.triggered = True
         elif kind == m.E_CANCELED:
