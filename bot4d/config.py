@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import stat
@@ -46,6 +47,7 @@ VENUE_KINDS = ("binance",)
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _VENUE_NAME_RE = re.compile(r"[a-z0-9_-]{1,32}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9_.-]{1,20}")  # Binance's symbol rule
+_DAY_START_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _CREDENTIAL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
@@ -130,6 +132,11 @@ class RiskConfig:
     reject_storm: int = 50                  # rejects per 10 s window that trip the kill switch
     error_storm: int = 20                   # errors per 10 s window that trip the kill switch
     md_stale_s: Decimal = Decimal(10)
+    # the trading day (daily loss) starts at this UTC time of day, "HH:MM"
+    day_start_utc: str = "00:00"
+    # trading state of a first start (state_dir never initialised, no saved risk state):
+    # "reducing" (the default) or "active"; every later start restores the saved state
+    first_start_state: str = "reducing"
 
     # the kernels take basis points and nanoseconds; validation guaranteed these are exact
     @property
@@ -151,6 +158,12 @@ class RiskConfig:
     @property
     def md_stale_ns(self) -> int:
         return to_fixed(self.md_stale_s, 9)
+
+    @property
+    def day_offset_ns(self) -> int:
+        """Nanoseconds from 00:00 UTC to the start of the trading day."""
+        h, m = self.day_start_utc.split(":")
+        return (int(h) * 60 + int(m)) * 60 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -446,10 +459,24 @@ def _url(t: _Table, k: str, schemes: tuple[str, ...], paper: bool) -> str:
         raise t.err(k, f"{v!r}: a base URL takes no query or fragment")
     if port == 0:
         raise t.err(k, f"{v!r}: port 0")
-    loopback = u.hostname in ("localhost", "::1") or u.hostname.startswith("127.")
+    loopback = _is_loopback(u.hostname)
+    if paper and not loopback:
+        # paper money must never reach a real venue: the simulator serves loopback only
+        raise t.err(k, f"{v!r}: paper = true trades against the simulated venue on loopback only "
+                       "(127.0.0.0/8, ::1, localhost); set paper = false to trade on a real venue")
     if not paper and not loopback and u.scheme in ("http", "ws"):
         raise t.err(k, f"{v!r}: live trading to a remote host needs TLS ({schemes[1]}://)")
     return v
+
+
+def _is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1, by address (a name like "127.evil.example" is not one)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _venue(ctx: _Ctx, name: str, raw: object, paper: bool) -> VenueConfig:
@@ -489,6 +516,9 @@ def _risk(t: _Table) -> RiskConfig:
         reject_storm=t.get_int("reject_storm", 1, 1_000_000, default=50),
         error_storm=t.get_int("error_storm", 1, 1_000_000, default=20),
         md_stale_s=t.get_dec("md_stale_s", lo=0, lo_open=True, hi=86400, places=9, default=Decimal(10)),
+        day_start_utc=t.get_str("day_start_utc", default="00:00", pattern=_DAY_START_RE,
+                                what="UTC time of day \"HH:MM\""),
+        first_start_state=t.get_str("first_start_state", default="reducing", choices=("reducing", "active")),
     )
 
 
@@ -612,7 +642,7 @@ def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
 
     risk = _risk(top.table("risk", ("max_daily_loss", "max_drawdown_pct", "max_position_pct",
                                     "correlation_cap", "kelly_cap", "reject_storm", "error_storm",
-                                    "md_stale_s")))
+                                    "md_stale_s", "day_start_utc", "first_start_state")))
 
     vraw = top.get_raw("venues")
     if not isinstance(vraw, dict) or not vraw:
@@ -630,7 +660,8 @@ def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
 
 
 _RELOADABLE = re.compile(
-    r"risk\.[a-z_]+"
+    # the trading day's start is read at start (the saved day-start equity belongs to it)
+    r"risk\.(?!day_start_utc$|first_start_state$)[a-z_]+"
     r"|instruments\[\d+\]\.strategy\.params\.[a-z_]+"
     r"|instruments\[\d+\]\.(max_position|max_notional|max_open_orders|band_bps)"
     r"|venues\.[^.]+\.orders_per_second"

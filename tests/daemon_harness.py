@@ -117,6 +117,7 @@ enabled = true
 journal_capacity = 65536
 [risk]
 max_daily_loss = "5000"
+first_start_state = "active"
 {extra_risk}
 [venues.binance]
 kind = "binance"

@@ -493,3 +493,42 @@ def test_python_strategy_params_are_validated(cfgdir: Path) -> None:
         refused(cfgdir, py('kind = "python"\nclass = "a:B"\n[instruments.strategy.params]\nqty = 0.1\n'))
     assert "instruments[0].strategy.interval_ms: 1 is outside 10..86400000" in \
         refused(cfgdir, py('kind = "python"\nclass = "a:B"\ninterval_ms = 1\n'))
+
+
+# --- paper stays paper; the risk state's keys ------------------------------------------------------
+def test_paper_refuses_every_non_loopback_url(cfgdir: Path) -> None:
+    """paper = true never reaches a real venue: only 127.0.0.0/8, ::1 and localhost, by address."""
+    for key, old, bad in [
+        ("rest_url", "http://127.0.0.1:18080", "https://api.binance.com"),
+        ("rest_url", "http://127.0.0.1:18080", "http://10.0.0.5:18080"),
+        ("rest_url", "http://127.0.0.1:18080", "http://127.evil.example:18080"),
+        ("ws_url", "ws://127.0.0.1:18081", "wss://stream.binance.com:9443"),
+        ("ws_url", "ws://127.0.0.1:18081", "ws://[::2]:18081"),
+    ]:
+        msg = refused(cfgdir, edit(BASE, old, bad))
+        assert f"venues.binance.{key}: {bad!r}: paper = true" in msg and "loopback only" in msg, msg
+    for old, good in [("http://127.0.0.1:18080", "http://localhost:18080"),
+                      ("http://127.0.0.1:18080", "http://127.1.2.3:18080"),
+                      ("ws://127.0.0.1:18081", "ws://[::1]:18081")]:
+        assert load(write(cfgdir, edit(BASE, old, good))).paper is True
+    # live trading may go anywhere over TLS (and plain text to loopback only, as before)
+    live = edit(edit(BASE, "paper = true", "paper = false"), "http://127.0.0.1:18080", "https://api.binance.com")
+    assert load(write(cfgdir, live)).venues["binance"].rest_url == "https://api.binance.com"
+
+
+def test_risk_day_start_and_first_start_state(cfgdir: Path) -> None:
+    old = load(write(cfgdir, BASE))
+    assert (old.risk.day_start_utc, old.risk.day_offset_ns, old.risk.first_start_state) == ("00:00", 0, "reducing")
+    text = edit(BASE, 'max_daily_loss = "5000"',
+                'max_daily_loss = "5000"\nday_start_utc = "22:30"\nfirst_start_state = "active"')
+    new = load(write(cfgdir, text))
+    assert new.risk.day_offset_ns == (22 * 60 + 30) * 60 * 10**9 and new.risk.first_start_state == "active"
+    for bad in ('"24:00"', '"7:00"', '"07:60"', '"07:00:00"'):
+        msg = refused(cfgdir, edit(BASE, 'max_daily_loss = "5000"', f'max_daily_loss = "5000"\nday_start_utc = {bad}'))
+        assert "risk.day_start_utc:" in msg and 'UTC time of day "HH:MM"' in msg, msg
+    assert "risk.day_start_utc: expected a string, got integer" in \
+        refused(cfgdir, edit(BASE, 'max_daily_loss = "5000"', 'max_daily_loss = "5000"\nday_start_utc = 7'))
+    assert "risk.first_start_state: 'halted' is not one of 'reducing', 'active'" in \
+        refused(cfgdir, edit(BASE, 'max_daily_loss = "5000"', 'max_daily_loss = "5000"\nfirst_start_state = "halted"'))
+    # both are read at start (the saved day-start equity belongs to its day boundary): not by SIGHUP
+    assert reloadable_changes(old, new) == ([], ["risk.day_start_utc", "risk.first_start_state"])

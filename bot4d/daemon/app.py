@@ -8,6 +8,8 @@ Start-up, in this order (nothing trades before the end of it):
    shard the ingress / reports / egress / journal rings) and the shard state preallocated;
 3. every kernel the shards run is loaded from numba's cache and run once on throwaway state, so
    the first tick never compiles;
+   then each shard's kill switch, peak and day-start equity are restored from ``state_dir``
+   (``bot4d.daemon.riskstate``; missing or corrupt: REDUCING), and saved from then on;
 4. the feeds connect and the order gateway starts (signed REST, user-data stream);
 5. the venue is reconciled: our orders left by an earlier run are cancelled (the journal has
    their history; this run's OMS never knew them), balances become positions relative to each
@@ -15,8 +17,9 @@ Start-up, in this order (nothing trades before the end of it):
 
 While running, the io thread (this asyncio loop) moves records between sockets and rings; shards
 run in their own pinned threads. ``WATCHDOG=1`` is sent only while every shard's heartbeat is
-fresh, so a hung shard stops the pings and systemd restarts the daemon. SIGTERM: strategies stop
-(every shard HALTED), open orders are cancelled or left per ``on_stop``, the journal is drained to
+fresh, so a hung shard stops the pings and systemd restarts the daemon. SIGTERM: the risk state is
+saved as it stands (a restart does not inherit the shutdown's own halt), strategies stop (every
+shard HALTED), open orders are cancelled or left per ``on_stop``, the journal is drained to
 its ring, exit 0. SIGHUP: the configuration is re-read and what can change safely (limits,
 strategy parameters, rates) is applied on each shard's own thread; anything else is refused with
 the reason in the log and STATUS.
@@ -36,6 +39,7 @@ import numpy as np
 
 from bot4d import __version__
 from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable_changes
+from bot4d.daemon import riskstate
 from bot4d.daemon import shard_kernel as K
 from bot4d.daemon.shard import Shard, ShardRings, tel_index
 from bot4d.fixedpoint import from_fixed, to_fixed
@@ -61,6 +65,8 @@ MD_REASONS = [r.name for r in Reason if r not in (Reason.OK, Reason.IGNORED)]
 CONTROL_CODES = {"halt": 1, "reduce-only": 2, "resume": 3, "cancel-all": 4, "flatten": 5, "pause": 6,
                  "unpause": 7, "limits-set": 8, "reload": 9}
 WATCHDOG_MAX_AGE_NS = 2_000_000_000   # a shard silent this long is hung
+RISK_POLL_S = 0.2     # the io thread looks for trading-state changes to save this often
+RISK_SAVE_S = 5.0     # and saves a changed peak / day-start equity at most this often
 
 
 class StartupError(Exception):
@@ -96,6 +102,12 @@ class Daemon:
         self.owner = np.zeros(0, np.int64)
         self._tasks: list[asyncio.Task] = []
         self.py: dict[int, tuple[Any, Any, float]] = {}
+        # the saved risk state (riskstate): what start-up found and the last save (bot4ctl risk);
+        # saves are serialised, and stop before the shutdown's own halt
+        self.risk_state: dict[str, Any] = {}
+        self._risk_lock = asyncio.Lock()
+        self._risk_saving = False
+        self._risk_saved_at = 0.0
 
     # ================================================================ start-up ====================
     async def _load_rules(self) -> None:
@@ -195,7 +207,8 @@ class Daemon:
     def _kcfg(self, cfg: Config | None = None) -> np.ndarray:
         r = (cfg or self.cfg).risk
         return ksk.make_ks_config(max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_dd_bps=r.max_dd_bps,
-                                  max_rejects=r.reject_storm, max_errors=r.error_storm, md_stale_ns=r.md_stale_ns)
+                                  max_rejects=r.reject_storm, max_errors=r.error_storm, md_stale_ns=r.md_stale_ns,
+                                  day_offset_ns=r.day_offset_ns)
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -404,8 +417,107 @@ class Daemon:
                          ic.neutral_base, from_fixed(pos, qs))
             eq0 = sum((to_fixed(v, rk.QUOTE_SCALE) for v in quote_total.values()), 0)
             for sh in self.shards:
+                # equity is recorded by the shard once every holding has a mark (K.valued): quote
+                # balances alone are no valuation to measure the day's loss from
                 sh.si.equity0[0] = eq0
-                rk.update_equity(sh.rs.acct, eq0, time.time_ns())
+
+    # --- risk state in daemon.state_dir (bot4d.daemon.riskstate) -------------------------------------
+    async def _risk_state_start(self) -> None:
+        """Restore each shard's kill switch, peak and day-start equity, or start REDUCING when the
+        saved state is missing or corrupt (ACTIVE only on a first start the config allows); save at
+        once (the first save initialises state_dir), then keep saving from the io thread."""
+        cfg = self.cfg
+        got = riskstate.load(cfg.state_dir, cfg.instance)
+        self.risk_state = {"file": str(riskstate.paths(cfg.state_dir, cfg.instance)[0]), "at_start": got.kind,
+                           "at_start_detail": got.message, "saved_ns": None, "save_error": None}
+        snap = got.snapshot
+        if snap is not None:
+            log.info("%s", got.message)
+            saved = {r.shard: r for r in snap.shards}
+            same = set(saved) == {sh.index for sh in self.shards}
+            keep_day = same and snap.day_offset_ns == cfg.risk.day_offset_ns
+            if not same:
+                log.warning("risk state: saved for shards %s, this configuration has %d: every shard starts as the "
+                            "most severe saved one, peak and day-start equity are taken afresh", sorted(saved),
+                            len(self.shards))
+            elif not keep_day:
+                log.warning("risk state: risk.day_start_utc changed since it was saved: the day-start equity is "
+                            "taken afresh")
+            for sh in self.shards:
+                rec = saved[sh.index] if same else snap.most_severe()
+                riskstate.restore(rec, sh.rs.ks, sh.rs.acct, equity=same, day=keep_day)
+                (log.info if rec.trading_state == ksk.TS_ACTIVE else log.warning)(
+                    "shard %d starts %s as saved%s", sh.index, rec.describe(),
+                    "" if rec.trading_state == ksk.TS_ACTIVE else "; an admin's `bot4ctl resume` returns it to ACTIVE")
+        else:
+            first_ok = got.kind == "first start" and cfg.risk.first_start_state == "active"
+            state = ksk.TS_ACTIVE if first_ok else ksk.TS_REDUCING
+            why = f"risk.first_start_state = \"{cfg.risk.first_start_state}\"" if got.kind == "first start" else \
+                "a trip may have been lost"
+            (log.warning if got.kind == "first start" else log.error)(
+                "risk state: %s: starting %s (%s)%s", got.message, ksk.STATE_NAMES[state], why,
+                "" if first_ok else "; an admin's `bot4ctl resume` returns to ACTIVE")
+            for sh in self.shards:
+                sh.rs.ks[ksk.K_STATE] = state
+                sh.rs.ks[ksk.K_CHANGES] += 1
+        self._risk_saving = True
+        err = await self.save_risk_state()
+        if err is not None:
+            raise StartupError(f"daemon.state_dir {cfg.state_dir}: cannot save the risk state: {err}")
+        self._tasks.append(asyncio.create_task(self._risk_state_saver(), name="risk-state"))
+
+    def _risk_fingerprint(self) -> tuple[tuple, tuple]:
+        """(trading state words, equity words) of every shard. Read from the io thread without the
+        shard's cooperation: a trigger to save only; the saved values come through each shard."""
+        state, equity = [], []
+        for sh in self.shards:
+            ks, acct = sh.rs.ks, sh.rs.acct
+            state.append((int(ks[ksk.K_CHANGES]), int(ks[ksk.K_TRIP_COUNT]), int(ks[ksk.K_STATE]), int(acct[rk.A_DAY])))
+            equity.append((int(acct[rk.A_PEAK_EQUITY]), int(acct[rk.A_DAY_START_EQUITY])))
+        return tuple(state), tuple(equity)
+
+    async def _risk_state_saver(self) -> None:
+        """Save within RISK_POLL_S of every trading-state change, trip or new trading day, and a
+        changed peak or day-start equity at most every RISK_SAVE_S."""
+        last = self._risk_fingerprint()
+        while self._risk_saving:
+            await asyncio.sleep(RISK_POLL_S)
+            fp = self._risk_fingerprint()
+            if fp == last or (fp[0] == last[0] and time.monotonic() - self._risk_saved_at < RISK_SAVE_S):
+                continue
+            if await self.save_risk_state() is None:
+                last = fp
+
+    async def save_risk_state(self) -> str | None:
+        """Capture every shard's risk state on its own thread and write it (atomically, in an
+        executor: never on a shard's thread). Returns None, or why the state was not saved."""
+        async with self._risk_lock:
+            if not self._risk_saving:
+                return None
+            recs = []
+            for sh in self.shards:
+                recs.append(await asyncio.wrap_future(
+                    sh.submit(lambda sh=sh: riskstate.capture(sh.index, sh.rs.ks, sh.rs.acct))))
+            snap = riskstate.RiskSnapshot(self.cfg.instance, time.time_ns(), self.boot_id,
+                                          self.cfg.risk.day_offset_ns, tuple(recs))
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, riskstate.save, self.cfg.state_dir, snap)
+            except OSError as e:
+                err = f"{e.filename or self.cfg.state_dir}: {e.strerror or e}"
+                if self.risk_state.get("save_error") != err:
+                    log.error("risk state NOT saved (%s): a restart now would not know the latest trading state", err)
+                self.risk_state["save_error"] = err
+                return err
+            self._risk_saved_at = time.monotonic()
+            self.risk_state.update(saved_ns=snap.saved_ns, save_error=None)
+            return None
+
+    async def _risk_state_stop(self) -> None:
+        """The last save, before the shutdown's halt: that halt is how every stop begins, not a
+        decision a restart should inherit."""
+        if self._risk_saving:
+            await self.save_risk_state()
+            self._risk_saving = False
 
     # ================================================================ run ===========================
     async def run(self) -> int:
@@ -423,6 +535,7 @@ class Daemon:
         if self.warm:
             self._status("loading kernels")
             await loop.run_in_executor(None, self._warm)
+        await self._risk_state_start()
         from bot4d.daemon import commands
 
         self.control = commands.make_server(self)
@@ -565,6 +678,7 @@ class Daemon:
     async def _shutdown(self) -> int:
         self._status("stopping")
         self.notifier.stopping()
+        await self._risk_state_stop()
         futs = [asyncio.wrap_future(sh.submit(lambda sh=sh: sh.set_trading_state(ksk.TS_HALTED, os.getuid())))
                 for sh in self.shards]
         await asyncio.gather(*futs, return_exceptions=True)

@@ -9,6 +9,7 @@ audit hook, before it runs, in the journal of every shard it concerns.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import time
 from decimal import Decimal, InvalidOperation
@@ -185,9 +186,11 @@ class Commands:
                 "equity": str(from_fixed(int(acct[rk.A_EQUITY]), rk.QUOTE_SCALE)),
                 "peak_equity": str(from_fixed(int(acct[rk.A_PEAK_EQUITY]), rk.QUOTE_SCALE)),
                 "day_start_equity": str(from_fixed(int(acct[rk.A_DAY_START_EQUITY]), rk.QUOTE_SCALE)),
+                "trading_day_start": _day_start(int(acct[rk.A_DAY]), int(sh.kcfg[ksk.KC_DAY_OFFSET_NS])),
                 "risk_rejects": int(sh.bufs.ctr[K.C_RISK_REJECTS]),
                 "paused": [self.d.inst_cfg[i].symbol for i in sh.instruments if sh.si.paused[i]],
             }
+        out["saved_state"] = dict(self.d.risk_state)
         return out
 
     def limits(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +221,10 @@ class Commands:
         res = {}
         for sh in self.d.shards:
             res[str(sh.index)] = await _on(sh, lambda sh=sh: sh.set_trading_state(state, peer.uid))
+        # saved before the answer: a halt the operator was told about survives a crash right after
+        err = await self.d.save_risk_state()
+        if err is not None:
+            res["risk_state"] = f"NOT SAVED ({err}): a restart would not know this state"
         return res
 
     async def halt(self, peer: Peer, args: dict[str, Any]) -> dict[str, str]:
@@ -322,6 +329,14 @@ class Commands:
             return {"account": f"{key} = {val}"}
         raise CommandError(f"unknown limit {key!r}; per instrument: {', '.join(INSTRUMENT_LIMITS)}; "
                            f"account: {', '.join(ACCOUNT_LIMITS)}")
+
+
+def _day_start(day: int, offset_ns: int) -> str | None:
+    """The trading day's first instant in UTC (ISO 8601), None before the first valuation."""
+    if day < 0:
+        return None
+    t = dt.datetime.fromtimestamp((day * rk.DAY_NS + offset_ns) // 10**9, dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _int_arg(args: dict[str, Any], k: str, default: int, lo: int, hi: int) -> int:

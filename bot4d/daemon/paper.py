@@ -7,10 +7,19 @@ a paper account whose key pair lives in ``.run`` (``bot4d.paperkeys``); the daem
 persistence sidecar. Then it prints how to watch, and waits. Ctrl-C (or ``--duration``) stops
 everything in reverse order: the daemon first (it cancels its orders and drains its journal), then
 the sidecar once it has persisted the journal, the venue, PostgreSQL.
+
+The children die with run-paper, however it dies: each is started with ``PR_SET_PDEATHSIG`` =
+SIGKILL (``prctl`` in the child before it runs anything), so a killed run-paper leaves no venue on
+its ports and no sidecar holding the journal's gating slot. (The daemon is built to survive SIGKILL:
+its risk state is saved in ``state_dir`` and the next start reconciles its orders; PostgreSQL is a
+server ``pg_ctl`` detaches, not a child: it keeps running and the next run-paper uses it.) A child
+that exits early stops the run loudly: run-paper names it, its exit status and its log, stops the
+others and exits 1.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +29,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def _die_with_parent() -> Any:
+    """A ``preexec_fn``: the child gets SIGKILL when this process dies (PR_SET_PDEATHSIG).
+
+    prctl is looked up here, in the parent: the child between fork and exec should only call it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def pre() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:   # the parent died before prctl: no signal would come
+            os._exit(126)
+    return pre
 
 
 class Proc:
@@ -27,11 +52,24 @@ class Proc:
         self.name = name
         self.log = log
         self.fh = open(log, "ab")
+        # own session: a terminal's Ctrl-C reaches only run-paper, which stops the children in order
         self.p = subprocess.Popen(argv, stdout=self.fh, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=_die_with_parent())
 
     def alive(self) -> bool:
         return self.p.poll() is None
+
+    def exit_text(self) -> str:
+        """'<name> (pid N) exited with status S' / 'was killed by SIGKILL', and where its log is."""
+        rc = self.p.returncode
+        if rc is not None and rc < 0:
+            try:
+                how = f"was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                how = f"was killed by signal {-rc}"
+        else:
+            how = f"exited with status {rc}"
+        return f"{self.name} (pid {self.p.pid}) {how}; see {self.log}"
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.alive():
@@ -51,8 +89,7 @@ def _wait(pred, timeout: float, what: str, procs: list[Proc]) -> None:
     while time.monotonic() < t_end:
         for p in procs:
             if not p.alive():
-                raise RuntimeError(f"{p.name} exited with status {p.p.returncode} while waiting for {what}; "
-                                   f"see {p.log}")
+                raise RuntimeError(f"{p.exit_text()} while waiting for {what}")
         try:
             if pred():
                 return
@@ -152,7 +189,7 @@ Ctrl-C stops everything.""", flush=True)
         while not stop["now"] and (t_end is None or time.monotonic() < t_end):
             dead = [p for p in procs if not p.alive()]
             if dead:
-                print(f"{dead[0].name} exited with status {dead[0].p.returncode}; see {dead[0].log}", flush=True)
+                print(f"bot4d run-paper: {dead[0].exit_text()}: stopping everything", file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.5)
         return 0

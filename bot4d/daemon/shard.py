@@ -201,7 +201,11 @@ class Shard:
 
         for dt in (MD_UPDATE_DTYPE, oms_k.VENUE_REPORT_DTYPE, ORDER_COMMAND_DTYPE, JOURNAL_EVENT_DTYPE):
             warmup_dtype(dt, readonly_too=False)
-        a = list(self._args())
+        # risk's arrays are copies of the same types: the pass below would otherwise record the
+        # equity of an account not yet reconciled (0) as the day's start, and daily loss would be
+        # measured against 0 all day
+        scratch = rk.RiskState(*(x.copy() for x in self.rs))
+        a = [scratch if x is self.rs else x for x in self._args()]
         # the kernel on the real arrays, with the input rings empty (they are: nothing is
         # connected yet) and no instrument of its own, so nothing is decided
         mine = self.si.mine.copy()
@@ -229,8 +233,7 @@ class Shard:
                        self.rs.work, ks, self.st.positions.qty[K.ACCOUNT], self.st.open_orders[K.ACCOUNT],
                        self.st.open_buy_qty[K.ACCOUNT], self.st.open_sell_qty[K.ACCOUNT], self.si.mids,
                        self.si.corr, 0, z, z, b.rj, b.rjc, self.index)
-        rk.update_equity(self.rs.acct.copy(), 0, 0)
-        K.equity(self.st, self.si)
+        K.mark_equity(self.st, self.si, scratch, self.kcfg, K.equity(self.st, self.si), 0)
         K._on_order(self.si, b.journal, j0, j0)
         oc = int(b.ocount[0])
         b.ocount[0] = 0
@@ -290,7 +293,7 @@ class Shard:
             decision = np.zeros(n, np.int64)
             approved = np.zeros(n, np.int64)
             b.rjc[0] = 0
-            rk.update_equity(self.rs.acct, int(K.equity(self.st, self.si)), now)
+            K.mark_equity(self.st, self.si, self.rs, self.kcfg, K.equity(self.st, self.si), now)
             rk.check_batch(intents, self.rs.cfg, self.rs.inst, self.rs.acct, self.rs.strat, self.rs.bucket,
                            self.rs.work, self.rs.ks, self.st.positions.qty[K.ACCOUNT],
                            self.st.open_orders[K.ACCOUNT], self.st.open_buy_qty[K.ACCOUNT],

@@ -253,6 +253,28 @@ def equity(st, si):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
+def valued(st, si):
+    """True once every instrument that holds something has a mark. Before that, ``equity`` lacks
+    those holdings: it is no valuation to take the day's start or a peak from, nor to trade on."""
+    pb = st.positions
+    for i in range(si.mine.shape[0]):
+        if si.mine[i] != 0 and si.mids[i] <= 0 and pb.qty[ACCOUNT, i] + si.neutral[i] != 0:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def mark_equity(st, si, rs, kcfg, eq, now):
+    """Record equity ``eq`` in risk's account words (peak, the trading day's start) if it is a full
+    valuation; the trading day starts ``kcfg[KC_DAY_OFFSET_NS]`` after 00:00 UTC. Returns whether
+    it was recorded."""
+    if not valued(st, si):
+        return False
+    rk.update_equity(rs.acct, eq, now - kcfg[ksk.KC_DAY_OFFSET_NS])
+    return True
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _to_command(c, it, shard, now, anchor):
     c.ts_ns = now
     c.tick_recv_ns = anchor
@@ -326,6 +348,9 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
             # its entry price is not known here
             pb.cost[ACCOUNT, i] = pb.qty[ACCOUNT, i] * m
             pb.avg_px[ACCOUNT, i] = m
+            # and its value at that mark belongs to the starting equity: without it equity would
+            # fall by the position's value at every restart (against a restored peak: a false trip)
+            si.equity0[0] += pb.cost[ACCOUNT, i] * si.conv_mul[i] // si.conv_div[i]
         oms_k.mark_report(b.mark[0], now, i, m)
         j0 = b.jcount[0]
         oms_k.apply(st, b.mark, b.journal, b.jcount, b.outbox, b.ocount)
@@ -337,12 +362,13 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     pos = st.positions.qty[ACCOUNT, i]
     # HALTED means cancels only: the strategy sees an unusable book, so it pulls its quotes and
     # asks for nothing the risk kernel would refuse anyway
-    quote = usable and rs.ks[ksk.K_STATE] != ksk.TS_HALTED
+    # nor does anything trade before every holding has a mark (equity is not known until then)
+    quote = usable and rs.ks[ksk.K_STATE] != ksk.TS_HALTED and valued(st, si)
     ni = _on_book(kind, levels, bstate, i, now, pos, quote, si.params[i], si.state[i], b.intents, 0)
     if ni == 0:
         return
     b.ctr[C_INTENTS] += ni
-    rk.update_equity(rs.acct, equity(st, si), now)
+    mark_equity(st, si, rs, kcfg, equity(st, si), now)
     done = 0
     jr0 = b.jcount[0]
     while done < ni:
@@ -530,13 +556,16 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
         if si.mine[i] != 0 and si.last_recv[i] > last_md:
             last_md = si.last_recv[i]
     eq = equity(st, si)
-    rk.update_equity(rs.acct, eq, now)
+    peak = np.int64(0)   # before the first full valuation no loss is measured (see valued)
+    day0 = eq
+    if mark_equity(st, si, rs, kcfg, eq, now):
+        peak = rs.acct[rk.A_PEAK_EQUITY]
+        day0 = rs.acct[rk.A_DAY_START_EQUITY]
     used = np.int64(0)
     if journal_cap > 0:
         prod = load_acquire(jr_ctrl, R.C_PROD)
         used = prod - R._refresh_gate(jr_ctrl, prod)
-    ksk.ks_evaluate(rs.ks, kcfg, eq, rs.acct[rk.A_PEAK_EQUITY], rs.acct[rk.A_DAY_START_EQUITY], last_md,
-                    used, journal_cap, now, b.journal, b.jcount, shard)
+    ksk.ks_evaluate(rs.ks, kcfg, eq, peak, day0, last_md, used, journal_cap, now, b.journal, b.jcount, shard)
     # 5. out: counters, snapshots, rings
     _account(b, tel, idx, j_start, b.jcount[0])
     if idx[T_STATE] >= 0:

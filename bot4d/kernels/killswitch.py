@@ -1,9 +1,12 @@
 """Kill switch: trip conditions, the trading state, and recovery plans, all in one int64 array.
 
-The state is data, not a Python flag: a ``KS_WORDS`` int64 array that the daemon keeps in a
-shared-memory segment and journals, so a restarted process that maps (or restores) the same
-words is still tripped. :func:`attach` accepts any buffer of the layout and refuses one whose
-magic or version it does not know.
+The state is data, not a Python flag: a ``KS_WORDS`` int64 array per shard, in the shard's own
+memory, and every change is journalled (EV_KILL_SWITCH / EV_TRADING_STATE). The array itself does
+not outlive the process: the daemon's io thread saves its words (state, trip, reason, plan, counts)
+with the shard's peak and day-start equity to ``daemon.state_dir`` on every state change and
+periodically (``bot4d.daemon.riskstate``), and restores them at start, so a restarted daemon is
+still tripped; a missing or corrupt saved state starts it REDUCING. :func:`attach` accepts any
+buffer of the layout and refuses one whose magic or version it does not know.
 
 Layout (int64 words)::
 
@@ -92,6 +95,7 @@ KC_MAX_BREAKER_OPENS = 5
 KC_MD_STALE_NS = 6
 KC_JOURNAL_MAX_BPS = 7
 KC_COOLOFF_NS = 8
+KC_DAY_OFFSET_NS = 9     # the trading day (daily loss) starts this long after 00:00 UTC
 KC_PLAN = 16             # KC_PLAN + TRIP_* -> PLAN_*
 KC_N = KC_PLAN + 16
 
@@ -110,7 +114,7 @@ def make_ks_config(
     *, max_daily_loss: int, max_dd_bps: int = 1500, window_ns: int = 10_000_000_000,
     max_rejects: int = 200, max_errors: int = 50, max_breaker_opens: int = 3,
     md_stale_ns: int = 5_000_000_000, journal_max_bps: int = 9000,
-    cooloff_ns: int = 60_000_000_000,
+    cooloff_ns: int = 60_000_000_000, day_offset_ns: int = 0,
 ) -> np.ndarray:
     vals = dict(max_daily_loss=max_daily_loss, max_dd_bps=max_dd_bps, window_ns=window_ns,
                 max_rejects=max_rejects, max_errors=max_errors,
@@ -121,6 +125,8 @@ def make_ks_config(
             raise ValueError(f"{k}={v!r} must be a non-negative int64")
     if window_ns < KS_NB:
         raise ValueError(f"window_ns must be at least {KS_NB} ns")
+    if not 0 <= day_offset_ns < 86_400 * 10**9:
+        raise ValueError(f"day_offset_ns={day_offset_ns!r} must be within one day")
     c = np.zeros(KC_N, np.int64)
     c[KC_MAX_DD_BPS] = max_dd_bps
     c[KC_MAX_DAILY_LOSS] = max_daily_loss
@@ -131,6 +137,7 @@ def make_ks_config(
     c[KC_MD_STALE_NS] = md_stale_ns
     c[KC_JOURNAL_MAX_BPS] = journal_max_bps
     c[KC_COOLOFF_NS] = cooloff_ns
+    c[KC_DAY_OFFSET_NS] = day_offset_ns
     for r in (TRIP_REJECT_STORM, TRIP_ERROR_STORM, TRIP_BREAKER_STORM, TRIP_STALE_MARKET_DATA,
               TRIP_JOURNAL_BACKPRESSURE):
         c[KC_PLAN + r] = PLAN_AUTO_COOLOFF
