@@ -52,9 +52,13 @@ EV_CONTROL = 9    # a mutating bot4ctl command: uid/pid in aux fields
 EV_TRADING_STATE = 10
 
 # EV_ORDER_NEW: aux0 flags (bit 0 below; the intent's INTENT_FLAG_* from bit 8), aux1 take-profit
-# price, aux2 OCO group, stop_price the protective stop-loss. EV_FILL: aux0 1 maker / 2 taker,
-# aux1 venue trade id (0 unknown). Money fields (fee, P&L) are notional units: price units x qty
-# units. bot4d.persist.decode documents every kind.
+# price, aux2 OCO group, stop_price the protective stop-loss. EV_ORDER_STATE: state the new state
+# (R_ILLEGAL: the unchanged current one), aux0 venue order id (0 unknown), aux1 the state before,
+# aux2 the target asked for, aux3 detail (venue error code; trigger mark for R_TRIGGERED), aux4 the
+# report kind / command a refusal answers. EV_FILL: aux0 1 maker / 2 taker, aux1 venue trade id
+# (0 unknown), aux2 venue order id, aux3 bit 0 recovered by reconciliation, aux4 the boot of the
+# order's run as int(boot, 36) (0: the ring's). Money fields (fee, P&L) are notional units: price
+# units x qty units. bot4d.persist.decode documents every kind.
 JFLAG_OPENS_POSITION = 1
 JFLAG_INTENT_SHIFT = 8
 

@@ -180,3 +180,80 @@ def test_two_shard_writers_meeting_new_days_together(persist_db):
     assert errors == []
     with psycopg.connect(persist_db) as c:
         assert _rows(c, 0) == list(range(40)) and _rows(c, 1) == list(range(40))
+
+
+def _audit_events() -> np.ndarray:
+    """An order's life with the venue's ids: placed, acknowledged (the venue names its order id),
+    a refused transition, a fill from the stream, a recovered fill of this run and one of an
+    earlier run's order."""
+    rows = np.zeros(7, R.JOURNAL_EVENT_DTYPE)
+    rows["ts_ns"] = synth.T0_NS + np.arange(7) * 1000
+    rows["instrument"], rows["side"], rows["order_type"], rows["tif"] = 0, R.SIDE_BID, 1, 1
+    rows["order_id"], rows["client_order_id"], rows["price"], rows["qty"] = 17, 900, 6_000_000, 300
+    rows["kind"] = [R.EV_ORDER_NEW, R.EV_ORDER_STATE, R.EV_ORDER_STATE, R.EV_FILL, R.EV_FILL, R.EV_FILL,
+                    R.EV_ORDER_STATE]
+    rows["stop_price"][0], rows["aux0"][0] = 5_900_000, 1
+    # SUBMITTED (2) -> ACKED (3); then a refused ACK while PARTIALLY_FILLED (4), reason R_ILLEGAL
+    rows["state"][1], rows["aux0"][1], rows["aux1"][1], rows["aux2"][1] = 3, 8_800_123, 2, 3
+    rows["state"][2], rows["reason"][2], rows["aux0"][2], rows["aux1"][2], rows["aux2"][2], rows["aux4"][2] = \
+        4, 1, 8_800_123, 4, 3, 1
+    rows["qty"][3:6], rows["aux0"][3:6], rows["aux1"][3:6] = 100, [1, 2, 1], [501, 502, 503]
+    rows["aux2"][3:5] = 8_800_123                       # this run's order; the earlier run's: unknown
+    rows["aux3"][4:6] = 1                               # recovered by reconciliation
+    rows["aux4"][5], rows["order_id"][5] = int("a0b1c2", 36), 4   # an earlier run's order 4
+    rows["state"][6], rows["reason"][6], rows["aux0"][6], rows["aux1"][6], rows["aux2"][6], rows["aux3"][6] = \
+        8, 11, 8_800_123, 4, 8, -2010                   # a venue reject with its error code as detail
+    return synth.stamp(rows)
+
+
+@pytest.mark.parametrize("ring_boot,boot", [("k3x9q1", int("k3x9q1", 36)), ("", None)])
+def test_auditor_join_columns(persist_db, ring_boot, boot):
+    """Venue order id, the client order id string the venue knows, trade id and boot land in their
+    columns; the order's venue id comes from its first event that names it. A ring that names no
+    boot leaves boots and client order id strings NULL (never a made-up one)."""
+    ev = _audit_events()
+    with psycopg.connect(persist_db) as c:
+        JournalWriter(c).write(0, ev, ring_boot=ring_boot)
+        cid = (lambda b, o: f"b4{b}-0-{o}") if boot is not None else (lambda b, o: None)
+        assert c.execute("SELECT boot, venue_order_id, venue_client_order_id FROM orders").fetchall() == \
+            [(boot, 8_800_123 if boot is not None else None, cid(ring_boot, 17))]
+        assert c.execute("SELECT seq, state, reason, venue_order_id, from_state, to_state, detail, cause, boot, "
+                         "venue_client_order_id FROM order_events ORDER BY seq").fetchall() == [
+            (1, 3, 0, 8_800_123, 2, 3, 0, 0, boot, cid(ring_boot, 17)),
+            (2, 4, 1, 8_800_123, 4, 3, 0, 1, boot, cid(ring_boot, 17)),
+            (6, 8, 11, 8_800_123, 4, 8, -2010, 0, boot, cid(ring_boot, 17))]
+        assert c.execute("SELECT trade_id, liquidity, venue_order_id, recovered, boot, venue_client_order_id "
+                         "FROM fills ORDER BY seq").fetchall() == [
+            (501, 1, 8_800_123, False, boot, cid(ring_boot, 17)),
+            (502, 2, 8_800_123, True, boot, cid(ring_boot, 17)),
+            (503, 1, None, True, int("a0b1c2", 36), "b4a0b1c2-0-4")]   # the earlier run's own boot
+        assert c.execute("SELECT venue_order_id, venue_client_order_id FROM orders_latest").fetchone() == \
+            (8_800_123 if boot is not None else None, cid(ring_boot, 17))
+
+
+@pytest.mark.parametrize("kind,field,value,why", [
+    (R.EV_FILL, "aux3", 2, "unknown flags"),
+    (R.EV_FILL, "aux4", 36**6, "boot outside"),
+    (R.EV_FILL, "aux2", -1, "negative trade or venue order id"),
+    (R.EV_ORDER_STATE, "aux1", 10, "from-state"),
+    (R.EV_ORDER_STATE, "aux2", -1, "from-state or target"),
+    (R.EV_ORDER_STATE, "aux0", -5, "negative venue order id"),
+    (R.EV_ORDER_STATE, "aux4", 300, "cause outside"),
+])
+def test_impossible_audit_fields_stop_the_writer_before_them(persist_db, kind, field, value, why):
+    ev = _audit_events()
+    bad = int(np.flatnonzero(ev["kind"] == kind)[-1])
+    ev[field][bad] = value
+    with psycopg.connect(persist_db) as c:
+        with pytest.raises(DecodeError, match=why) as ei:
+            JournalWriter(c).write(0, ev, ring_boot="k3x9q1")
+        assert ei.value.seq == bad and _rows(c) == list(range(bad))
+
+
+@pytest.mark.parametrize("ring_boot", ["K3X9Q1", "k3x9q", "k3x9q1_", "k3-9q1"])
+def test_a_ring_boot_that_is_no_daemon_boot_is_refused_whole(persist_db, ring_boot):
+    ev = _audit_events()
+    with psycopg.connect(persist_db) as c:
+        with pytest.raises(DecodeError, match="boot id .* is not 6 characters of \\[0-9a-z\\]") as ei:
+            JournalWriter(c).write(0, ev, ring_boot=ring_boot)
+        assert ei.value.seq == 0 and _rows(c) == [] and _cursor(c) is None

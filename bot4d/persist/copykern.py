@@ -102,7 +102,7 @@ def warmup() -> None:
     """Compile for the argument types the writer passes (strided field views of journal records)."""
     from bot4d.persist import synth
     from bot4d.persist.decode import RefData
-    from bot4d.persist.writer import ROUTES, _cols
+    from bot4d.persist.writer import ROUTES, _cols, by_presence
     from bot4d.persist import copybin
 
     ev = synth.stamp(synth.events(20))
@@ -110,4 +110,5 @@ def warmup() -> None:
     ref = RefData(sc, sc, sc, sc)
     for table, kinds in ROUTES:
         sel = ev[np.isin(ev["kind"], kinds)]
-        copybin.encode(_cols(sel, ref, table))
+        for cols in by_presence(_cols(sel, ref, table, np.full(len(sel), 1, np.int64))):
+            copybin.encode(cols)

@@ -10,13 +10,25 @@ EV_ORDER_NEW        orders         instrument, order_id, client_order_id, side, 
                                    tif, state, price, qty, stop_price; aux0 = flags
                                    (bit 0 JFLAG_OPENS_POSITION, bits 8.. the intent's
                                    INTENT_FLAG_* shifted by 8), aux1 = take-profit price units,
-                                   aux2 = OCO group
-EV_ORDER_STATE      order_events   instrument, order_id, client_order_id, state, reason, price,
-                                   qty (order qty), filled_qty (cumulative), aux0 = venue
-                                   order id
+                                   aux2 = OCO group. boot = the ring's; venue_order_id is set
+                                   when the first order event naming it is persisted
+EV_ORDER_STATE      order_events   instrument, order_id, client_order_id, state (the new state;
+                                   for reason R_ILLEGAL the unchanged current one), reason,
+                                   price, qty (order qty), filled_qty (cumulative), aux0 = venue
+                                   order id (0 unknown), aux1 = from_state (the state before),
+                                   aux2 = to_state (the target asked for: equals state except
+                                   for R_ILLEGAL), aux3 = detail (the venue's error code of a
+                                   reject / cancel-reject / expiry; the trigger mark price for
+                                   R_TRIGGERED), aux4 = cause (the venue report kind RP_* or the
+                                   command CMD_* a refusal answers; 0 none). boot = the ring's
 EV_FILL             fills          instrument, order_id, client_order_id, side, price, qty,
                                    fee (quote units, negative = rebate), aux0 = liquidity
-                                   (1 maker, 2 taker, 0 unknown), aux1 = venue trade id
+                                   (1 maker, 2 taker, 0 unknown), aux1 = venue trade id,
+                                   aux2 = venue order id (0 unknown), aux3 = flags (bit 0
+                                   FILL_FLAG_RECOVERED: found by reconciliation, not on the
+                                   venue's stream), aux4 = boot of the order's daemon run as
+                                   int(boot, 36) (0: the ring's boot; another run's order for a
+                                   fill recovered after a restart)
 EV_POSITION         positions      instrument, qty (signed position), price (average entry),
                                    aux0 = realised P&L (quote units), fee = cumulative fees
 EV_BALANCE          balances       aux0 = asset id, qty = total, filled_qty = locked (asset scale)
@@ -27,6 +39,12 @@ EV_TRADING_STATE
 EV_CONTROL          control_audit  reason = command code, aux0 = uid, aux1 = pid, instrument
                                    (-1: none), order_id, aux2/aux3 = arguments
 ==================  =============  ==========================================================
+
+The boot of a journal ring is the daemon run that wrote it (``ipc.ring.Ring.boot_id``, six
+base-36 characters); the writer is given it per batch and stores it as ``int(boot, 36)``
+(``boot_int``), so that the database builds the client order id string the venue knows,
+``b4<boot>-<shard>-<order_id>`` (``bot4d.gateway.binance``), for orders, order events and fills.
+A venue order id of 0 (unknown) is stored as NULL.
 
 ``validate`` finds the first record that cannot be stored as it is (unknown kind, wrong shard,
 a gap in the sequence, an unknown instrument or asset, impossible values): the writer persists the
@@ -41,9 +59,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot4d import records as R
+from bot4d.kernels.oms_state import S_EXPIRED, S_NEW
 
 from bot4d.records import JFLAG_OPENS_POSITION  # noqa: E402  (the shared contract lives there)
 JFLAG_INTENT_SHIFT = 8
+FILL_FLAG_RECOVERED = 1       # EV_FILL aux3 bit 0
+FILL_FLAGS_KNOWN = FILL_FLAG_RECOVERED
+CAUSE_MAX = 127               # order_events.cause is a smallint of RP_* / CMD_* codes
+BOOT_DIGITS = 6               # a daemon boot id: six base-36 characters (bot4d.daemon.app)
+BOOT_LIMIT = 36 ** BOOT_DIGITS
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 KNOWN_KINDS = np.array(
     [R.EV_ORDER_NEW, R.EV_ORDER_STATE, R.EV_FILL, R.EV_RISK_REJECT, R.EV_KILL_SWITCH,
@@ -55,6 +80,26 @@ RISK_KINDS = (R.EV_RISK_REJECT, R.EV_KILL_SWITCH, R.EV_BREAKER, R.EV_TRADING_STA
 # plausible event times: 2000-01-01 .. 2200-01-01 (anything else is a corrupt or unset clock)
 TS_MIN_NS = 946_684_800 * 10**9
 TS_MAX_NS = 7_258_118_400 * 10**9
+
+
+def boot_int(boot: str) -> int:
+    """A daemon boot id (six characters of [0-9a-z]) as the integer the journal and the database
+    carry: ``int(boot, 36)``. Anything else is refused (ValueError): the database turns the
+    integer back into six characters (``bot4d_boot_text``) to build client order ids."""
+    if len(boot) != BOOT_DIGITS or any(ch not in _B36 for ch in boot):
+        raise ValueError(f"boot id {boot!r} is not {BOOT_DIGITS} characters of [0-9a-z]")
+    return int(boot, 36)
+
+
+def boot_text(n: int) -> str:
+    """The inverse of ``boot_int`` (zero-padded to six characters)."""
+    if not 0 <= n < BOOT_LIMIT:
+        raise ValueError(f"boot {n} is outside 0..36**{BOOT_DIGITS}")
+    out = ""
+    for _ in range(BOOT_DIGITS):
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+    return out
 
 
 class DecodeError(ValueError):
@@ -125,10 +170,23 @@ def validate(ev: np.ndarray, shard: int, first_seq: int, ref: RefData) -> tuple[
     is_new, is_fill = kind == R.EV_ORDER_NEW, kind == R.EV_FILL
     rule(is_new & (side_bad | (ev["qty"] <= 0) | (ev["price"] < 0) | (ev["stop_price"] < 0) | (ev["aux1"] < 0)),
          "impossible order (side, quantity <= 0 or negative price)")
-    rule((kind == R.EV_ORDER_STATE) & ((ev["qty"] < 0) | (ev["filled_qty"] < 0) | (ev["price"] < 0)),
+    is_state = kind == R.EV_ORDER_STATE
+    rule(is_state & ((ev["qty"] < 0) | (ev["filled_qty"] < 0) | (ev["price"] < 0)),
          "impossible order state (negative quantity or price)")
+
+    def not_state(v: np.ndarray) -> np.ndarray:
+        return (v < S_NEW) | (v > S_EXPIRED)
+
+    rule(is_state & (not_state(ev["state"]) | not_state(ev["aux1"]) | not_state(ev["aux2"])),
+         "impossible order state (state, from-state or target is no order state)")
+    rule(is_state & ((ev["aux0"] < 0) | (ev["aux4"] < 0) | (ev["aux4"] > CAUSE_MAX)),
+         "impossible order state (negative venue order id, or a cause outside 0..127)")
     rule(is_fill & (side_bad | (ev["qty"] <= 0) | (ev["price"] <= 0) | (ev["aux0"] < 0) | (ev["aux0"] > 2)),
          "impossible fill (side, liquidity, price or quantity <= 0)")
+    rule(is_fill & ((ev["aux1"] < 0) | (ev["aux2"] < 0) | ((ev["aux3"] & ~FILL_FLAGS_KNOWN) != 0)
+                    | (ev["aux4"] < 0) | (ev["aux4"] >= BOOT_LIMIT)),
+         "impossible fill (negative trade or venue order id, unknown flags, or a boot outside "
+         "0..36**6)")
     rule((kind == R.EV_POSITION) & (ev["price"] < 0), "negative average entry price")
     is_bal = kind == R.EV_BALANCE
     rule(is_bal & (~ref.known_asset(ev["aux0"]) | (ev["filled_qty"] < 0)), "balance of an unknown asset or negative locked amount")

@@ -90,9 +90,14 @@ def storage_mode(conn: psycopg.Connection) -> str:
     return row[0] if row else "unknown"
 
 
-def migrate(conninfo: str, *, mode: str | None = None, log=print) -> int:
-    """Apply pending migrations; return the resulting version. ``mode``: native|timescaledb|None(auto)."""
+def migrate(conninfo: str, *, mode: str | None = None, log=print, upto: int | None = None) -> int:
+    """Apply pending migrations; return the resulting version. ``mode``: native|timescaledb|None(auto);
+    ``upto``: stop after that version (None: all; an older schema for an upgrade path)."""
     migs = available()
+    if upto is None:
+        upto = len(migs)
+    elif not 1 <= upto <= len(migs):
+        raise SchemaError(f"there is no migration {upto} (this code has 1..{len(migs)})")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
@@ -117,7 +122,7 @@ def migrate(conninfo: str, *, mode: str | None = None, log=print) -> int:
                 mode = existing
             if mode not in ("native", "timescaledb"):
                 raise SchemaError(f"unknown storage mode {mode!r}")
-            for m in migs[have:]:
+            for m in migs[have:upto]:
                 sql = render(m.path.read_text(), mode)
                 with conn.transaction():
                     if mode == "timescaledb" and m.version == 1:
@@ -131,7 +136,7 @@ def migrate(conninfo: str, *, mode: str | None = None, log=print) -> int:
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (m.version, m.name)
                     )
                 log(f"applied migration {m.version:03d}_{m.name} ({mode})")
-            return len(migs)
+            return max(have, upto)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 

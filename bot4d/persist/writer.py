@@ -10,9 +10,16 @@ exactly the last row that exists, and the sidecar resumes at cursor + 1.
 The transaction first locks the shard's cursor row and checks it still holds the value this
 writer last saw, so two sidecars draining one shard cannot both commit: the second gets
 ``CursorConflict`` instead of duplicating rows.
+
+Columns that may be NULL per row (a venue order id of 0 = unknown, a boot that is not known) are
+left out of the COPY column list for those rows: a table's rows go out in one COPY per pattern
+of present columns, so every COPY stays fixed-width. The venue order id of an order arrives after
+its EV_ORDER_NEW (with the venue's acknowledgement): the same transaction sets
+``orders.venue_order_id`` from the first order event that names it.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -20,18 +27,24 @@ import psycopg
 
 from bot4d import records as R
 from bot4d.persist import copybin, schema
-from bot4d.persist.decode import (JFLAG_OPENS_POSITION, RISK_KINDS, DecodeError, RefData,
-                                  validate)
+from bot4d.persist.decode import (FILL_FLAG_RECOVERED, JFLAG_OPENS_POSITION, RISK_KINDS, DecodeError,
+                                  RefData, boot_int, validate)
 
 DAY_NS = 86_400 * 10**9
+VENUE_IDS_KEPT = 1 << 16  # orders whose venue order id this writer already stored (LRU)
 
 
 class CursorConflict(RuntimeError):
     """The shard's cursor in the database is not where this writer left it."""
 
 
-def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, object]]:
-    """(column, pg type, values) of one table for the events routed to it (see copybin.encode)."""
+Column = tuple  # (name, pg type, values) or (name, pg type, values, present-mask)
+
+
+def _cols(ev: np.ndarray, ref: RefData, table: str, boot: np.ndarray) -> list[Column]:
+    """(column, pg type, values[, mask]) of one table for the events routed to it (see
+    copybin.encode). A column with a mask is present only in the rows the mask selects (NULL in
+    the others). ``boot`` is the ring's boot per record as an integer, -1 where unknown."""
     head = [("shard", "smallint", ev["shard"]), ("seq", "bigint", ev["seq"]), ("ts", "timestamptz", ev["ts_ns"])]
     inst = ev["instrument"]
     if table == "orders":
@@ -46,17 +59,25 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, obje
             ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
             ("stop_price", "numeric", (ev["stop_price"], ref.price_scale, inst)),
             ("take_profit_price", "numeric", (ev["aux1"], ref.price_scale, inst)),
+            ("boot", "bigint", boot, boot >= 0),
         ]
     if table == "order_events":
+        # states, causes: validated to fit a smallint
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("state", "smallint", ev["state"]),
-            ("reason", "integer", ev["reason"]), ("venue_order_id", "bigint", ev["aux0"]),
+            ("reason", "integer", ev["reason"]),
             ("price", "numeric", (ev["price"], ref.price_scale, inst)),
             ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
             ("filled_qty", "numeric", (ev["filled_qty"], ref.qty_scale, inst)),
+            ("from_state", "smallint", ev["aux1"]), ("to_state", "smallint", ev["aux2"]),
+            ("detail", "bigint", ev["aux3"]), ("cause", "smallint", ev["aux4"]),
+            ("venue_order_id", "bigint", ev["aux0"], ev["aux0"] > 0),
+            ("boot", "bigint", boot, boot >= 0),
         ]
     if table == "fills":
+        # a fill of another run's order (recovered after a restart) names that run's boot
+        fboot = np.where(ev["aux4"] != 0, ev["aux4"], boot)
         return head + [
             ("instrument", "integer", inst), ("order_id", "bigint", ev["order_id"]),
             ("client_order_id", "bigint", ev["client_order_id"]), ("side", "smallint", ev["side"]),
@@ -64,6 +85,9 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, obje
             ("price", "numeric", (ev["price"], ref.price_scale, inst)),
             ("qty", "numeric", (ev["qty"], ref.qty_scale, inst)),
             ("fee", "numeric", (ev["fee"], ref.quote_scale, inst)),
+            ("recovered", "boolean", (ev["aux3"] & FILL_FLAG_RECOVERED) != 0),
+            ("venue_order_id", "bigint", ev["aux2"], ev["aux2"] > 0),
+            ("boot", "bigint", fboot, fboot >= 0),
         ]
     if table == "positions":
         return head + [
@@ -81,6 +105,32 @@ def _cols(ev: np.ndarray, ref: RefData, table: str) -> list[tuple[str, str, obje
             ("locked", "numeric", (ev["filled_qty"], ref.asset_scale, asset)),
         ]
     raise KeyError(table)
+
+
+def _rows(vals: object, sel: np.ndarray) -> object:
+    """The values of the rows ``sel`` selects (a NUMERIC column is (units, scales, index))."""
+    if isinstance(vals, tuple):
+        units, table, idx = vals
+        return units[sel], table, idx[sel]
+    return vals[sel]  # type: ignore[index]
+
+
+def by_presence(cols: list[Column]) -> list[list[tuple[str, str, object]]]:
+    """Split a table's columns into fixed-width COPY column sets, one per pattern of the masked
+    columns' presence; a masked column is left out of the set where its mask is False."""
+    masked = [i for i, c in enumerate(cols) if len(c) > 3]
+    if not masked:
+        return [[c[:3] for c in cols]]
+    n = len(cols[0][2])
+    pattern = np.zeros(n, np.int64)
+    for bit, i in enumerate(masked):
+        pattern |= cols[i][3].astype(np.int64) << bit
+    out = []
+    for p in np.unique(pattern).tolist():
+        sel = pattern == p
+        out.append([(c[0], c[1], _rows(c[2], sel)) for i, c in enumerate(cols)
+                    if len(c) == 3 or (p >> masked.index(i)) & 1])
+    return out
 
 
 ROUTES: list[tuple[str, tuple[int, ...]]] = [
@@ -107,6 +157,8 @@ class JournalWriter:
         self.ref = self.load_refs()
         self._days: set[int] = set()
         self._cursor: dict[int, int] = {}
+        # (shard, boot, order_id) whose orders.venue_order_id this writer stored already
+        self._venue_ids: OrderedDict[tuple[int, int, int], None] = OrderedDict()
 
     def load_refs(self) -> RefData:
         """Scales of every configured instrument and asset; reload when the tables change."""
@@ -156,12 +208,15 @@ class JournalWriter:
         self._cursor[shard] = expect_last
         return base
 
-    def write(self, shard: int, events: np.ndarray) -> int:
+    def write(self, shard: int, events: np.ndarray, ring_boot: str = "") -> int:
         """Persist ``events`` (consecutive seqs of one shard, starting at cursor + 1).
 
-        Returns the new cursor. Records at or below the cursor (re-read after a crash between
-        commit and release) are skipped. If a record cannot be stored, the ones before it are
-        committed and DecodeError names it: the cursor stays just before it.
+        ``ring_boot`` is the boot id of the daemon run whose journal ring the events come from
+        (``ipc.ring.Ring.boot_id``; "" when the ring names none: then the rows' boot and the
+        client order id strings are NULL). Returns the new cursor. Records at or below the cursor
+        (re-read after a crash between commit and release) are skipped. If a record cannot be
+        stored, the ones before it are committed and DecodeError names it: the cursor stays just
+        before it.
         """
         if shard not in self._cursor:
             self.cursor(shard)
@@ -170,6 +225,10 @@ class JournalWriter:
             events = events[events["seq"] > last]
         if len(events) == 0:
             return last
+        try:
+            boot = boot_int(ring_boot) if ring_boot else -1
+        except ValueError as e:
+            raise DecodeError(shard, last + 1, f"the journal ring's {e}") from None
         good, why = validate(events, shard, last + 1, self.ref)
         if good < len(events) and ("unknown instrument" in why or "unknown asset" in why):
             # instruments may have been added since start: register and reload once before refusing
@@ -178,7 +237,7 @@ class JournalWriter:
             self.ref = self.load_refs()
             good, why = validate(events, shard, last + 1, self.ref)
         if good:
-            self._commit(shard, events[:good], last)
+            self._commit(shard, events[:good], last, boot)
         if good < len(events):
             found = int(events["seq"][good])
             if found != last + 1 + good:
@@ -186,9 +245,11 @@ class JournalWriter:
             raise DecodeError(shard, last + 1 + good, why)
         return self._cursor[shard]
 
-    def _commit(self, shard: int, ev: np.ndarray, last: int) -> None:
+    def _commit(self, shard: int, ev: np.ndarray, last: int, boot: int) -> None:
         new_last = int(ev["seq"][-1])
         kind = ev["kind"]
+        boots = np.full(len(ev), boot, np.int64)
+        venue_ids: list[tuple[int, int, int]] = []
         try:
             with self.conn.transaction():
                 with self.conn.cursor() as cur:
@@ -205,9 +266,12 @@ class JournalWriter:
                             f"{last} (another writer on this shard?)")
                     self._ensure_days(ev["ts_ns"])
                     for table, kinds in ROUTES:
-                        sel = ev[np.isin(kind, kinds)] if len(kinds) > 1 else ev[kind == kinds[0]]
-                        if len(sel):
-                            self._copy_fixed(cur, table, _cols(sel, self.ref, table))
+                        m = np.isin(kind, kinds) if len(kinds) > 1 else kind == kinds[0]
+                        if m.any():
+                            for cols in by_presence(_cols(ev[m], self.ref, table, boots[m])):
+                                self._copy_fixed(cur, table, cols)
+                    if boot >= 0:
+                        venue_ids = self._set_venue_ids(cur, shard, boot, ev[kind == R.EV_ORDER_STATE])
                     risk = ev[np.isin(kind, RISK_KINDS)]
                     if len(risk):
                         self._copy_risk(cur, risk)
@@ -221,6 +285,29 @@ class JournalWriter:
             self._cursor.pop(shard, None)
             raise
         self._cursor[shard] = new_last
+        for k in venue_ids:
+            self._venue_ids[k] = None
+        while len(self._venue_ids) > VENUE_IDS_KEPT:
+            self._venue_ids.popitem(last=False)
+
+    def _set_venue_ids(self, cur: psycopg.Cursor, shard: int, boot: int,
+                       states: np.ndarray) -> list[tuple[int, int, int]]:
+        """orders.venue_order_id of the orders these order events name a venue id for, unless this
+        writer already stored it; returns the (shard, boot, order_id) keys it stored."""
+        named = states[states["aux0"] > 0]
+        if not len(named):
+            return []
+        oids, first = np.unique(named["order_id"], return_index=True)
+        vids = named["aux0"][first]
+        keep = [(int(o), int(v)) for o, v in zip(oids.tolist(), vids.tolist())
+                if (shard, boot, o) not in self._venue_ids]
+        if not keep:
+            return []
+        cur.execute("UPDATE orders o SET venue_order_id = v.vid "
+                    "FROM unnest(%s::bigint[], %s::bigint[]) AS v(oid, vid) "
+                    "WHERE o.shard = %s AND o.boot = %s AND o.order_id = v.oid AND o.venue_order_id IS NULL",
+                    ([o for o, _ in keep], [v for _, v in keep], shard, boot))
+        return [(shard, boot, o) for o, _ in keep]
 
     def _ensure_days(self, ts_ns: np.ndarray) -> None:
         if self.mode != "native":
