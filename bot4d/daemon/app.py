@@ -485,8 +485,11 @@ class Daemon:
             fp = self._risk_fingerprint()
             if fp == last or (fp[0] == last[0] and time.monotonic() - self._risk_saved_at < RISK_SAVE_S):
                 continue
-            if await self.save_risk_state() is None:
-                last = fp
+            try:
+                if await self.save_risk_state() is None:
+                    last = fp
+            except Exception:   # a shard's capture failed: say so, and keep saving
+                log.exception("risk state NOT saved")
 
     async def save_risk_state(self) -> str | None:
         """Capture every shard's risk state on its own thread and write it (atomically, in an
