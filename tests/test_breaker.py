@@ -51,7 +51,9 @@ def test_consecutive_failures_open_and_a_success_resets_the_run():
     assert b.state() == "CLOSED"
     assert b.rec(E.CAT_RATE_LIMIT, T0 + 5) == B.OPEN
     e = b.last()
-    assert e["kind"] == EV_BREAKER and e["instrument"] == b.i and e["state"] == B.OPEN
+    # a call breaker is about no instrument: its id is in order_id (the journal's validator
+    # refuses unknown instruments)
+    assert e["kind"] == EV_BREAKER and e["instrument"] == -1 and e["order_id"] == b.i and e["state"] == B.OPEN
     assert e["reason"] == B.BRR_CONSECUTIVE and e["aux0"] == B.CLOSED and e["aux1"] == 3
     assert e["ts_ns"] == T0 + 5
     # other breakers are untouched
@@ -146,17 +148,34 @@ def test_failed_or_slow_probe_reopens_for_a_new_cooldown(cat, lat):
     assert b.allow(T0 + 61 * S)
 
 
-def test_batch_recording_and_reset():
-    b = Br(max_consec=2)
-    ids = np.array([0, 2, 2, 3, 0], np.int64)
-    cats = np.array([E.CAT_RETRY, E.CAT_RETRY, E.CAT_RETRY, E.CAT_OK, E.CAT_OK], np.int64)
-    lats = np.full(5, MS, np.int64)
-    ts = T0 + np.arange(5, dtype=np.int64)
-    done, opened = B.br_record_batch(b.br, b.cfg, ids, cats, lats, ts, b.ev, b.n, 0)
-    assert done == 5 and opened == 1
-    assert b.br[:, B.BR_STATE].tolist() == [B.CLOSED, B.CLOSED, B.OPEN, B.CLOSED]
-    B.br_reset(b.br, 2, T0 + 9, b.ev, b.n, 0)
-    assert b.br[2, B.BR_STATE] == B.CLOSED and b.last()["reason"] == B.BRR_RESET
+def test_rate_limit_hold_opens_at_once_for_the_venues_wait_and_extends_only():
+    b = Br(cooldown_ns=30 * S, max_consec=5, probes=1, probe_ok_to_close=1)
+    assert B.br_hold(b.br, b.cfg, b.i, T0 + 2 * S, T0, b.ev, b.n, 0) == B.OPEN
+    e = b.last()
+    assert e["state"] == B.OPEN and e["reason"] == B.BRR_RATE_LIMITED and e["aux1"] == 2 * S
+    assert b.br[b.i, B.BR_CAT + E.CAT_RATE_LIMIT] == 1
+    # the venue's wait, not the configured cool-down, decides when the probe may go
+    assert not b.allow(T0 + 2 * S - 1)
+    B.br_hold(b.br, b.cfg, b.i, T0 + S, T0 + S // 2, b.ev, b.n, 0)   # a shorter wait changes nothing
+    assert not b.allow(T0 + 2 * S - 1) and b.allow(T0 + 2 * S)
+    assert b.state() == "HALF_OPEN"
+    # the probe is rate limited again: open again for the new wait, one more trip
+    B.br_hold(b.br, b.cfg, b.i, T0 + 5 * S, T0 + 2 * S, b.ev, b.n, 0)
+    assert b.state() == "OPEN" and b.br[b.i, B.BR_TRIPS] == 2
+    assert b.allow(T0 + 5 * S) and b.rec(E.CAT_OK, T0 + 5 * S) == B.CLOSED
+
+
+def test_a_probe_that_was_never_sent_gives_its_slot_back():
+    b = Br(cooldown_ns=S, probes=1, probe_ok_to_close=1)
+    _open(b, T0)
+    assert b.allow(T0 + S)
+    assert not b.allow(T0 + S)          # the one probe is out
+    B.br_release(b.br, b.i)              # ... but it was refused locally before it left
+    assert b.allow(T0 + S)
+    B.br_release(b.br, b.i)
+    B.br_release(b.br, b.i)              # never below zero
+    assert b.br[b.i, B.BR_PROBES] == 0
+    assert b.state() == "HALF_OPEN"
 
 
 def test_bad_breaker_config_is_refused():
@@ -238,19 +257,24 @@ def test_stat_breaker_recloses_after_cooldown_and_ignores_missing_mids():
     assert s.st[1, B.SB_COUNT] == 0                  # instrument 1 untouched
 
 
-def test_batch_stops_at_journal_capacity_and_single_calls_count_lost_records():
+def test_a_full_journal_still_opens_the_breaker_and_counts_the_missing_record():
     b = Br(max_consec=1)
     ev = np.zeros(1, JOURNAL_EVENT_DTYPE)
-    n = np.zeros(1, np.int64)
-    ids = np.array([0, 2, 3], np.int64)
-    cats = np.full(3, E.CAT_RETRY, np.int64)
-    z = np.zeros(3, np.int64)
-    done, opened = B.br_record_batch(b.br, b.cfg, ids, cats, z, z + T0, ev, n, 0)
-    assert (done, opened) == (1, 1) and n[0] == 1      # breaker 2 waits for room
-    assert b.br[2, B.BR_STATE] == B.CLOSED
-    n[0] = 0                                          # the caller drained the journal
-    done, opened = B.br_record_batch(b.br, b.cfg, ids[done:], cats[1:], z[1:], z[1:] + T0, ev, n, 0)
-    assert (done, opened) == (1, 1)
-    # a single call with a full journal still opens the breaker and counts the missing record
+    n = np.ones(1, np.int64)             # the caller's array is full
     B.br_record(b.br, b.cfg, 3, E.CAT_RETRY, 0, T0, ev, n, 0)
-    assert b.br[3, B.BR_STATE] == B.OPEN and b.br[3, B.BR_LOST] == 1
+    assert b.br[3, B.BR_STATE] == B.OPEN and b.br[3, B.BR_LOST] == 1 and n[0] == 1
+
+
+def test_zscore_needs_a_minimum_move_and_reports_z_and_var():
+    """In a quiet market one small move is many sigma: min_move_bps keeps it from tripping."""
+    s = Stat(window=50, min_samples=30, z_milli=3000, min_move_bps=100)
+    mid = 1_000_000
+    for k in range(40):                  # +-1 unit: returns of 1e-6, std ~1e-6
+        mid = mid + 1 if k % 2 == 0 else mid - 1
+        s.feed(mid, T0 + k * S)
+    assert s.feed(mid + 50, T0 + 100 * S, notional=10**9) == B.CLOSED   # 50 sigma, 0.5 bps
+    assert s.st[0, B.SB_LAST_Z] > 3000 and s.st[0, B.SB_LAST_VAR] > 0
+    assert s.feed(mid * 102 // 100, T0 + 101 * S) == B.OPEN              # 2 %: violent
+    assert s.ev[s.n[0] - 1]["instrument"] == 0 and s.ev[s.n[0] - 1]["reason"] == B.BRR_ZSCORE
+    with pytest.raises(ValueError, match="min_move_bps"):
+        B.make_stat_breakers(1, var_limit=1, min_move_bps=10001)

@@ -8,7 +8,14 @@
   BC_MAX_CONSEC_SLOW calls in a row took longer than BC_SLOW_NS.
 * OPEN -> HALF_OPEN once BC_COOLDOWN_NS of injected time has passed (noticed by :func:`br_allow`).
 * HALF_OPEN lets through at most BC_PROBES probe calls; BC_PROBE_OK_TO_CLOSE good ones close it,
-  one failed (or slow) probe opens it again for a new cool-down.
+  one failed (or slow) probe opens it again for a new cool-down. A probe that was admitted but
+  never made (the caller refused it locally) gives its slot back (:func:`br_release`).
+* The venue itself may say how long to stay away (a rate limit's Retry-After): :func:`br_hold`
+  opens the breaker at once (BRR_RATE_LIMITED) until then, or extends an open one.
+
+The daemon's order gateway keeps one row per venue for its order entry (``bot4d.gateway.binance``:
+every REST call goes through :func:`br_allow` and reports its outcome); the breaker's state is in
+``bot4ctl status`` and ``bot4d_breaker_state``.
 
 Outcomes are reported with an error *category* from :mod:`bot4d.errors` (CAT_OK for success).
 Only categories that speak about the venue's health count as failures (transient/server errors,
@@ -23,11 +30,17 @@ the parametric one-period VaR of the current position, ``VaR = z_q * std * |posi
 (``z_q`` = SBC_VAR_Z_MILLI/1000, default 2.326 for 99 %, std over the window including the new
 return, notional in quote units), exceeds SBC_VAR_LIMIT. It re-closes after SBC_COOLDOWN_NS.
 
+A z-score trip also needs the return to be at least SBC_MIN_MOVE_BPS away from the mean: in a quiet
+market (a mid that hardly moves) the standard deviation is tiny and an ordinary one-tick move is
+many sigma. The daemon samples every instrument's mid at a fixed cadence and trips its kill switch
+to REDUCING when a breaker opens (``bot4d.daemon.guards``).
+
 Every state change is an EV_BREAKER record in the caller's journal array (give it room for two
 records per call; if it is full the change still happens, because a breaker must open even when
-the journal cannot keep up, and BR_LOST / SB_LOST count the records that could not be written) (``instrument`` = breaker
-id or instrument, ``state`` = new state, ``reason`` = BRR_*, ``aux0`` = old state, ``aux1`` = the
-measured value: count, error rate in bps, latency ns, z in milli-sigma or VaR in quote units).
+the journal cannot keep up, and BR_LOST / SB_LOST count the records that could not be written):
+``instrument`` = the instrument (statistical) or -1 (call breaker: ``order_id`` = its breaker id),
+``state`` = new state, ``reason`` = BRR_*, ``aux0`` = old state, ``aux1`` = the measured value:
+count, error rate in bps, latency ns, ns to wait, z in milli-sigma or VaR in quote units.
 """
 from __future__ import annotations
 
@@ -57,7 +70,7 @@ BRR_COOLDOWN_ELAPSED = 5
 BRR_PROBES_OK = 6
 BRR_ZSCORE = 7
 BRR_VAR = 8
-BRR_RESET = 9
+BRR_RATE_LIMITED = 10    # the venue said how long to stay away (9 was an operator reset, removed)
 
 BR_NB = 10  # sliding-window buckets
 
@@ -71,7 +84,8 @@ BR_PROBE_OK = 5
 BR_REASON = 6
 BR_TRIPS = 7
 BR_LOST = 8       # state changes whose journal record did not fit the caller's array
-BR_WIN_CALLS = 9
+BR_OPEN_UNTIL = 9  # while OPEN: the cool-down (or the venue's wait) ends here
+BR_WIN_CALLS = 10
 BR_WIN_FAILS = BR_WIN_CALLS + 2 * BR_NB
 BR_CAT = BR_WIN_FAILS + 2 * BR_NB
 BR_N = BR_CAT + N_CATEGORIES
@@ -126,7 +140,7 @@ def make_breakers(n_venues: int, *, max_consec: int = 5, window_ns: int = 10_000
 
 
 @nb.njit(cache=True, nogil=True)
-def _bev(ev, ev_count, ident, new_state, old_state, reason, detail, now_ns, shard):
+def _bev(ev, ev_count, instrument, ident, new_state, old_state, reason, detail, now_ns, shard):
     """Append one EV_BREAKER record; False when the array is full (the caller counts the loss:
     the state change itself is kept, a breaker must open even when the journal cannot keep up)."""
     n = ev_count[0]
@@ -137,8 +151,8 @@ def _bev(ev, ev_count, ident, new_state, old_state, reason, detail, now_ns, shar
     e["ts_ns"] = now_ns
     e["kind"] = EV_BREAKER
     e["shard"] = shard
-    e["instrument"] = ident
-    e["order_id"] = 0
+    e["instrument"] = instrument
+    e["order_id"] = ident
     e["client_order_id"] = 0
     e["side"] = 0
     e["order_type"] = 0
@@ -160,12 +174,13 @@ def _bev(ev, ev_count, ident, new_state, old_state, reason, detail, now_ns, shar
 
 
 @nb.njit(cache=True, nogil=True)
-def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard):
+def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard, open_until):
     old = br[i, BR_STATE]
     br[i, BR_STATE] = new_state
     br[i, BR_REASON] = reason
     if new_state == OPEN:
         br[i, BR_OPENED_AT] = now_ns
+        br[i, BR_OPEN_UNTIL] = open_until
         br[i, BR_TRIPS] += 1
     br[i, BR_PROBES] = 0
     br[i, BR_PROBE_OK] = 0
@@ -174,8 +189,13 @@ def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard):
     if new_state == CLOSED:
         win_clear(br[i], BR_WIN_CALLS, BR_NB)
         win_clear(br[i], BR_WIN_FAILS, BR_NB)
-    if not _bev(ev, ev_count, i, new_state, old, reason, detail, now_ns, shard):
+    if not _bev(ev, ev_count, -1, i, new_state, old, reason, detail, now_ns, shard):
         br[i, BR_LOST] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _trip(br, cfg, i, reason, detail, now_ns, ev, ev_count, shard):
+    _set(br, i, OPEN, reason, detail, now_ns, ev, ev_count, shard, now_ns + cfg[i, BC_COOLDOWN_NS])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -185,14 +205,37 @@ def br_allow(br, cfg, i, now_ns, ev, ev_count, shard):
     if st == CLOSED:
         return True
     if st == OPEN:
-        if now_ns - br[i, BR_OPENED_AT] < cfg[i, BC_COOLDOWN_NS]:
+        if now_ns < br[i, BR_OPEN_UNTIL]:
             return False
         _set(br, i, HALF_OPEN, BRR_COOLDOWN_ELAPSED, now_ns - br[i, BR_OPENED_AT], now_ns, ev,
-             ev_count, shard)
+             ev_count, shard, 0)
     if br[i, BR_PROBES] >= cfg[i, BC_PROBES]:
         return False
     br[i, BR_PROBES] += 1
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def br_release(br, i):
+    """A call :func:`br_allow` admitted was not made (refused locally before it left): in
+    HALF_OPEN its probe slot is free again, or the breaker would wait for an answer never coming."""
+    if br[i, BR_STATE] == HALF_OPEN and br[i, BR_PROBES] > br[i, BR_PROBE_OK]:
+        br[i, BR_PROBES] -= 1
+
+
+@nb.njit(cache=True, nogil=True)
+def br_hold(br, cfg, i, until_ns, now_ns, ev, ev_count, shard):
+    """The venue asked us to stay away until ``until_ns`` (rate limited, with its Retry-After):
+    open now (a probe that earned this fails), or keep an open breaker open at least that long.
+    Returns the state afterwards (OPEN)."""
+    if 0 <= CAT_RATE_LIMIT < br.shape[1] - BR_CAT:
+        br[i, BR_CAT + CAT_RATE_LIMIT] += 1
+    if br[i, BR_STATE] == OPEN:
+        if until_ns > br[i, BR_OPEN_UNTIL]:
+            br[i, BR_OPEN_UNTIL] = until_ns
+    else:
+        _set(br, i, OPEN, BRR_RATE_LIMITED, until_ns - now_ns, now_ns, ev, ev_count, shard, until_ns)
+    return br[i, BR_STATE]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -213,13 +256,13 @@ def br_record(br, cfg, i, category, latency_ns, now_ns, ev, ev_count, shard):
         return st  # a late answer to a call made before the trip: nothing to learn
     if st == HALF_OPEN:
         if fail:
-            _set(br, i, OPEN, BRR_PROBE_FAILED, category, now_ns, ev, ev_count, shard)
+            _trip(br, cfg, i, BRR_PROBE_FAILED, category, now_ns, ev, ev_count, shard)
         elif slow:
-            _set(br, i, OPEN, BRR_PROBE_FAILED, latency_ns, now_ns, ev, ev_count, shard)
+            _trip(br, cfg, i, BRR_PROBE_FAILED, latency_ns, now_ns, ev, ev_count, shard)
         else:
             br[i, BR_PROBE_OK] += 1
             if br[i, BR_PROBE_OK] >= cfg[i, BC_PROBE_OK_TO_CLOSE]:
-                _set(br, i, CLOSED, BRR_PROBES_OK, br[i, BR_PROBE_OK], now_ns, ev, ev_count, shard)
+                _set(br, i, CLOSED, BRR_PROBES_OK, br[i, BR_PROBE_OK], now_ns, ev, ev_count, shard, 0)
         return br[i, BR_STATE]
     width = cfg[i, BC_WINDOW_NS] // BR_NB
     row = br[i]
@@ -231,43 +274,17 @@ def br_record(br, cfg, i, category, latency_ns, now_ns, ev, ev_count, shard):
         br[i, BR_CONSEC_FAIL] = 0
     br[i, BR_CONSEC_SLOW] = br[i, BR_CONSEC_SLOW] + 1 if slow else 0
     if fail and br[i, BR_CONSEC_FAIL] >= cfg[i, BC_MAX_CONSEC]:
-        _set(br, i, OPEN, BRR_CONSECUTIVE, br[i, BR_CONSEC_FAIL], now_ns, ev, ev_count, shard)
+        _trip(br, cfg, i, BRR_CONSECUTIVE, br[i, BR_CONSEC_FAIL], now_ns, ev, ev_count, shard)
     elif slow and br[i, BR_CONSEC_SLOW] >= cfg[i, BC_MAX_CONSEC_SLOW]:
-        _set(br, i, OPEN, BRR_LATENCY, latency_ns, now_ns, ev, ev_count, shard)
+        _trip(br, cfg, i, BRR_LATENCY, latency_ns, now_ns, ev, ev_count, shard)
     elif fail:
         calls = win_sum(row, BR_WIN_CALLS, BR_NB, width, now_ns)
         if calls >= cfg[i, BC_MIN_CALLS] and calls > 0:
             fails = win_sum(row, BR_WIN_FAILS, BR_NB, width, now_ns)
             bps = fails * 10000 // calls
             if bps > cfg[i, BC_MAX_ERR_BPS]:
-                _set(br, i, OPEN, BRR_ERROR_RATE, bps, now_ns, ev, ev_count, shard)
+                _trip(br, cfg, i, BRR_ERROR_RATE, bps, now_ns, ev, ev_count, shard)
     return br[i, BR_STATE]
-
-
-@nb.njit(cache=True, nogil=True)
-def br_record_batch(br, cfg, ids, categories, latencies, ts, ev, ev_count, shard):
-    """Report many outcomes; returns (outcomes consumed, breakers opened).
-
-    Stops while the journal array still has room for the next outcome's possible record, so a
-    batch never loses one: drain the journal and call again with the rest."""
-    opened = 0
-    k = 0
-    while k < ids.shape[0]:
-        if ev_count[0] >= ev.shape[0]:
-            break
-        i = ids[k]
-        before = br[i, BR_STATE]
-        after = br_record(br, cfg, i, categories[k], latencies[k], ts[k], ev, ev_count, shard)
-        if after == OPEN and before != OPEN:
-            opened += 1
-        k += 1
-    return k, opened
-
-
-@nb.njit(cache=True, nogil=True)
-def br_reset(br, i, now_ns, ev, ev_count, shard):
-    """Operator's reset to CLOSED."""
-    _set(br, i, CLOSED, BRR_RESET, 0, now_ns, ev, ev_count, shard)
 
 
 # --- statistical breaker ------------------------------------------------------------------------
@@ -279,30 +296,42 @@ SB_OPENED_AT = 4
 SB_REASON = 5
 SB_TRIPS = 6
 SB_LOST = 7       # state changes whose journal record did not fit
-SB_N = 8
+SB_LAST_Z = 8     # |z| of the latest return in milli-sigma (0 before min_samples; monitors)
+SB_LAST_VAR = 9   # the latest VaR of the position, quote units (monitors)
+SB_N = 10
 
 SBC_Z_MILLI = 0
 SBC_MIN_SAMPLES = 1
 SBC_VAR_Z_MILLI = 2
 SBC_VAR_LIMIT = 3    # quote units
 SBC_COOLDOWN_NS = 4
-SBC_N = 5
+SBC_MIN_MOVE_BPS = 5  # a z-score trip also needs |r - mean| >= this many bps
+SBC_N = 6
 
 
-def make_stat_breakers(n_instruments: int, *, window: int = 100, z_milli: int = 3000,
-                       min_samples: int = 30, var_z_milli: int = 2326, var_limit: int,
-                       cooldown_ns: int = 60_000_000_000
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int state [n, SB_N], float return ring [n, window], int config) — all CLOSED."""
+def stat_config(window: int, *, z_milli: int = 3000, min_samples: int = 30, var_z_milli: int = 2326,
+                var_limit: int, cooldown_ns: int = 60_000_000_000, min_move_bps: int = 0) -> np.ndarray:
+    """The statistical breakers' int config (validated; ``window`` is the return ring's length)."""
     if window < 2 or min_samples < 2 or min_samples > window:
         raise ValueError("need 2 <= min_samples <= window")
     for k, v in dict(z_milli=z_milli, var_z_milli=var_z_milli, var_limit=var_limit,
                      cooldown_ns=cooldown_ns).items():
         if not isinstance(v, int) or v <= 0 or v >= 1 << 63:
             raise ValueError(f"{k}={v!r} must be a positive int64")
+    if not isinstance(min_move_bps, int) or not 0 <= min_move_bps <= 10000:
+        raise ValueError(f"min_move_bps={min_move_bps!r} must be within 0..10000")
+    return np.array([z_milli, min_samples, var_z_milli, var_limit, cooldown_ns, min_move_bps], np.int64)
+
+
+def make_stat_breakers(n_instruments: int, *, window: int = 100, z_milli: int = 3000,
+                       min_samples: int = 30, var_z_milli: int = 2326, var_limit: int,
+                       cooldown_ns: int = 60_000_000_000, min_move_bps: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int state [n, SB_N], float return ring [n, window], int config) — all CLOSED."""
+    cfg = stat_config(window, z_milli=z_milli, min_samples=min_samples, var_z_milli=var_z_milli,
+                      var_limit=var_limit, cooldown_ns=cooldown_ns, min_move_bps=min_move_bps)
     st = np.zeros((n_instruments, SB_N), np.int64)
     ring = np.zeros((n_instruments, window), np.float64)
-    cfg = np.array([z_milli, min_samples, var_z_milli, var_limit, cooldown_ns], np.int64)
     return st, ring, cfg
 
 
@@ -327,7 +356,7 @@ def stat_update(st, ring, cfg, i, mid, position_notional, now_ns, ev, ev_count, 
     if st[i, SB_STATE] == OPEN and now_ns - st[i, SB_OPENED_AT] >= cfg[SBC_COOLDOWN_NS]:
         st[i, SB_STATE] = CLOSED
         st[i, SB_REASON] = BRR_COOLDOWN_ELAPSED
-        if not _bev(ev, ev_count, i, CLOSED, OPEN, BRR_COOLDOWN_ELAPSED,
+        if not _bev(ev, ev_count, i, 0, CLOSED, OPEN, BRR_COOLDOWN_ELAPSED,
                     now_ns - st[i, SB_OPENED_AT], now_ns, shard):
             st[i, SB_LOST] += 1
     prev = st[i, SB_LAST_MID]
@@ -339,31 +368,35 @@ def stat_update(st, ring, cfg, i, mid, position_notional, now_ns, ev, ev_count, 
     w = ring.shape[1]
     reason = 0
     detail = 0
+    st[i, SB_LAST_Z] = 0
     if count >= cfg[SBC_MIN_SAMPLES]:
         mean, sd = _mean_std(ring, i, count)
         if sd > 0.0:
             z = abs(r - mean) / sd
-            if z * 1000.0 > cfg[SBC_Z_MILLI]:
+            st[i, SB_LAST_Z] = int(min(z * 1000.0, 9.0e18))
+            if z * 1000.0 > cfg[SBC_Z_MILLI] and abs(r - mean) * 10000.0 >= cfg[SBC_MIN_MOVE_BPS]:
                 reason = BRR_ZSCORE
-                detail = int(min(z * 1000.0, 9.0e18))
+                detail = st[i, SB_LAST_Z]
     h = st[i, SB_HEAD]
     ring[i, h] = r
     st[i, SB_HEAD] = (h + 1) % w
     if count < w:
         count += 1
         st[i, SB_COUNT] = count
-    if reason == 0 and count >= cfg[SBC_MIN_SAMPLES] and position_notional != 0:
+    st[i, SB_LAST_VAR] = 0
+    if count >= cfg[SBC_MIN_SAMPLES] and position_notional != 0:
         _, sd = _mean_std(ring, i, count)
         var = cfg[SBC_VAR_Z_MILLI] / 1000.0 * sd * abs(float(position_notional))
-        if var > cfg[SBC_VAR_LIMIT]:
+        st[i, SB_LAST_VAR] = int(min(var, 9.0e18))
+        if reason == 0 and var > cfg[SBC_VAR_LIMIT]:
             reason = BRR_VAR
-            detail = int(min(var, 9.0e18))
+            detail = st[i, SB_LAST_VAR]
     if reason != 0 and st[i, SB_STATE] != OPEN:
         st[i, SB_STATE] = OPEN
         st[i, SB_OPENED_AT] = now_ns
         st[i, SB_REASON] = reason
         st[i, SB_TRIPS] += 1
-        if not _bev(ev, ev_count, i, OPEN, CLOSED, reason, detail, now_ns, shard):
+        if not _bev(ev, ev_count, i, 0, OPEN, CLOSED, reason, detail, now_ns, shard):
             st[i, SB_LOST] += 1
     return st[i, SB_STATE]
 
@@ -376,9 +409,10 @@ def warmup() -> None:
     n = np.zeros(1, np.int64)
     br_allow(br, cfg, 0, 0, ev, n, 0)
     br_record(br, cfg, 0, CAT_OK, 10, 1, ev, n, 0)
-    br_record_batch(br, cfg, np.zeros(2, np.int64), np.array([CAT_RETRY, CAT_RETRY], np.int64),
-                    np.zeros(2, np.int64), np.array([2, 3], np.int64), ev, n, 0)
-    br_reset(br, 0, 4, ev, n, 0)
+    br_record(br, cfg, 0, CAT_RETRY, 10, 2, ev, n, 0)
+    br_hold(br, cfg, 0, 10, 3, ev, n, 0)
+    br_allow(br, cfg, 0, 11, ev, n, 0)
+    br_release(br, 0)
     st, ring, scfg = make_stat_breakers(1, window=4, min_samples=2, var_limit=10)
     for k, m in enumerate((100, 101, 102, 150)):
         stat_update(st, ring, scfg, 0, m, 5, k, ev, n, 0)
