@@ -28,7 +28,8 @@ import numpy as np
 
 from bot4d.fixedpoint import to_fixed
 from bot4d.kernels import oms_state as oms
-from bot4d.records import CMD_CANCEL, CMD_PLACE, INTENT_FLAG_REDUCE_ONLY, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID
+from bot4d.records import (CMD_CANCEL, CMD_PLACE, INTENT_FLAG_REDUCE_ONLY, INTENT_FLAG_WANTS_SIZING, ORDER_INTENT_DTYPE,
+                           SIDE_ASK, SIDE_BID)
 
 __all__ = ["View", "Context", "PyStrategy", "BUY", "SELL"]
 
@@ -72,11 +73,15 @@ class Context:
         it["client_order_id"] = self.coid_base + self.next_coid
         it["ts_ns"] = now_ns
         it["instrument"] = self.instrument
+        it["strategy"] = self.instrument   # one strategy per instrument: its Kelly statistics' row
         return it
 
     def place(self, now_ns: int, side: int, price: int, qty: int, *, stop: int = 0, post_only: bool = False,
-              tif: int = oms.TIF_GTC, reduce_only: bool = False) -> np.void:
-        """A limit order (``post_only``: rejected rather than taking). Opening orders need ``stop``."""
+              tif: int = oms.TIF_GTC, reduce_only: bool = False, sized: bool = False) -> np.void:
+        """A limit order (``post_only``: rejected rather than taking). Opening orders need ``stop``.
+        ``sized``: risk sets the quantity by the Kelly fraction of this strategy's closed trades
+        (``risk.kelly_cap``, ``risk.kelly_min_trades``; ``qty`` > 0 caps it); before enough trades
+        it is refused (REJ_KELLY_NO_STATS)."""
         it = self._intent(now_ns)
         it["command"] = CMD_PLACE
         it["side"] = side
@@ -85,7 +90,7 @@ class Context:
         it["price"] = price
         it["qty"] = qty
         it["stop_price"] = stop
-        it["flags"] = INTENT_FLAG_REDUCE_ONLY if reduce_only else 0
+        it["flags"] = (INTENT_FLAG_REDUCE_ONLY if reduce_only else 0) | (INTENT_FLAG_WANTS_SIZING if sized else 0)
         return it
 
     def cancel(self, now_ns: int, order_id: int) -> np.void:
