@@ -166,10 +166,21 @@ class RiskConfig:
         return (int(h) * 60 + int(m)) * 60 * 1_000_000_000
 
 
+NO_SIDECAR_ACTIONS = ("trade", "reduce-only", "halt")
+
+
 @dataclass(frozen=True)
 class PersistConfig:
     enabled: bool = True
     journal_capacity: int = 1 << 20
+    # a shard's journal with no bot4d-persist attached for this long is reported (status, metric, log)
+    sidecar_timeout_s: Decimal = Decimal(30)
+    # what the daemon does then: keep trading, or stop opening positions / stop trading
+    on_no_sidecar: str = "trade"
+    # at SIGTERM: how long to wait for an attached bot4d-persist to take every journal event
+    shutdown_wait_s: Decimal = Decimal(10)
+
+
 
 
 @dataclass(frozen=True)
@@ -634,11 +645,17 @@ def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
               for k in ("monitor_group", "operator_group", "admin_group")}
     control = ControlConfig(socket=sock, **groups)
 
-    pt = top.table("persist", ("enabled", "journal_capacity"), required=False)
+    pt = top.table("persist", ("enabled", "journal_capacity", "sidecar_timeout_s", "on_no_sidecar",
+                               "shutdown_wait_s"), required=False)
     cap = pt.get_int("journal_capacity", 1 << 12, 1 << 24, default=1 << 20)
     if cap & (cap - 1):
         raise pt.err("journal_capacity", f"{cap} is not a power of two")
-    persist = PersistConfig(enabled=pt.get_bool("enabled", default=True), journal_capacity=cap)
+    persist = PersistConfig(
+        enabled=pt.get_bool("enabled", default=True), journal_capacity=cap,
+        sidecar_timeout_s=pt.get_dec("sidecar_timeout_s", lo=0, lo_open=True, hi=86400, places=3,
+                                     default=Decimal(30)),
+        on_no_sidecar=pt.get_str("on_no_sidecar", default="trade", choices=NO_SIDECAR_ACTIONS),
+        shutdown_wait_s=pt.get_dec("shutdown_wait_s", lo=0, hi=3600, places=3, default=Decimal(10)))
 
     risk = _risk(top.table("risk", ("max_daily_loss", "max_drawdown_pct", "max_position_pct",
                                     "correlation_cap", "kelly_cap", "reject_storm", "error_storm",

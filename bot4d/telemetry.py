@@ -32,6 +32,8 @@ CATALOG_VERSION = 1
 BOOK_STATES = ["SYNCING", "LIVE", "STALE", "RESYNCING"]
 TRADING_STATES = ["ACTIVE", "REDUCING", "HALTED"]
 BREAKER_STATES = ["CLOSED", "OPEN", "HALF_OPEN"]
+# bot4d-persist on a shard's journal, as the daemon sees it (bot4d.daemon.journal_watch)
+JOURNAL_CONSUMER_STATES = ["WAITING", "ATTACHED", "MISSING", "DISABLED"]
 
 BOOK_SNAPSHOT_DTYPE = np.dtype([("state", np.int64), ("best_bid", np.int64), ("best_ask", np.int64),
                                 ("bid_qty", np.int64), ("ask_qty", np.int64),
@@ -102,6 +104,20 @@ class Telemetry:
                 self.io.add("bot4d_md_rejects_total", "counter", "Market-data input refused, by reason.", venue=v, reason=r)
             for c in components:
                 self.io.add("bot4d_breaker_state", "enum", "Circuit breaker state.", BREAKER_STATES, venue=v, component=c)
+        for s in range(shards):
+            self.io.add("bot4d_journal_consumer_state", "enum", "bot4d-persist on the shard's journal (MISSING: "
+                        "none attached for persist.sidecar_timeout_s).", JOURNAL_CONSUMER_STATES, shard=str(s))
+            self.io.add("bot4d_journal_kept_events", "gauge", "Events in journals of earlier runs, kept until "
+                        "bot4d-persist drains them.", shard=str(s))
+        # written by bot4d-persist in its own counters segment, whose first counters sit at fixed
+        # positions (bot4d.persist.sidecar.GLOBAL): listed here so monitors show them while it runs
+        self.persist = CounterBlock("persist")
+        self.persist.add("bot4d_persist_unconsumed_events", "gauge",
+                         "Journal events of this instance that no live consumer takes (seen by bot4d-persist).")
+        self.persist.add("bot4d_persist_unconsumed_rings", "gauge",
+                         "Journal rings of this instance holding events no live consumer takes.")
+        self.persist.add("bot4d_persist_kept_rings", "gauge",
+                         "Journals of earlier daemon runs present, kept until bot4d-persist drains them.")
         self.shard_blocks: list[CounterBlock] = []
         for s in range(shards):
             b = CounterBlock(f"ctr-shard{s}")
@@ -137,7 +153,7 @@ class Telemetry:
             "info": {"version": __version__, "python": platform.python_version(),
                      "numba": numba.__version__, "instance": instance, "config_hash": config_hash,
                      "shards": shards},
-            "counters": [s.as_json() for blk in [self.io, *self.shard_blocks] for s in blk.series],
+            "counters": [s.as_json() for blk in [self.io, *self.shard_blocks, self.persist] for s in blk.series],
             "histograms": [{"segment": f"hist-t2o-{s}", "metric": "bot4d_tick_to_order_seconds",
                             "labels": {"shard": str(s)}, "help": "From a frame read off the socket to the order it caused leaving."}
                            for s in range(shards)] +

@@ -54,6 +54,15 @@ A gone consumer holds its slot until someone releases it: releasing is explicit
 (:meth:`Ring.release_slot`, or :meth:`Ring.release_dead_slots` for slots whose recorded pid no
 longer exists). A producer with ``policy="block"`` facing a stuck consumer times out and counts
 it; it is never blocked forever.
+
+Kept journals: until its gating consumers took them, a journal's records exist nowhere else, so
+``Ring.create(kind="journal", reclaim_dead=True)`` never replaces a dead producer's journal that
+still holds unconsumed records: :func:`keep_if_undrained` first renames it to
+``<name>-kept-<journal_id>`` (processes mapping it keep their mapping). Consumers find those with
+:func:`kept_rings` (oldest run first), drain them, and remove them with :func:`remove_kept`.
+:attr:`Ring.journal_id` (the creation time, ns) and :attr:`Ring.boot_id` (from ``identity``) tell
+one producer run from the next; :meth:`Ring.is_named` tells a consumer its name now leads to
+another file.
 """
 from __future__ import annotations
 
@@ -69,8 +78,8 @@ from ipc.atomics import (
     store_relaxed_at, store_release, store_release_at, load_relaxed_at,
 )
 from ipc.segment import (
-    CACHE_LINE, Segment, SegmentError, dtype_from_json, dtype_to_json, pid_alive,
-    process_start_ticks,
+    CACHE_LINE, PREFIX, SHM_DIR, Segment, SegmentError, dtype_from_json, dtype_to_json, pid_alive,
+    process_start_ticks, segment_path,
 )
 
 CL = CACHE_LINE // 8  # int64 words per cache line
@@ -392,13 +401,17 @@ class Ring:
     def create(cls, instance: str, name: str, dtype: Any, capacity: int, kind: str = "queue",
                n_gating: int = 1, policy: str = "block", *, timeout_ns: int = 1_000_000_000,
                spin: int = 10_000, reserve_gating: bool = True,
-               reclaim_dead: bool = False) -> "Ring":
+               reclaim_dead: bool = False, identity: dict[str, Any] | None = None) -> "Ring":
         """Create and own a ring.
 
         ``capacity`` must be a power of two. A queue has exactly one gating slot, active from
         creation. A journal's ``n_gating`` slots start *active at 0* when ``reserve_gating``
         (so no event is lost before the sidecar attaches: it takes the slot over with
-        :meth:`open_slot`), else free (consumers :meth:`register`).
+        :meth:`open_slot`), else free (consumers :meth:`register`). ``identity`` (JSON values,
+        e.g. ``{"boot": "k3x9q1"}``) is stored in the description for consumers that must tell
+        one producer run from the next (:attr:`boot_id`); with ``reclaim_dead``, a dead
+        producer's journal that still holds unconsumed records is never replaced: it is first
+        kept aside (:func:`keep_if_undrained`).
         """
         dt = np.dtype(dtype)
         if kind not in KINDS:
@@ -428,6 +441,8 @@ class Ring:
         meta = {"kind": "ring", "ring_kind": kind, "dtype": dtype_to_json(dt),
                 "capacity": capacity, "n_gating": n_gating, "policy": policy,
                 "records_offset": rec_off}
+        if identity:
+            meta["identity"] = dict(identity)
         def init(seg: Segment) -> None:
             c = seg.array(0, np.int64, cw)
             c[C_CAPACITY], c[C_MASK], c[C_KIND] = capacity, capacity - 1, KINDS[kind]
@@ -439,6 +454,8 @@ class Ring:
             if kind == "journal":  # no record is valid until stamped
                 seg.array(rec_off, np.int64, dt.itemsize * capacity // 8)[:: dt.itemsize // 8] = -1
 
+        if reclaim_dead and kind == "journal":
+            keep_if_undrained(instance, name)
         seg = Segment.create(instance, name, rec_off + dt.itemsize * capacity, meta,
                              reclaim_dead=reclaim_dead, init=init)
         return cls(seg)
@@ -549,6 +566,46 @@ class Ring:
     def cursor(self) -> int:
         return int(load_acquire(self.ctrl, C_PROD))
 
+    @property
+    def journal_id(self) -> int:
+        """Identity of this ring's run: its creation time (ns), unique per create, kept when the
+        file is renamed aside (a restarted producer's new ring has another one)."""
+        return self.segment.created_ns
+
+    @property
+    def boot_id(self) -> str:
+        """The producer's boot id from ``identity`` at creation ("" when none was given)."""
+        return str(self.segment.meta.get("identity", {}).get("boot", ""))
+
+    # Observation in plain Python reads: works on read-only mappings without compiling the
+    # kernels for them, and an aligned 8-byte load is never torn. A value may be a moment old.
+    def unconsumed(self) -> int:
+        """Records published and not yet released by the slowest active gating slot (0 without
+        one): what a journal's gating consumers have still to take."""
+        c = self.ctrl
+        prod = int(c[C_PROD])
+        pos = [int(c[C_SLOT0 + i * CL + S_POS]) for i in range(self.n_gating)
+               if int(c[C_SLOT0 + i * CL + S_STATE]) == SLOT_ACTIVE]
+        return max(0, prod - min(pos)) if pos else 0
+
+    def is_named(self, instance: str, name: str) -> bool:
+        """Whether ``name`` still leads to this ring's file (not renamed aside, not replaced)."""
+        try:
+            return os.stat(segment_path(instance, name)).st_ino == self.segment.inode
+        except FileNotFoundError:
+            return False
+
+    def consumer_pid(self, slot: int = 0) -> int:
+        """The pid recorded in gating ``slot`` if that process is alive and the slot active, else 0
+        (a reserved slot nobody took over, or a consumer that died)."""
+        self._check_slot(slot)
+        b = C_SLOT0 + slot * CL
+        c = self.ctrl
+        pid, st = int(c[b + S_PID]), int(c[b + S_START])
+        if int(c[b + S_STATE]) != SLOT_ACTIVE or pid <= 0 or not pid_alive(pid, st):
+            return 0
+        return pid
+
     def stats(self) -> dict[str, int]:
         c = self.ctrl
         return {"published": self.cursor, "failed": int(load_relaxed(c, C_FAILED)),
@@ -562,6 +619,64 @@ class Ring:
 
     def unlink(self) -> None:
         self.segment.unlink()
+
+
+# ============================================================== kept journals ===============
+KEPT_INFIX = "-kept-"
+
+
+def kept_name(name: str, journal_id: int) -> str:
+    """The name a journal ``name`` is kept under: ``<name>-kept-<journal_id>``."""
+    return f"{name}{KEPT_INFIX}{journal_id}"
+
+
+def kept_rings(instance: str, name: str) -> list[str]:
+    """Names of the kept journals of ``name``, oldest run (smallest journal id) first."""
+    pre = f"{PREFIX}.{instance}.{name}{KEPT_INFIX}"
+    segment_path(instance, name)  # validates both parts
+    out = []
+    for f in os.listdir(SHM_DIR):
+        if f.startswith(pre) and f[len(pre):].isdigit():
+            out.append((int(f[len(pre):]), f[len(PREFIX) + len(instance) + 2:]))
+    return [n for _, n in sorted(out)]
+
+
+def keep_if_undrained(instance: str, name: str) -> str | None:
+    """Before a producer replaces journal ``name``: a dead producer's journal whose gating
+    consumers have not taken every record is renamed to :func:`kept_name` (atomic; processes
+    mapping it keep their mapping) and that name returned, so nothing replaces it until a
+    consumer drained it and removed it. None when there is nothing to keep (no file, a drained
+    journal, no gating slot, or not a journal); a live owner's file is never touched.
+    """
+    try:
+        ring = Ring.attach(instance, name, readonly=True)
+    except SegmentError:
+        return None  # absent, or not a valid ring: the creator's reclaim decides
+    try:
+        if ring.ring_kind != "journal" or ring.segment.owner_alive() or ring.unconsumed() == 0:
+            return None
+        keep = kept_name(name, ring.journal_id)
+        try:
+            os.rename(segment_path(instance, name), segment_path(instance, keep))
+        except FileNotFoundError:
+            return None  # someone else moved it meanwhile
+        return keep
+    finally:
+        ring.close()
+
+
+def remove_kept(ring: Ring, instance: str, name: str) -> str | None:
+    """A drained kept journal goes: unlink ``ring``'s kept name if it still leads to this very
+    ring, its producer is dead and its gating consumers took every record. Returns the name
+    removed, or None (nothing was removed)."""
+    keep = kept_name(name, ring.journal_id)
+    if not ring.is_named(instance, keep) or ring.segment.owner_alive() or ring.unconsumed():
+        return None
+    try:
+        os.unlink(segment_path(instance, keep))
+    except FileNotFoundError:
+        return None
+    return keep
 
 
 class JournalReader:

@@ -35,6 +35,11 @@ Attaching to a dead owner's segment is allowed: a SIGKILLed daemon leaves every 
 record readable. A new segment is built under a temporary name and published with ``link(2)``
 only when complete, so a half-built segment is never visible under its name.
 
+Identity: ``Segment.inode`` is the mapped file's inode, recorded at create/attach: a long-lived
+attacher compares it with the name's current inode to learn that the name now leads elsewhere
+(the owner restarted and created a new segment, or the file was renamed aside) while its mapping
+still shows the old file.
+
 Closing: ``mmap.close()`` raises ``BufferError`` while numpy views of the mapping are alive, so
 :meth:`Segment.close` drops the segment's own views and closes the map only when nothing else
 still holds one; otherwise the map is released when the last view is garbage-collected.
@@ -135,10 +140,12 @@ class Segment:
     the header (64-byte aligned), ``meta`` the decoded JSON description.
     """
 
-    def __init__(self, path: str, mm: mmap.mmap, readonly: bool, owner: bool) -> None:
+    def __init__(self, path: str, mm: mmap.mmap, readonly: bool, owner: bool, inode: int = 0) -> None:
         self.path = path
         self.readonly = readonly
         self.owner = owner
+        # the file this mapping is of: a name can be renamed aside or replaced, the inode cannot
+        self.inode = inode
         self._mm: mmap.mmap | None = mm
         buf = np.frombuffer(mm, dtype=np.uint8)
         self.header: np.ndarray = buf[:HEADER_SIZE].view(np.int64)
@@ -174,9 +181,10 @@ class Segment:
             try:
                 os.ftruncate(fd, total)
                 mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                inode = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
-            seg = cls(path, mm, readonly=False, owner=True)
+            seg = cls(path, mm, readonly=False, owner=True, inode=inode)
             h = seg.header
             h[H_MAGIC] = MAGIC
             h[H_VERSION] = LAYOUT_VERSION
@@ -223,7 +231,8 @@ class Segment:
         except FileNotFoundError:
             raise SegmentError(f"{path}: no such segment (is the owner running?)") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             if size < HEADER_SIZE:
                 raise SegmentError(
                     f"{path}: truncated segment: {size} bytes, smaller than the {HEADER_SIZE}-byte "
@@ -240,7 +249,7 @@ class Segment:
             mm = mmap.mmap(fd, int(head[H_TOTAL_SIZE]), mmap.MAP_SHARED, prot)
         finally:
             os.close(fd)
-        seg = cls(path, mm, readonly=readonly, owner=False)
+        seg = cls(path, mm, readonly=readonly, owner=False, inode=st.st_ino)
         mlen = int(seg.header[H_META_LEN])
         raw = bytes(np.frombuffer(mm, np.uint8)[META_OFFSET:META_OFFSET + mlen])
         try:

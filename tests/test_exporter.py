@@ -54,6 +54,9 @@ DAEMON = textwrap.dedent("""
     record(t.hist_tick_to_order[0].hist, 2_000_000)
     j = Ring.create(inst, "journal-0", JOURNAL_EVENT_DTYPE, 64, kind="journal", n_gating=1, policy="fail")
     j.publish(np.zeros(5, JOURNAL_EVENT_DTYPE))
+    from bot4d.persist.sidecar import counter_names   # and what bot4d-persist publishes beside it
+    from ipc.counters import Counters
+    persist = Counters.create(inst, "persist", counter_names([0]))
     t.heartbeat(time.time_ns())
     print("ready", flush=True)
     k = b.index("bot4d_orders_filled_total", shard="0")
@@ -64,6 +67,7 @@ DAEMON = textwrap.dedent("""
             n += 1
         print(n, flush=True)
     j.unlink(); j.close()
+    persist.unlink(); persist.close()
     t.close()
 """)
 

@@ -20,9 +20,11 @@ run in their own pinned threads. ``WATCHDOG=1`` is sent only while every shard's
 fresh, so a hung shard stops the pings and systemd restarts the daemon. SIGTERM: the risk state is
 saved as it stands (a restart does not inherit the shutdown's own halt), strategies stop (every
 shard HALTED), open orders are cancelled or left per ``on_stop``, the journal is drained to
-its ring, exit 0. SIGHUP: the configuration is re-read and what can change safely (limits,
-strategy parameters, rates) is applied on each shard's own thread; anything else is refused with
-the reason in the log and STATUS.
+its ring and, with persistence, bot4d-persist is given ``persist.shutdown_wait_s`` to take it all
+(what is left is logged per shard with the ring file keeping it), exit 0. SIGHUP: the
+configuration is re-read and what can change safely (limits, strategy parameters, rates) is
+applied on each shard's own thread; anything else is refused with the reason in the log and
+STATUS.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from bot4d import __version__
 from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable_changes
 from bot4d.daemon import riskstate
 from bot4d.daemon import shard_kernel as K
+from bot4d.daemon.journal_watch import JournalWatch, keep_previous_journal
 from bot4d.daemon.shard import Shard, ShardRings, tel_index
 from bot4d.fixedpoint import from_fixed, to_fixed
 from bot4d.instruments import InstrumentTable
@@ -102,6 +105,7 @@ class Daemon:
         self.owner = np.zeros(0, np.int64)
         self._tasks: list[asyncio.Task] = []
         self.py: dict[int, tuple[Any, Any, float]] = {}
+        self.journal_watch: JournalWatch | None = None
         # the saved risk state (riskstate): what start-up found and the last save (bot4ctl risk);
         # saves are serialised, and stop before the shutdown's own halt
         self.risk_state: dict[str, Any] = {}
@@ -261,8 +265,10 @@ class Daemon:
                 self._risk_for(rs, i, now)
             v = next(iter(cfg.venues.values()))
             rk.set_venue_rate(rs, 0, capacity=max(1, v.orders_per_second * 2), per_second=v.orders_per_second, now_ns=now)
+            # a dead run's journal bot4d-persist has not drained is kept aside, never replaced
+            keep_previous_journal(cfg.instance, s)
             rings = ShardRings.create(cfg.instance, s, journal_capacity=cfg.persist.journal_capacity,
-                                      persisted=cfg.persist.enabled)
+                                      persisted=cfg.persist.enabled, boot_id=self.boot_id)
             blk = self.telemetry.shard_blocks[s]
             efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             in_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -275,6 +281,11 @@ class Daemon:
                           spin_us=int(os.environ.get("BOT4D_SPIN_US", "50")),
                           egress_fd=efd, input_fd=in_fd)
             self.shards.append(shard)
+        io = self.telemetry.io
+        self.journal_watch = JournalWatch(
+            cfg.instance, [sh.rings.journal for sh in self.shards], cfg.persist,
+            counters=self.telemetry.counter_array(io.name), index=lambda m, s: io.index(m, shard=str(s)),
+            stop_trading=self._stop_trading_unpersisted)
 
     def _warm(self) -> None:
         """Every kernel a shard runs, called once on its real state's types before anything
@@ -561,6 +572,7 @@ class Daemon:
         self.notifier.ready(f"trading {len(self.table)} instruments on {len(self.shards)} shard(s)")
         log.info("bot4d %s ready: instance %s, boot %s", __version__, self.cfg.instance, self.boot_id)
         self._tasks.append(asyncio.create_task(self._watchdog()))
+        self._tasks.append(asyncio.create_task(self._watch_journal()))
         for i in self.py:
             self._tasks.append(asyncio.create_task(self._py_loop(i), name=f"py-strategy-{i}"))
         await self.stopping.wait()
@@ -701,7 +713,7 @@ class Daemon:
                 await asyncio.sleep(0.01)
             if sh.bufs.jcount[0]:
                 log.error("shard %d: %d journal events could not be published (ring full)", sh.index, int(sh.bufs.jcount[0]))
-        await self._wait_journal_persisted(10.0)
+        await self._wait_journal_persisted()
         for t in self._tasks:
             t.cancel()
         if self.control is not None:
@@ -723,23 +735,29 @@ class Daemon:
             await asyncio.sleep(0.05)
         log.warning("open orders remain after %.0f s; the next start reconciles them", timeout_s)
 
-    async def _wait_journal_persisted(self, timeout_s: float) -> None:
-        """With a sidecar, wait until it has taken every journal event (its gating cursor)."""
-        if not self.cfg.persist.enabled:
-            return
-        from ipc.ring import C_SLOT0, S_PID
+    async def _wait_journal_persisted(self) -> None:
+        """Wait (``persist.shutdown_wait_s`` at most) while an attached bot4d-persist takes every
+        journal event; what is left is logged per shard with the ring files that keep it (they
+        stay in /dev/shm: the next start keeps them aside, bot4d-persist drains them)."""
+        if self.journal_watch is not None:
+            await self.journal_watch.wait_persisted(self.cfg.persist.shutdown_wait_s)
 
-        # only a sidecar that took the gating slot over is worth waiting for; otherwise the
-        # journal stays in /dev/shm until one starts
-        if not any(int(sh.rings.journal.ctrl[C_SLOT0 + S_PID]) for sh in self.shards):
-            return
-        t_end = time.monotonic() + timeout_s
-        while time.monotonic() < t_end:
-            lag = sum(max(0, sh.rings.journal.cursor - sh.rings.journal.slot_position(0)) for sh in self.shards)
-            if lag == 0:
-                return
-            await asyncio.sleep(0.05)
-        log.warning("journal events not yet persisted at exit stay in /dev/shm for the sidecar")
+    async def _watch_journal(self) -> None:
+        """bot4d-persist on every shard's journal: metrics, and persist.on_no_sidecar when none."""
+        while not self.stopping.is_set():
+            if self.journal_watch is not None:
+                self.journal_watch.tick()
+            await asyncio.sleep(0.5)
+
+    def _stop_trading_unpersisted(self, s: int, action: str) -> None:
+        """persist.on_no_sidecar on shard ``s``: only ever a stricter trading state."""
+        sh = self.shards[s]
+        want = ksk.TS_HALTED if action == "halt" else ksk.TS_REDUCING
+
+        def apply() -> None:
+            if int(sh.rs.ks[ksk.K_STATE]) < want:
+                sh.set_trading_state(want, 0)
+        sh.submit(apply)
 
     def close(self) -> None:
         """Unmap; the journal rings stay (the sidecar may still drain them), the rest goes."""

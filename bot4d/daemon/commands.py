@@ -97,6 +97,7 @@ class Commands:
             "venue_reports": sum(int(sh.bufs.ctr[K.C_REPORTS]) for sh in d.shards),
             "venues": {v: gw.status() for v, gw in d.gateways.items()},
             "reconciled": d.reconciled, "persistence": d.cfg.persist.enabled,
+            "journal": d.journal_watch.summary() if d.journal_watch is not None else None,
         }
 
     def shards(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
@@ -202,18 +203,13 @@ class Commands:
                                 for ic in self.d.inst_cfg}}
 
     def journal_lag(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
-        out = {}
+        """Per shard: events produced and persisted, what is not persisted yet (lag: this run's
+        ring; backlog: with the kept journals of earlier runs), bot4d-persist attached or not,
+        the ring file and the kept journals; and what the shard still buffers (not in a ring)."""
+        w = self.d.journal_watch
+        out = w.report() if w is not None else {}
         for sh in self.d.shards:
-            j = sh.rings.journal
-            prod = j.cursor
-            row = {"published": prod, "buffered_in_shard": int(sh.bufs.jcount[0])}
-            if j.n_gating:
-                row["persisted"] = j.slot_position(0)
-                row["lag"] = prod - j.slot_position(0)
-            else:
-                row["lag"] = None
-                row["note"] = "persistence disabled"
-            out[str(sh.index)] = row
+            out.setdefault(str(sh.index), {})["buffered_in_shard"] = int(sh.bufs.jcount[0])
         return out
 
     # --- trading commands (operator) ---------------------------------------------------------------
@@ -374,7 +370,7 @@ def make_server(d: "Daemon") -> ControlServer:
         ("pnl", M, False, c.pnl, "realised, unrealised, fees, equity"),
         ("risk", M, False, c.risk, "trading state, kill switch, equity"),
         ("limits", M, False, c.limits, "risk limits in force"),
-        ("journal-lag", M, False, c.journal_lag, "journal events not yet persisted"),
+        ("journal-lag", M, False, c.journal_lag, "journal events produced, persisted, backlog, consumer, kept rings"),
         ("halt", O, True, c.halt, "stop new orders at once (cancels still go out)"),
         ("reduce-only", O, True, c.reduce_only, "only orders that reduce a position"),
         ("cancel-all", O, True, c.cancel_all, "cancel open orders [SYMBOL]"),

@@ -53,7 +53,8 @@ class ShardRings:
     journal: Ring   # JOURNAL_EVENT_DTYPE, shard -> bot4d-persist (and monitors)
 
     @classmethod
-    def create(cls, instance: str, s: int, *, journal_capacity: int, persisted: bool) -> "ShardRings":
+    def create(cls, instance: str, s: int, *, journal_capacity: int, persisted: bool,
+               boot_id: str = "") -> "ShardRings":
         from bot4d.records import JOURNAL_EVENT_DTYPE
 
         # queues refuse when full (policy fail): a shard never waits, and a feed whose records
@@ -63,7 +64,8 @@ class ShardRings:
             reports=Ring.create(instance, f"reports-{s}", oms_k.VENUE_REPORT_DTYPE, 1 << 14, policy="fail", reclaim_dead=True),
             egress=Ring.create(instance, f"egress-{s}", ORDER_COMMAND_DTYPE, 1 << 12, policy="fail", reclaim_dead=True),
             journal=Ring.create(instance, f"journal-{s}", JOURNAL_EVENT_DTYPE, journal_capacity, kind="journal",
-                                n_gating=1 if persisted else 0, policy="fail", reclaim_dead=True),
+                                n_gating=1 if persisted else 0, policy="fail", reclaim_dead=True,
+                                identity={"boot": boot_id} if boot_id else None),
         )
 
     def all(self) -> list[Ring]:

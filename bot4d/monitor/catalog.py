@@ -171,18 +171,33 @@ class DaemonView:
     def _counter(self, name: str) -> Counters:
         c = self._counters.get(name)
         if c is None:
-            c = self._counters[name] = Counters(Segment.attach(self.instance, name, readonly=True, kind="counters"))
+            seg = Segment.attach(self.instance, name, readonly=True, kind="counters")
+            if not seg.owner_alive():  # left by a process that died: its values are stale
+                pid = seg.owner_pid
+                seg.close()
+                raise SegmentError(f"{seg.path}: owner pid {pid} is gone")
+            c = self._counters[name] = Counters(seg)
         return c
+
+    def _forget_gone(self) -> None:
+        """Counters of another process (bot4d-persist's) may go, or come back as a new file,
+        while the daemon runs: a segment whose owner died is dropped, its series are absent."""
+        for name, c in list(self._counters.items()):
+            if not c.segment.owner_alive():
+                c.close()
+                del self._counters[name]
 
     def samples(self, now_ns: int | None = None) -> list[Sample]:
         now_ns = time.time_ns() if now_ns is None else now_ns
         out: list[Sample] = []
+        self._forget_gone()
         for s in self.meta.get("counters", []):
             try:
                 v = int(counter_get(self._counter(s["segment"]).values, s["index"]))
             except SegmentError:
                 continue  # a segment that went away is simply absent from this scrape
-            out.extend(_render(s["metric"], s["type"], s["labels"], v, s["help"], s.get("enum"), now_ns, None))
+            out.extend(_render(s["metric"], s["type"], s["labels"], v, s["help"], s.get("enum"), now_ns,
+                               s.get("scale")))
         for snap in self.meta.get("snapshots", []):
             try:
                 area = self._snaps.get(snap["segment"]) or SnapshotArea.attach(self.instance, snap["segment"])

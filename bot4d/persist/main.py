@@ -3,10 +3,13 @@
     bot4d-persist migrate --dsn DSN           apply pending migrations (refuses a newer database)
     bot4d-persist status  --dsn DSN           schema version, storage mode, per-shard cursors
     bot4d-persist run --dsn DSN --instance X --shards 0,1
-                                              drain journals until SIGTERM/SIGINT; exit 2 on a
-                                              fatal error (undecodable record, schema mismatch,
-                                              rows refused by a database constraint, a
-                                              catalog contradicting the instruments table)
+                                              drain journals until SIGTERM/SIGINT, following the
+                                              daemon across restarts (kept journals of earlier
+                                              runs first); exit 2 on a fatal error (undecodable
+                                              record, schema mismatch, rows refused by a
+                                              database constraint, a catalog contradicting the
+                                              instruments table); warns about journals of the
+                                              instance no consumer drains (--alarm-after)
     bot4d-persist register --dsn DSN --instance X
                                               add the instruments of instance X's catalog the
                                               database lacks (run does it too); exit 1 without
@@ -98,7 +101,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot4d.persist.sidecar import PumpConfig, counter_names, run_pumps
+    from bot4d.persist.sidecar import BacklogWatch, PumpConfig, counter_names, run_pumps
     from ipc.counters import Counters
 
     dsn = _dsn(args)
@@ -127,8 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     cfgs = [PumpConfig(dsn, args.instance, s, ring_name=args.ring_name, slot=args.slot, batch=args.batch,
                        ring_wait_s=args.ring_wait) for s in args.shards]
+    watch = BacklogWatch(args.instance, args.ring_name, args.shards, counters, alarm_after_s=args.alarm_after)
     try:
-        return run_pumps(cfgs, counters=counters, stop=stop)
+        return run_pumps(cfgs, counters=counters, stop=stop, watch=watch)
     finally:
         # the counters area belongs to this process: monitors should not read a dead sidecar's lag
         counters.unlink()
@@ -156,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--counters", default="persist", help="name of the counters segment")
     r.add_argument("--ring-wait", type=float, default=None,
                    help="seconds to wait for a journal ring to appear (default: forever)")
+    r.add_argument("--alarm-after", type=float, default=5.0,
+                   help="log a journal of the instance whose backlog no consumer takes after this many "
+                        "seconds (it is counted in the persist counters at once)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s bot4d-persist %(levelname)s %(message)s")
