@@ -321,3 +321,11 @@ def test_exporter_can_read_what_the_daemon_and_sidecar_create():
     finally:
         for p in Path("/dev/shm").glob(f"bot4d.{instance}.*"):
             p.unlink()
+
+
+def test_the_sidecar_stops_after_the_daemon_so_shutdown_can_wait_for_persistence():
+    """Units stop in the reverse of their start order: with Before=bot4d.service the daemon stops
+    first and its SIGTERM wait (persist.shutdown_wait_s) finds the sidecar still draining."""
+    s = rendered("bot4d-persist.service")
+    assert "bot4d.service" in " ".join(s["Before"]) and "bot4d.service" not in " ".join(s.get("After", []))
+    assert s["PartOf"] == ["bot4d.service"]

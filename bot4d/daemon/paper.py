@@ -198,9 +198,10 @@ Ctrl-C stops everything.""", flush=True)
         return 1
     finally:
         print("stopping ...", flush=True)
-        for p in reversed(procs):
-            if p.name == "bot4d-persist":
-                time.sleep(1.0)  # the daemon drained its journal to the ring: let the sidecar take it
+        # the daemon first: on SIGTERM it waits (persist.shutdown_wait_s) until the sidecar has
+        # persisted its journal, so the sidecar stops after it, the venue last
+        order = {"bot4d": 0, "bot4d-persist": 1}
+        for p in sorted(procs, key=lambda p: order.get(p.name, 2)):
             rc = p.stop()
             print(f"  {p.name} stopped (status {rc})", flush=True)
         if pg is not None:
