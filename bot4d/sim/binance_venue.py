@@ -705,7 +705,7 @@ class BinanceVenue:
                 "symbol": info.symbol, "id": int(e["trade_id"]), "orderId": info.order_id,
                 "orderListId": -1, "price": _fmt(last_p), "qty": _fmt(last_q),
                 "quoteQty": _fmt(quote), "commission": _fmt(commission),
-                "commissionAsset": fee_asset, "time": now_ms,
+                "commissionAsset": spec.quote, "time": now_ms,
                 "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True}
             self.trades_by_order.setdefault(info.order_id, []).append(trade)
             self.trades_by_account.setdefault((info.account, info.symbol), []).append(trade)
