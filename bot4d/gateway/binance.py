@@ -42,8 +42,8 @@ from bot4d.feed.backoff import BackoffPolicy
 from bot4d.fixedpoint import decimals, from_fixed, to_fixed
 from bot4d.gateway.rest import RestClient, RestError
 from bot4d.kernels.oms import (
-    RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_REJECT,
-    RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
+    RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_FLAG_RECOVERED,
+    RP_REJECT, RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
 )
 from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, TIF_FOK, TIF_GTC, TIF_IOC, TIF_POST_ONLY
 from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, ORDER_COMMAND_DTYPE, SIDE_ASK, SIDE_BID
@@ -85,6 +85,14 @@ _BOOT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _CID_RE = re.compile(r"^b4([A-Za-z0-9_]+)-(\d{1,3})-(\d{1,19})$")
 
 K_PLACE, K_CANCEL, K_QUERY = 0, 1, 2
+MY_TRADES_PAGE = 1000      # myTrades' largest limit: a sweep pages through a gap 1000 trades a time
+_DAEMON_BOOT_RE = re.compile(r"^[0-9a-z]{1,6}$")  # bot4d.daemon.app's boot ids: int(boot, 36) < 36**6
+
+
+def _boot_number(boot: str) -> int | None:
+    """An earlier run's boot id as the journal carries it (int(boot, 36)); None if it is not a
+    daemon's boot id."""
+    return int(boot, 36) if _DAEMON_BOOT_RE.match(boot) else None
 
 _TIF = {TIF_GTC: "GTC", TIF_IOC: "IOC", TIF_FOK: "FOK"}
 _SIDE = {SIDE_BID: "BUY", SIDE_ASK: "SELL"}
@@ -297,6 +305,7 @@ class _Order:
     qty: int = 0
     unknown: bool = False       # the place's outcome is being resolved
     placed: asyncio.Event = field(default_factory=asyncio.Event)  # the place request is over
+    side: int = -1              # SIDE_BID / SIDE_ASK once a venue answer named it (-1 unknown)
 
 
 class _UserListener(WSListener):
@@ -392,7 +401,9 @@ class BinanceGateway:
             "stream_foreign_order", "stream_other_boot", "stream_connects",
             "stream_connect_failed", "stream_disconnects", "duplicate_trade_skipped",
             "duplicate_place_dropped", "cancel_for_closed", "bad_command", "fee_rounded",
-            "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals")}
+            "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals",
+            "fill_sweeps", "fills_recovered", "fills_recovered_other_runs", "trades_not_ours",
+            "stream_held", "stream_other_boot_fills")}
         self.breaker_state = CLOSED
         self.halted: str | None = None
         self.halt_code = 0
@@ -409,6 +420,17 @@ class BinanceGateway:
         self._stopping = False
         self._reconcile_lock: asyncio.Lock | None = None
         self.last_reconciliation: Reconciliation | None = None
+        # fills in trade-id order (see set_fill_marks): per symbol the trade id every fill up to
+        # which was reported (None: not known yet), whether stream events flow, the ones waiting
+        self._floor: dict[str, int | None] = {s.symbol: None for s in symbols}
+        self._in_order: dict[str, bool] = {s.symbol: False for s in symbols}
+        self._held: dict[str, list[dict]] = {}
+        self._sweep_locks: dict[str, asyncio.Lock] = {}
+        self._stream_epoch = 0           # user-stream connections so far
+        self._recovery: asyncio.Task | None = None
+        self._gap = asyncio.Event()      # set by a new gap: a recovery that backs off goes again
+        # venue order id -> (boot, shard, order id) of its client order id (None: not bot4d's)
+        self._owners: OrderedDict[int, tuple[str, int, int] | None] = OrderedDict()
 
     def __repr__(self) -> str:
         return (f"BinanceGateway(rest_base={self.rest_base!r}, boot_id={self.boot_id!r}, "
@@ -439,6 +461,7 @@ class BinanceGateway:
         """Pool up, listen key, user stream connected, keepalive running."""
         self._loop = asyncio.get_running_loop()
         self._reconcile_lock = asyncio.Lock()
+        self._sweep_locks = {s.symbol: asyncio.Lock() for s in self.symbols}
         self._stream_up = asyncio.Event()
         self.rest = RestClient(self.rest_base, connections=self.connections,
                                timeout_s=self.request_timeout_s)
@@ -450,6 +473,15 @@ class BinanceGateway:
             await self.stop()
             raise GatewayError("user-data stream did not connect") from None
         self._keepalive_task = asyncio.create_task(self._keepalive_loop(), name="binance-keepalive")
+        try:
+            await self._init_floors()
+        except (GatewayError, _Halted) as e:
+            if not self.halted:
+                await self.stop()
+                raise GatewayError(f"cannot read the account's latest trades: {e}") from None
+            # halted (refused credentials, a ban): nothing is sent, so no fill can happen to follow
+            log.error("binance gateway: order entry halted before the account's trades were read: %s", e)
+
 
     async def stop(self) -> None:
         self._stopping = True
@@ -528,9 +560,13 @@ class BinanceGateway:
     @staticmethod
     def _rep(kind: int, shard: Any, order_id: Any, instrument: Any, *, ts_ns: int = 0,
              price: int = 0, qty: int = 0, fee: int = 0, maker: int = 0, reason: int = 0,
-             flags: int = 0, trade_id: int = 0) -> tuple:
+             flags: int = 0, trade_id: int = 0, venue_order_id: int | None = 0, side: int = 0,
+             boot: int = 0) -> tuple:
+        """A report; ``boot`` names another run whose order a recovered fill is (0: this run's),
+        ``side`` and ``venue_order_id`` what the venue said (0: not said: ``_emit`` then takes the
+        venue order id from this run's record of the order, if it knows one)."""
         return (kind, int(shard), int(order_id), int(instrument), ts_ns or time.time_ns(), price,
-                qty, fee, maker, reason, flags, trade_id)
+                qty, fee, maker, reason, flags, trade_id, int(venue_order_id or 0), side, boot)
 
     def _emit(self, reps: list[tuple], shard: int | None = None) -> None:
         """Deliver reports, one array per shard (each array goes to that shard's ingress)."""
@@ -541,10 +577,15 @@ class BinanceGateway:
             by_shard.setdefault(r[1], []).append(r)
         for sh, rows in by_shard.items():
             a = np.zeros(len(rows), VENUE_REPORT_DTYPE)
-            for i, (kind, _s, oid, inst, ts, px, q, fee, mk, reason, flags, tid) in enumerate(rows):
+            for i, (kind, _s, oid, inst, ts, px, q, fee, mk, reason, flags, tid, vid, side,
+                    boot) in enumerate(rows):
+                if vid == 0 and boot == 0 and 0 <= oid < 1 << 63 and 0 <= sh < 10 ** MAX_SHARD_DIGITS:
+                    o = self.orders.get(self.client_order_id(sh, oid))
+                    vid = (o.venue_id or 0) if o is not None else 0
                 a[i]["kind"], a[i]["order_id"], a[i]["instrument"], a[i]["ts_ns"] = kind, oid, inst, ts
                 a[i]["price"], a[i]["qty"], a[i]["fee"], a[i]["maker"] = px, q, fee, mk
                 a[i]["reason"], a[i]["flags"], a[i]["trade_id"] = reason, flags, tid
+                a[i]["venue_order_id"], a[i]["side"], a[i]["boot"] = vid, side, boot
             self.counters["reports"] += len(rows)
             try:
                 self.on_reports(a)
@@ -833,74 +874,228 @@ class BinanceGateway:
             return data, 0
         return None, code
 
-    async def _my_trades(self, o: _Order, venue_id: int) -> list[dict] | None:
-        for _ in range(5):
-            try:
-                status, data, _code, _ = await self._call(
-                    "GET", "/api/v3/myTrades", {"symbol": o.info.symbol, "orderId": venue_id},
-                    W_MY_TRADES, K_QUERY)
-            except RestError:
-                await asyncio.sleep(0.1)
-                continue
-            if status == 200 and isinstance(data, list):
-                return data
-            await asyncio.sleep(0.1)
-        return None
+    # ---- fills in trade-id order; missed fills recovered (bot4d.daemon.fillmarks) ---------------
+    # Every fill of a symbol reaches its shard in increasing venue trade id: from the stream while
+    # it has been up since the last sweep (Binance sends a symbol's execution reports in order),
+    # else from a sweep of the venue's trades (myTrades from ``fromId``). ``_floor[symbol]``: every
+    # trade of ours up to it has been reported; a trade at or below it is a duplicate. After a gap
+    # (a reconnect, a start, an earlier run's order filling) the symbol's stream events wait in
+    # ``_held`` until a sweep has reported the gap, then flow again. So the last fill a shard
+    # journalled is a mark below which the journal misses nothing, across restarts.
+    async def _init_floors(self) -> None:
+        """At start: every symbol's floor is the venue's latest trade of ours (nothing of this run
+        traded yet; what earlier runs left comes from ``set_fill_marks``); its events flow."""
+        for info in self.symbols:
+            epoch, up = self._stream_epoch, self._stream_connected
+            latest = await self._get_retry("/api/v3/myTrades", {"symbol": info.symbol, "limit": 1}, W_MY_TRADES)
+            if not isinstance(latest, list):
+                raise GatewayError(f"myTrades {info.symbol}: not a list of trades")
+            self._floor[info.symbol] = max((t["id"] for t in latest if isinstance(t, dict)
+                                            and isinstance(t.get("id"), int)), default=0)
+            if up and epoch == self._stream_epoch and self._stream_connected:
+                self._release_held(info.symbol)
+            else:
+                self._catch_up(info.symbol)  # the stream dropped meanwhile: sweep the gap
 
-    async def _apply_state(self, o: _Order, js: dict) -> None:
-        """Report what an order query (or openOrders entry) shows and the stream has not."""
+    def set_fill_marks(self, marks: dict[str, int]) -> None:
+        """The last venue trade id the journal holds per symbol (earlier runs): the symbol's
+        events wait until the next reconciliation has reported every trade of ours after it
+        (reports at or below the old floor may come again: the shard drops them by trade id). A
+        symbol without a mark keeps the venue's latest trade at start: nothing before is
+        recovered (said in the log)."""
+        for info in self.symbols:
+            tid = marks.get(info.symbol)
+            if tid is None:
+                log.warning("binance gateway: no journalled trade of %s is known (a first start?): its fills "
+                            "before venue trade %s are not recovered", info.symbol, (self._floor.get(info.symbol) or 0) + 1)
+                continue
+            self._floor[info.symbol] = int(tid)
+            self._in_order[info.symbol] = False
+
+    def fill_recovery(self) -> dict[str, Any]:
+        """Per symbol: the trade id up to which every fill was reported, whether its stream events
+        flow (False: a gap is being recovered), and how many wait."""
+        return {s.symbol: {"reported_up_to_trade": self._floor.get(s.symbol),
+                           "in_order": self._in_order.get(s.symbol, False),
+                           "held_events": len(self._held.get(s.symbol, ()))} for s in self.symbols}
+
+    def _catch_up(self, symbol: str | None = None) -> None:
+        """A gap on ``symbol``'s stream (None: every symbol's): its events wait until a
+        reconciliation has swept the venue's trades; one recovery task runs at a time."""
+        for s in ([symbol] if symbol is not None else list(self.by_symbol)):
+            self._in_order[s] = False
+        self._gap.set()  # a recovery backing off tries again at once
+        if self._recovery is None or self._recovery.done():
+            self._recovery = self._spawn(self._reconcile_quiet())
+
+    def _release_held(self, symbol: str) -> None:
+        """The symbol's trades are reported up to the stream's: its waiting events go through."""
+        self._in_order[symbol] = True
+        held = self._held.pop(symbol, [])
+        for i, ev in enumerate(held):
+            if not self._in_order.get(symbol, False):
+                # another gap opened while replaying (an earlier run's fill): the rest waits again
+                self._held[symbol] = held[i:] + self._held.get(symbol, [])
+                return
+            try:
+                self._on_execution(ev)
+            except (KeyError, ValueError, InvalidOperation, TypeError):
+                self.counters["stream_malformed"] += 1
+
+    async def _order_by_venue_id(self, info: SymbolInfo, venue_id: int) -> tuple[str, int, int] | None:
+        """(boot, shard, order id) of the venue's order ``venue_id`` from its client order id
+        (GET /api/v3/order), None when bot4d did not place it. GatewayError when not known."""
+        if venue_id in self._owners:
+            return self._owners[venue_id]
+        js = await self._get_retry("/api/v3/order", {"symbol": info.symbol, "orderId": venue_id}, W_QUERY_ORDER)
+        if not isinstance(js, dict) or not isinstance(js.get("clientOrderId"), str):
+            raise GatewayError(f"order {venue_id} of {info.symbol}: no client order id in the answer")
+        owner = self.parse_client_order_id(js["clientOrderId"])
+        self._owners[venue_id] = owner
+        while len(self._owners) > MAX_ORDERS:
+            self._owners.popitem(last=False)
+        return owner
+
+    def _trade_report(self, info: SymbolInfo, t: dict, owner: tuple[str, int, int] | None) -> tuple | None:
+        """The recovered-fill report of venue trade ``t`` (myTrades JSON), None when it is not for
+        bot4d or already reported. An earlier run's fill names that run's boot: the shard journals
+        it without moving the position (the start took positions from the venue's balances)."""
+        if owner is None:
+            self.counters["trades_not_ours"] += 1
+            return None
+        boot, shard, oid = owner
+        tid, vid = int(t["id"]), int(t["orderId"])
+        px = to_fixed(Decimal(str(t["price"])), info.price_scale)
+        q = to_fixed(Decimal(str(t["qty"])), info.qty_scale)
+        fee, flags = self._fee(info, str(t["commission"]), str(t["commissionAsset"]))
+        side = SIDE_BID if t.get("isBuyer") else SIDE_ASK
+        kw = dict(ts_ns=int(t.get("time", 0)) * 1_000_000, price=px, qty=q, fee=fee,
+                  maker=1 if t.get("isMaker") else 0, flags=flags | RP_FLAG_RECOVERED, trade_id=tid,
+                  venue_order_id=vid, side=side)
+        if boot == self.boot_id:
+            cid = self.client_order_id(shard, oid)
+            o = self.orders.get(cid)
+            if o is None:  # a record evicted meanwhile: the fill still belongs to this run's order
+                o = _Order(cid, shard, oid, info, venue_id=vid, side=side)
+                o.placed.set()
+                self._track(o)
+            if tid in o.trades:
+                return None
+            o.trades.add(tid)
+            o.filled += q
+            o.venue_id = vid
+            self.counters["fills_recovered"] += 1
+            return self._rep(RP_FILL, o.shard, o.order_id, info.instrument, **kw)
+        n = _boot_number(boot)
+        if n is None:
+            self.counters["trades_not_ours"] += 1
+            log.warning("binance gateway: trade %d of %s: order b4%s-%d-%d has a boot id that is no daemon's",
+                        tid, info.symbol, boot, shard, oid)
+            return None
+        if shard != info.shard:
+            # journalled on the shard that owns the instrument now: the stored client order id
+            # string names that shard, not the one the earlier run used
+            log.warning("binance gateway: trade %d of %s: the order of boot %s was placed by shard %d, "
+                        "the instrument is on shard %d now", tid, info.symbol, boot, shard, info.shard)
+        self.counters["fills_recovered_other_runs"] += 1
+        return self._rep(RP_FILL, info.shard, oid, info.instrument, boot=n, **kw)
+
+    async def _sweep(self, info: SymbolInfo) -> bool:
+        """Report every trade of ours on ``info``'s symbol after the floor that was not reported,
+        oldest first (myTrades from ``fromId``, pages of MY_TRADES_PAGE). Returns whether the
+        stream was up from before the first page to the end (every later trade comes on it): then
+        the symbol's events flow again. GatewayError / _Halted when the venue cannot tell."""
+        sym = info.symbol
+        if self._floor.get(sym) is None:
+            raise GatewayError("sweep before start")
+        async with self._sweep_locks[sym]:
+            epoch, up = self._stream_epoch, self._stream_connected
+            self.counters["fill_sweeps"] += 1
+            while True:
+                page = await self._get_retry("/api/v3/myTrades", {"symbol": sym, "fromId": self._floor[sym] + 1,
+                                                                   "limit": MY_TRADES_PAGE}, W_MY_TRADES)
+                if not isinstance(page, list) or not all(
+                        isinstance(t, dict) and isinstance(t.get("id"), int) and isinstance(t.get("orderId"), int)
+                        for t in page):
+                    raise GatewayError(f"myTrades {sym}: not a list of trades")
+                page.sort(key=lambda t: t["id"])
+                owners = {}
+                for t in page:  # who placed each order (the trade list does not say)
+                    if t["id"] > self._floor[sym] and t["orderId"] not in owners:
+                        o = next((x for x in self.orders.values() if x.venue_id == t["orderId"]), None)
+                        owners[t["orderId"]] = self.parse_client_order_id(o.cid) if o is not None \
+                            else await self._order_by_venue_id(info, t["orderId"])
+                reps = []
+                for t in page:  # no await from here on: the stream cannot report in between
+                    if t["id"] <= self._floor[sym]:
+                        continue  # reported already (the stream, while in order)
+                    try:
+                        r = self._trade_report(info, t, owners[t["orderId"]])
+                    except (KeyError, ValueError, InvalidOperation, TypeError) as e:
+                        raise GatewayError(f"myTrades {sym}: trade {t['id']} malformed ({e!r})") from None
+                    if r is not None:
+                        reps.append(r)
+                    self._floor[sym] = t["id"]
+                self._emit(reps)
+                if len(page) < MY_TRADES_PAGE:
+                    break
+            done = up and epoch == self._stream_epoch and self._stream_connected
+            if done and not self._in_order.get(sym, False):
+                self._release_held(sym)
+            return done
+
+    @staticmethod
+    def _order_state(o: _Order, js: dict) -> tuple[str, int] | None:
+        """(status, executed quantity units) of an order query's JSON; None if malformed."""
         try:
             status = str(js["status"])
             executed = to_fixed(Decimal(str(js["executedQty"])), o.info.qty_scale)
-            venue_id = int(js["orderId"])
+            o.venue_id = int(js["orderId"])
         except (KeyError, ValueError, InvalidOperation, TypeError):
             log.warning("binance gateway: malformed order state for %s", o.cid)
-            return
-        o.venue_id = venue_id
-        trades: list[dict] = []
-        if executed > o.filled:
-            got = await self._my_trades(o, venue_id)
-            if got is None:
-                return  # without the trades a terminal report would lose fills: try later
-            trades = got
-        reps: list[tuple] = []
+            return None
+        return status, executed
+
+    def _acknowledge(self, o: _Order, status: str) -> None:
+        """What an order query says before any fill: rejected, or acknowledged."""
         if o.terminal:
             return
         if status == "REJECTED":
             o.terminal = RP_REJECT
-            reps.append(self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument))
-            self._emit(reps)
-            return
-        if not o.acked:
+            self._emit([self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument)])
+        elif not o.acked:
             o.acked = True
-            reps.append(self._rep(RP_ACK, o.shard, o.order_id, o.info.instrument))
-        for t in trades:
-            try:
-                tid = int(t["id"])
-                if tid in o.trades:
-                    continue
-                px = to_fixed(Decimal(str(t["price"])), o.info.price_scale)
-                q = to_fixed(Decimal(str(t["qty"])), o.info.qty_scale)
-                fee, flags = self._fee(o.info, str(t["commission"]), str(t["commissionAsset"]))
-                maker = 1 if t.get("isMaker") else 0
-                ts = int(t.get("time", 0)) * 1_000_000
-            except (KeyError, ValueError, InvalidOperation, TypeError):
-                log.warning("binance gateway: malformed trade for %s", o.cid)
-                continue
-            o.trades.add(tid)
-            o.filled += q
-            reps.append(self._rep(RP_FILL, o.shard, o.order_id, o.info.instrument, ts_ns=ts,
-                                  price=px, qty=q, fee=fee, maker=maker, flags=flags,
-                                  trade_id=tid))
+            self._emit([self._rep(RP_ACK, o.shard, o.order_id, o.info.instrument)])
+
+    def _conclude(self, o: _Order, status: str, executed: int) -> None:
+        """How an order ended per its query, once all its fills were reported."""
+        if o.terminal or executed > o.filled:
+            return  # the missing fills first (the stream, or a later sweep)
         if status == "FILLED" or (o.qty and o.filled >= o.qty):
             o.terminal = RP_FILL
         elif status == "CANCELED":
             o.terminal = RP_CANCELLED
-            reps.append(self._rep(RP_CANCELLED, o.shard, o.order_id, o.info.instrument))
+            self._emit([self._rep(RP_CANCELLED, o.shard, o.order_id, o.info.instrument)])
         elif status in ("EXPIRED", "EXPIRED_IN_MATCH"):
             o.terminal = RP_EXPIRED
-            reps.append(self._rep(RP_EXPIRED, o.shard, o.order_id, o.info.instrument))
-        self._emit(reps)
+            self._emit([self._rep(RP_EXPIRED, o.shard, o.order_id, o.info.instrument)])
+
+    async def _apply_state(self, o: _Order, js: dict) -> None:
+        """Report what an order query (or openOrders entry) shows and the stream has not: the
+        acknowledgement, fills (a sweep of the symbol's trades, so they stay in trade-id order),
+        then how it ended."""
+        st = self._order_state(o, js)
+        if st is None:
+            return
+        status, executed = st
+        self._acknowledge(o, status)
+        if not o.terminal and executed > o.filled:
+            try:
+                await self._sweep(o.info)
+            except (GatewayError, _Halted) as e:
+                log.warning("binance gateway: fills of %s not swept: %s", o.cid, e)
+                return  # without them a terminal report would lose fills: a later look finishes
+        self._conclude(o, status, executed)
 
     def _fee(self, info: SymbolInfo, n: str, asset: str) -> tuple[int, int]:
         """Commission in notional units with RP_FLAG_FEE_GIVEN when paid in the quote asset;
@@ -1025,12 +1220,23 @@ class BinanceGateway:
             self.counters["stream_foreign_order"] += 1
             return
         boot, shard, oid = parsed
+        sym = ev["s"]
+        if not self._in_order.get(sym, True):
+            # a gap on this symbol's stream is being swept: what follows it waits, so that fills
+            # reach the shard in trade-id order (see set_fill_marks)
+            self._held.setdefault(sym, []).append(ev)
+            self.counters["stream_held"] += 1
+            return
         if boot != self.boot_id:
             self.counters["stream_other_boot"] += 1
+            if x == "TRADE" and sym in self.by_symbol:
+                # an earlier run's order filled: a sweep reports it (recovered, in order)
+                self.counters["stream_other_boot_fills"] += 1
+                self._catch_up(sym)
             return
         o = self.orders.get(cid)
         if o is None:
-            info = self.by_symbol.get(ev["s"])
+            info = self.by_symbol.get(sym)
             if info is None:
                 self.counters["stream_foreign_order"] += 1
                 return
@@ -1044,6 +1250,9 @@ class BinanceGateway:
         if o.terminal:
             return
         info = o.info
+        if o.venue_id is None:
+            o.venue_id = int(ev["i"])
+        o.side = SIDE_BID if ev.get("S") == "BUY" else SIDE_ASK
         ts = int(ev.get("T") or ev.get("E") or 0) * 1_000_000
         reps: list[tuple] = []
         if x == "NEW":
@@ -1052,21 +1261,21 @@ class BinanceGateway:
                 reps.append(self._rep(RP_ACK, o.shard, o.order_id, info.instrument, ts_ns=ts))
                 if self.ack_hist is not None and o.sent_ns:
                     self.ack_hist.record(max(0, time.time_ns() - o.sent_ns))
-            if o.venue_id is None:
-                o.venue_id = int(ev["i"])
         elif x == "TRADE":
             tid = int(ev["t"])
-            if tid in o.trades:
-                self.counters["duplicate_trade_skipped"] += 1
+            floor = self._floor.get(sym)
+            if tid in o.trades or (floor is not None and tid <= floor):
+                self.counters["duplicate_trade_skipped"] += 1  # (at or below the floor: swept)
             else:
                 px = to_fixed(Decimal(ev["L"]), info.price_scale)
                 q = to_fixed(Decimal(ev["l"]), info.qty_scale)
                 fee, flags = self._fee(info, ev["n"], ev.get("N") or "")
                 o.trades.add(tid)
                 o.filled += q
+                self._floor[sym] = tid
                 reps.append(self._rep(RP_FILL, o.shard, o.order_id, info.instrument, ts_ns=ts,
                                       price=px, qty=q, fee=fee, maker=1 if ev.get("m") else 0,
-                                      flags=flags, trade_id=tid))
+                                      flags=flags, trade_id=tid, side=o.side))
             if ev.get("X") == "FILLED":
                 o.terminal = RP_FILL
         elif x == "CANCELED":
@@ -1157,17 +1366,21 @@ class BinanceGateway:
             t0 = time.monotonic_ns()
             self._ws = transport
             self._stream_connected = True
+            self._stream_epoch += 1
             self.counters["stream_connects"] += 1
             self._stream_up.set()
             if not first:
-                # events sent while we were away are lost: ask the venue about live orders
-                self._spawn(self._reconcile_quiet())
+                # events sent while we were away are lost: ask the venue about live orders, and
+                # sweep every symbol's trades before its stream events flow again
+                self._catch_up()
             first = False
             try:
                 await transport.wait_disconnected()
             finally:
                 self._stream_connected = False
                 self._ws = None
+                for sym in self._in_order:
+                    self._in_order[sym] = False  # what comes after the gap waits for a sweep
             if self._stopping:
                 return
             self.counters["stream_disconnects"] += 1
@@ -1176,15 +1389,40 @@ class BinanceGateway:
 
     # ---- reconciliation ----------------------------------------------------------------------------
     async def _reconcile_quiet(self) -> None:
-        try:
-            await self._reconcile(balances=False)
-        except (GatewayError, _Halted) as e:
-            log.warning("binance gateway: reconciliation after reconnect failed: %s", e)
+        """After a gap (a reconnect, an earlier run's fill on the stream): reconcile until every
+        symbol's events flow again, backing off while the venue cannot answer."""
+        delay = 0.2
+        while not self._stopping and not self.halted:
+            self._gap.clear()
+            try:
+                await self._reconcile(balances=False)
+            except (GatewayError, _Halted) as e:
+                log.warning("binance gateway: reconciliation after a gap failed: %s", e)
+            waiting = [s for s, ok in self._in_order.items() if not ok]
+            if not waiting:
+                return
+            log.info("binance gateway: %s still wait for a sweep of their trades", ", ".join(waiting))
+            try:
+                await asyncio.wait_for(self._gap.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 5.0)
 
     async def reconcile(self) -> Reconciliation:
         """Open orders (ours this boot / earlier boots / foreign) and balances; every order this
-        boot believes live is brought up to date (reports emitted for what was missed)."""
+        boot believes live is brought up to date, and every trade of ours after the floor (at
+        start: the journal's marks, ``set_fill_marks``) is reported (reports emitted for what was
+        missed). Raises GatewayError when the venue cannot tell."""
         return await self._reconcile(balances=True)
+
+    async def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """The account's balances: asset -> (free, locked). Raises GatewayError."""
+        try:
+            acct = await self._get_retry("/api/v3/account", {}, W_ACCOUNT)
+            return {str(b["asset"]): (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
+        except _Halted as e:
+            raise GatewayError(f"halted: {e}") from None
+        except (AttributeError, KeyError, InvalidOperation, TypeError) as e:
+            raise GatewayError(f"GET /api/v3/account: malformed balances ({e!r})") from None
 
     async def _get_retry(self, path: str, params: dict[str, Any], weight: int) -> Any:
         delay = 0.05
@@ -1202,6 +1440,9 @@ class BinanceGateway:
         raise GatewayError(f"GET {path}: no answer after retries")
 
     async def _reconcile(self, *, balances: bool) -> Reconciliation:
+        """Acknowledgements first, then every symbol's trades after its floor (in trade-id order),
+        then how the orders that closed meanwhile ended: the OMS sees an order's fills before its
+        end, and each symbol's stream events flow again once its sweep is complete."""
         assert self._reconcile_lock is not None
         async with self._reconcile_lock:
             self.counters["reconciliations"] += 1
@@ -1216,14 +1457,25 @@ class BinanceGateway:
                     opens = [x for lst in lists for x in (lst or [])]
                 else:
                     opens = await self._get_retry("/api/v3/openOrders", {}, W_OPEN_ALL) or []
-                if balances:
-                    acct = await self._get_retry("/api/v3/account", {}, W_ACCOUNT)
-                    for b in acct.get("balances", []):
-                        rec.balances[str(b["asset"])] = (Decimal(b["free"]), Decimal(b["locked"]))
             except _Halted as e:
                 raise GatewayError(f"halted: {e}") from None
+            if balances:
+                rec.balances = await self.balances()
             seen: set[str] = set()
-            updates = []
+            later: list[tuple[_Order, tuple[str, int]]] = []
+
+            def settle(o: _Order, js: dict) -> None:
+                """Acknowledged (or rejected) now; ended now unless fills are missing: those come
+                from the sweep first, so the OMS sees an order's fills before its end."""
+                st = self._order_state(o, js)
+                if st is None:
+                    return
+                self._acknowledge(o, st[0])
+                if st[1] > o.filled:
+                    later.append((o, st))
+                else:
+                    self._conclude(o, *st)
+
             for js in opens:
                 try:
                     cid = str(js["clientOrderId"])
@@ -1244,7 +1496,7 @@ class BinanceGateway:
                     seen.add(cid)
                     o = live.get(cid)
                     if o is not None:
-                        updates.append(self._apply_state(o, js))
+                        settle(o, js)
             # orders we believe live that are no longer open: ask for each one
             missing = [o for c, o in live.items() if c not in seen]
             sem = asyncio.Semaphore(max(1, self.connections))
@@ -1254,13 +1506,20 @@ class BinanceGateway:
                     for _ in range(10):
                         js, code = await self._query_order_safe(o)
                         if js is not None:
-                            await self._apply_state(o, js)
+                            settle(o, js)
                             return
                         if code == NO_SUCH_ORDER or self.halted:
                             return
                         await asyncio.sleep(0.1)
 
-            await asyncio.gather(*updates, *(one(o) for o in missing))
+            await asyncio.gather(*(one(o) for o in missing))
+            try:
+                for info in self.symbols:
+                    await self._sweep(info)
+            except _Halted as e:
+                raise GatewayError(f"halted: {e}") from None
+            for o, (status, executed) in later:
+                self._conclude(o, status, executed)
             self.last_reconciliation = rec
             return rec
 
@@ -1302,4 +1561,5 @@ class BinanceGateway:
             "listen_key_age_s": (round(time.monotonic() - self._listen_key_t, 3)
                                  if self._listen_key_t is not None else None),
             "halted": self.halted,
+            "fill_recovery": self.fill_recovery(),
         }
