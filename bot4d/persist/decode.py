@@ -85,21 +85,11 @@ TS_MAX_NS = 7_258_118_400 * 10**9
 def boot_int(boot: str) -> int:
     """A daemon boot id (six characters of [0-9a-z]) as the integer the journal and the database
     carry: ``int(boot, 36)``. Anything else is refused (ValueError): the database turns the
-    integer back into six characters (``bot4d_boot_text``) to build client order ids."""
+    integer back into six zero-padded characters (SQL ``bot4d_boot_text``) to build client order
+    ids, which is exact only for such boot ids."""
     if len(boot) != BOOT_DIGITS or any(ch not in _B36 for ch in boot):
         raise ValueError(f"boot id {boot!r} is not {BOOT_DIGITS} characters of [0-9a-z]")
     return int(boot, 36)
-
-
-def boot_text(n: int) -> str:
-    """The inverse of ``boot_int`` (zero-padded to six characters)."""
-    if not 0 <= n < BOOT_LIMIT:
-        raise ValueError(f"boot {n} is outside 0..36**{BOOT_DIGITS}")
-    out = ""
-    for _ in range(BOOT_DIGITS):
-        n, r = divmod(n, 36)
-        out = _B36[r] + out
-    return out
 
 
 class DecodeError(ValueError):
