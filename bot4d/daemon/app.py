@@ -41,6 +41,7 @@ import numpy as np
 
 from bot4d import __version__
 from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable_changes
+from bot4d.daemon import fillmarks
 from bot4d.daemon import riskstate
 from bot4d.daemon import shard_kernel as K
 from bot4d.daemon.journal_watch import JournalWatch, keep_previous_journal
@@ -112,6 +113,10 @@ class Daemon:
         self._risk_lock = asyncio.Lock()
         self._risk_saving = False
         self._risk_saved_at = 0.0
+        # the last journalled venue trade id per symbol (fillmarks): found at start, kept saved
+        self.fill_marks: fillmarks.FillMarks | None = None
+        self.mark_tracker: fillmarks.MarkTracker | None = None
+        self._marks_lock = asyncio.Lock()
 
     # ================================================================ start-up ====================
     async def _load_rules(self) -> None:
@@ -400,17 +405,29 @@ class Daemon:
         return False
 
     async def _reconcile(self) -> None:
-        """Before the first order: cancel our leftovers, positions from balances, equity."""
+        """Before the first order: every fill the journal misses is recovered (the venue's trades
+        after the journal's last one per symbol: an earlier run's are journalled without moving a
+        position), our leftovers are cancelled, positions come from balances read after that,
+        and equity."""
+        await self._follow_fill_marks()
         for vname, gw in self.gateways.items():
+            gw.set_fill_marks(self.fill_marks.for_venue(vname) if self.fill_marks is not None else {})
             rec = await gw.reconcile()
             log.info("venue %s: open orders: %d ours from earlier runs, %d this run, %d not ours", vname,
                      len(rec.previous_boots), len(rec.ours), len(rec.foreign))
             cancelled = await gw.cancel_leftovers(rec) if rec.previous_boots else 0
             if rec.foreign:
                 log.warning("venue %s: %d open orders not placed by bot4d are left alone", vname, len(rec.foreign))
+            c = gw.counters
+            recovered = c["fills_recovered"] + c["fills_recovered_other_runs"]
+            (log.warning if recovered else log.info)(
+                "venue %s: %d fills the journal did not have were recovered from the venue's trades", vname, recovered)
             self.reconciled[vname] = {"leftover_orders_cancelled": cancelled, "foreign_orders": len(rec.foreign),
-                                      "ours_open": len(rec.ours), "at_ns": time.time_ns()}
-            balances = rec.balances
+                                      "ours_open": len(rec.ours), "at_ns": time.time_ns(),
+                                      "fills_recovered": recovered,
+                                      "fill_marks": self.fill_marks.describe() if self.fill_marks else None}
+            # the leftovers' fills until their cancel are in balances read after it
+            balances = await gw.balances() if rec.previous_boots else rec.balances
             quote_total: dict[str, Decimal] = {}
             for i, ic in enumerate(self.inst_cfg):
                 if ic.venue != vname:
@@ -431,6 +448,57 @@ class Daemon:
                 # equity is recorded by the shard once every holding has a mark (K.valued): quote
                 # balances alone are no valuation to measure the day's loss from
                 sh.si.equity0[0] = eq0
+
+    # --- fill marks in daemon.state_dir (bot4d.daemon.fillmarks) -----------------------------------
+    def _load_fill_marks(self) -> None:
+        """The journal's last venue trade id per symbol, from the saved file and the old journal
+        rings; saved again at once (without rings) so that a start that fails later loses none."""
+        cfg = self.cfg
+        fm = fillmarks.load(cfg.state_dir, cfg.instance, len(cfg.shard_cores))
+        for p in fm.problems:
+            log.error("fill marks: %s: fills recovered at start may be journalled twice", p)
+        (log.info if fm.found_file else log.warning)(
+            "fill marks: %s (%d records of the old journals read): %s", fm.path if fm.found_file else "no file yet",
+            fm.tail_records, ", ".join(f"{k} {v}" for k, v in sorted(fm.marks.items())) or "none")
+        self.fill_marks = fm
+        self.mark_tracker = fillmarks.MarkTracker(cfg.state_dir, cfg.instance, self.boot_id, fm.marks)
+        data, pos = self.mark_tracker.take()
+        err = fillmarks.write(self.mark_tracker.path, data)
+        if err is not None:
+            raise StartupError(f"daemon.state_dir {cfg.state_dir}: cannot save the fill marks: {err}")
+        self.mark_tracker.written(pos, None)
+
+    async def _follow_fill_marks(self) -> None:
+        """Follow this run's journal rings (from their record 0) and keep the marks saved."""
+        t = self.mark_tracker
+        if t is None:
+            return
+        names = {i: f"{ic.venue}:{ic.symbol}" for i, ic in enumerate(self.inst_cfg)}
+        for sh in self.shards:
+            t.follow(sh.index, sh.rings.journal, names)
+        err = await self._save_fill_marks()
+        if err is not None:
+            raise StartupError(f"daemon.state_dir {self.cfg.state_dir}: cannot save the fill marks: {err}")
+        self._tasks.append(asyncio.create_task(self._fill_marks_loop(), name="fill-marks"))
+
+    async def _save_fill_marks(self) -> str | None:
+        """Read what the shards journalled since the last look; write the file if it changed."""
+        t = self.mark_tracker
+        if t is None:
+            return None
+        async with self._marks_lock:
+            t.poll()
+            got = t.take()
+            if got is None:
+                return None
+            err = await asyncio.get_running_loop().run_in_executor(None, fillmarks.write, t.path, got[0])
+            t.written(got[1], err)
+            return err
+
+    async def _fill_marks_loop(self) -> None:
+        while True:
+            await asyncio.sleep(fillmarks.POLL_S)
+            await self._save_fill_marks()
 
     # --- risk state in daemon.state_dir (bot4d.daemon.riskstate) -------------------------------------
     async def _risk_state_start(self) -> None:
@@ -545,6 +613,7 @@ class Daemon:
         await self._load_rules()
         self._py_strategies()
         self._status("creating shared memory")
+        self._load_fill_marks()  # before the new journal rings replace the old ones
         self._build()
         if self.warm:
             self._status("loading kernels")
@@ -713,6 +782,7 @@ class Daemon:
                 await asyncio.sleep(0.01)
             if sh.bufs.jcount[0]:
                 log.error("shard %d: %d journal events could not be published (ring full)", sh.index, int(sh.bufs.jcount[0]))
+        await self._save_fill_marks()  # the journal's last fills, for the next start
         await self._wait_journal_persisted()
         for t in self._tasks:
             t.cancel()
