@@ -120,6 +120,8 @@ def test_a_swap_the_venue_could_not_do_keeps_the_old_stop_in_force():
     assert r.report(oms_k.RP_CANCEL_REJECT, s1, reason=-2011) == 0
     assert r.report(oms_k.RP_REJECT, s2, reason=pt.SWAP_NOT_ATTEMPTED) == 0
     assert r.pr.ctr[0, pt.P_REFUSED] == 0
+    assert r.plan() is None   # a transient refusal is retried after retry_ns, without an alarm
+    r.now += 1000
     it = r.plan()   # the old stop is ours again, and replaced anew
     assert it is not None and it["replace_order_id"] == s1
 
@@ -160,3 +162,15 @@ def test_dust_below_the_lot_gets_no_stop_and_a_venue_order_id_is_journalled():
     st_ev = r.j[: r.jc[0]]
     acks = st_ev[(st_ev["kind"] == EV_ORDER_STATE) & (st_ev["state"] == S_ACKED)]
     assert acks[0]["aux0"] == 901 and acks[0]["aux2"] == S_ACKED
+
+
+def test_a_rate_limited_or_unsent_stop_is_retried_without_an_alarm():
+    r = Rig()
+    a = r.entry(SIDE_BID, 10_000, 20, 9_500, 1)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=20, trade_id=1)
+    for code in (-1003, -1015, -1001):
+        r.plan()
+        s1 = int(r.pr.st[0, pt.X_OID])
+        assert r.report(oms_k.RP_REJECT, s1, reason=code) == 0
+        r.now += 1000
+    assert r.pr.ctr[0, pt.P_REFUSED] == 0

@@ -37,8 +37,8 @@ import numpy as np
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels.oms_state import (OT_MARKET, OT_STOP_LIMIT, S_ACKED, S_PARTIALLY_FILLED,
                                      S_REJECTED, S_SUBMITTED, TIF_GTC)
-from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_FILL, EV_ORDER_STATE, INTENT_FLAG_REDUCE_ONLY,
-                           SIDE_ASK, SIDE_BID)
+from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_FILL, EV_ORDER_STATE, INTENT_FLAG_PROTECTIVE,
+                           INTENT_FLAG_REDUCE_ONLY, SIDE_ASK, SIDE_BID)
 from ipc.histogram import record
 
 # per-instrument configuration (Protection.cfg[i, PC_*])
@@ -54,6 +54,7 @@ P_CANCELLED = 1          # stops cancelled because the position went flat
 P_REFUSED = 2            # protective orders the venue (or the OMS) refused
 P_EXITS = 3              # market exits because the trigger was already crossed
 P_DUST = 4               # passes that found a position below the minimum lot
+P_OMS_REFUSED = 5        # protective orders the OMS refused before the wire (journalled)
 P_N = 8
 
 # per-instrument state (Protection.st[i, X_*])
@@ -65,6 +66,7 @@ X_RETRY_AT = 4           # ns before which no new attempt is made after a refusa
 X_COID = 5               # client order id serial for protective intents
 X_PREV_OID = 6           # the stop a cancel-replace is replacing (back in force if the venue
                          # refuses the swap)
+X_LAST_REFUSAL = 7       # the venue's code of the last refusal (> 0: the OMS's own reason R_*)
 X_N = 8
 
 COID_BASE = 1 << 61      # protective intents' client order ids: apart from strategies' ids
@@ -72,6 +74,14 @@ COID_BASE = 1 << 61      # protective intents' client order ids: apart from stra
 # could not be cancelled (it had just filled or gone: Binance -2022 with NOT_ATTEMPTED): a race to
 # retry, not a refused stop
 SWAP_NOT_ATTEMPTED = -2022
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _transient(code):
+    """A refusal that says nothing about the stop itself: the swap was not attempted, the request
+    was held back or refused for rate (-1003 also when the gateway's budget or breaker held it
+    locally, -1015), or it never left (-1001). Retried after ``retry_ns``, no alarm."""
+    return code == SWAP_NOT_ATTEMPTED or code == -1003 or code == -1015 or code == -1001
 
 ACCOUNT = 0
 
@@ -118,10 +128,12 @@ def note_journal(pr, journal, j0, j1):
         if e.kind == EV_FILL and e.stop_price > 0 and not is_protective(pr, i, e.order_id):
             pr.st[i, X_WANT_PX] = e.stop_price
         elif e.kind == EV_ORDER_STATE and e.state == S_REJECTED and is_protective(pr, i, e.order_id):
-            if e.aux3 == SWAP_NOT_ATTEMPTED:
+            if _transient(e.aux3):
+                pr.st[i, X_RETRY_AT] = e.ts_ns + pr.cfg[i, PC_RETRY_NS]
                 continue
             pr.ctr[i, P_REFUSED] += 1
             pr.st[i, X_RETRY_AT] = e.ts_ns + pr.cfg[i, PC_RETRY_NS]
+            pr.st[i, X_LAST_REFUSAL] = e.aux3 if e.aux3 != 0 else e.reason
             refused += 1
     return refused
 
@@ -182,7 +194,7 @@ def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
     it.batch_id = 0
     it.oco_group = 0
     it.strategy = 0
-    it.flags = INTENT_FLAG_REDUCE_ONLY
+    it.flags = INTENT_FLAG_REDUCE_ONLY | INTENT_FLAG_PROTECTIVE
     it.replace_order_id = replace if cmd == CMD_PLACE else 0
 
 
@@ -271,7 +283,9 @@ def adopt(pr, st, i, intents, n, now):
         return
     s = oms_k._slot_of(st, oid) if oid > 0 else -1
     if s < 0:
-        pr.ctr[i, P_REFUSED] += 1
+        # refused before it had a slot (filters, a stop that would trigger at once): the OMS
+        # journalled why; not a venue refusal, so no trip, but the next attempt waits too
+        pr.ctr[i, P_OMS_REFUSED] += 1
         pr.st[i, X_RETRY_AT] = now + pr.cfg[i, PC_RETRY_NS]
         return
     if it.order_type == OT_MARKET:
