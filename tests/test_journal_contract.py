@@ -128,7 +128,7 @@ def test_recovered_fill_of_an_earlier_run_is_journalled_apart_and_persisted_with
     recovered, aux4 that run's boot) without touching a position or an order of this run, even
     one with the same order id (order ids restart with every run)."""
     d = Driver()
-    live = d.place(1, side=R.SIDE_BID, px=100, qty=10)
+    live = d.place(1, side=R.SIDE_BID, px=100, qty=10, stop=90)  # opening: with its stop-loss
     d.apply(report(oms.RP_ACK, live))
     pos_before = int(d.st.positions.qty[0, 0])
     n0 = len(d.events)
