@@ -26,7 +26,8 @@ T0 = 1_700_000_000_000_000_000
 def _setup(seed: int = 1):
     rng = np.random.default_rng(seed)
     rs = R.make_risk(N_INST, n_venues=2, n_strategies=4)
-    R.set_limits(rs, max_daily_loss=50_000 * USD, policy=R.POLICY_INDEPENDENT)
+    # an account gross-exposure slice (20 % of equity) wide enough to bind rarely: the check runs
+    R.set_limits(rs, max_daily_loss=50_000 * USD, policy=R.POLICY_INDEPENDENT, max_gross=2 * 10**6 * USD)
     for i in range(N_INST):
         R.set_instrument(rs, i, venue=i % 2, price_scale=2, qty_scale=8, max_qty=10**8,
                          max_notional=60_000 * USD, max_open_orders=50, band_bps=500)

@@ -96,6 +96,7 @@ def test_valid_opening_order_is_accepted():
         (dict(), "halted", R.REJ_HALTED),
         (dict(), "reducing", R.REJ_REDUCING),
         (dict(), "disabled", R.REJ_INSTRUMENT_DISABLED),
+        (dict(), "gross_slice", R.REJ_GROSS_EXPOSURE),
         (dict(flags=INTENT_FLAG_WANTS_SIZING), None, R.REJ_KELLY_NO_STATS),
         (dict(flags=INTENT_FLAG_WANTS_SIZING, strategy=1), "losing_strategy", R.REJ_KELLY_NO_EDGE),
         (dict(flags=INTENT_FLAG_WANTS_SIZING, strategy=7), None, R.REJ_KELLY_NO_STATS),
@@ -125,6 +126,9 @@ def test_every_reject_reason(kw, setup, reason):
         b.rs.ks[K_STATE] = TS_REDUCING
     elif setup == "disabled":
         b.rs.inst[0, R.I_ENABLED] = 0
+    elif setup == "gross_slice":   # 5k USD committed elsewhere, a 9k slice, 5k more asked
+        b.pos[3] = BTC // 10
+        R.set_limits(b.rs, max_daily_loss=20_000 * USD, max_gross=9_000 * USD)
     elif setup == "losing_strategy":
         b.rs.strat[1] = [40, 60, 4000 * USD, 6000 * USD]   # p=0.4, b=1: no edge
     d, q = b.check(intent(**kw))
@@ -397,3 +401,71 @@ def test_note_trade_builds_kelly_statistics_that_size_orders():
     R.note_trade(b.rs.strat, 0, R.INT64_MAX)
     R.note_trade(b.rs.strat, 0, -R.INT64_MAX - 1)
     assert b.rs.strat[0].tolist() == [2, 1, R.INT64_MAX, R.INT64_MAX]
+
+
+# --- account-wide gross exposure: the caller's slice of the account's limit --------------------------
+def test_gross_exposure_slice_counts_positions_live_orders_and_this_call():
+    """Committed exposure: each instrument's worst-case |position| whichever side fills, at the mid.
+    A shard with a 12k USD slice and a 5k USD long: one more 5k buy fits, the next (on another
+    instrument) does not, as it sees the first; a sell whose worst case stays below the long side
+    adds nothing; a short on another instrument counts; from flat a 10k short fits."""
+    b = Book()
+    R.set_limits(b.rs, max_daily_loss=20_000 * USD, max_gross=12_000 * USD)
+    b.pos[0] = BTC // 10                    # 5k long
+    assert R.committed_exposure(b.pos, b.ob, b.osl, b.mid, b.rs.inst, b.rs.work) == 5_000 * USD
+    b.osl[0] = BTC // 10                    # a live sell of it: reduces, commits nothing more
+    assert R.committed_exposure(b.pos, b.ob, b.osl, b.mid, b.rs.inst, b.rs.work) == 5_000 * USD
+    d, _ = b.check(intent(2, instrument=[0, 1], client_order_id=[1, 2]))
+    assert d == [R.ACCEPT, R.REJ_GROSS_EXPOSURE]      # 10k, then 15k > 12k
+    ev = b.eng.ev[: b.eng.ev_count[0]]
+    assert ev[0]["aux2"] == 15_000 * USD              # what the account would have committed
+    b.ob[0] = BTC // 10                     # (the accepted buy is live now)
+    # 0.1 more to sell could leave 0.1 short, less than the 0.2 long if the buy fills: 10k stays
+    d, _ = b.check(intent(side=SIDE_ASK, stop_price=MID * 102 // 100, qty=BTC // 10))
+    assert d == [R.ACCEPT]
+    d, _ = b.check(intent(side=SIDE_ASK, stop_price=MID * 102 // 100, qty=BTC * 3 // 10, instrument=2))
+    assert d == [R.REJ_GROSS_EXPOSURE]                # 10k + 15k short on another instrument
+    b.pos[0] = 0
+    b.ob[0] = b.osl[0] = 0
+    d, _ = b.check(intent(side=SIDE_ASK, stop_price=MID * 102 // 100, qty=BTC * 2 // 10, instrument=2))
+    assert d == [R.ACCEPT]                            # 10k short from flat fits 12k
+
+
+def test_gross_exposure_reducing_orders_pass_an_exceeded_slice():
+    b = Book()
+    R.set_limits(b.rs, max_daily_loss=20_000 * USD, max_gross=1_000 * USD)
+    b.pos[1] = BTC // 10                    # 5k long against a 1k slice (the limit was lowered)
+    d, _ = b.check(intent(side=SIDE_ASK, instrument=1, stop_price=0, qty=BTC // 20))
+    assert d == [R.ACCEPT]
+    d, _ = b.check(intent(instrument=2))
+    assert d == [R.REJ_GROSS_EXPOSURE]
+
+
+def test_gross_exposure_of_a_refused_batch_is_given_back():
+    """All-or-none: the members accepted before the culprit are undone, and so is their exposure."""
+    b = Book()
+    R.set_limits(b.rs, max_daily_loss=20_000 * USD, max_gross=5_000 * USD)
+    it = intent(3, instrument=[0, 1, 2], batch_id=[7, 7, 0], client_order_id=[1, 2, 3])
+    it["stop_price"][1] = 0                 # the second member has no stop: the batch fails
+    d, _ = b.check(it)
+    # the first member's 5k was committed, then given back: the third's 5k fits the 5k slice
+    assert d == [R.REJ_BATCH_PEER, R.REJ_NO_STOP_LOSS, R.ACCEPT]
+
+
+def test_no_gross_limit_by_default_and_set_limits_refuses_a_negative_slice():
+    b = Book()
+    assert b.rs.cfg[R.C_MAX_GROSS] == R.INT64_MAX
+    b.pos[:] = BTC // 10 * 3                # 60k committed, far beyond any slice we might have set
+    d, _ = b.check(intent(instrument=1))    # opens 5k more (20k on the instrument: within 2 %)
+    assert d == [R.ACCEPT]
+    with pytest.raises(ValueError, match="max_gross"):
+        R.set_limits(b.rs, max_daily_loss=1, max_gross=-1)
+
+
+def test_gross_exposure_saturates_instead_of_wrapping():
+    b = Book()
+    R.set_limits(b.rs, max_daily_loss=20_000 * USD, max_gross=R.INT64_MAX - 1)
+    b.pos[3] = 1 << 61                      # its notional does not fit int64
+    assert R.committed_exposure(b.pos, b.ob, b.osl, b.mid, b.rs.inst, b.rs.work) == R.INT64_MAX
+    d, _ = b.check(intent())
+    assert d == [R.REJ_GROSS_EXPOSURE]

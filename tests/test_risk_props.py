@@ -35,7 +35,8 @@ def scenario(seed: int, state: int | None = None, flat: bool = False):
                  max_pos_bps=int(rng.choice([50, 200, 1000])),
                  max_dd_bps=int(rng.choice([500, 1500])),
                  corr_cap_bps=int(rng.choice([3000, 7000])),
-                 policy=int(rng.integers(0, 2)))
+                 policy=int(rng.integers(0, 2)),
+                 max_gross=int(rng.choice([R.INT64_MAX, R.INT64_MAX, 10**3 * USD, 10**4 * USD, 10**5 * USD])))
     for i in range(N):
         R.set_instrument(rs, i, venue=i % 2, price_scale=2, qty_scale=int(rng.choice([3, 8])),
                          max_qty=int(rng.choice([10**5, 10**8, 10**12])),
@@ -162,6 +163,17 @@ def test_accepted_orders_breach_no_limit(seed, dt):
             assert not (peak > 0 and eq < peak and (eq <= 0 or (peak - eq) * 10000 > cfg[R.C_MAX_DD_BPS] * peak))
             limit = eq * cfg[R.C_MAX_POS_BPS] // 10000 if eq > 0 else 0
             assert m * worst // row[R.I_NOTIONAL_DIV] * row[R.I_NOTIONAL_MUL] <= limit
+            # the committed gross exposure with this order stays within the slice
+            if cfg[R.C_MAX_GROSS] < R.INT64_MAX:
+                after_buy = [buy[j] + (qty if j == i and side == SIDE_BID else 0) for j in range(N)]
+                after_sell = [sell[j] + (qty if j == i and side != SIDE_BID else 0) for j in range(N)]
+                total = 0
+                for j in range(N):
+                    w = max(int(pos[j]) + int(ob[j]) + after_buy[j], -(int(pos[j]) - int(osl[j]) - after_sell[j]))
+                    if mid[j] > 0 and w > 0:
+                        rj = rs.inst[j].tolist()
+                        total += int(mid[j]) * w // rj[R.I_NOTIONAL_DIV] * rj[R.I_NOTIONAL_MUL]
+                assert total <= cfg[R.C_MAX_GROSS]
             dsign = 1 if side == SIDE_BID else -1
             for j in range(N):
                 if j != i and pos[j] != 0 and not np.isnan(corr[i, j]):

@@ -37,10 +37,20 @@ Definitions the checks rely on:
   replace *opens* risk: it needs a protective stop (``stop_price`` below the entry for a buy,
   above for a sell), is refused while the daily loss or drawdown limit is breached, must keep
   the worst-case position notional within ``max_pos_bps`` of equity, and must not add exposure in
-  the direction of an existing position whose return correlation exceeds the cap.
+  the direction of an existing position whose return correlation exceeds the cap, and must keep
+  the caller's committed gross exposure within its slice of the account's limit (below).
 * Worst-case position after a buy: ``pos + open_buy + batch_buy + qty``, valued at the mid. A
   replace is checked as if its whole new qty were added (the old order's remaining qty is not
   known here): conservative, never optimistic.
+* Account-wide limits: ``acct`` holds the *account's* equity, peak and trading-day start (the shard
+  loop measures them across every shard: ``bot4d.daemon.account``), so the daily-loss, drawdown and
+  position-% checks hold for the account. Gross exposure: the committed exposure of instrument i
+  is its worst-case |position| whichever side fills, ``max(pos + open_buy + batch_buy,
+  -(pos - open_sell - batch_sell))``, valued at the mid; the caller's committed gross exposure is
+  the sum over its instruments (those with no mid count 0). An opening order that would take it
+  above ``cfg[C_MAX_GROSS]`` (this shard's slice of the account's limit; INT64_MAX: none) is
+  refused with REJ_GROSS_EXPOSURE. Slices add up to at most the account's limit, so the account
+  never exceeds it whatever the shards do at the same moment, and no shard waits for another.
 * Correlation cap: a buy of i is refused when some other instrument j with a long position has
   ``corr[i, j] > cap`` or one with a short position has ``corr[i, j] < -cap`` (it would add to
   the same bet); a sell mirrors that. Hedges are never refused by this rule.
@@ -113,10 +123,12 @@ REJ_BATCH_PEER = 20
 REJ_KELLY_NO_STATS = 21
 REJ_KELLY_NO_EDGE = 22
 REJ_INSTRUMENT_DISABLED = 23
+REJ_GROSS_EXPOSURE = 24
 
 REASON_NAMES: dict[int, str] = {
     v: k for k, v in globals().items() if k.startswith("REJ_") or k == "ACCEPT"
 }
+REJ_LAST = REJ_GROSS_EXPOSURE   # reasons are 1..REJ_LAST (telemetry has a series each); not a name
 
 POLICY_INDEPENDENT = 0
 POLICY_ALL_OR_NONE = 1
@@ -129,6 +141,7 @@ C_MAX_DD_BPS = 3         # max drawdown from peak equity, bps
 C_CORR_CAP_BPS = 4       # correlation cap in bps of 1.0
 C_KELLY_CAP_BPS = 5
 C_KELLY_MIN_TRADES = 6
+C_MAX_GROSS = 7          # committed gross exposure this caller may hold, quote units (INT64_MAX: none)
 C_N = 8
 
 # --- inst (int64, one row per instrument) ------------------------------------------------------
@@ -142,7 +155,7 @@ I_NOTIONAL_DIV = 6
 I_ENABLED = 7
 I_N = 8
 
-# --- acct (int64 vector) -----------------------------------------------------------------------
+# --- acct (int64 vector): the account's figures, whichever shard holds the array ----------------
 A_EQUITY = 0
 A_PEAK_EQUITY = 1
 A_DAY_START_EQUITY = 2
@@ -183,14 +196,17 @@ DAY_NS = 86_400 * 1_000_000_000
 
 def set_limits(rs: RiskState, *, max_daily_loss: int, max_pos_bps: int = 200,
                max_dd_bps: int = 1500, corr_cap_bps: int = 7000, kelly_cap_bps: int = 2500,
-               kelly_min_trades: int = 20, policy: int = POLICY_ALL_OR_NONE) -> None:
-    """Account-wide limits; every bps value is within 0..10000 (the kernel relies on it)."""
+               kelly_min_trades: int = 20, policy: int = POLICY_ALL_OR_NONE,
+               max_gross: int = INT64_MAX) -> None:
+    """Account-wide limits; every bps value is within 0..10000 (the kernel relies on it).
+    ``max_gross``: the committed gross exposure (quote units) this caller may hold: its slice of
+    the account's limit (INT64_MAX: no limit)."""
     for name, v in (("max_pos_bps", max_pos_bps), ("max_dd_bps", max_dd_bps),
                     ("corr_cap_bps", corr_cap_bps), ("kelly_cap_bps", kelly_cap_bps)):
         if not 0 <= v <= 10000:
             raise ValueError(f"{name}={v} must be within 0..10000")
-    if not 0 <= max_daily_loss <= INT64_MAX or kelly_min_trades < 0:
-        raise ValueError("max_daily_loss and kelly_min_trades must be non-negative int64")
+    if not 0 <= max_daily_loss <= INT64_MAX or kelly_min_trades < 0 or not 0 <= max_gross <= INT64_MAX:
+        raise ValueError("max_daily_loss, kelly_min_trades and max_gross must be non-negative int64")
     if policy not in (POLICY_INDEPENDENT, POLICY_ALL_OR_NONE):
         raise ValueError(f"unknown batch policy {policy}")
     rs.cfg[C_POLICY] = policy
@@ -200,6 +216,7 @@ def set_limits(rs: RiskState, *, max_daily_loss: int, max_pos_bps: int = 200,
     rs.cfg[C_CORR_CAP_BPS] = corr_cap_bps
     rs.cfg[C_KELLY_CAP_BPS] = kelly_cap_bps
     rs.cfg[C_KELLY_MIN_TRADES] = kelly_min_trades
+    rs.cfg[C_MAX_GROSS] = max_gross
 
 
 class RiskState(NamedTuple):
@@ -226,6 +243,7 @@ def make_risk(n_instruments: int, n_venues: int = 1, n_strategies: int = 1) -> R
     cfg[C_CORR_CAP_BPS] = 7000
     cfg[C_KELLY_CAP_BPS] = 2500
     cfg[C_KELLY_MIN_TRADES] = 20
+    cfg[C_MAX_GROSS] = INT64_MAX
     inst = np.zeros((n_instruments, I_N), np.int64)
     inst[:, I_NOTIONAL_MUL] = 1
     inst[:, I_NOTIONAL_DIV] = 1
@@ -293,6 +311,12 @@ def _sat_mul(a: int, b: int) -> int:
     if a > INT64_MAX // b:
         return INT64_MAX
     return a * b
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sat_add(a: int, b: int) -> int:
+    """a+b for a, b >= 0, saturated at INT64_MAX instead of wrapping."""
+    return INT64_MAX if b > INT64_MAX - a else a + b
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -407,6 +431,34 @@ def _product(a: int, b: int) -> int:
     return a * b
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _inst_exposure(m: int, p: int, buy: int, sell: int, mul: int, div: int) -> int:
+    """Quote-unit notional at mid ``m`` of the worst-case |position| of an instrument holding ``p``
+    with ``buy`` / ``sell`` qty that may still fill; INT64_MAX when it does not fit int64."""
+    if m <= 0:
+        return 0
+    up = p + buy if p < 0 or buy <= INT64_MAX - p else INT64_MAX
+    dn = p - sell if p > 0 or p >= -INT64_MAX + sell else -INT64_MAX
+    w = up if up > -dn else -dn
+    if w <= 0:
+        return 0
+    v = _notional(m, w, mul, div)
+    return INT64_MAX if v < 0 else v
+
+
+@nb.njit(cache=True, nogil=True)
+def committed_exposure(pos, open_buy, open_sell, mid, inst, work) -> int:
+    """The committed gross exposure (quote units, saturated at INT64_MAX) of the positions and live
+    orders in these arrays, with the effects ``work`` holds of intents accepted in the current call
+    (all zero between calls): what ``cfg[C_MAX_GROSS]`` bounds."""
+    total = np.int64(0)
+    for i in range(pos.shape[0]):
+        v = _inst_exposure(mid[i], pos[i], open_buy[i] + work[i, W_BUY], open_sell[i] + work[i, W_SELL],
+                           inst[i, I_NOTIONAL_MUL], inst[i, I_NOTIONAL_DIV])
+        total = _sat_add(total, v)
+    return total
+
+
 @nb.njit(cache=True, nogil=True)
 def _corr_cache(work, corr, pos, i, cap):
     """Which existing position (if any) blocks a buy / a sell of i by correlation. Positions and
@@ -489,6 +541,8 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
     pos_limit = _bps_of(eq, cfg[C_MAX_POS_BPS]) if eq > 0 else 0
     loss_hit = _daily_loss_breached(acct, cfg)
     dd_hit = _drawdown_breached(acct, cfg)
+    max_gross = cfg[C_MAX_GROSS]
+    gross = np.int64(-1)    # committed gross exposure, computed when an opening intent needs it
     cap = cfg[C_CORR_CAP_BPS] / 10000.0
     cap_ev = ev.shape[0]
     k = 0
@@ -511,6 +565,7 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
             # reference-count traffic here. Each check ends the one-pass loop with a reason.
             r = ACCEPT
             detail = np.int64(0)
+            gdelta = np.int64(0)
             for _once in range(1):
                 it = intents[j]
                 n_inst = inst.shape[0]
@@ -683,6 +738,25 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                         r = REJ_MAX_POSITION
                         detail = _notional(m, worst, mul, dv)
                         break
+                    if max_gross < INT64_MAX:
+                        if gross < 0:
+                            gross = committed_exposure(pos, open_buy, open_sell, mid, inst, work)
+                        ob_i = open_buy[i] + work[i, W_BUY]
+                        os_i = open_sell[i] + work[i, W_SELL]
+                        old = _inst_exposure(m, p, ob_i, os_i, mul, dv)
+                        if side == SIDE_BID:
+                            new = _inst_exposure(m, p, _sat_add(ob_i, qty), os_i, mul, dv)
+                        else:
+                            new = _inst_exposure(m, p, ob_i, _sat_add(os_i, qty), mul, dv)
+                        gdelta = new - old
+                        if gross == INT64_MAX or new == INT64_MAX:
+                            after = INT64_MAX   # beyond int64: beyond any limit
+                        else:
+                            after = _sat_add(gross - old, new)   # old is one of gross's terms
+                        if after > max_gross:
+                            r = REJ_GROSS_EXPOSURE
+                            detail = after
+                            break
                     if work[i, W_FLAGS] & WF_CORR == 0:
                         _corr_cache(work, corr, pos, i, cap)
                     blk = work[i, W_CORR_BUY] if side == SIDE_BID else work[i, W_CORR_SELL]
@@ -702,6 +776,8 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                     break
                 # accepted: later intents see this one
                 bucket[v, B_TOKENS] -= TOKEN
+                if gross >= 0 and gross < INT64_MAX:
+                    gross = _sat_add(gross, gdelta) if gdelta >= 0 else gross + gdelta
                 if side == SIDE_BID:
                     work[i, W_BUY] += qty
                 else:
@@ -728,6 +804,7 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                     _journal(ev, ev_count[0], intents, j, state, REJ_BATCH_PEER, failed,
                              now_ns, shard)
                     ev_count[0] += 1
+            gross = -1   # undone members' exposure: measured afresh when next needed
         k = e
     # the effects were only needed inside this call: the OMS now owns the accepted orders
     for j in range(k):

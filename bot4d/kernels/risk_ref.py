@@ -129,6 +129,23 @@ class RefRisk:
             wn = self._notional(m, worst, row)
             if wn is None or wn > limit:
                 return R.REJ_MAX_POSITION, 0
+            max_gross = self.cfg[R.C_MAX_GROSS]
+            if max_gross < MAX:
+                # committed gross exposure: every instrument's worst-case |position| at its mid,
+                # before and after this order (exact ints: no saturation needed)
+                def exposure(j: int, buy: int = 0, sell: int = 0) -> int:
+                    wj = work.get(j, [0, 0, 0])
+                    up = pos[j] + ob[j] + wj[0] + buy
+                    dn = pos[j] - osl[j] - wj[1] - sell
+                    w = max(up, -dn)
+                    if mid[j] <= 0 or w <= 0:
+                        return 0
+                    v = self._notional(mid[j], w, self.inst[j])
+                    return MAX if v is None else v
+                total = sum(exposure(j) for j in range(len(pos)))
+                after = total - exposure(i) + exposure(i, *((qty, 0) if side == SIDE_BID else (0, qty)))
+                if after > max_gross:
+                    return R.REJ_GROSS_EXPOSURE, 0
             d = 1 if side == SIDE_BID else -1
             cap = self.cfg[R.C_CORR_CAP_BPS] / 10000.0
             for j, pj in enumerate(pos):
