@@ -185,10 +185,12 @@ W_RAW_NOTIONAL = 4       # largest price*qty product whose notional is within I_
 W_RAW_POSITION = 5       # largest mid*worst product whose notional is within the position limit
 W_CORR_BUY = 6           # 1 + instrument whose correlation blocks a buy, or -1
 W_CORR_SELL = 7
-W_N = 8
+W_GROSS = 8              # the instrument's committed exposure (quote units) with this call's accepted intents
+W_N = 9
 WF_NOTIONAL = 1
 WF_POSITION = 2
 WF_CORR = 4
+WF_GROSS = 8
 SMALL = 1 << 31          # both factors below this: the product fits int64 without a check
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -432,18 +434,42 @@ def _product(a: int, b: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _raw_to_quote(raw: int, mul: int, div: int) -> int:
+    """A price*qty product (>= 0, or -1: it did not fit) in quote units, saturated at INT64_MAX."""
+    if raw < 0:
+        return INT64_MAX
+    v = raw // div
+    if mul != 1:
+        if v > INT64_MAX // mul:
+            return INT64_MAX
+        v *= mul
+    return v
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _long_worst(p: int, buy: int) -> int:
+    """The position if every ``buy`` qty fills (saturated)."""
+    return p + buy if p < 0 or buy <= INT64_MAX - p else INT64_MAX
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _short_worst(p: int, sell: int) -> int:
+    """The short position's size if every ``sell`` qty fills (saturated; <= 0: not short)."""
+    return sell - p if p >= 0 or sell <= INT64_MAX + p else INT64_MAX
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _inst_exposure(m: int, p: int, buy: int, sell: int, mul: int, div: int) -> int:
     """Quote-unit notional at mid ``m`` of the worst-case |position| of an instrument holding ``p``
     with ``buy`` / ``sell`` qty that may still fill; INT64_MAX when it does not fit int64."""
     if m <= 0:
         return 0
-    up = p + buy if p < 0 or buy <= INT64_MAX - p else INT64_MAX
-    dn = p - sell if p > 0 or p >= -INT64_MAX + sell else -INT64_MAX
-    w = up if up > -dn else -dn
+    up = _long_worst(p, buy)
+    dn = _short_worst(p, sell)
+    w = up if up > dn else dn
     if w <= 0:
         return 0
-    v = _notional(m, w, mul, div)
-    return INT64_MAX if v < 0 else v
+    return _raw_to_quote(_product(m, w), mul, div)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -566,6 +592,7 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
             r = ACCEPT
             detail = np.int64(0)
             gdelta = np.int64(0)
+            gnew = np.int64(-1)
             for _once in range(1):
                 it = intents[j]
                 n_inst = inst.shape[0]
@@ -741,22 +768,28 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                     if max_gross < INT64_MAX:
                         if gross < 0:
                             gross = committed_exposure(pos, open_buy, open_sell, mid, inst, work)
-                        ob_i = open_buy[i] + work[i, W_BUY]
-                        os_i = open_sell[i] + work[i, W_SELL]
-                        old = _inst_exposure(m, p, ob_i, os_i, mul, dv)
+                        if work[i, W_FLAGS] & WF_GROSS == 0:
+                            work[i, W_GROSS] = _inst_exposure(m, p, open_buy[i] + work[i, W_BUY],
+                                                              open_sell[i] + work[i, W_SELL], mul, dv)
+                            work[i, W_FLAGS] |= WF_GROSS
+                        # only the order's side grows (to ``worst``, valued above as wraw): past
+                        # the other side's worst case it becomes the instrument's exposure
                         if side == SIDE_BID:
-                            new = _inst_exposure(m, p, _sat_add(ob_i, qty), os_i, mul, dv)
+                            other = _short_worst(p, open_sell[i] + work[i, W_SELL])
                         else:
-                            new = _inst_exposure(m, p, ob_i, _sat_add(os_i, qty), mul, dv)
-                        gdelta = new - old
-                        if gross == INT64_MAX or new == INT64_MAX:
-                            after = INT64_MAX   # beyond int64: beyond any limit
-                        else:
-                            after = _sat_add(gross - old, new)   # old is one of gross's terms
-                        if after > max_gross:
-                            r = REJ_GROSS_EXPOSURE
-                            detail = after
-                            break
+                            other = _long_worst(p, open_buy[i] + work[i, W_BUY])
+                        if worst > other:
+                            old = work[i, W_GROSS]
+                            gnew = _raw_to_quote(wraw, mul, dv)
+                            gdelta = gnew - old
+                            if gross == INT64_MAX or gnew == INT64_MAX:
+                                after = INT64_MAX   # beyond int64: beyond any limit
+                            else:
+                                after = _sat_add(gross - old, gnew)   # old is one of gross's terms
+                            if after > max_gross:
+                                r = REJ_GROSS_EXPOSURE
+                                detail = after
+                                break
                     if work[i, W_FLAGS] & WF_CORR == 0:
                         _corr_cache(work, corr, pos, i, cap)
                     blk = work[i, W_CORR_BUY] if side == SIDE_BID else work[i, W_CORR_SELL]
@@ -776,8 +809,10 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                     break
                 # accepted: later intents see this one
                 bucket[v, B_TOKENS] -= TOKEN
-                if gross >= 0 and gross < INT64_MAX:
-                    gross = _sat_add(gross, gdelta) if gdelta >= 0 else gross + gdelta
+                if gnew >= 0:
+                    work[i, W_GROSS] = gnew
+                    if gross < INT64_MAX:
+                        gross = _sat_add(gross, gdelta)
                 if side == SIDE_BID:
                     work[i, W_BUY] += qty
                 else:
@@ -804,7 +839,12 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
                     _journal(ev, ev_count[0], intents, j, state, REJ_BATCH_PEER, failed,
                              now_ns, shard)
                     ev_count[0] += 1
-            gross = -1   # undone members' exposure: measured afresh when next needed
+            # undone members' exposure: measured afresh when next needed
+            gross = -1
+            for j in range(k, e):
+                ij = intents[j]["instrument"]
+                if 0 <= ij < inst.shape[0]:
+                    work[ij, W_FLAGS] &= ~WF_GROSS
         k = e
     # the effects were only needed inside this call: the OMS now owns the accepted orders
     for j in range(k):
