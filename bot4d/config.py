@@ -32,6 +32,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from bot4d.fixedpoint import FixedPointError, to_fixed
+from bot4d.kernels.stp import STP_POLICIES
 
 __all__ = [
     "ConfigError", "Secret", "StrategyConfig", "InstrumentConfig", "VenueConfig", "RiskConfig",
@@ -47,6 +48,7 @@ VENUE_KINDS = ("binance",)
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _VENUE_NAME_RE = re.compile(r"[a-z0-9_-]{1,32}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9_.-]{1,20}")  # Binance's symbol rule
+_ASSET_RE = re.compile(r"[A-Z0-9]{1,20}")       # an asset as Binance names it ("USDT", "1INCH")
 _DAY_START_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _CREDENTIAL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -107,6 +109,8 @@ class InstrumentConfig:
     max_open_orders: int       # 1..1000
     band_bps: int              # fat-finger band 1..10000
     neutral_base: Decimal      # base-asset holding treated as flat, >= 0
+    # self-trade prevention asked of the venue with every order (bot4d.kernels.stp policy name)
+    stp: str = "cancel_new"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ class VenueConfig:
     weight_budget_per_min: int = 3000
     orders_per_second: int = 10
     recv_window_ms: int = 5000
+    time_sync_interval_s: int = 60          # the venue's clock offset is measured this often
+    account_currency: str | None = None     # equity is measured in it (None: the instruments' quote)
+    ignore_assets: tuple[str, ...] = ()     # balances left out of equity (they need no mark)
 
 
 @dataclass(frozen=True)
@@ -501,7 +508,8 @@ def _venue(ctx: _Ctx, name: str, raw: object, paper: bool) -> VenueConfig:
                                 f"systemd credential ({inline}_file or {inline}_credential)")
     t = _Table(ctx, raw, path, ("kind", "rest_url", "ws_url", "api_key_file", "api_key_credential",
                                 "api_secret_file", "api_secret_credential", "weight_budget_per_min",
-                                "orders_per_second", "recv_window_ms"))
+                                "orders_per_second", "recv_window_ms", "time_sync_interval_s",
+                                "account_currency", "ignore_assets"))
     kind = t.get_str("kind", choices=VENUE_KINDS)
     rest = _url(t, "rest_url", ("http", "https"), paper)
     ws = _url(t, "ws_url", ("ws", "wss"), paper)
@@ -512,7 +520,25 @@ def _venue(ctx: _Ctx, name: str, raw: object, paper: bool) -> VenueConfig:
         weight_budget_per_min=t.get_int("weight_budget_per_min", 1, 6000, default=3000),
         orders_per_second=t.get_int("orders_per_second", 1, 1000, default=10),
         recv_window_ms=t.get_int("recv_window_ms", 1, 60000, default=5000),
+        time_sync_interval_s=t.get_int("time_sync_interval_s", 1, 3600, default=60),
+        account_currency=(t.get_str("account_currency", pattern=_ASSET_RE, what="asset name")
+                          if t.has("account_currency") else None),
+        ignore_assets=_assets(t, "ignore_assets"),
     )
+
+
+def _assets(t: _Table, k: str) -> tuple[str, ...]:
+    raw = t.get_raw(k, [])
+    if not isinstance(raw, list):
+        raise t.err(k, f"expected an array of asset names, got {_type_name(raw)}")
+    out: list[str] = []
+    for i, a in enumerate(raw):
+        if not isinstance(a, str) or not _ASSET_RE.fullmatch(a):
+            raise t.err(f"{k}[{i}]", f"{a!r} is not an asset name (must match {_ASSET_RE.pattern})")
+        if a in out:
+            raise t.err(f"{k}[{i}]", f"{a} is listed twice")
+        out.append(a)
+    return tuple(out)
 
 
 def _risk(t: _Table) -> RiskConfig:
@@ -571,7 +597,8 @@ def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
     for i, item in enumerate(raw):
         path = f"instruments[{i}]"
         t = _Table(ctx, item, path, ("venue", "symbol", "shard", "max_position", "max_notional",
-                                     "max_open_orders", "band_bps", "neutral_base", "strategy"))
+                                     "max_open_orders", "band_bps", "neutral_base", "strategy",
+                                     "stp"))
         venue = t.get_str("venue")
         if venue not in venues:
             raise t.err("venue", f"{venue!r} is not a configured venue "
@@ -595,6 +622,7 @@ def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
             max_open_orders=t.get_int("max_open_orders", 1, 1000, default=10),
             band_bps=t.get_int("band_bps", 1, 10000, default=500),
             neutral_base=t.get_dec("neutral_base", lo=0, hi=_QTY_MAX, default=Decimal(0)),
+            stp=t.get_str("stp", default="cancel_new", choices=tuple(STP_POLICIES)),
         ))
     return tuple(out)
 

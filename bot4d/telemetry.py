@@ -54,12 +54,15 @@ class Series:
     labels: dict[str, str]
     help: str
     enum: list[str] | None = None
+    scale: int | None = None   # a fixed-point value: shown divided by 10**scale
 
     def as_json(self) -> dict[str, Any]:
         d = {"segment": self.segment, "index": self.index, "metric": self.metric, "type": self.type,
              "labels": self.labels, "help": self.help}
         if self.enum is not None:
             d["enum"] = self.enum
+        if self.scale is not None:
+            d["scale"] = self.scale
         return d
 
 
@@ -70,9 +73,10 @@ class CounterBlock:
     series: list[Series] = field(default_factory=list)
     _by_key: dict[tuple[str, tuple[tuple[str, str], ...]], int] = field(default_factory=dict, repr=False)
 
-    def add(self, metric: str, type: str, help: str, enum: list[str] | None = None, **labels: str) -> int:
+    def add(self, metric: str, type: str, help: str, enum: list[str] | None = None, *,
+            scale: int | None = None, **labels: str) -> int:
         idx = len(self.series)
-        self.series.append(Series(self.name, idx, metric, type, dict(labels), help, enum))
+        self.series.append(Series(self.name, idx, metric, type, dict(labels), help, enum, scale))
         self._by_key[(metric, tuple(sorted(labels.items())))] = idx
         return idx
 
@@ -90,8 +94,9 @@ class Telemetry:
     def __init__(self, instance: str, *, venues: list[str], instruments: list[tuple[str, str, int, int]],
                  shards: int, md_reasons: list[str], reject_reasons: list[str],
                  trip_reasons: list[str], components: list[str] = ("order_entry", "market_data"),
-                 config_hash: str = "", reclaim_dead: bool = True):
-        """``instruments``: (venue, symbol, price_scale, qty_scale) in instrument-id order."""
+                 config_hash: str = "", reclaim_dead: bool = True, filter_labels: list[str] = ()):
+        """``instruments``: (venue, symbol, price_scale, qty_scale) in instrument-id order;
+        ``filter_labels``: the exchange-filter rules whose local refusals are counted."""
         self.instance = instance
         self.io = CounterBlock("ctr-io")
         for v in venues:
@@ -104,6 +109,17 @@ class Telemetry:
                 self.io.add("bot4d_md_rejects_total", "counter", "Market-data input refused, by reason.", venue=v, reason=r)
             for c in components:
                 self.io.add("bot4d_breaker_state", "enum", "Circuit breaker state.", BREAKER_STATES, venue=v, component=c)
+            # the venue's clock (bot4d.gateway.clock), in ns: shown in seconds
+            self.io.add("bot4d_venue_clock_offset_seconds", "gauge", "Venue clock minus local clock, as last "
+                        "measured (GET /api/v3/time); signed requests are stamped with it.", scale=9, venue=v)
+            self.io.add("bot4d_venue_clock_drift", "gauge", "Change of the clock offset per second of local time "
+                        "between the last two measurements (1e-6 = 1 ppm).", scale=9, venue=v)
+            self.io.add("bot4d_venue_recv_window_seconds", "gauge", "recvWindow of signed requests: the venue "
+                        "refuses one stamped further from its clock (-1021).", scale=9, venue=v)
+        for v, sym, _, _ in instruments:
+            for f in filter_labels:
+                self.io.add("bot4d_filter_rejects_total", "counter", "Orders refused before the wire by the "
+                            "venue's exchange filters, by filter and rule.", venue=v, symbol=sym, filter=f)
         for s in range(shards):
             self.io.add("bot4d_journal_consumer_state", "enum", "bot4d-persist on the shard's journal (MISSING: "
                         "none attached for persist.sidecar_timeout_s).", JOURNAL_CONSUMER_STATES, shard=str(s))

@@ -71,8 +71,9 @@ class Stack:
     def __init__(self, tmp: Path, *, name: str = "e2e", half_spread_ticks: int = 2000, orders_per_second: int = 40,
                  extra_risk: str = "", on_stop: str = "cancel", weight_budget: int = 3000,
                  sim_weight_limit: int | None = None, taker_account: bool = False,
-                 strategies: dict[str, str] | None = None) -> None:
-        """``strategies``: symbol -> an [instruments.strategy] TOML table replacing the market maker."""
+                 strategies: dict[str, str] | None = None, sim_args: list[str] = ()) -> None:
+        """``strategies``: symbol -> an [instruments.strategy] TOML table replacing the market maker;
+        ``sim_args``: more `bot4d sim` options (symbols, balances, fees)."""
         self.tmp = tmp
         self.instance = f"{name}{os.getpid()}x{int(time.time() * 1000) % 100000}"
         self.rest_port, self.ws_port = free_port(), free_port()
@@ -83,6 +84,7 @@ class Stack:
         acct.write_text(f"{self.key} {self.secret}\n")
         self.acct_file = acct
         self.sim_weight_limit = sim_weight_limit
+        self.sim_args = list(sim_args)
         # a second venue account (not the daemon's) to trade against the daemon's quotes
         self.taker: tuple[str, str] | None = None
         if taker_account:
@@ -141,7 +143,7 @@ weight_budget_per_min = {weight_budget}
                                      str(self.ws_port), "--account", str(self.acct_file),
                                      *(["--account", str(self.tmp / "sim-taker")] if self.taker else []),
                                      *(["--weight-limit", str(self.sim_weight_limit)]
-                                       if self.sim_weight_limit is not None else [])],
+                                       if self.sim_weight_limit is not None else []), *self.sim_args],
                                     stdout=open(self.sim_log, "ab"), stderr=subprocess.STDOUT)
         wait_for(lambda: self.rest("GET", "/api/v3/ping")[0] == 200, 30, "the simulated venue", [self.sim])
 

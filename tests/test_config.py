@@ -532,3 +532,39 @@ def test_risk_day_start_and_first_start_state(cfgdir: Path) -> None:
         refused(cfgdir, edit(BASE, 'max_daily_loss = "5000"', 'max_daily_loss = "5000"\nfirst_start_state = "halted"'))
     # both are read at start (the saved day-start equity belongs to its day boundary): not by SIGHUP
     assert reloadable_changes(old, new) == ([], ["risk.day_start_utc", "risk.first_start_state"])
+
+
+# --- the venue's rules: STP mode, clock, account currency ------------------------------------------
+def test_instrument_stp_policy(cfgdir: Path) -> None:
+    """[[instruments]] stp names a bot4d.kernels.stp policy; the default asks the venue for what
+    the OMS does itself (cancel the new order); a change needs a restart."""
+    old = load(write(cfgdir, BASE))
+    assert [i.stp for i in old.instruments] == ["cancel_new", "cancel_new"]
+    text = edit(BASE, 'symbol = "ETHUSDT"', 'symbol = "ETHUSDT"\nstp = "cancel_both"')
+    new = load(write(cfgdir, text))
+    assert new.instruments[1].stp == "cancel_both"
+    assert reloadable_changes(old, new) == ([], ["instruments[1].stp"])
+    msg = refused(cfgdir, edit(BASE, 'symbol = "ETHUSDT"', 'symbol = "ETHUSDT"\nstp = "EXPIRE_TAKER"'))
+    assert "instruments[1].stp: 'EXPIRE_TAKER' is not one of 'none', 'cancel_new', 'cancel_resting', " \
+           "'cancel_both', 'decrement'" in msg, msg
+    assert "instruments[1].stp: expected a string, got boolean" in \
+        refused(cfgdir, edit(BASE, 'symbol = "ETHUSDT"', 'symbol = "ETHUSDT"\nstp = false'))
+
+
+def test_venue_clock_currency_and_ignored_assets(cfgdir: Path) -> None:
+    v = load(write(cfgdir, BASE)).venues["binance"]
+    assert (v.time_sync_interval_s, v.account_currency, v.ignore_assets) == (60, None, ())
+    text = edit(BASE, 'api_secret_file = "keys/s"', 'api_secret_file = "keys/s"\ntime_sync_interval_s = 5\n'
+                'account_currency = "USDT"\nignore_assets = ["DOGE", "1INCH"]')
+    v = load(write(cfgdir, text)).venues["binance"]
+    assert (v.time_sync_interval_s, v.account_currency, v.ignore_assets) == (5, "USDT", ("DOGE", "1INCH"))
+    for extra, expect in [
+        ("time_sync_interval_s = 0", "venues.binance.time_sync_interval_s: 0 is outside 1..3600"),
+        ("time_sync_interval_s = 1.5", "venues.binance.time_sync_interval_s: expected an integer, got float"),
+        ('account_currency = "usdt"', "venues.binance.account_currency: 'usdt' is not a valid asset name"),
+        ('ignore_assets = "DOGE"', "venues.binance.ignore_assets: expected an array of asset names, got string"),
+        ('ignore_assets = ["DOGE", "DOGE"]', "venues.binance.ignore_assets[1]: DOGE is listed twice"),
+        ('ignore_assets = ["doge"]', "venues.binance.ignore_assets[0]: 'doge' is not an asset name"),
+    ]:
+        msg = refused(cfgdir, edit(BASE, 'api_secret_file = "keys/s"', f'api_secret_file = "keys/s"\n{extra}'))
+        assert expect in msg, (extra, msg)

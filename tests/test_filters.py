@@ -179,7 +179,17 @@ def test_check_batch():
     assert bad == 1 and list(out) == [0, F.F_PRICE_TICK, 0]
 
 
-def test_scales_whose_notional_leaves_int64_fail_at_load():
-    # maxNotional 10000 at price scale 8 + qty scale 8 is 1e20 units: refused, not wrapped
+def test_scales_whose_notional_leaves_int64_are_never_wrapped():
+    # maxNotional 10000 at price scale 8 + qty scale 8 is 1e20 units, past int64: every notional
+    # that int64 holds is below it, so it is no bound (never a wrapped one); a minimum past
+    # int64 admits nothing representable: refused at load
+    t = F.make_filters(1)
+    F.set_from_binance(t, 0, DOC_FILTERS, 8, 8)
+    assert t.max_notional[0] == 2**63 - 1 and t.min_notional[0] == 10 * 10**16
+    t.ref_px[0] = 100 * 10**8
+    big = 10**12   # 10000 at qty scale 8; times price 100 (1e10 units): 1e22, past int64
+    assert F.check_order(t, 0, True, False, 100 * 10**8, big, 0) == F.F_NOTIONAL_MAX
     with pytest.raises(FixedPointError):
-        F.set_from_binance(F.make_filters(1), 0, DOC_FILTERS, 8, 8)
+        F.set_from_binance(F.make_filters(1), 0, [{"filterType": "NOTIONAL", "minNotional": "1000",
+                                                   "maxNotional": "0", "applyMinToMarket": False,
+                                                   "applyMaxToMarket": False}], 8, 8)

@@ -354,7 +354,7 @@ def test_duplicate_fill_fault_sends_one_trade_report_twice_and_stats_count_answe
     assert sum(v["used"] for v in stats["weight_used"].values()) >= 3
     assert stats["unknown_outcome"] == [] and stats["client_ids_placed_more_than_once"] == []
     order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01",
-             "price": "1000", "newClientOrderId": "twice"}
+             "price": "50000", "newClientOrderId": "twice"}  # within PERCENT_PRICE_BY_SIDE of the last trade
     Client(st.server.rest_port).request("POST", "/sim/fault", {"kind": "unknown_outcome"})
     with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
         c.request("POST", "/api/v3/order", order, True)
@@ -429,3 +429,126 @@ def test_my_trades_honours_from_id_limit_and_order_id_as_binance_documents(sim):
     assert [t["id"] for t in trades(fromId=tid[0], limit=1000)][:7] == tid
     assert len(trades(fromId=tid[0], limit=1000)) == 517
 
+
+
+# --- the venue rules a client must follow (issue 12): clock, commission, filters, STP ----------------
+def _agent(st, symbol_index, side, price, qty, oid):
+    import numpy as np
+    from bot4d.kernels import matching as m
+    o = np.zeros(1, m.SIM_ORDER_DTYPE)
+    o["op"], o["otype"], o["tif"], o["side"], o["order_id"] = m.OP_NEW, m.T_LIMIT, m.TIF_GTC, side, oid
+    o["instrument"], o["price"], o["qty"] = symbol_index, price, qty
+    st.call(st.server.venue.submit_agent_orders, o, time.time_ns())
+
+
+def test_clock_offset_fault_judges_timestamps_by_the_venue_clock(sim):
+    """rest-api.md "Timing security": a request is processed only if timestamp < serverTime + 1 s
+    and serverTime - timestamp <= recvWindow; otherwise -1021 (errors.md). The fault puts the
+    venue's clock 3 s ahead: GET /api/v3/time says so, a local timestamp passes a 5 s recvWindow
+    but not a 2 s one, one stamped with the venue's time passes both."""
+    st, c, _ = sim
+    status, body, _ = c.request("POST", "/sim/fault", {"kind": "clock_offset", "seconds": "3"})
+    assert status == 200, body
+    _, t, _ = c.request("GET", "/api/v3/time")
+    assert 2800 <= t["serverTime"] - int(time.time() * 1000) <= 3200, t
+    assert c.request("GET", "/api/v3/account", {"recvWindow": 5000}, True)[0] == 200
+    status, body, _ = c.request("GET", "/api/v3/account", {"recvWindow": 2000}, True)
+    assert (status, body["code"]) == (400, -1021), body
+    assert c.request("GET", "/api/v3/account", {"recvWindow": 2000}, True, ts_offset_ms=3000)[0] == 200
+    status, body, _ = c.request("GET", "/api/v3/account", {}, True, ts_offset_ms=4500)  # 1.5 s ahead of it
+    assert (status, body["code"]) == (400, -1021), body
+    status, body, _ = c.request("POST", "/sim/fault", {"kind": "clock_offset", "seconds": "soon"})
+    assert status == 400 and "not a number" in body["msg"]
+    assert c.request("GET", "/sim/stats")[1]["clock_offset_ms"] == 3000
+
+
+def test_commission_rates_and_fees_paid_in_bnb():
+    """GET /api/v3/account/commission (rest-api.md "Query Commission Rates") gives the account's
+    rates; an account paying in BNB pays commission / BNB price in BNB (faqs/commission_faq.md,
+    here without a discount) while its BNB lasts, then in the quote asset as before."""
+    from bot4d.sim.binance_server import KNOWN_SYMBOLS
+    v = BinanceVenue([KNOWN_SYMBOLS["BTCUSDT"], KNOWN_SYMBOLS["BNBUSDT"]])
+    with pytest.raises(ValueError, match="no DOGE<quote> symbol"):
+        v.add_account("x" * 64, "y" * 64, {}, fee_asset="DOGE")
+    a = v.add_account(KEY, SECRET, {"USDT": "100000", "BNB": "0.00015"}, fee_asset="BNB")
+    v.set_fees(a.index, "0.001", "0.001")
+    with ServerThread(SimServer(v)) as st:
+        c = Client(st.server.rest_port)
+        status, r, _ = c.request("GET", "/api/v3/account/commission", {"symbol": "BTCUSDT"}, True)
+        assert status == 200 and r["symbol"] == "BTCUSDT", r
+        assert r["standardCommission"] == {"maker": "0.00100000", "taker": "0.00100000",
+                                           "buyer": "0.00000000", "seller": "0.00000000"}
+        assert r["discount"]["enabledForAccount"] is True and r["discount"]["discountAsset"] == "BNB"
+        _agent(st, 1, 0, 59_900, 1000, 1 << 41)   # BNBUSDT bid 599.00, ask 601.00: mid 600.00
+        _agent(st, 1, 1, 60_100, 1000, (1 << 41) + 1)
+        _agent(st, 0, 1, 6_000_000, 400, (1 << 41) + 2)   # BTCUSDT ask 60000.00, 0.004
+        buy = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC", "quantity": "0.00100",
+               "price": "60000.00"}
+        status, r, _ = c.request("POST", "/api/v3/order", buy, True)
+        # 60 USDT * 0.001 = 0.06 USDT = 0.0001 BNB at 600
+        assert status == 200 and r["fills"][0]["commission"] == "0.00010000" and r["fills"][0]["commissionAsset"] == "BNB", r
+        _, acc, _ = c.request("GET", "/api/v3/account", {}, True)
+        bal = {b["asset"]: Decimal(b["free"]) for b in acc["balances"]}
+        assert bal["USDT"] == Decimal("100000") - Decimal("60") and bal["BNB"] == Decimal("0.00005")
+        _, trades, _ = c.request("GET", "/api/v3/myTrades", {"symbol": "BTCUSDT"}, True)
+        assert [(t["commission"], t["commissionAsset"]) for t in trades] == [("0.00010000", "BNB")]
+        status, r, _ = c.request("POST", "/api/v3/order", buy, True)   # 0.00005 BNB left: the quote pays
+        assert r["fills"][0]["commission"] == "0.06000000" and r["fills"][0]["commissionAsset"] == "USDT", r
+
+
+def test_filters_are_advertised_and_enforced_with_binances_messages():
+    """filters.md: PRICE_FILTER maxPrice, NOTIONAL maxNotional, PERCENT_PRICE_BY_SIDE around the
+    last price (avgPriceMins 0), MAX_NUM_ORDERS; errors.md "Filter failures" messages with -1013.
+    /sim/stats counts requests per symbol and failures per message."""
+    from dataclasses import replace
+    from bot4d.sim.binance_server import KNOWN_SYMBOLS
+    spec = replace(KNOWN_SYMBOLS["BTCUSDT"], max_num_orders=2, max_notional=Decimal("1000"))
+    v = BinanceVenue([spec])
+    v.add_account(KEY, SECRET, {"USDT": "100000", "BTC": "2"})
+    with ServerThread(SimServer(v)) as st:
+        c = Client(st.server.rest_port)
+        _, info, _ = c.request("GET", "/api/v3/exchangeInfo")
+        flt = {f["filterType"]: f for f in info["symbols"][0]["filters"]}
+        assert flt["MAX_NUM_ORDERS"] == {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 2}
+        assert flt["NOTIONAL"]["maxNotional"] == "1000.00000000" and flt["PRICE_FILTER"]["maxPrice"] == "1000000.00000000"
+        assert flt["PERCENT_PRICE_BY_SIDE"]["bidMultiplierDown"] == "0.2" and flt["PERCENT_PRICE_BY_SIDE"]["avgPriceMins"] == 0
+
+        def place(side, price, qty="0.00100"):
+            return c.request("POST", "/api/v3/order", {"symbol": "BTCUSDT", "side": side, "type": "LIMIT",
+                                                       "timeInForce": "GTC", "quantity": qty, "price": price}, True)[:2]
+        assert place("SELL", "1000000.01") == (400, {"code": -1013, "msg": "Filter failure: PRICE_FILTER"})
+        assert place("BUY", "60000.00", "0.02000") == (400, {"code": -1013, "msg": "Filter failure: NOTIONAL"})
+        assert place("BUY", "10.00", "0.00100")[1]["msg"] == "Filter failure: NOTIONAL"   # 0.01 < minNotional 5
+        _agent(st, 0, 1, 6_000_000, 100, 1 << 41)   # a trade at 60000.00 sets the last price
+        assert place("BUY", "60000.00")[0] == 200
+        assert place("BUY", "11999.99") == (400, {"code": -1013, "msg": "Filter failure: PERCENT_PRICE_BY_SIDE"})
+        assert place("BUY", "12000.00")[0] == 200
+        assert place("SELL", "300000.00")[0] == 200   # 5x the last price: the ask's limit, inclusive
+        assert place("SELL", "299000.00") == (400, {"code": -1013, "msg": "Filter failure: MAX_NUM_ORDERS"})
+        stats = c.request("GET", "/sim/stats")[1]
+        assert stats["order_requests"] == {"BTCUSDT": 8}
+        assert stats["filter_failures"] == {"Filter failure: PRICE_FILTER": 1, "Filter failure: NOTIONAL": 2,
+                                            "Filter failure: PERCENT_PRICE_BY_SIDE": 1,
+                                            "Filter failure: MAX_NUM_ORDERS": 1}
+
+
+@pytest.mark.parametrize("mode,taker_status,maker_status", [
+    ("EXPIRE_TAKER", "EXPIRED_IN_MATCH", "NEW"),
+    ("EXPIRE_MAKER", "NEW", "EXPIRED_IN_MATCH"),
+    ("EXPIRE_BOTH", "EXPIRED_IN_MATCH", "EXPIRED_IN_MATCH"),
+])
+def test_stp_mode_is_honoured_and_recorded(sim, mode, taker_status, maker_status):
+    """enums.md STP Modes / faqs/stp_faq.md: an order that would trade with the same account's
+    resting order expires the taker, the maker or both (EXPIRED_IN_MATCH); each order shows the
+    mode it was placed with, and /sim/stats counts accepted orders per mode."""
+    st, c, _ = sim
+    base = {"symbol": "BTCUSDT", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.00100", "price": "60000.00"}
+    status, maker, _ = c.request("POST", "/api/v3/order", {**base, "side": "SELL", "selfTradePreventionMode": mode}, True)
+    assert status == 200, maker
+    status, taker, _ = c.request("POST", "/api/v3/order", {**base, "side": "BUY", "selfTradePreventionMode": mode,
+                                                         "newOrderRespType": "RESULT"}, True)
+    assert status == 200 and taker["status"] == taker_status and taker["executedQty"] == "0.00000000", taker
+    assert taker["selfTradePreventionMode"] == mode
+    _, q, _ = c.request("GET", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": maker["orderId"]}, True)
+    assert q["status"] == maker_status and q["selfTradePreventionMode"] == mode, q
+    assert c.request("GET", "/sim/stats")[1]["stp_modes"] == {mode: 2}

@@ -44,10 +44,12 @@ from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable
 from bot4d.daemon import fillmarks
 from bot4d.daemon import riskstate
 from bot4d.daemon import shard_kernel as K
+from bot4d.daemon import venue_rules
 from bot4d.daemon.journal_watch import JournalWatch, keep_previous_journal
 from bot4d.daemon.shard import Shard, ShardRings, tel_index
 from bot4d.fixedpoint import from_fixed, to_fixed
 from bot4d.instruments import InstrumentTable
+from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms_state as oms
 from bot4d.kernels import risk as rk
@@ -106,6 +108,9 @@ class Daemon:
         self.owner = np.zeros(0, np.int64)
         self._tasks: list[asyncio.Task] = []
         self.py: dict[int, tuple[Any, Any, float]] = {}
+        self.account_ccy: dict[str, str] = {}        # venue -> the currency equity is measured in
+        self.mark_sources: dict[str, dict] = {}      # venue -> (asset, quote) -> its mark (venue_rules)
+        self.fee_rates: dict[str, dict] = {}         # venue -> the commission rates in the fee model
         self.journal_watch: JournalWatch | None = None
         # the saved risk state (riskstate): what start-up found and the last save (bot4ctl risk);
         # saves are serialised, and stop before the shutdown's own halt
@@ -119,20 +124,52 @@ class Daemon:
         self._marks_lock = asyncio.Lock()
 
     # ================================================================ start-up ====================
-    async def _load_rules(self) -> None:
+    async def _fetch_rules(self) -> dict[tuple[str, str], dict]:
+        """Every instrument's trading rules (``GET /api/v3/exchangeInfo``); StartupError if a venue
+        does not give them."""
         from bot4d.gateway.binance import fetch_exchange_info
 
+        rules: dict[tuple[str, str], dict] = {}
         for vname, v in self.cfg.venues.items():
             syms = [i.symbol for i in self.inst_cfg if i.venue == vname]
             if not syms:
                 continue
             try:
-                self.rules.update({(vname, s): r for s, r in (await fetch_exchange_info(v.rest_url, syms)).items()})
+                rules.update({(vname, s): r for s, r in (await fetch_exchange_info(v.rest_url, syms)).items()})
             except Exception as e:
                 raise StartupError(f"venue {vname}: cannot read trading rules from {v.rest_url}: {e}") from None
+        return rules
+
+    async def _reload_rules(self) -> str:
+        """SIGHUP / `bot4ctl reload`: the venues' exchange filters read again and loaded on every
+        shard (on its own thread); on any problem the filters in force stay. Returns what happened."""
+        try:
+            new = await self._fetch_rules()
+            venue_rules.check(self.cfg, self.inst_cfg, new)
+        except (StartupError, venue_rules.RulesError) as e:
+            log.error("exchange filters not reloaded (those in force stay): %s", e)
+            return f"exchange filters kept: {e}"
+        moved = venue_rules.same_scales(self.rules, new)
+        if moved:
+            msg = f"exchange filters kept: the tick or step of {', '.join(moved)} changed its decimals (restart)"
+            log.error("%s", msg)
+            return msg
+        self.rules = new
+        await asyncio.gather(*(asyncio.wrap_future(sh.submit(
+            lambda sh=sh: venue_rules.load_filters(sh.st.filters, self.inst_cfg, new, self._scales)))
+            for sh in self.shards))
+        return "exchange filters reloaded"
+
+    async def _load_rules(self) -> None:
+        self.rules.update(await self._fetch_rules())
         for ic in self.inst_cfg:
             r = self.rules[(ic.venue, ic.symbol)]
             self.table.add(vb.VENUE, ic.symbol, r["price_scale"], r["qty_scale"])
+        try:
+            # filters, STP modes and quote currencies, before anything is built on them
+            self.account_ccy = venue_rules.check(self.cfg, self.inst_cfg, self.rules)
+        except venue_rules.RulesError as e:
+            raise StartupError(str(e)) from None
 
     def _scales(self, i: int) -> tuple[int, int]:
         ins = self.table.by_id(i)
@@ -226,7 +263,8 @@ class Daemon:
         self.telemetry = Telemetry(cfg.instance, venues=venues,
                                    instruments=[(vb.VENUE, x.symbol, x.price_scale, x.qty_scale) for x in self.table],
                                    shards=len(cfg.shard_cores), md_reasons=MD_REASONS, reject_reasons=REJECT_REASONS,
-                                   trip_reasons=TRIP_REASONS, config_hash=cfg.source_hash)
+                                   trip_reasons=TRIP_REASONS, config_hash=cfg.source_hash,
+                                   filter_labels=list(filt.FILTER_LABELS.values()))
         from bot4d.feed.state import BookStateTable
 
         # the feeds publish each book's state here; the shard kernels read it (same process)
@@ -264,6 +302,8 @@ class Daemon:
                              conv_mul=conv_mul, conv_div=conv_div, equity0=np.zeros(1, np.int64),
                              feed_state=self.states.state)
             st = oms.make_oms(1, n, capacity=1 << 14, shard=s)
+            # the venue's exchange filters, refused locally before the wire (bot4d.daemon.venue_rules)
+            st = venue_rules.install_filters(st, K.ACCOUNT, self.inst_cfg, self.rules, self._scales)
             rs = rk.make_risk(n)
             self._limits(rs)
             for i in mine:
@@ -377,18 +417,77 @@ class Daemon:
                     continue
                 r = self.rules[(vname, ic.symbol)]
                 ps, qs = self._scales(i)
-                syms.append(SymbolInfo(i, ic.shard, ic.symbol, r["base"], r["quote"], ps, qs))
+                syms.append(SymbolInfo(i, ic.shard, ic.symbol, r["base"], r["quote"], ps, qs,
+                                       stp_mode=venue_rules.stp_mode(ic)))
+            marks = venue_rules.mark_sources(self.inst_cfg, self.rules, vname,
+                                             lambda i: self._shard_of(i).si.mids, self._scales)
+            self.mark_sources[vname] = marks
             gw = BinanceGateway(rest_base=v.rest_url, ws_base=v.ws_url, api_key=v.api_key.reveal(),
                                 secret=v.api_secret.reveal(), symbols=syms, boot_id=self.boot_id,
                                 on_reports=self._on_reports, weight_budget_per_min=v.weight_budget_per_min,
                                 recv_window_ms=v.recv_window_ms,
                                 t2o_hists={s: h for s, h in enumerate(self.telemetry.hist_tick_to_order)},
-                                ack_hist=self.telemetry.hist_order_ack.get(vb.VENUE), on_halt=self._venue_halt)
+                                ack_hist=self.telemetry.hist_order_ack.get(vb.VENUE), on_halt=self._venue_halt,
+                                time_sync_interval_s=v.time_sync_interval_s, mark_of=venue_rules.mark_of(marks))
             await gw.start()
             self.gateways[vname] = gw
+            await self._load_fees(vname, gw)
         loop = asyncio.get_running_loop()
         for s in range(len(self.shards)):
             loop.add_reader(self.shards[s].egress_fd, self._drain_egress, s)
+
+    async def _load_fees(self, vname: str, gw: Any) -> None:
+        """The account's commission rates on the venue's symbols into every shard's fee model (the
+        shards have not started: written here, on the io thread)."""
+        from bot4d.kernels import fees as feek
+
+        syms = [ic.symbol for ic in self.inst_cfg if ic.venue == vname]
+        try:
+            got = {sym: await gw.commission(sym) for sym in syms}
+            maker, taker, uniform = venue_rules.fee_rates(got)
+            for sh in self.shards:
+                feek.set_rates(sh.st.fees, maker, taker)
+        except Exception as e:   # GatewayError, a malformed answer, rates out of range
+            raise StartupError(f"venue {vname}: cannot read the account's commission rates: {e}") from None
+        if not uniform:
+            log.warning("venue %s: commission rates differ between symbols; the fee model charges the "
+                        "highest (maker %s, taker %s)", vname, maker, taker)
+        log.info("venue %s: commission maker %s taker %s (GET /api/v3/account/commission)", vname, maker, taker)
+        self.fee_rates[vname] = {"maker": str(maker), "taker": str(taker), "uniform": uniform}
+
+    def _check_marks(self, vname: str, balances: dict[str, tuple[Decimal, Decimal]]) -> None:
+        """Equity converts every balance into the account currency at a mark: a balance without one
+        stops the start, naming the asset."""
+        v = self.cfg.venues[vname]
+        ccy = self.account_ccy.get(vname, "")
+        bad = venue_rules.unvalued_assets(balances, ccy, self.mark_sources.get(vname, {}), v.ignore_assets)
+        if bad:
+            raise StartupError(
+                f"venue {vname}: the account holds {', '.join(bad)}, which equity cannot convert into {ccy}: "
+                f"no instrument {' or '.join(a + ccy for a in bad)} gives a mark (add one, strategy kind \"none\" "
+                f"will do, or list the asset in venues.{vname}.ignore_assets to leave it out of equity)")
+
+    def _shard_symbols(self, s: int) -> list[str]:
+        return [ic.symbol for ic in self.inst_cfg if ic.shard == s]
+
+    def _venue_shards(self, vname: str) -> list[int]:
+        return sorted({ic.shard for ic in self.inst_cfg if ic.venue == vname})
+
+    def _on_breaker(self, vname: str, recs: np.ndarray) -> None:
+        """The order-entry breaker of venue ``vname`` changed state: its EV_BREAKER records go to the
+        journal of the first shard trading there; an open counts into every such shard's kill
+        switch (breaker storm: risk.breaker_storm)."""
+        shards = self._venue_shards(vname)
+        opened = int((recs["state"] == bkr.OPEN).sum())
+        if opened:
+            G.note_health(self.health, shards, G.H_BREAKER_OPENS, opened)
+        if shards and self.shards:
+            sh = self.shards[shards[0]]
+
+            def journal() -> None:
+                if sh.journal_records(recs) < len(recs):
+                    log.error("shard %d: journal buffer full: order-entry breaker records not journalled", sh.index)
+            sh.submit(journal)
 
     def _venue_halt(self, why: str) -> None:
         log.critical("venue asks us to stop trading: %s; all shards HALTED", why)
@@ -428,6 +527,7 @@ class Daemon:
                                       "fill_marks": self.fill_marks.describe() if self.fill_marks else None}
             # the leftovers' fills until their cancel are in balances read after it
             balances = await gw.balances() if rec.previous_boots else rec.balances
+            self._check_marks(vname, balances)
             quote_total: dict[str, Decimal] = {}
             for i, ic in enumerate(self.inst_cfg):
                 if ic.venue != vname:
@@ -686,6 +786,7 @@ class Daemon:
         tel = self.telemetry
         blk = tel.io
         arr = tel.counter_array(blk.name)
+        self._publish_rules_telemetry(arr, blk)
         counters = self.feeds.counters() if self.feeds else {}
         for venue, d in counters.items():
             for metric, key in (("bot4d_md_messages_total", "FRAMES"), ("bot4d_md_gaps_total", "GAP"),
@@ -715,6 +816,30 @@ class Daemon:
         except KeyError:
             pass
 
+    def rules_status(self) -> dict[str, Any]:
+        """`bot4ctl status`: per instrument the STP mode its orders carry and the orders the
+        exchange filters refused locally (by rule); per venue the account currency and the
+        commission rates in the fee model."""
+        return {
+            "instruments": {ic.symbol: {"stp": ic.stp, "selfTradePreventionMode": venue_rules.stp_mode(ic),
+                                        "filter_rejects": filt.reject_counts(self._shard_of(i).st.filters, i)}
+                            for i, ic in enumerate(self.inst_cfg)} if self.shards else {},
+            "account_currency": dict(self.account_ccy), "fee_rates": dict(self.fee_rates)}
+
+    def _publish_rules_telemetry(self, arr: np.ndarray, blk: Any) -> None:
+        """Local exchange-filter refusals per instrument and rule (each shard counts its own:
+        ``filters.count_rejects``), and each venue's measured clock."""
+        for i, ic in enumerate(self.inst_cfg):
+            row = self._shard_of(i).st.filters.rejects[i]
+            for code, label in filt.FILTER_LABELS.items():
+                counter_set(arr, blk.index("bot4d_filter_rejects_total", venue=vb.VENUE, symbol=ic.symbol,
+                                           filter=label), int(row[code - filt.F_FIRST]))
+        for vname, gw in self.gateways.items():
+            counter_set(arr, blk.index("bot4d_venue_clock_offset_seconds", venue=vb.VENUE), gw.clock.offset_ns)
+            counter_set(arr, blk.index("bot4d_venue_clock_drift", venue=vb.VENUE), gw.clock.drift_ns_per_s)
+            counter_set(arr, blk.index("bot4d_venue_recv_window_seconds", venue=vb.VENUE),
+                        self.cfg.venues[vname].recv_window_ms * 1_000_000)
+
     # --- SIGHUP ------------------------------------------------------------------------------------
     def _on_sighup(self) -> None:
         asyncio.get_running_loop().create_task(self.reload(uid=os.getuid(), pid=os.getpid()))
@@ -740,9 +865,10 @@ class Daemon:
         # only now does `limits` show the new values: they are in force on every shard
         self.cfg = new
         self.inst_cfg = list(new.instruments)
-        log.info("reloaded: %s", ", ".join(ok) or "nothing changed")
+        rules = await self._reload_rules()
+        log.info("reloaded: %s; %s", ", ".join(ok) or "nothing changed", rules)
         self.notifier.ready(self._status_line())
-        return {"applied": ok, "refused": None}
+        return {"applied": ok, "refused": None, "exchange_filters": rules}
 
     def _apply_reload(self, sh: Shard, new: Config, uid: int, pid: int) -> None:
         """On the shard thread: limits and strategy parameters; strategy state (live orders) stays."""

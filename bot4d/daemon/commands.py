@@ -98,6 +98,7 @@ class Commands:
             "venues": {v: gw.status() for v, gw in d.gateways.items()},
             "reconciled": d.reconciled, "persistence": d.cfg.persist.enabled,
             "journal": d.journal_watch.summary() if d.journal_watch is not None else None,
+            "venue_rules": d.rules_status(),
         }
 
     def shards(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import numba as nb
 import numpy as np
 
 from bot4d.kernels import book as bk
+from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels import oms_state as oms
@@ -568,6 +569,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     ksk.ks_evaluate(rs.ks, kcfg, eq, peak, day0, last_md, used, journal_cap, now, b.journal, b.jcount, shard)
     # 5. out: counters, snapshots, rings
     _account(b, tel, idx, j_start, b.jcount[0])
+    filt.count_rejects(st.filters, b.journal, j_start, b.jcount[0])   # per-rule exchange-filter refusals
     if idx[T_STATE] >= 0:
         counter_set(tel, idx[T_STATE], rs.ks[ksk.K_STATE])
     if idx[T_SUBMITTED] >= 0:

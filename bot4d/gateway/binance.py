@@ -20,6 +20,11 @@ The io thread hands ``ORDER_COMMAND_DTYPE`` records to :meth:`BinanceGateway.sen
   request at a time (half-open); a probe that is not rate limited closes it. 418 (IP ban) and the
   CAT_HALT codes call ``on_halt`` and stop all sending.
 * The API key and secret never appear in logs, exceptions, ``status()`` or reprs.
+* Signed requests are stamped with the venue's time: the local clock plus the offset measured
+  with ``GET /api/v3/time`` at start, every ``time_sync_interval_s`` and after a -1021, which is
+  then sent once more (``bot4d.gateway.clock``). Every order carries its symbol's
+  ``selfTradePreventionMode`` (``SymbolInfo.stp_mode``). A fill's commission paid in another
+  asset than the quote is converted at that asset's mark (``mark_of``).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from picows import WSListener, WSMsgType, WSTransport, ws_connect
 from bot4d.errors import CAT_HALT, CAT_RATE_LIMIT, CAT_RECONCILE, CAT_RETRY, CATEGORY_NAMES, classify
 from bot4d.feed.backoff import BackoffPolicy
 from bot4d.fixedpoint import decimals, from_fixed, to_fixed
+from bot4d.gateway.clock import VenueClock
 from bot4d.gateway.rest import RestClient, RestError
 from bot4d.kernels.oms import (
     RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_FLAG_RECOVERED,
@@ -63,6 +69,8 @@ W_ACCOUNT = 20        # GET /api/v3/account
 W_MY_TRADES = 20      # GET /api/v3/myTrades
 W_EXCHANGE_INFO = 20  # GET /api/v3/exchangeInfo
 W_LISTEN_KEY = 2      # POST/PUT/DELETE /api/v3/userDataStream
+W_TIME = 1            # GET /api/v3/time
+W_COMMISSION = 20     # GET /api/v3/account/commission
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 BREAKER_NAMES = {CLOSED: "CLOSED", OPEN: "OPEN", HALF_OPEN: "HALF_OPEN"}
@@ -73,6 +81,8 @@ NO_SUCH_ORDER = -2013
 UNKNOWN_ORDER_CANCEL = -2011
 UNSUPPORTED = -1000        # commands this gateway cannot express on Binance spot (replace)
 UNKNOWN_OUTCOME_CODES = (-1006, -1007)
+INVALID_TIMESTAMP = -1021  # outside recvWindow, or 1 s ahead of the venue's clock
+EXIT_TYPES = ("MARKET", "STOP_LOSS_LIMIT")   # orders that take by nature (see _order_params' STP)
 
 KEEPALIVE_S = 30 * 60      # Binance: a listenKey lives 60 min unless kept alive; PUT every 30
 MAX_ORDERS = 1 << 12       # per-order records kept (bounded; oldest closed ones go first): a
@@ -111,12 +121,15 @@ class SymbolInfo:
     quote: str
     price_scale: int   # int units: price = Decimal * 10**price_scale
     qty_scale: int
+    stp_mode: str | None = None   # selfTradePreventionMode sent with every order (None: the venue's default)
 
 
 async def fetch_exchange_info(rest: RestClient | str, symbols: list[str]) -> dict[str, dict]:
     """Trading rules of ``symbols`` from ``GET /api/v3/exchangeInfo``: per symbol ``tickSize``,
-    ``stepSize``, ``minQty``, ``minNotional`` (Decimal), ``base``, ``quote`` (str) and the scales
-    they imply (``price_scale``, ``qty_scale``). An unknown symbol is an error naming it."""
+    ``stepSize``, ``minQty``, ``minNotional`` (Decimal), ``base``, ``quote`` (str), the scales
+    they imply (``price_scale``, ``qty_scale``), ``filters`` (the list as sent), ``stp_allowed``
+    and ``stp_default`` (the symbol's selfTradePreventionMode values). An unknown symbol is an
+    error naming it."""
     if not symbols:
         raise ValueError("fetch_exchange_info needs at least one symbol")
     own = isinstance(rest, str)
@@ -151,7 +164,12 @@ async def fetch_exchange_info(rest: RestClient | str, symbols: list[str]) -> dic
             out[sym] = {"tickSize": tick, "stepSize": step, "minQty": min_qty,
                         "minNotional": min_notional, "base": str(s.get("baseAsset")),
                         "quote": str(s.get("quoteAsset")), "price_scale": decimals(tick),
-                        "qty_scale": decimals(step)}
+                        "qty_scale": decimals(step),
+                        # every filter as sent (bot4d.kernels.filters loads them), and the STP
+                        # modes the symbol accepts
+                        "filters": [f for f in s.get("filters", []) if isinstance(f, dict)],
+                        "stp_allowed": [str(m) for m in s.get("allowedSelfTradePreventionModes") or []],
+                        "stp_default": str(s.get("defaultSelfTradePreventionMode") or "")}
         return out
     finally:
         if own:
@@ -348,8 +366,10 @@ class BinanceGateway:
                  t2o_hists: dict[int, Any] | None = None, ack_hist: Any | None = None,
                  connections: int = 4, request_timeout_s: float = 5.0,
                  on_halt: Callable[[str], None] | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
-        # ``clock_ns`` is the venue's clock (request timestamps, the weight minute); latencies
+                 clock_ns: Callable[[], int] = time.time_ns, time_sync_interval_s: float = 60.0,
+                 mark_of: Callable[[str, str], Decimal | None] | None = None) -> None:
+        # ``clock_ns`` is the local clock; plus the measured offset (``self.clock``, see
+        # bot4d.gateway.clock) it is the venue's (request timestamps, the weight minute); latencies
         # always use CLOCK_REALTIME because tick_recv_ns does.
         if not api_key or not secret:
             raise ValueError("api_key and secret are required")
@@ -386,7 +406,12 @@ class BinanceGateway:
         self.connections = connections
         self.request_timeout_s = request_timeout_s
         self.clock_ns = clock_ns
-        self.budget = WeightBudget(weight_budget_per_min, lambda: self.clock_ns() / 1e9)
+        self.clock = VenueClock()
+        self.time_sync_interval_s = time_sync_interval_s
+        # asset, quote -> the asset's price in the quote now (None: no mark): fees paid in another
+        # asset than the quote are converted with it
+        self.mark_of = mark_of
+        self.budget = WeightBudget(weight_budget_per_min, lambda: self.venue_ns() / 1e9)
         # places may not take the last few percent: a cancel always finds room
         self.place_reserve = max(1, weight_budget_per_min // 20)
         self.breaker = OrderEntryBreaker()
@@ -401,6 +426,7 @@ class BinanceGateway:
             "stream_foreign_order", "stream_other_boot", "stream_connects",
             "stream_connect_failed", "stream_disconnects", "duplicate_trade_skipped",
             "duplicate_place_dropped", "cancel_for_closed", "bad_command", "fee_rounded",
+            "fee_converted", "fee_no_mark", "clock_syncs_failed",
             "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals",
             "fill_sweeps", "fills_recovered", "fills_recovered_other_runs", "trades_not_ours",
             "stream_held", "stream_other_boot_fills")}
@@ -417,6 +443,8 @@ class BinanceGateway:
         self._stream_up = asyncio.Event()
         self._stream_task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
+        self._clock_task: asyncio.Task | None = None
+        self._clock_sync: asyncio.Future | None = None   # the measurement in flight, shared
         self._stopping = False
         self._reconcile_lock: asyncio.Lock | None = None
         self.last_reconciliation: Reconciliation | None = None
@@ -465,6 +493,11 @@ class BinanceGateway:
         self._stream_up = asyncio.Event()
         self.rest = RestClient(self.rest_base, connections=self.connections,
                                timeout_s=self.request_timeout_s)
+        # before the first signed request: its timestamp must be in the venue's window
+        if not await self.sync_clock():
+            await self.rest.close()
+            raise GatewayError("cannot read the venue's time (GET /api/v3/time)")
+        self._clock_task = asyncio.create_task(self._clock_loop(), name="binance-clock")
         await self._new_listen_key()
         self._stream_task = asyncio.create_task(self._stream_loop(), name="binance-user-stream")
         try:
@@ -485,7 +518,7 @@ class BinanceGateway:
 
     async def stop(self) -> None:
         self._stopping = True
-        for t in (self._stream_task, self._keepalive_task):
+        for t in (self._stream_task, self._keepalive_task, self._clock_task):
             if t is not None:
                 t.cancel()
         if self._ws is not None:
@@ -497,7 +530,7 @@ class BinanceGateway:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for t in (self._stream_task, self._keepalive_task):
+        for t in (self._stream_task, self._keepalive_task, self._clock_task):
             if t is not None:
                 await asyncio.gather(t, return_exceptions=True)
         if self._listen_key and self.rest is not None and not self.halted:
@@ -509,6 +542,59 @@ class BinanceGateway:
                 pass
         if self.rest is not None:
             await self.rest.close()
+
+    # ---- the venue's clock ---------------------------------------------------------------------------
+    async def sync_clock(self, newer_than_ns: int = 0) -> bool:
+        """Measure the venue's clock offset (``GET /api/v3/time``); True if it was measured.
+        Concurrent callers share one measurement; one that already happened after local time
+        ``newer_than_ns`` (the refused request's timestamp, local time plus the old offset) is
+        not repeated."""
+        if newer_than_ns and self.clock.measured_ns + self.clock.offset_ns > newer_than_ns:
+            return True
+        if self._clock_sync is None or self._clock_sync.done():
+            self._clock_sync = self._spawn(self._measure_clock())
+        return await asyncio.shield(self._clock_sync)
+
+    async def _measure_clock(self) -> bool:
+        sent = [0]
+
+        def written() -> None:   # not before: the wait for admission is no part of the round trip
+            sent[0] = self.clock_ns()
+        try:
+            status, data, code, _ = await self._call("GET", "/api/v3/time", {}, W_TIME, K_QUERY, signed=False,
+                                                     on_written=written)
+        except (RestError, _Halted) as e:
+            self.counters["clock_syncs_failed"] += 1
+            log.warning("binance gateway: venue time not measured: %s", e)
+            return False
+        t1 = self.clock_ns()
+        st = data.get("serverTime") if isinstance(data, dict) else None
+        if status != 200 or isinstance(st, bool) or not isinstance(st, int):
+            self.counters["clock_syncs_failed"] += 1
+            log.warning("binance gateway: venue time not measured: HTTP %d code %s", status, code)
+            return False
+        before = self.clock.offset_ns
+        self.clock.observe(sent[0] or t1, st, t1)
+        if abs(self.clock.offset_ns - before) > self.recv_window_ms * 250_000:   # a quarter window
+            log.warning("binance gateway: venue clock offset %+.3f s (was %+.3f s; recvWindow %d ms)",
+                        self.clock.offset_ns / 1e9, before / 1e9, self.recv_window_ms)
+        return True
+
+    async def _clock_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.time_sync_interval_s)
+            await self.sync_clock()
+
+    async def commission(self, symbol: str) -> dict:
+        """The account's commission rates on ``symbol`` (``GET /api/v3/account/commission``: the
+        JSON object as Binance sends it). Raises GatewayError when the venue does not answer."""
+        try:
+            data = await self._get_retry("/api/v3/account/commission", {"symbol": symbol}, W_COMMISSION)
+        except _Halted as e:
+            raise GatewayError(f"halted: {e}") from None
+        if not isinstance(data, dict):
+            raise GatewayError(f"GET /api/v3/account/commission {symbol}: not a JSON object")
+        return data
 
     # ---- commands --------------------------------------------------------------------------------
     def send(self, cmds: np.ndarray) -> None:
@@ -608,8 +694,12 @@ class BinanceGateway:
     def _key_header(self) -> dict[str, str]:
         return {"X-MBX-APIKEY": self.__key}
 
+    def venue_ns(self) -> int:
+        """The venue's time now (local clock + measured offset)."""
+        return self.clock.venue_ns(self.clock_ns())
+
     def _signed_query(self, params: dict[str, Any]) -> tuple[str, int]:
-        ts = self.clock_ns() // 1_000_000
+        ts = self.venue_ns() // 1_000_000
         p = dict(params)
         p["recvWindow"] = self.recv_window_ms
         p["timestamp"] = ts
@@ -668,15 +758,19 @@ class BinanceGateway:
 
     async def _call(self, method: str, path: str, params: dict[str, Any], weight: int, kind: int,
                     *, signed: bool = True, on_written: Callable[[], None] | None = None,
-                    sent_ms: list[int] | None = None) -> tuple[int, Any, int, int]:
+                    sent_ms: list[int] | None = None, _retried: bool = False) -> tuple[int, Any, int, int]:
         """Admit, send, account. Returns (HTTP status, parsed body or None, Binance code or 0,
-        category). Raises _Halted, _LocalReject (places) and RestError (transport)."""
+        category). Raises _Halted, _LocalReject (places) and RestError (transport). A signed
+        request refused with -1021 (its timestamp outside the venue's window) is sent once more
+        after the venue's clock is measured again; -1021 is refused before the matching engine
+        (errors.md), so the second one cannot double an order."""
         assert self.rest is not None
         probe = await self._admit(kind, weight)
+        ts = 0
         if signed:
             query, ts = self._signed_query(params)
             if sent_ms is not None:
-                sent_ms.append(ts)
+                sent_ms[:] = [ts]   # the timestamp of the request that counts (after a retry)
         else:
             query = urlencode(params)
         minute = self.budget.minute
@@ -720,6 +814,11 @@ class BinanceGateway:
                 self._halt(f"Binance refused our credentials or request signing: code {code} "
                            f"({err.meaning})", code or -resp.status)
         self.breaker_state = self.breaker.state
+        if code == INVALID_TIMESTAMP and signed and not _retried:
+            self.clock.invalid_timestamp += 1
+            await self.sync_clock(newer_than_ns=ts * 1_000_000)
+            return await self._call(method, path, params, weight, kind, signed=True, on_written=on_written,
+                                    sent_ms=sent_ms, _retried=True)
         return resp.status, data, code or 0, err.category
 
     # ---- place -------------------------------------------------------------------------------------
@@ -827,6 +926,13 @@ class BinanceGateway:
             return {}, -1116
         p["newClientOrderId"] = cid
         p["newOrderRespType"] = "ACK"
+        if info.stp_mode is not None:
+            mode = info.stp_mode
+            if p["type"] in EXIT_TYPES and mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+                # a market order or a protective stop is an exit: when it meets one of our own
+                # resting orders, that order expires, never the exit
+                mode = "EXPIRE_MAKER"
+            p["selfTradePreventionMode"] = mode
         return p, 0
 
     async def _resolve_unknown(self, o: _Order) -> None:
@@ -850,7 +956,7 @@ class BinanceGateway:
                 # the venue refuses a request older than its recvWindow: past that (plus the
                 # one second of clock lead Binance tolerates), a missing order never executes
                 if code == NO_SUCH_ORDER and \
-                        self.clock_ns() // 1_000_000 > o.sent_ms + self.recv_window_ms + 1000:
+                        self.venue_ns() // 1_000_000 > o.sent_ms + self.recv_window_ms + 1000:
                     self.counters["unknown_resolved_reject"] += 1
                     o.terminal = RP_REJECT
                     self._emit([self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument,
@@ -1098,12 +1204,21 @@ class BinanceGateway:
         self._conclude(o, status, executed)
 
     def _fee(self, info: SymbolInfo, n: str, asset: str) -> tuple[int, int]:
-        """Commission in notional units with RP_FLAG_FEE_GIVEN when paid in the quote asset;
-        otherwise (base asset, BNB) the OMS's fee model applies."""
-        if asset != info.quote:
-            return 0, 0
+        """Commission in notional units with RP_FLAG_FEE_GIVEN. Paid in another asset than the
+        quote (BNB, the base asset), it is converted at that asset's mark in the quote (``mark_of``)
+        when the fill arrives; without a mark the OMS's fee model (the venue's rates) applies."""
         scale = info.price_scale + info.qty_scale
         d = Decimal(n)
+        if asset != info.quote and d != 0:
+            mark = self.mark_of(asset, info.quote) if self.mark_of is not None else None
+            if mark is None or mark <= 0:
+                if not self.counters["fee_no_mark"]:
+                    log.warning("binance gateway: a fee paid in %s has no %s mark: the fee model applies",
+                                asset, info.quote)
+                self.counters["fee_no_mark"] += 1
+                return 0, 0
+            self.counters["fee_converted"] += 1
+            d = d * mark
         try:
             return to_fixed(d, scale), RP_FLAG_FEE_GIVEN
         except ValueError:
@@ -1562,4 +1677,5 @@ class BinanceGateway:
                                  if self._listen_key_t is not None else None),
             "halted": self.halted,
             "fill_recovery": self.fill_recovery(),
+            "clock": self.clock.status(self.clock_ns()),
         }

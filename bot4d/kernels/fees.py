@@ -54,6 +54,43 @@ def make_fees(n_accounts: int, tiers: list[tuple[int, str | Decimal, str | Decim
                        np.array(taker, np.int64), np.zeros(n_accounts, np.int64))
 
 
+def set_rates(fs: FeeSchedule, maker: str | Decimal, taker: str | Decimal) -> None:
+    """One tier at ``maker``/``taker`` (decimal fractions) for every account: the venue's own
+    current rates, which already reflect the account's volume tier. Raises ValueError (nothing
+    changed) for rates outside (-100 %, 100 %) or a negative taker rate."""
+    m, t = to_fixed(maker, RATE_DECIMALS), to_fixed(taker, RATE_DECIMALS)
+    if not -RATE_SCALE < m < RATE_SCALE or not 0 <= t < RATE_SCALE:
+        raise ValueError(f"fee rates maker {maker} / taker {taker} out of range")
+    fs.tier_volume[:] = 0
+    fs.maker[:] = m
+    fs.taker[:] = t
+
+
+def rates_from_binance(c: dict) -> tuple[Decimal, Decimal]:
+    """(maker, taker) rate of one fill from Binance's ``GET /api/v3/account/commission`` answer.
+
+    Per Binance's commission FAQ (faqs/commission_faq.md) a trade pays, on the amount received,
+    ``maker or taker + buyer or seller`` of each of ``standardCommission``, ``taxCommission`` and
+    ``specialCommission``; since the side is not known here, the larger of buyer/seller is taken,
+    so the model never charges less than the venue. The BNB ``discount`` is left out for the same
+    reason (it applies only while BNB pays). Raises ValueError for a malformed answer.
+    """
+    maker = taker = Decimal(0)
+    for part in ("standardCommission", "taxCommission", "specialCommission"):
+        r = c.get(part)
+        if r is None:
+            continue
+        try:
+            side = max(Decimal(r.get("buyer", "0")), Decimal(r.get("seller", "0")))
+            maker += Decimal(r["maker"]) + side
+            taker += Decimal(r["taker"]) + side
+        except (KeyError, TypeError, AttributeError, ArithmeticError) as e:
+            raise ValueError(f"commission {part} malformed ({e!r})") from None
+    if "standardCommission" not in c:
+        raise ValueError("commission answer has no standardCommission")
+    return maker, taker
+
+
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def tier_of(fs, acct: int) -> int:
     v = fs.volume[acct]

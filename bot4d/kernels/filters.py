@@ -16,6 +16,16 @@ Rules as documented in https://github.com/binance/binance-spot-api-docs/blob/mas
   PERCENT_PRICE_BY_SIDE: the same with ``bidMultiplierUp/Down`` for BUY and
   ``askMultiplierUp/Down`` for SELL. ``weightedAveragePrice`` is ``ref_px`` here, which the caller
   keeps current (the venue's average price, or the last price when ``avgPriceMins`` is 0).
+* MAX_NUM_ORDERS: ``open orders on the symbol < maxNumOrders`` before a new one is accepted
+  ("the maximum number of orders an account is allowed to have open on a symbol"). The count is
+  ``open_now``, which the caller binds to its own count of live orders (``bind``).
+
+In the daemon (``bot4d.daemon.app``) a shard's table is loaded from ``GET /api/v3/exchangeInfo``
+at start and on reload, and ``bind`` points ``ref_px`` at the shard's mark (the book's mid: the
+last price, as if ``avgPriceMins`` were 0) and ``open_now`` at the OMS's live-order count of its
+account, so both are current without anyone copying them. An order check that fails is journalled
+with its F_* code as the reason; ``count_rejects`` tallies those per instrument and rule (``rejects``)
+for ``bot4ctl`` and the exporter.
 
 Units: prices in price units, quantities in quantity units, notionals in notional units (price
 units x quantity units), multipliers in 1e-8 units (``MULT_SCALE``: "1.3000" -> 130_000_000).
@@ -25,14 +35,15 @@ inequality for integer prices, never a float approximation.
 """
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import NamedTuple
 
 import numba as nb
 import numpy as np
 
-from bot4d.fixedpoint import to_fixed
+from bot4d.fixedpoint import INT64_MAX, FixedPointError, to_fixed
 from bot4d.kernels.oms_arith import mul_div_ceil_nonneg_div, mul_ok
+from bot4d.records import EV_ORDER_STATE, JOURNAL_EVENT_DTYPE
 
 MULT_SCALE = 100_000_000
 MULT_DECIMALS = 8
@@ -59,6 +70,10 @@ F_STOP_MIN = 118
 F_STOP_MAX = 119
 F_STOP_TICK = 120
 F_BAD_INSTRUMENT = 121
+F_MAX_NUM_ORDERS = 122
+F_FIRST = F_BAD_QTY
+F_LAST = F_MAX_NUM_ORDERS
+N_CODES = F_LAST - F_FIRST + 1
 FILTER_REASON_NAMES = {
     F_BAD_QTY: "quantity must be > 0", F_BAD_PRICE: "price must be > 0",
     F_PRICE_MIN: "PRICE_FILTER minPrice", F_PRICE_MAX: "PRICE_FILTER maxPrice",
@@ -70,8 +85,14 @@ FILTER_REASON_NAMES = {
     F_MKT_QTY_MIN: "MARKET_LOT_SIZE minQty", F_MKT_QTY_MAX: "MARKET_LOT_SIZE maxQty",
     F_MKT_QTY_STEP: "MARKET_LOT_SIZE stepSize", F_STOP_MIN: "PRICE_FILTER minPrice (stop)",
     F_STOP_MAX: "PRICE_FILTER maxPrice (stop)", F_STOP_TICK: "PRICE_FILTER tickSize (stop)",
-    F_BAD_INSTRUMENT: "unknown instrument",
+    F_BAD_INSTRUMENT: "unknown instrument", F_MAX_NUM_ORDERS: "MAX_NUM_ORDERS maxNumOrders",
 }
+# one Prometheus label value per code: the Binance filter and its rule ("LOT_SIZE.stepSize"), or
+# what was wrong with the order itself
+FILTER_LABELS = {c: n.replace(" (stop)", ".stop").replace(" ", ".") if n.split()[0].isupper()
+                 else {F_BAD_QTY: "quantity", F_BAD_PRICE: "price", F_NO_REFERENCE: "no_reference",
+                       F_OVERFLOW: "overflow", F_BAD_INSTRUMENT: "instrument"}[c]
+                 for c, n in sorted(FILTER_REASON_NAMES.items())}
 
 
 class FilterTable(NamedTuple):
@@ -93,58 +114,123 @@ class FilterTable(NamedTuple):
     ask_up: np.ndarray
     ask_down: np.ndarray
     ref_px: np.ndarray          # weightedAveragePrice, price units; 0 = unknown
+    max_orders: np.ndarray      # MAX_NUM_ORDERS maxNumOrders; 0 disables
+    open_now: np.ndarray        # live orders per instrument (``bind`` to the OMS's count)
+    rejects: np.ndarray         # int64 [instrument, N_CODES]: orders refused, by F_* code
 
 
 def make_filters(n_instruments: int) -> FilterTable:
-    """A table with every rule disabled."""
+    """A table with every rule disabled. Its ``open_now`` and ``ref_px`` are its own zeros until
+    ``bind`` points them at the caller's counts and prices (unbound, MAX_NUM_ORDERS never refuses)."""
     z = lambda dt=np.int64: np.zeros(n_instruments, dt)  # noqa: E731
     return FilterTable(z(), z(), z(), z(), z(), z(), z(), z(), z(), z(), z(), z(np.int8),
-                       z(np.int8), z(), z(), z(), z(), z())
+                       z(np.int8), z(), z(), z(), z(), z(), z(), z(),
+                       np.zeros((n_instruments, N_CODES), np.int64))
+
+
+def bind(ft: FilterTable, open_now: np.ndarray, ref_px: np.ndarray) -> FilterTable:
+    """The same table reading its live-order counts and reference prices from the caller's own
+    arrays (no copy: they stay current as the caller updates them). Both must be int64 arrays
+    of one element per instrument."""
+    n = ft.tick.shape[0]
+    for name, a in (("open_now", open_now), ("ref_px", ref_px)):
+        if a.dtype != np.int64 or a.shape != (n,) or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a contiguous int64 array of {n} elements")
+    return ft._replace(open_now=open_now, ref_px=ref_px)
+
+
+# the rule arrays (everything but the bound ones and the counts): cleared before a reload, so a
+# filter the venue dropped stops applying
+_RULES = ("min_price", "max_price", "tick", "min_qty", "max_qty", "step", "mkt_min_qty",
+          "mkt_max_qty", "mkt_step", "min_notional", "max_notional", "min_to_market",
+          "max_to_market", "bid_up", "bid_down", "ask_up", "ask_down", "max_orders")
 
 
 def _mult(v: str | Decimal) -> int:
     return to_fixed(v, MULT_DECIMALS)
 
 
+def _bound(v: str | Decimal, scale: int, lower: bool) -> int:
+    """A minimum or maximum at ``scale``. Binance writes bounds with 8 decimals whatever the
+    symbol's step (BTCUSDT's MARKET_LOT_SIZE maxQty has 8 where its step has 5): a lower bound is
+    rounded up and an upper bound down, which for values at ``scale`` is the same inequality
+    (x >= 0.000012 <=> x >= 0.00002 at 5 decimals). An upper bound past int64 is no bound.
+    Ticks and steps stay exact (``to_fixed``): a step finer than the scale is a real mismatch."""
+    if isinstance(v, float):
+        raise FixedPointError("floats are not accepted for money; pass a str or Decimal")
+    try:
+        d = Decimal(v)
+    except (InvalidOperation, TypeError):
+        raise FixedPointError(f"not a decimal number: {v!r}") from None
+    if not d.is_finite() or d < 0:
+        raise FixedPointError(f"not a bound: {v!r}")
+    units = int(d.scaleb(scale).to_integral_value(ROUND_CEILING if lower else ROUND_FLOOR))
+    if not lower and d > 0 and units == 0:
+        # 0 would read as "disabled"; a maximum under one unit admits nothing at this scale
+        raise FixedPointError(f"maximum {v} is below one unit at scale {scale}")
+    if units > INT64_MAX:
+        if lower:
+            raise FixedPointError(f"{v} at scale {scale} does not fit in int64")
+        return INT64_MAX
+    return units
+
+
 def set_from_binance(ft: FilterTable, inst: int, filters: list[dict], price_scale: int,
                      qty_scale: int) -> None:
     """Load one symbol's ``/exchangeInfo`` filters (strings, exact) into row ``inst``.
 
-    Raises FixedPointError if a value is not representable at the instrument's scales, so a
-    misconfigured instrument fails at load time rather than rejecting (or passing) orders later.
+    Every rule of the row is reset first (a filter the venue no longer lists stops applying).
+    The row is written only once every value converted: raises FixedPointError (a value not
+    representable at the instrument's scales), or KeyError / ValueError (a malformed filter), with
+    the row unchanged, so a misconfigured instrument fails at load time rather than rejecting (or
+    passing) orders later, and a bad reload leaves the rules in force.
     """
+    row = parse_binance(filters, price_scale, qty_scale)
+    for k, v in row.items():
+        getattr(ft, k)[inst] = v
+
+
+def parse_binance(filters: list[dict], price_scale: int, qty_scale: int) -> dict[str, int]:
+    """The table row (rule array name -> int value, every rule present) for one symbol's filters."""
     nscale = price_scale + qty_scale
+    r = {k: 0 for k in _RULES}
     for f in filters:
         t = f["filterType"]
         if t == "PRICE_FILTER":
-            ft.min_price[inst] = to_fixed(f["minPrice"], price_scale)
-            ft.max_price[inst] = to_fixed(f["maxPrice"], price_scale)
-            ft.tick[inst] = to_fixed(f["tickSize"], price_scale)
+            r["min_price"] = _bound(f["minPrice"], price_scale, True)
+            r["max_price"] = _bound(f["maxPrice"], price_scale, False)
+            r["tick"] = to_fixed(f["tickSize"], price_scale)
         elif t == "LOT_SIZE":
-            ft.min_qty[inst] = to_fixed(f["minQty"], qty_scale)
-            ft.max_qty[inst] = to_fixed(f["maxQty"], qty_scale)
-            ft.step[inst] = to_fixed(f["stepSize"], qty_scale)
+            r["min_qty"] = _bound(f["minQty"], qty_scale, True)
+            r["max_qty"] = _bound(f["maxQty"], qty_scale, False)
+            r["step"] = to_fixed(f["stepSize"], qty_scale)
         elif t == "MARKET_LOT_SIZE":
-            ft.mkt_min_qty[inst] = to_fixed(f["minQty"], qty_scale)
-            ft.mkt_max_qty[inst] = to_fixed(f["maxQty"], qty_scale)
-            ft.mkt_step[inst] = to_fixed(f["stepSize"], qty_scale)
+            r["mkt_min_qty"] = _bound(f["minQty"], qty_scale, True)
+            r["mkt_max_qty"] = _bound(f["maxQty"], qty_scale, False)
+            r["mkt_step"] = to_fixed(f["stepSize"], qty_scale)
         elif t == "MIN_NOTIONAL":
-            ft.min_notional[inst] = to_fixed(f["minNotional"], nscale)
-            ft.min_to_market[inst] = 1 if f.get("applyToMarket") else 0
+            r["min_notional"] = _bound(f["minNotional"], nscale, True)
+            r["min_to_market"] = 1 if f.get("applyToMarket") else 0
         elif t == "NOTIONAL":
-            ft.min_notional[inst] = to_fixed(f["minNotional"], nscale)
-            ft.max_notional[inst] = to_fixed(f["maxNotional"], nscale)
-            ft.min_to_market[inst] = 1 if f.get("applyMinToMarket") else 0
-            ft.max_to_market[inst] = 1 if f.get("applyMaxToMarket") else 0
+            r["min_notional"] = _bound(f["minNotional"], nscale, True)
+            r["max_notional"] = _bound(f["maxNotional"], nscale, False)
+            r["min_to_market"] = 1 if f.get("applyMinToMarket") else 0
+            r["max_to_market"] = 1 if f.get("applyMaxToMarket") else 0
         elif t == "PERCENT_PRICE":
-            ft.bid_up[inst] = ft.ask_up[inst] = _mult(f["multiplierUp"])
-            ft.bid_down[inst] = ft.ask_down[inst] = _mult(f["multiplierDown"])
+            r["bid_up"] = r["ask_up"] = _mult(f["multiplierUp"])
+            r["bid_down"] = r["ask_down"] = _mult(f["multiplierDown"])
         elif t == "PERCENT_PRICE_BY_SIDE":
-            ft.bid_up[inst] = _mult(f["bidMultiplierUp"])
-            ft.bid_down[inst] = _mult(f["bidMultiplierDown"])
-            ft.ask_up[inst] = _mult(f["askMultiplierUp"])
-            ft.ask_down[inst] = _mult(f["askMultiplierDown"])
-        # other filter types (order counts, iceberg, trailing) are not per-order arithmetic
+            r["bid_up"] = _mult(f["bidMultiplierUp"])
+            r["bid_down"] = _mult(f["bidMultiplierDown"])
+            r["ask_up"] = _mult(f["askMultiplierUp"])
+            r["ask_down"] = _mult(f["askMultiplierDown"])
+        elif t == "MAX_NUM_ORDERS":
+            n = f["maxNumOrders"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"MAX_NUM_ORDERS maxNumOrders {n!r} is not a count")
+            r["max_orders"] = n
+        # other filter types (algo/iceberg order counts, trailing, position) are not checked here
+    return r
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -223,6 +309,8 @@ def check_order(ft, inst: int, buy: bool, market: bool, px: int, qty: int, stop_
                 lo, ok = mul_div_ceil_nonneg_div(ref, down, MULT_SCALE)
                 if not ok or px < lo:
                     return F_PERCENT_DOWN
+    if ft.max_orders[inst] != 0 and ft.open_now[inst] >= ft.max_orders[inst]:
+        return F_MAX_NUM_ORDERS
     return F_OK
 
 
@@ -237,9 +325,28 @@ def check_batch(ft, inst, buy, market, px, qty, stop_px, out) -> int:
     return bad
 
 
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def count_rejects(ft, journal, j0: int, j1: int) -> None:
+    """Tally the filter refusals among journal records ``j0..j1`` into ``ft.rejects``: the OMS
+    journals a refused command as EV_ORDER_STATE with its F_* code as the reason (no other
+    reason shares that range)."""
+    n = ft.rejects.shape[0]
+    for k in range(j0, j1):
+        e = journal[k]
+        if e.kind == EV_ORDER_STATE and F_FIRST <= e.reason <= F_LAST and 0 <= e.instrument < n:
+            ft.rejects[e.instrument, e.reason - F_FIRST] += 1
+
+
+def reject_counts(ft: FilterTable, inst: int) -> dict[str, int]:
+    """``label -> count`` of the non-zero per-rule refusals of one instrument."""
+    row = ft.rejects[inst]
+    return {label: int(row[c - F_FIRST]) for c, label in FILTER_LABELS.items() if row[c - F_FIRST]}
+
+
 def warmup() -> None:
     ft = make_filters(1)
     check_order(ft, 0, True, False, 100, 1, 0)
     one = np.ones(1, np.int64)
     check_batch(ft, np.zeros(1, np.int32), np.ones(1, np.int8), np.zeros(1, np.int8), one, one,
                 np.zeros(1, np.int64), np.zeros(1, np.int32))
+    count_rejects(ft, np.zeros(1, JOURNAL_EVENT_DTYPE), 0, 1)

@@ -14,7 +14,13 @@ it leaves (``bot4d.kernels.oms``): a buy at ``px`` crosses a resting sell at ``r
 * ``STP_NONE``: no local check (the venue's mode, if any, applies).
 
 Where the venue has its own mode, ``venue_mode`` gives the parameter value that asks the venue
-for the same behaviour (the taker's mode decides at every one of these venues):
+for the same behaviour (the taker's mode decides at every one of these venues). The daemon sends
+it with every order of an instrument (``[[instruments]] stp``, one of ``STP_POLICIES``; the
+Binance gateway's ``selfTradePreventionMode``), after checking at start that the symbol's
+``allowedSelfTradePreventionModes`` lists it. The venue's mode is what protects against our
+orders the OMS does not see (another shard's, an earlier run's, another program's on the account).
+Exits (market orders, protective stops) ask for EXPIRE_MAKER where the policy's mode would expire
+the taker, so an exit that meets one of our own resting orders goes through:
 
 ==================  ===================  ===========  ============  ==========
 policy              Binance spot         Bybit v5     OKX v5        Coinbase
@@ -47,6 +53,10 @@ STP_CANCEL_NEW = 1
 STP_CANCEL_RESTING = 2
 STP_CANCEL_BOTH = 3
 STP_DECREMENT_BOTH = 4
+
+# the names ``[[instruments]] stp`` takes (docs/config.md)
+STP_POLICIES = {"none": STP_NONE, "cancel_new": STP_CANCEL_NEW, "cancel_resting": STP_CANCEL_RESTING,
+                "cancel_both": STP_CANCEL_BOTH, "decrement": STP_DECREMENT_BOTH}
 
 VENUE_STP_PARAM = {
     "binance": "selfTradePreventionMode",

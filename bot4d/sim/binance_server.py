@@ -5,8 +5,10 @@
   ``reject_orders``, ``rate_limit_storm``, ``depth_gap``, ``disconnect``, ``unknown_outcome``,
   ``duplicate_fill``: the next N trade execution reports are each sent twice)
   and the transport's: ``delay`` / ``ws_delay`` (``seconds=``: every REST answer / stream
-  message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream);
-  ``GET /sim/stats``: answers per HTTP status, weight used per client, banned clients.
+  message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream),
+  ``clock_offset`` (``seconds=``: the venue's clock that far ahead of this machine's, negative behind);
+  ``GET /sim/stats``: answers per HTTP status, weight used per client, banned clients, order
+  requests per symbol, filter failures by message, accepted orders per STP mode, the clock offset.
 * WebSocket on ``ws_port``: ``/ws/<stream>`` (raw payloads), ``/stream?streams=a/b`` (combined:
   ``{"stream": name, "data": payload}``), ``/ws/<listenKey>`` (user data), and live
   ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` requests, as Binance's
@@ -38,6 +40,16 @@ log = logging.getLogger("bot4d.sim")
 def _canonical(stream: str) -> str:
     """``btcusdt@depth@100ms`` and ``btcusdt@depth`` are one feed here."""
     return stream[: -len("@100ms")] if stream.endswith("@100ms") else stream
+
+
+def _offset_ns(seconds: str) -> int:
+    try:
+        d = Decimal(seconds)
+    except ArithmeticError:
+        raise ValueError(f"seconds={seconds!r} is not a number") from None
+    if not d.is_finite() or abs(d) > 86400:
+        raise ValueError(f"seconds={seconds!r} must be within a day")
+    return int(d * 1_000_000_000)
 
 
 class _StreamConn(WSListener):
@@ -172,7 +184,9 @@ class SimServer:
             "unknown_outcome": [{"orderId": o, "clientOrderId": v.orders[o].client_order_id,
                                  "symbol": v.orders[o].symbol, "status": v.orders[o].status}
                                 for o in v.unknown_outcome_orders if o in v.orders],
-            "client_ids_placed_more_than_once": sorted(c for (_a, c), n in v.places_by_client.items() if n > 1)})
+            "client_ids_placed_more_than_once": sorted(c for (_a, c), n in v.places_by_client.items() if n > 1),
+            "order_requests": dict(v.order_requests), "filter_failures": dict(v.filter_failures),
+            "stp_modes": dict(v.stp_modes), "clock_offset_ms": v.clock_offset_ns // 1_000_000})
 
     def _fault(self, req: http.Request) -> http.Response:
         if req.method != "POST":
@@ -185,6 +199,9 @@ class SimServer:
                 self.delay_s = max(0.0, float(p.get("seconds", "0")))
             elif kind == "ws_delay":
                 self.ws_delay_s = max(0.0, float(p.get("seconds", "0")))
+            elif kind == "clock_offset":
+                # the venue's clock this many seconds ahead of the machine's (negative: behind)
+                self.venue.clock_offset_ns = _offset_ns(p.get("seconds", "0"))
             elif kind == "reorder":
                 if count < 1:
                     raise ValueError("fault count must be >= 1")
@@ -238,7 +255,7 @@ class SimServer:
     async def _run_flows(self) -> None:
         steps_per_tick = 1
         while True:
-            now = time.time_ns()
+            now = self.venue.now_ns()
             for sym, flow in self.flows.items():
                 orders = flow.steps(steps_per_tick)
                 orders["instrument"] = self.venue.sym_index[sym]
@@ -252,7 +269,13 @@ DEFAULT_SYMBOLS = [
     SymbolSpec("ETHUSDT", "ETH", "USDT", Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"),
                Decimal("9000"), Decimal("5")),
 ]
-DEFAULT_START = {"BTCUSDT": Decimal("60000.00"), "ETHUSDT": Decimal("3000.00")}
+# symbols `bot4d sim --symbols` can serve besides the default ones (BNBUSDT: the price of an
+# account's BNB commission)
+KNOWN_SYMBOLS = {s.symbol: s for s in DEFAULT_SYMBOLS + [
+    SymbolSpec("BNBUSDT", "BNB", "USDT", Decimal("0.01"), Decimal("0.001"), Decimal("0.001"),
+               Decimal("9000"), Decimal("5")),
+]}
+DEFAULT_START = {"BTCUSDT": Decimal("60000.00"), "ETHUSDT": Decimal("3000.00"), "BNBUSDT": Decimal("600.00")}
 
 
 def build(seed: int = 1, step_s: float = 0.1, symbols: list[SymbolSpec] = DEFAULT_SYMBOLS,
@@ -281,6 +304,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="request weight per client per minute before 429 (Binance: 6000)")
     ap.add_argument("--account", action="append", default=[], metavar="KEYFILE",
                     help="file with 'api_key secret' on one line; the account starts with 100000 USDT, 10 BTC, 100 ETH")
+    ap.add_argument("--symbols", default=",".join(s.symbol for s in DEFAULT_SYMBOLS),
+                    help=f"comma-separated symbols to serve, of {', '.join(KNOWN_SYMBOLS)}")
+    ap.add_argument("--balance", action="append", default=[], metavar="ASSET=AMOUNT",
+                    help="every account's starting balance of ASSET (added to or replacing the defaults)")
+    ap.add_argument("--maker-fee", default="0", help="every account's maker commission rate (e.g. 0.001)")
+    ap.add_argument("--taker-fee", default="0", help="every account's taker commission rate")
+    ap.add_argument("--fee-asset", default="",
+                    help="accounts pay commission in this asset (e.g. BNB, served as BNBUSDT) while it lasts")
     args = ap.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print("bot4d sim: serves loopback only", file=sys.stderr)
@@ -289,15 +320,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.weight_limit < 1:
         print("bot4d sim: --weight-limit must be >= 1", file=sys.stderr)
         return 2
-    srv = build(args.seed)
+    try:
+        symbols = [KNOWN_SYMBOLS[s] for s in args.symbols.split(",")]
+        balances = {"USDT": "100000", "BTC": "10", "ETH": "100"}
+        for b in args.balance:
+            asset, _, amount = b.partition("=")
+            if not asset or not asset.isalnum() or Decimal(amount) < 0:
+                raise ValueError(f"--balance {b!r}: want ASSET=AMOUNT")
+            balances[asset] = amount
+    except (KeyError, ValueError, ArithmeticError) as e:
+        print(f"bot4d sim: {e}", file=sys.stderr)
+        return 2
+    srv = build(args.seed, symbols=symbols)
     srv.venue.limiter.limit = args.weight_limit
     for path in args.account:
         try:
             key, secret = open(path).read().split()
-        except (OSError, ValueError) as e:
-            print(f"bot4d sim: cannot read account file {path}: {e}", file=sys.stderr)
+            acct = srv.venue.add_account(key, secret, balances, fee_asset=args.fee_asset)
+            srv.venue.set_fees(acct.index, args.maker_fee, args.taker_fee)
+        except (OSError, ValueError, ArithmeticError) as e:
+            print(f"bot4d sim: account {path}: {e}", file=sys.stderr)
             return 2
-        srv.venue.add_account(key, secret, {"USDT": "100000", "BTC": "10", "ETH": "100"})
 
     async def run() -> None:
         await srv.start(args.host, args.rest_port, args.ws_port)

@@ -6,7 +6,7 @@ unchanged (https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
 * signed (``X-MBX-APIKEY`` header, ``timestamp``, optional ``recvWindow`` (default 5000, at most
   60000), ``signature`` = hex HMAC-SHA256 of the query string followed by the body):
   ``POST/DELETE/GET /api/v3/order``, ``GET /api/v3/openOrders``, ``GET /api/v3/account``,
-  ``GET /api/v3/myTrades``;
+  ``GET /api/v3/myTrades``, ``GET /api/v3/account/commission``;
 * user data stream: ``POST/PUT/DELETE /api/v3/userDataStream`` (API key only) and
   ``executionReport`` / ``outboundAccountPosition`` events for the stream's account;
 * market streams: ``<symbol>@depth`` / ``@depth@100ms`` diffs with ``U``/``u`` update ids that the
@@ -17,6 +17,14 @@ unchanged (https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
 * errors with Binance's codes and messages (-1021 timestamp, -1022 signature, -2014/-2015 API
   key, -1102 parameters, -1121 symbol, -2010 new order rejected, -2011 cancel rejected, -2013
   order does not exist, -1013 filter failures).
+
+Symbol filters (filters.md) are advertised in exchangeInfo and enforced: PRICE_FILTER, LOT_SIZE,
+NOTIONAL (the engine's tick, step, lot and minimum checks, plus maxPrice, maxNotional here),
+PERCENT_PRICE_BY_SIDE around the last trade price, MAX_NUM_ORDERS. Every order's
+``selfTradePreventionMode`` goes to the engine, which honours each mode. An account may pay
+commission in another asset (``add_account(fee_asset="BNB")``: at the venue's own BNB<quote>
+price). The venue's clock can run ahead of this machine's (``clock_offset_ns``), and signed
+requests are judged against it, as Binance does: -1021 outside recvWindow or 1 s ahead.
 
 Orders go through the L3 matching engine (bot4d.kernels.matching); simulated agents (account 0)
 trade through the same engine, so queue position is real. Balances are Decimal and exact.
@@ -65,6 +73,7 @@ WEIGHTS = {("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1,
            ("POST", "/api/v3/order"): 1, ("DELETE", "/api/v3/order"): 1,
            ("GET", "/api/v3/order"): 4, ("GET", "/api/v3/openOrders"): 6,
            ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
+           ("GET", "/api/v3/account/commission"): 20,
            ("POST", "/api/v3/userDataStream"): 2,
            ("PUT", "/api/v3/userDataStream"): 2, ("DELETE", "/api/v3/userDataStream"): 2}
 
@@ -92,6 +101,13 @@ class SymbolSpec:
     min_qty: Decimal
     max_qty: Decimal
     min_notional: Decimal
+    # the rest of the symbol's filters (filters.md), advertised in exchangeInfo and enforced
+    max_price: Decimal = Decimal("1000000")
+    max_notional: Decimal = Decimal("9000000")
+    # PERCENT_PRICE_BY_SIDE bidMultiplierUp, bidMultiplierDown, askMultiplierUp, askMultiplierDown
+    # around the last trade price (avgPriceMins 0: "the last price is used"); None: no such filter
+    percent_by_side: tuple[str, str, str, str] | None = ("5", "0.2", "5", "0.2")
+    max_num_orders: int = 200
 
     @property
     def price_scale(self) -> int:
@@ -109,6 +125,7 @@ class Account:
     secret: str
     free: dict[str, Decimal]
     locked: dict[str, Decimal] = field(default_factory=dict)
+    fee_asset: str = ""   # commission paid in this asset (e.g. BNB) while it lasts; "": the quote
 
 
 @dataclass
@@ -223,11 +240,22 @@ class BinanceVenue:
         # the same trades per (account, symbol), in trade-id order (the engine numbers trades
         # increasingly): myTrades' fromId and "most recent" need no scan of every order
         self.trades_by_account: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        # what GET /sim/stats shows of order entry: POST /api/v3/order requests per symbol, filter
+        # failures by message, accepted orders per selfTradePreventionMode
+        self.order_requests: dict[str, int] = {}
+        self.filter_failures: dict[str, int] = {}
+        self.stp_modes: dict[str, int] = {}
+        self.clock_offset_ns = 0  # the venue's clock ahead of this machine's (fault "clock_offset")
 
     # ---- set-up ------------------------------------------------------------------------------
-    def add_account(self, api_key: str, secret: str, balances: dict[str, str]) -> Account:
+    def add_account(self, api_key: str, secret: str, balances: dict[str, str], fee_asset: str = "") -> Account:
+        """``fee_asset``: the account pays commission in that asset (Binance's BNB discount
+        option, without the discount) at its price in the trade's quote asset, which the venue
+        must serve as a symbol ``<fee_asset><quote>``; while its balance lasts, else in the quote."""
+        if fee_asset and not any(s.base == fee_asset for s in self.spec_list):
+            raise ValueError(f"fee asset {fee_asset} has no price here: no {fee_asset}<quote> symbol")
         idx = len(self.accounts) + 1  # 0 is the agents'
-        acct = Account(idx, api_key, secret, {a: Decimal(v) for a, v in balances.items()})
+        acct = Account(idx, api_key, secret, {a: Decimal(v) for a, v in balances.items()}, fee_asset=fee_asset)
         self.accounts[api_key] = acct
         self.account_by_index[idx] = acct
         return acct
@@ -260,8 +288,12 @@ class BinanceVenue:
         return False
 
     # ---- REST ----------------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        """The venue's clock: this machine's plus the injected offset."""
+        return self.clock_ns() + self.clock_offset_ns
+
     def handle(self, req: Request) -> Response:
-        now_ns = self.clock_ns()
+        now_ns = self.now_ns()
         key = (req.method, req.path)
         weight = WEIGHTS.get(key)
         if weight is None:
@@ -345,6 +377,8 @@ class BinanceVenue:
                     "accountType": "SPOT", "permissions": ["SPOT"],
                     "balances": [{"asset": a, "free": _fmt(acct.free.get(a, Decimal(0))),
                                   "locked": _fmt(acct.locked.get(a, Decimal(0)))} for a in assets]}
+        if path == "/api/v3/account/commission":
+            return self._commission(acct, p)
         if path == "/api/v3/myTrades":
             return self._my_trades(acct, p)
         raise ApiError(404, -1000, "Unknown endpoint.")
@@ -473,10 +507,14 @@ class BinanceVenue:
                 "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
                 "allowedSelfTradePreventionModes": list(STP_MODES),
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": _fmt(s.tick_size), "maxPrice": "1000000.00000000", "tickSize": _fmt(s.tick_size)},
+                    {"filterType": "PRICE_FILTER", "minPrice": _fmt(s.tick_size), "maxPrice": _fmt(s.max_price), "tickSize": _fmt(s.tick_size)},
                     {"filterType": "LOT_SIZE", "minQty": _fmt(s.min_qty), "maxQty": _fmt(s.max_qty), "stepSize": _fmt(s.step_size)},
-                    {"filterType": "NOTIONAL", "minNotional": _fmt(s.min_notional), "applyMinToMarket": False, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
-                ],
+                    {"filterType": "NOTIONAL", "minNotional": _fmt(s.min_notional), "applyMinToMarket": False, "maxNotional": _fmt(s.max_notional), "applyMaxToMarket": False, "avgPriceMins": 5},
+                    {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": s.max_num_orders},
+                ] + ([{"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": s.percent_by_side[0],
+                       "bidMultiplierDown": s.percent_by_side[1], "askMultiplierUp": s.percent_by_side[2],
+                       "askMultiplierDown": s.percent_by_side[3], "avgPriceMins": 0}]
+                     if s.percent_by_side is not None else []),
             })
         return {"timezone": "UTC", "serverTime": now_ns // 1_000_000,
                 "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": self.limiter.limit}],
@@ -503,6 +541,12 @@ class BinanceVenue:
         stp = p.get("selfTradePreventionMode", "EXPIRE_MAKER")
         if stp not in STP_MODES:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'selfTradePreventionMode'.")
+        self.order_requests[sym] = self.order_requests.get(sym, 0) + 1
+        try:
+            self._check_filters(acct, spec, side, otype, qty, price, stop)
+        except ApiError as e:
+            self.filter_failures[e.msg] = self.filter_failures.get(e.msg, 0) + 1
+            raise
         cid = p.get("newClientOrderId") or f"sim{secrets.token_hex(8)}"
         # a client that resends an order after an unknown outcome shows here (GET /sim/stats)
         self.places_by_client[(acct.index, cid)] = self.places_by_client.get((acct.index, cid), 0) + 1
@@ -517,9 +561,9 @@ class BinanceVenue:
             st_units = to_fixed(stop, ps)
         except ValueError:
             # finer than the instrument's step: Binance reports the filter that fails
-            if qty != qty.quantize(spec.step_size):
-                raise ApiError(400, -1013, "Filter failure: LOT_SIZE") from None
-            raise ApiError(400, -1013, "Filter failure: PRICE_FILTER") from None
+            msg = "Filter failure: LOT_SIZE" if qty != qty.quantize(spec.step_size) else "Filter failure: PRICE_FILTER"
+            self.filter_failures[msg] = self.filter_failures.get(msg, 0) + 1
+            raise ApiError(400, -1013, msg) from None
 
         # balance check and lock (exact Decimal); market buys are checked against the book
         lock_asset, lock_amt = self._lock_needed(spec, acct, side, otype, qty, price, stop)
@@ -544,7 +588,10 @@ class BinanceVenue:
             self._unlock(acct, info)
             del self.orders[oid]
             code, msg = m.BINANCE_REJECTS[int(rejected[0]["code"])]
+            if msg.startswith("Filter failure"):
+                self.filter_failures[msg] = self.filter_failures.get(msg, 0) + 1
             raise ApiError(400, code, msg)
+        self.stp_modes[stp] = self.stp_modes.get(stp, 0) + 1
         self.open_by_client[(acct.index, cid)] = oid
         fills = self.apply_events(ev, now_ns)
         if self._take_fault("unknown_outcome"):
@@ -560,6 +607,73 @@ class BinanceVenue:
         if rt == "RESULT":
             resp.pop("fills")
         return resp
+
+    def _check_filters(self, acct: Account, spec: SymbolSpec, side: int, otype: int, qty: Decimal,
+                       price: Decimal, stop: Decimal) -> None:
+        """The symbol filters the engine does not check (filters.md), with Binance's messages:
+        PRICE_FILTER minPrice/maxPrice on price and stopPrice, NOTIONAL maxNotional,
+        PERCENT_PRICE_BY_SIDE around the last trade price, MAX_NUM_ORDERS. (Tick, step, lot
+        bounds and minNotional are the engine's.)"""
+        for px in ([price] if otype in PRICED else []) + ([stop] if otype in STOPS else []):
+            if px < spec.tick_size or px > spec.max_price:
+                raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+        if otype in PRICED and price * qty > spec.max_notional:
+            raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+        if otype in PRICED and spec.percent_by_side is not None:
+            last = int(self.engine.last_px[self.sym_index[spec.symbol]])
+            if last > 0:
+                ref = from_fixed(last, spec.price_scale)
+                up, down = spec.percent_by_side[:2] if side == SIDE_BID else spec.percent_by_side[2:]
+                if price > ref * Decimal(up) or price < ref * Decimal(down):
+                    raise ApiError(400, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE")
+        n_open = sum(1 for o in self.orders.values() if o.open and o.account == acct.index and o.symbol == spec.symbol)
+        if n_open >= spec.max_num_orders:
+            raise ApiError(400, -1013, "Filter failure: MAX_NUM_ORDERS")
+
+    def _price_in(self, asset: str, quote: str) -> Decimal | None:
+        """``asset``'s price in ``quote``: the last trade of symbol <asset><quote>, else its mid."""
+        spec = self.specs.get(asset + quote)
+        if spec is None:
+            return None
+        i = self.sym_index[spec.symbol]
+        last = int(self.engine.last_px[i])
+        if last <= 0:
+            bb, ba = m.best_level(self.engine, i, SIDE_BID), m.best_level(self.engine, i, SIDE_ASK)
+            if not bb or not ba:
+                return None
+            last = (bb[0] + ba[0]) // 2
+        return from_fixed(last, spec.price_scale)
+
+    def _charge_fee(self, acct: Account, spec: SymbolSpec, commission: Decimal) -> tuple[Decimal, str, Decimal]:
+        """(commission, its asset, the part taken from the quote): an account that pays in its fee
+        asset pays ``commission / price`` of it (rounded up to 8 decimals) while its free balance
+        covers that; otherwise the quote pays, as on Binance when BNB runs short."""
+        fa = acct.fee_asset
+        if not fa or fa == spec.quote or commission <= 0:
+            return commission, spec.quote, commission
+        px = self._price_in(fa, spec.quote)
+        if px is None or px <= 0:
+            return commission, spec.quote, commission
+        amt = (commission / px).quantize(_D8, rounding="ROUND_CEILING")
+        if acct.free.get(fa, Decimal(0)) < amt:
+            return commission, spec.quote, commission
+        acct.free[fa] -= amt
+        return amt, fa, Decimal(0)
+
+    def _commission(self, acct: Account, p: dict[str, str]) -> dict[str, Any]:
+        """GET /api/v3/account/commission (rest-api.md "Query Commission Rates"): the account's
+        maker/taker rates as standardCommission; no buyer/seller, tax or special commission here,
+        and no BNB discount (``discount`` is reported as not applied)."""
+        sym = self._symbol(p)
+        z = "0.00000000"
+        return {"symbol": sym,
+                "standardCommission": {"maker": _fmt(from_fixed(int(self.engine.fee_maker[acct.index]), 8)),
+                                       "taker": _fmt(from_fixed(int(self.engine.fee_taker[acct.index]), 8)),
+                                       "buyer": z, "seller": z},
+                "specialCommission": {"maker": z, "taker": z, "buyer": z, "seller": z},
+                "taxCommission": {"maker": z, "taker": z, "buyer": z, "seller": z},
+                "discount": {"enabledForAccount": bool(acct.fee_asset), "enabledForSymbol": True,
+                             "discountAsset": acct.fee_asset or "BNB", "discount": z}}
 
     def _lock_needed(self, spec: SymbolSpec, acct: Account, side: int, otype: int, qty: Decimal,
                      price: Decimal, stop: Decimal) -> tuple[str, Decimal]:
@@ -676,17 +790,19 @@ class BinanceVenue:
         if exec_type is None:
             return
         last_q = last_p = commission = Decimal(0)
+        fee_asset = spec.quote
         if kind == m.E_TRADE:
             last_q = from_fixed(int(e["qty"]), spec.qty_scale)
             last_p = from_fixed(int(e["price"]), spec.price_scale)
             commission = from_fixed(int(e["fee"]), spec.price_scale + spec.qty_scale)
+            commission, fee_asset, quote_fee = self._charge_fee(acct, spec, commission)
             quote = last_p * last_q
             info.cum_qty += last_q
             info.cum_quote += quote
             if info.side == SIDE_BID:
                 # pay price and fee out of the lock; a fill below the limit leaves the saving in
                 # the lock, returned when the order closes
-                pay = quote + commission
+                pay = quote + quote_fee
                 from_lock = min(info.lock_left, pay)
                 info.lock_left -= from_lock
                 acct.locked[spec.quote] -= from_lock
@@ -696,16 +812,16 @@ class BinanceVenue:
                 take = min(info.lock_left, last_q)
                 info.lock_left -= take
                 acct.locked[spec.base] -= take
-                acct.free[spec.quote] = acct.free.get(spec.quote, Decimal(0)) + quote - commission
+                acct.free[spec.quote] = acct.free.get(spec.quote, Decimal(0)) + quote - quote_fee
             info.status = "FILLED" if int(e["leaves_qty"]) == 0 else "PARTIALLY_FILLED"
             fills.setdefault(info.order_id, []).append(
                 {"price": _fmt(last_p), "qty": _fmt(last_q), "commission": _fmt(commission),
-                 "commissionAsset": spec.quote, "tradeId": int(e["trade_id"])})
+                 "commissionAsset": fee_asset, "tradeId": int(e["trade_id"])})
             trade = {
                 "symbol": info.symbol, "id": int(e["trade_id"]), "orderId": info.order_id,
                 "orderListId": -1, "price": _fmt(last_p), "qty": _fmt(last_q),
                 "quoteQty": _fmt(quote), "commission": _fmt(commission),
-                "commissionAsset": spec.quote, "time": now_ms,
+                "commissionAsset": fee_asset, "time": now_ms,
                 "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True}
             self.trades_by_order.setdefault(info.order_id, []).append(trade)
             self.trades_by_account.setdefault((info.account, info.symbol), []).append(trade)
@@ -728,7 +844,7 @@ class BinanceVenue:
             "P": _fmt(info.stop), "F": "0.00000000", "g": -1, "C": "", "x": exec_type,
             "X": info.status, "r": "NONE", "i": info.order_id, "l": _fmt(last_q),
             "z": _fmt(info.cum_qty), "L": _fmt(last_p), "n": _fmt(commission),
-            "N": spec.quote if kind == m.E_TRADE else None, "T": now_ms,
+            "N": fee_asset if kind == m.E_TRADE else None, "T": now_ms,
             "t": int(e["trade_id"]) if kind == m.E_TRADE else -1, "w": info.working,
             "m": bool(e["maker"]) if kind == m.E_TRADE else False, "M": False,
             "O": info.time_ms, "Z": _fmt(info.cum_quote), "Y": _fmt(last_p * last_q),
