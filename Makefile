@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 # numba's cache is warmed here so that no kernel is compiled on a first tick.
 # flock: two set-ups at once (two shells, parallel make targets) would compile the same kernels twice
-# on two cores; the second waits and then finds the cache warm.
+# on two cores; the second waits, and skips the warm-up if the first finished it after the last edit.
 $(VENV)/.warmed: $(VENV)/.installed $(shell find bot4d ipc -name '*.py' 2>/dev/null)
-	flock $(VENV)/.warm.lock $(PY) -m bot4d.warmup
-	touch $@
+	flock $(VENV)/.warm.lock sh -c 'if [ ! -f $@ ] || [ -n "$$(find bot4d ipc -name "*.py" -newer $@)" ]; then \
+		touch $@.start && $(PY) -m bot4d.warmup && mv $@.start $@; fi'
+	@# (the stamp is the warm-up's start: an edit made while it ran is warmed by the next set-up)
 
 setup: $(VENV)/.warmed
 

@@ -36,6 +36,7 @@ from bot4d.kernels.stp import STP_POLICIES
 
 __all__ = [
     "ConfigError", "Secret", "StrategyConfig", "InstrumentConfig", "VenueConfig", "RiskConfig",
+    "StatBreakerConfig", "CallBreakerConfig",
     "PersistConfig", "ControlConfig", "Config", "load", "reloadable_changes",
     "STRATEGY_KINDS", "VENUE_KINDS",
 ]
@@ -99,6 +100,15 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class ProtectionConfig:
+    """The protective stop kept at the venue for a position (``[instruments.protection]``)."""
+    enabled: bool = True
+    default_stop_bps: int = 200    # trigger distance from the average entry when no order named one
+    limit_offset_bps: int = 50     # the stop-limit's limit beyond its trigger
+    retry_ms: int = 500            # wait after the venue refused one
+
+
+@dataclass(frozen=True)
 class InstrumentConfig:
     venue: str
     symbol: str
@@ -109,6 +119,7 @@ class InstrumentConfig:
     max_open_orders: int       # 1..1000
     band_bps: int              # fat-finger band 1..10000
     neutral_base: Decimal      # base-asset holding treated as flat, >= 0
+    protection: ProtectionConfig = ProtectionConfig()
     # self-trade prevention asked of the venue with every order (bot4d.kernels.stp policy name)
     stp: str = "cancel_new"
 
@@ -130,6 +141,63 @@ class VenueConfig:
 
 
 @dataclass(frozen=True)
+class StatBreakerConfig:
+    """``[risk.stat_breaker]``: z-score of sampled mid returns and the position's VaR, per
+    instrument; an open breaker moves the account to REDUCING (bot4d.daemon.guards)."""
+    enabled: bool = True
+    sample_ms: int = 1000
+    window: int = 100                       # returns kept per instrument
+    min_samples: int = 30
+    z: Decimal = Decimal(6)
+    min_move_pct: Decimal = Decimal(1)      # and at least this far from the mean return
+    var_z: Decimal = Decimal("2.326")       # 99 % one-sided
+    var_limit: Decimal | None = None        # quote currency; None: the daily-loss limit
+    cooldown_s: Decimal = Decimal(60)
+
+    @property
+    def z_milli(self) -> int:
+        return to_fixed(self.z, 3)
+
+    @property
+    def var_z_milli(self) -> int:
+        return to_fixed(self.var_z, 3)
+
+    @property
+    def min_move_bps(self) -> int:
+        return to_fixed(self.min_move_pct, 2)
+
+    @property
+    def cooldown_ns(self) -> int:
+        return to_fixed(self.cooldown_s, 9)
+
+    def var_limit_quote(self, max_daily_loss: Decimal) -> int:
+        return to_fixed(self.var_limit if self.var_limit is not None else max_daily_loss, 8)
+
+
+@dataclass(frozen=True)
+class CallBreakerConfig:
+    """``[risk.order_entry_breaker]``: the circuit breaker around each venue's order entry
+    (bot4d.kernels.breaker, in the order gateway)."""
+    max_consecutive: int = 5
+    error_rate_pct: Decimal = Decimal(50)
+    min_calls: int = 20
+    window_s: Decimal = Decimal(10)
+    slow_ms: int = 2000
+    max_consecutive_slow: int = 3
+    cooldown_s: Decimal = Decimal(5)
+    probes: int = 1
+    probes_to_close: int = 1
+
+    def kernel_args(self) -> dict[str, int]:
+        """``bot4d.kernels.breaker.make_breakers`` keywords."""
+        return dict(max_consec=self.max_consecutive, window_ns=to_fixed(self.window_s, 9),
+                    min_calls=self.min_calls, max_err_bps=to_fixed(self.error_rate_pct, 2),
+                    slow_ns=self.slow_ms * 1_000_000, max_consec_slow=self.max_consecutive_slow,
+                    cooldown_ns=to_fixed(self.cooldown_s, 9), probes=self.probes,
+                    probe_ok_to_close=self.probes_to_close)
+
+
+@dataclass(frozen=True)
 class RiskConfig:
     max_daily_loss: Decimal                 # quote units, > 0
     max_drawdown_pct: Decimal = Decimal(15)
@@ -144,6 +212,23 @@ class RiskConfig:
     # trading state of a first start (state_dir never initialised, no saved risk state):
     # "reducing" (the default) or "active"; every later start restores the saved state
     first_start_state: str = "reducing"
+    # the account's committed gross exposure limit, quote units (None: none), split into per-shard
+    # slices (bot4d.daemon.account): percentages per shard adding up to 100 (None: equal slices)
+    max_gross_exposure: Decimal | None = None
+    gross_exposure_split: tuple[int, ...] | None = None
+    # correlation cap, Kelly sizing, storms, breakers (bot4d.daemon.guards, docs/config.md)
+    correlation_window: int = 300           # sampled returns per instrument
+    correlation_sample_ms: int = 1000
+    correlation_min_samples: int = 30       # fewer common returns: the pair is not capped
+    kelly_min_trades: int = 20
+    breaker_storm: int = 3                  # order-entry breaker opens per window that trip it
+    storm_window_s: Decimal = Decimal(10)   # the window of reject_storm, error_storm, breaker_storm
+    stat_breaker: StatBreakerConfig = StatBreakerConfig()
+    order_entry_breaker: CallBreakerConfig = CallBreakerConfig()
+
+    @property
+    def storm_window_ns(self) -> int:
+        return to_fixed(self.storm_window_s, 9)
 
     # the kernels take basis points and nanoseconds; validation guaranteed these are exact
     @property
@@ -186,8 +271,6 @@ class PersistConfig:
     on_no_sidecar: str = "trade"
     # at SIGTERM: how long to wait for an attached bot4d-persist to take every journal event
     shutdown_wait_s: Decimal = Decimal(10)
-
-
 
 
 @dataclass(frozen=True)
@@ -541,9 +624,29 @@ def _assets(t: _Table, k: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _risk(t: _Table) -> RiskConfig:
+def _gross_split(t: _Table, n_shards: int) -> tuple[int, ...] | None:
+    """[risk] gross_exposure_split: one whole percentage per shard, adding up to 100."""
+    raw = t.get_raw("gross_exposure_split", None)
+    if raw is None:
+        return None
+    if not t.has("max_gross_exposure"):
+        raise t.err("gross_exposure_split", "splits risk.max_gross_exposure, which is not set")
+    if not isinstance(raw, list) or len(raw) != n_shards:
+        raise t.err("gross_exposure_split", f"expected an array of {n_shards} percentages, one per entry of "
+                                            f"daemon.shard_cores, got {raw!r}")
+    out = tuple(_check_int(t, f"gross_exposure_split[{k}]", v, 0, 100) for k, v in enumerate(raw))
+    if sum(out) != 100:
+        raise t.err("gross_exposure_split", f"{list(out)} adds up to {sum(out)}, not 100")
+    return out
+
+
+def _risk(t: _Table, n_shards: int) -> RiskConfig:
     return RiskConfig(
-        max_daily_loss=t.get_dec("max_daily_loss", lo=0, lo_open=True, hi=Decimal(10) ** 15),
+        # quote units: the kernels hold 10**-8 of them in int64
+        max_daily_loss=t.get_dec("max_daily_loss", lo=0, lo_open=True, hi=Decimal(10) ** 10, places=8),
+        max_gross_exposure=t.get_dec("max_gross_exposure", lo=0, lo_open=True, hi=Decimal(10) ** 10, places=8,
+                                     default=None),
+        gross_exposure_split=_gross_split(t, n_shards),
         max_drawdown_pct=t.get_dec("max_drawdown_pct", lo=0, lo_open=True, hi=100, places=2,
                                default=Decimal(15)),
         max_position_pct=t.get_dec("max_position_pct", lo=0, lo_open=True, hi=100, places=2,
@@ -556,7 +659,59 @@ def _risk(t: _Table) -> RiskConfig:
         day_start_utc=t.get_str("day_start_utc", default="00:00", pattern=_DAY_START_RE,
                                 what="UTC time of day \"HH:MM\""),
         first_start_state=t.get_str("first_start_state", default="reducing", choices=("reducing", "active")),
+        **_risk_guards(t),
     )
+
+
+_STAT_KEYS = ("enabled", "sample_ms", "window", "min_samples", "z", "min_move_pct", "var_z",
+              "var_limit", "cooldown_s")
+_CALL_BREAKER_KEYS = ("max_consecutive", "error_rate_pct", "min_calls", "window_s", "slow_ms",
+                      "max_consecutive_slow", "cooldown_s", "probes", "probes_to_close")
+_RISK_GUARD_KEYS = ("correlation_window", "correlation_sample_ms", "correlation_min_samples",
+                    "kelly_min_trades", "breaker_storm", "storm_window_s", "stat_breaker",
+                    "order_entry_breaker")
+
+
+def _risk_guards(t: _Table) -> dict[str, Any]:
+    """[risk] keys of the correlation cap, Kelly sizing, storms and breakers."""
+    window = t.get_int("correlation_window", 3, 10_000, default=300)
+    min_samples = t.get_int("correlation_min_samples", 2, 10_000, default=30)
+    if min_samples > window:
+        raise t.err("correlation_min_samples", f"{min_samples} is above correlation_window {window}: "
+                                               "no pair could ever be capped")
+    sb = t.table("stat_breaker", _STAT_KEYS, required=False)
+    d = StatBreakerConfig()
+    sw = sb.get_int("window", 3, 10_000, default=d.window)
+    smin = sb.get_int("min_samples", 2, 10_000, default=d.min_samples)
+    if smin > sw:
+        raise sb.err("min_samples", f"{smin} is above window {sw}: the breaker could never judge a return")
+    stat = StatBreakerConfig(
+        enabled=sb.get_bool("enabled", default=d.enabled),
+        sample_ms=sb.get_int("sample_ms", 10, 3_600_000, default=d.sample_ms), window=sw, min_samples=smin,
+        z=sb.get_dec("z", lo=0, lo_open=True, hi=1000, places=3, default=d.z),
+        min_move_pct=sb.get_dec("min_move_pct", lo=0, hi=100, places=2, default=d.min_move_pct),
+        var_z=sb.get_dec("var_z", lo=0, lo_open=True, hi=100, places=3, default=d.var_z),
+        var_limit=sb.get_dec("var_limit", lo=0, lo_open=True, hi=Decimal(10) ** 10, places=8, default=None),
+        cooldown_s=sb.get_dec("cooldown_s", lo=0, lo_open=True, hi=86400, places=3, default=d.cooldown_s))
+    cb = t.table("order_entry_breaker", _CALL_BREAKER_KEYS, required=False)
+    c = CallBreakerConfig()
+    probes = cb.get_int("probes", 1, 100, default=c.probes)
+    call = CallBreakerConfig(
+        max_consecutive=cb.get_int("max_consecutive", 1, 1000, default=c.max_consecutive),
+        error_rate_pct=cb.get_dec("error_rate_pct", lo=0, lo_open=True, hi=100, places=2, default=c.error_rate_pct),
+        min_calls=cb.get_int("min_calls", 1, 1_000_000, default=c.min_calls),
+        window_s=cb.get_dec("window_s", lo=0, lo_open=True, hi=3600, places=3, default=c.window_s),
+        slow_ms=cb.get_int("slow_ms", 1, 600_000, default=c.slow_ms),
+        max_consecutive_slow=cb.get_int("max_consecutive_slow", 1, 1000, default=c.max_consecutive_slow),
+        cooldown_s=cb.get_dec("cooldown_s", lo=0, lo_open=True, hi=3600, places=3, default=c.cooldown_s),
+        probes=probes, probes_to_close=cb.get_int("probes_to_close", 1, probes, default=min(c.probes_to_close, probes)))
+    return dict(
+        correlation_window=window, correlation_min_samples=min_samples,
+        correlation_sample_ms=t.get_int("correlation_sample_ms", 10, 3_600_000, default=1000),
+        kelly_min_trades=t.get_int("kelly_min_trades", 1, 1_000_000, default=20),
+        breaker_storm=t.get_int("breaker_storm", 1, 1_000_000, default=3),
+        storm_window_s=t.get_dec("storm_window_s", lo=0, lo_open=True, hi=86400, places=3, default=Decimal(10)),
+        stat_breaker=stat, order_entry_breaker=call)
 
 
 def _cores(t: _Table, allowed: set[int]) -> tuple[tuple[int, ...], int | None]:
@@ -586,6 +741,15 @@ def _cores(t: _Table, allowed: set[int]) -> tuple[tuple[int, ...], int | None]:
     return tuple(cores), io
 
 
+def _protection(t: _Table) -> ProtectionConfig:
+    d = ProtectionConfig()
+    return ProtectionConfig(
+        enabled=t.get_bool("enabled", default=d.enabled),
+        default_stop_bps=t.get_int("default_stop_bps", 1, 5000, default=d.default_stop_bps),
+        limit_offset_bps=t.get_int("limit_offset_bps", 0, 5000, default=d.limit_offset_bps),
+        retry_ms=t.get_int("retry_ms", 10, 600_000, default=d.retry_ms))
+
+
 def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
                  n_shards: int) -> tuple[InstrumentConfig, ...]:
     if raw is _MISSING:
@@ -598,7 +762,7 @@ def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
         path = f"instruments[{i}]"
         t = _Table(ctx, item, path, ("venue", "symbol", "shard", "max_position", "max_notional",
                                      "max_open_orders", "band_bps", "neutral_base", "strategy",
-                                     "stp"))
+                                     "protection", "stp"))
         venue = t.get_str("venue")
         if venue not in venues:
             raise t.err("venue", f"{venue!r} is not a configured venue "
@@ -618,10 +782,13 @@ def _instruments(ctx: _Ctx, raw: object, venues: dict[str, VenueConfig],
             venue=venue, symbol=symbol, shard=shard,
             strategy=_strategy(ctx, item.get("strategy", _MISSING), t.key("strategy"), max_pos),
             max_position=max_pos,
-            max_notional=t.get_dec("max_notional", lo=0, lo_open=True, hi=Decimal(10) ** 15),
+            # risk holds it in 10^-8 quote units: an int64 holds up to 9.2e10
+            max_notional=t.get_dec("max_notional", lo=0, lo_open=True, hi=Decimal(10) ** 10, places=8),
             max_open_orders=t.get_int("max_open_orders", 1, 1000, default=10),
             band_bps=t.get_int("band_bps", 1, 10000, default=500),
             neutral_base=t.get_dec("neutral_base", lo=0, hi=_QTY_MAX, default=Decimal(0)),
+            protection=_protection(t.table("protection", ("enabled", "default_stop_bps",
+                                                          "limit_offset_bps", "retry_ms"), required=False)),
             stp=t.get_str("stp", default="cancel_new", choices=tuple(STP_POLICIES)),
         ))
     return tuple(out)
@@ -687,11 +854,17 @@ def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
 
     risk = _risk(top.table("risk", ("max_daily_loss", "max_drawdown_pct", "max_position_pct",
                                     "correlation_cap", "kelly_cap", "reject_storm", "error_storm",
-                                    "md_stale_s", "day_start_utc", "first_start_state")))
+                                    "md_stale_s", "day_start_utc", "first_start_state", "max_gross_exposure",
+                                    "gross_exposure_split", *_RISK_GUARD_KEYS)), len(shard_cores))
 
     vraw = top.get_raw("venues")
     if not isinstance(vraw, dict) or not vraw:
         raise ctx.error("venues", "expected at least one [venues.<name>] table")
+    if len(vraw) > 1:
+        # the daemon sends every order to one gateway and has one order-rate bucket: a second
+        # venue would be traded through the first one's account
+        raise ctx.error("venues", f"one [venues.<name>] table per daemon for now, got {len(vraw)} "
+                                  f"({', '.join(sorted(vraw))}): run one daemon per venue account")
     venues = {name: _venue(ctx, name, v, paper) for name, v in vraw.items()}
 
     instruments = _instruments(ctx, top.get_raw("instruments", _MISSING), venues, len(shard_cores))
@@ -705,8 +878,9 @@ def load(path: Path | str, *, credentials_dir: Path | None = None) -> Config:
 
 
 _RELOADABLE = re.compile(
-    # the trading day's start is read at start (the saved day-start equity belongs to it)
-    r"risk\.(?!day_start_utc$|first_start_state$)[a-z_]+"
+    # the trading day's start is read at start (the saved day-start equity belongs to it);
+    # the return windows are preallocated at start
+    r"risk\.(?!day_start_utc$|first_start_state$|correlation_window$|stat_breaker\.window$)[a-z_]+(\.[a-z_]+)?"
     r"|instruments\[\d+\]\.strategy\.params\.[a-z_]+"
     r"|instruments\[\d+\]\.(max_position|max_notional|max_open_orders|band_bps)"
     r"|venues\.[^.]+\.orders_per_second"
@@ -720,7 +894,10 @@ def _flatten(c: Config) -> dict[str, object]:
         f[f"daemon.{k}"] = getattr(c, k)
     for sect, obj in (("control", c.control), ("persist", c.persist), ("risk", c.risk)):
         for k, v in vars(obj).items():
-            f[f"{sect}.{k}"] = v
+            if sect == "risk" and isinstance(v, (StatBreakerConfig, CallBreakerConfig)):
+                f.update({f"risk.{k}.{kk}": vv for kk, vv in vars(v).items()})  # [risk.<table>]
+            else:
+                f[f"{sect}.{k}"] = v
     for name, v in c.venues.items():
         for k, val in vars(v).items():
             if k != "name":
@@ -748,6 +925,9 @@ def reloadable_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         restart.add("venues")
     kinds_changed = {i for i, (x, y) in enumerate(zip(old.instruments, new.instruments))
                      if x.strategy.kind != y.strategy.kind}
+    # a Python strategy is built once at start from its class and parameters: SIGHUP cannot apply them
+    python = {i for i, (x, y) in enumerate(zip(old.instruments, new.instruments))
+              if "python" in (x.strategy.kind, y.strategy.kind)}
     for k in a.keys() | b.keys():
         if a.get(k, _MISSING) == b.get(k, _MISSING):
             continue
@@ -756,6 +936,9 @@ def reloadable_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         if k.startswith("venues.") and "venues" in restart:
             continue
         m = re.match(r"instruments\[(\d+)\]\.strategy\.", k)
+        if m and int(m.group(1)) in python and int(m.group(1)) not in kinds_changed:
+            restart.add(k)
+            continue
         if m and int(m.group(1)) in kinds_changed:
             restart.add(f"instruments[{m.group(1)}].strategy.kind")
             continue

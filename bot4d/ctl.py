@@ -3,7 +3,7 @@
     bot4ctl top [--instance NAME]            live read-only view through shared memory
     bot4ctl COMMAND [WORD ...] [key=value ...] [--json]
                                              one command over the daemon's control socket
-    e.g.  status | shards | books BTCUSDT | orders | positions | balances | pnl | risk
+    e.g.  status | shards | books BTCUSDT | orders | positions | protection | balances | pnl | risk
           limits show | limits set [SYMBOL] KEY VALUE | halt | reduce-only | resume
           cancel-all [SYMBOL] | flatten [SYMBOL] | pause SYMBOL | resume SYMBOL
           reload | journal lag | version | help

@@ -122,6 +122,8 @@ ORDER_INTENT_DTYPE = np.dtype(
 INTENT_FLAG_REDUCE_ONLY = 1
 INTENT_FLAG_POST_ONLY = 2
 INTENT_FLAG_WANTS_SIZING = 4   # risk sizes the order (Kelly, capped) instead of taking qty as is
+INTENT_FLAG_PROTECTIVE = 8     # a protective stop (bot4d.kernels.protect) or its market exit: kept
+                               # out of the open-order aggregates risk limits read (it only closes)
 
 # --- egress: what a shard sends to a venue's order gateway ------------------------------------
 # One record per venue request the OMS produced (its outbox), with the latency anchor: the

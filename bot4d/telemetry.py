@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -42,6 +42,22 @@ BOOK_SNAPSHOT_DTYPE = np.dtype([("state", np.int64), ("best_bid", np.int64), ("b
 POSITION_SNAPSHOT_DTYPE = np.dtype([("qty", np.int64), ("avg_px", np.int64), ("realised", np.int64),
                                     ("unrealised", np.int64), ("fees", np.int64),
                                     ("_pad", np.int64, 3)], align=True)
+# the account risk area (bot4d.daemon.account): one row per shard, written by that shard only; money
+# in risk quote units (10**-8); 128 bytes, so two shards' rows never share a cache line
+ACCOUNT_ROW_DTYPE = np.dtype([("part", np.int64), ("valued", np.int64), ("gross", np.int64),
+                              ("committed", np.int64), ("max_gross", np.int64), ("equity", np.int64),
+                              ("peak", np.int64), ("day_start", np.int64), ("day", np.int64),
+                              ("pass_ns", np.int64), ("_pad", np.int64, 6)], align=True)
+ACCOUNT_SERIES = (   # ctr-io gauges the io thread writes from the account area (quote units)
+    ("bot4d_account_equity", "The account's equity across every shard: quote balances + every shard's "
+                             "contribution (0 until every holding has a mark)."),
+    ("bot4d_account_peak_equity", "The account's peak equity (drawdown is measured from it)."),
+    ("bot4d_account_day_start_equity", "The account's equity at the start of the trading day (daily loss)."),
+    ("bot4d_account_gross_exposure", "Sum over every instrument of |position| x mark."),
+    ("bot4d_account_committed_exposure", "Gross exposure if every live order filled on its worse side: "
+                                         "what risk.max_gross_exposure bounds."),
+    ("bot4d_account_gross_exposure_limit", "risk.max_gross_exposure (0: no limit)."),
+)
 
 
 @dataclass
@@ -94,9 +110,12 @@ class Telemetry:
     def __init__(self, instance: str, *, venues: list[str], instruments: list[tuple[str, str, int, int]],
                  shards: int, md_reasons: list[str], reject_reasons: list[str],
                  trip_reasons: list[str], components: list[str] = ("order_entry", "market_data"),
-                 config_hash: str = "", reclaim_dead: bool = True, filter_labels: list[str] = ()):
+                 config_hash: str = "", reclaim_dead: bool = True, filter_labels: list[str] = (),
+                 shard_series: Callable[["CounterBlock", int], None] | None = None):
         """``instruments``: (venue, symbol, price_scale, qty_scale) in instrument-id order;
-        ``filter_labels``: the exchange-filter rules whose local refusals are counted."""
+        ``filter_labels``: the exchange-filter rules whose local refusals are counted;
+        ``shard_series(block, shard)`` adds more series a shard's kernel writes to its block
+        (the daemon's protection: ``bot4d.daemon.guards.add_series``)."""
         self.instance = instance
         self.io = CounterBlock("ctr-io")
         for v in venues:
@@ -116,6 +135,8 @@ class Telemetry:
                         "between the last two measurements (1e-6 = 1 ppm).", scale=9, venue=v)
             self.io.add("bot4d_venue_recv_window_seconds", "gauge", "recvWindow of signed requests: the venue "
                         "refuses one stamped further from its clock (-1021).", scale=9, venue=v)
+        for metric, help_ in ACCOUNT_SERIES:
+            self.io.add(metric, "gauge", help_, scale=8)
         for v, sym, _, _ in instruments:
             for f in filter_labels:
                 self.io.add("bot4d_filter_rejects_total", "counter", "Orders refused before the wire by the "
@@ -147,6 +168,8 @@ class Telemetry:
             for r in trip_reasons:
                 b.add("bot4d_killswitch_trips_total", "counter", "Kill-switch trips, by reason.", shard=sh, reason=r)
             b.add("bot4d_journal_backpressure_total", "counter", "Journal publishes that had to wait or failed.", shard=sh)
+            if shard_series is not None:
+                shard_series(b, s)
             self.shard_blocks.append(b)
         self.counters: dict[str, Counters] = {}
         for blk in [self.io, *self.shard_blocks]:
@@ -157,9 +180,15 @@ class Telemetry:
                                    for s in range(shards)]
         self.hist_order_ack = {v: LatencyHistogram.create(instance, f"hist-ack-{v.lower()}", reclaim_dead=reclaim_dead)
                                for v in venues}
+        self.hist_unprotected = [LatencyHistogram.create(instance, f"hist-unprot-{s}", reclaim_dead=reclaim_dead)
+                                 for s in range(shards)]
         n = max(1, len(instruments))
         self.books = SnapshotArea.create(instance, "snap-books", BOOK_SNAPSHOT_DTYPE, n, reclaim_dead=reclaim_dead)
         self.positions = SnapshotArea.create(instance, "snap-positions", POSITION_SNAPSHOT_DTYPE, n, reclaim_dead=reclaim_dead)
+        self.account = SnapshotArea.create(instance, "account", ACCOUNT_ROW_DTYPE, max(1, shards),
+                                           reclaim_dead=reclaim_dead)
+        srows = [{"shard": str(s)} for s in range(max(1, shards))]
+        q8 = [8] * len(srows)
         rows = [{"venue": v, "symbol": sym} for v, sym, _, _ in instruments]
         pscale = [ps for _, _, ps, _ in instruments]
         qscale = [qs for _, _, _, qs in instruments]
@@ -174,7 +203,11 @@ class Telemetry:
                             "labels": {"shard": str(s)}, "help": "From a frame read off the socket to the order it caused leaving."}
                            for s in range(shards)] +
                           [{"segment": f"hist-ack-{v.lower()}", "metric": "bot4d_order_ack_seconds",
-                            "labels": {"venue": v}, "help": "From an order sent to its acknowledgement."} for v in venues],
+                            "labels": {"venue": v}, "help": "From an order sent to its acknowledgement."} for v in venues] +
+                          [{"segment": f"hist-unprot-{s}", "metric": "bot4d_position_unprotected_seconds",
+                            "labels": {"shard": str(s)},
+                            "help": "How long a position went without a protective stop covering it at the venue."}
+                           for s in range(shards)],
             "snapshots": [
                 {"segment": "snap-books", "rows": rows, "fields": [
                     {"field": "state", "metric": "bot4d_book_state", "type": "enum", "enum": BOOK_STATES, "help": "Book state per instrument."},
@@ -185,6 +218,15 @@ class Telemetry:
                     {"field": "qty", "metric": "bot4d_position", "type": "gauge", "scale": qscale, "help": "Signed position."},
                     {"field": "realised", "metric": "bot4d_pnl_realised", "type": "gauge", "scale": nscale, "help": "Realised P&L in quote currency."},
                     {"field": "unrealised", "metric": "bot4d_pnl_unrealised", "type": "gauge", "scale": nscale, "help": "Unrealised P&L marked to the book."}]},
+                {"segment": "account", "rows": srows, "fields": [
+                    {"field": "part", "metric": "bot4d_account_equity_contribution", "type": "gauge", "scale": q8,
+                     "help": "The shard's part of the account's equity: its instruments' holdings at the mark, realised P&L, fees."},
+                    {"field": "committed", "metric": "bot4d_shard_committed_exposure", "type": "gauge", "scale": q8,
+                     "help": "The shard's gross exposure if every live order filled on its worse side."},
+                    {"field": "max_gross", "metric": "bot4d_shard_exposure_slice", "type": "gauge", "scale": q8,
+                     "help": "The shard's slice of risk.max_gross_exposure (9.2e10: no limit)."},
+                    {"field": "pass_ns", "metric": "bot4d_account_row_age_seconds", "type": "age_ns",
+                     "help": "Time since the shard last published its account row."}]},
             ],
             "rings": [{"segment": f"journal-{s}", "metric": "bot4d_journal_lag_events", "labels": {"shard": str(s)},
                        "help": "Journal events not yet persisted (producer minus slowest gating consumer)."}
@@ -211,7 +253,7 @@ class Telemetry:
     def close(self, unlink: bool = True) -> None:
         """Unmap everything; with ``unlink`` (a clean stop) also remove the names from /dev/shm."""
         for s in [*self.counters.values(), *self.hist_tick_to_order, *self.hist_order_ack.values(),
-                  self.books, self.positions, self.catalog]:
+                  *self.hist_unprotected, self.books, self.positions, self.account, self.catalog]:
             if unlink:
                 s.unlink()
             s.close()

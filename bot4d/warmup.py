@@ -29,6 +29,7 @@ KERNEL_MODULES: list[str] = [
     "bot4d.kernels.breaker",
     "bot4d.kernels.correlation",
     "bot4d.kernels.risk",
+    "bot4d.daemon.account",
     "ipc",
     "bot4d.persist.copykern",
     "bot4d.daemon.warm",   # the shard loop, with the daemon's own array types

@@ -87,9 +87,12 @@ class Stack:
         self.sim_args = list(sim_args)
         # a second venue account (not the daemon's) to trade against the daemon's quotes
         self.taker: tuple[str, str] | None = None
+        self.taker2: tuple[str, str] | None = None   # a third party (two takers can trade together)
         if taker_account:
             self.taker = (secrets.token_hex(32), secrets.token_hex(32))
             (tmp / "sim-taker").write_text(" ".join(self.taker) + "\n")
+            self.taker2 = (secrets.token_hex(32), secrets.token_hex(32))
+            (tmp / "sim-taker2").write_text(" ".join(self.taker2) + "\n")
         cores = sorted(os.sched_getaffinity(0))
         shard_core = cores[-1]
         self.config = tmp / "bot4d.toml"
@@ -141,7 +144,8 @@ weight_budget_per_min = {weight_budget}
     def start_sim(self) -> None:
         self.sim = subprocess.Popen([PY, "-m", "bot4d.cli", "sim", "--rest-port", str(self.rest_port), "--ws-port",
                                      str(self.ws_port), "--account", str(self.acct_file),
-                                     *(["--account", str(self.tmp / "sim-taker")] if self.taker else []),
+                                     *(["--account", str(self.tmp / "sim-taker"), "--account",
+                                        str(self.tmp / "sim-taker2")] if self.taker else []),
                                      *(["--weight-limit", str(self.sim_weight_limit)]
                                        if self.sim_weight_limit is not None else []), *self.sim_args],
                                     stdout=open(self.sim_log, "ab"), stderr=subprocess.STDOUT)

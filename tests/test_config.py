@@ -460,6 +460,24 @@ def test_reload_structural_and_secret_changes(cfgdir: Path) -> None:
     assert reloadable_changes(old, load(write(cfgdir, none))) == ([], ["instruments[0].strategy.kind"])
 
 
+def test_a_second_venue_is_refused_until_orders_are_routed_by_venue(cfgdir: Path) -> None:
+    second = BASE.replace("[venues.binance]", "[venues.other]\nkind = \"binance\"\nrest_url = \"http://127.0.0.1:1\"\n"
+                          "ws_url = \"ws://127.0.0.1:1\"\napi_key_file = \"keys/k\"\napi_secret_file = \"keys/s\"\n\n"
+                          "[venues.binance]", 1)
+    assert "one [venues.<name>] table per daemon for now, got 2" in refused(cfgdir, second)
+
+
+def test_a_python_strategys_keys_need_a_restart(cfgdir: Path) -> None:
+    """A Python strategy is built once at start: SIGHUP must not say it applied a change to it."""
+    mm = ('kind = "market_maker"\nquote_qty = "0.001"\nmax_inventory = "0.01"\n'
+          'half_spread_ticks = 20\nskew_ticks_per_lot = 5\nstop_ticks = 2000\n')
+    py = 'kind = "python"\nclass = "bot4d.strategies.py_quoter:Quoter"\ninterval_ms = 100\n'
+    old = load(write(cfgdir, edit(BASE, mm, py)))
+    new = load(write(cfgdir, edit(BASE, mm, py.replace("interval_ms = 100", "interval_ms = 200"))))
+    reload, restart = reloadable_changes(old, new)
+    assert reload == [] and restart == ["instruments[0].strategy.params.interval_ms"]
+
+
 # --- paper keys ------------------------------------------------------------------------------------
 def test_paperkeys_ensure(tmp_path: Path) -> None:
     d = tmp_path / "a" / "run"

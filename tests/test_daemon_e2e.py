@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -29,6 +30,12 @@ def stack(tmp_path_factory):
 
 def boot_of(coid: str) -> str:
     return coid.split("-")[0][2:]
+
+
+def quotes(stack) -> list[dict]:
+    """The strategies' orders at the venue: all but the protective stops, which rest there for as
+    long as a position is open, halted or not (tests/test_protective_stops.py)."""
+    return [o for o in stack.venue_open_orders() if o["type"] != "STOP_LOSS_LIMIT"]
 
 
 def test_it_trades_both_instruments(stack):
@@ -54,7 +61,7 @@ def test_halt_stops_new_orders_at_once_while_cancels_still_go_out(stack):
     assert r["0"].endswith("HALTED")
     placed_at_halt = stack.counters()["placed"]
     # the market maker pulls its quotes: cancels leave, nothing new is placed
-    wait_for(lambda: not stack.venue_open_orders(), 30, "quotes to be cancelled after halt")
+    wait_for(lambda: not quotes(stack), 30, "quotes to be cancelled after halt")
     time.sleep(1.5)
     after = stack.counters()
     assert after["placed"] == placed_at_halt, "an order was placed after halt"
@@ -76,7 +83,7 @@ def test_flatten_then_reduce_only_from_flat_refuses_every_opening_order(stack):
     # stop both strategies, close what they hold, then come back in reduce-only
     for sym in ("BTCUSDT", "ETHUSDT"):
         stack.ok("pause", symbol=sym)
-    wait_for(lambda: not stack.venue_open_orders(), 30, "paused strategies to pull their quotes")
+    wait_for(lambda: not quotes(stack), 30, "paused strategies to pull their quotes")
 
     def flat():
         if all(p["qty"].strip("0.") in ("", "-") for p in stack.ok("positions").values()):
@@ -101,7 +108,7 @@ def test_flatten_then_reduce_only_from_flat_refuses_every_opening_order(stack):
     assert np.count_nonzero(j["kind"] == EV_ORDER_NEW) == 0, "an opening order got through reduce-only"
     assert stack.counters()["placed"] == placed
     assert stack.ok("risk")["0"]["trading_state"] == "REDUCING"
-    assert not stack.venue_open_orders()
+    assert not stack.venue_open_orders()   # flat: no protective stop either
     # the kill switch did not count policy refusals as a storm
     assert stack.ok("risk")["0"]["tripped"] is False
     stack.ok("resume")
@@ -118,12 +125,16 @@ def test_sigkill_then_restart_reconciles_without_duplicates_or_losses(stack):
     st = stack.ok("status")
     assert st["boot"] != old_boot
     rec = st["reconciled"]["binance"]
-    # every order the dead run left ends known at the venue: filled meanwhile, or cancelled by the
-    # new run's reconciliation; none is left working behind the new run's back
-    final = {o["clientOrderId"]: stack.rest("GET", "/api/v3/order", {"symbol": o["symbol"],
+    # every order the dead run left ends known at the venue: filled meanwhile, cancelled by the
+    # new run's reconciliation, or (a protective stop on a position) replaced by the new run's
+    # stop; none is left working behind the new run's back
+    def final():
+        f = {o["clientOrderId"]: stack.rest("GET", "/api/v3/order", {"symbol": o["symbol"],
              "origClientOrderId": o["clientOrderId"]}, signed=True)[1]["status"] for o in left}
-    assert set(final.values()) <= {"FILLED", "CANCELED"}, final
-    assert rec["leftover_orders_cancelled"] == list(final.values()).count("CANCELED")
+        return set(f.values()) <= {"FILLED", "CANCELED"} and f
+    f = wait_for(final, 30, "every order of the dead run filled or cancelled")
+    taken_over = stack.ok("status")["venues"]["binance"]["counters"]["stops_taken_over"]
+    assert rec["leftover_orders_cancelled"] + taken_over == list(f.values()).count("CANCELED")
     # nothing of the dead run stays live at the venue; the new run quotes with its own ids
     wait_for(lambda: stack.venue_open_orders() and all(boot_of(o["clientOrderId"]) == st["boot"]
                                                        for o in stack.venue_open_orders()), 30,
@@ -134,8 +145,12 @@ def test_sigkill_then_restart_reconciles_without_duplicates_or_losses(stack):
 
 def test_sigterm_cancels_open_orders_drains_and_exits_0(stack):
     wait_for(lambda: stack.venue_open_orders(), 30, "live quotes")
+    positions = stack.ok("positions")
     assert stack.stop_daemon(signal.SIGTERM) == 0
-    assert stack.venue_open_orders() == []
+    # the quotes are gone; what stays is a protective stop for each open position, and only that
+    assert quotes(stack) == []
+    stops = {o["symbol"]: o for o in stack.venue_open_orders()}
+    assert set(stops) == {s for s, p in positions.items() if Decimal(p["qty"]) != 0}, (stops, positions)
     j = stack.journal()  # the ring outlives the process (the sidecar may still drain it)
     assert np.all(np.diff(j["seq"]) == 1)
     st = j[j["kind"] == EV_KILL_SWITCH]

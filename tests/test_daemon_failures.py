@@ -26,7 +26,8 @@ import pytest
 
 from bot4d.daemon.app import CONTROL_CODES
 from bot4d.kernels import oms_state as oms
-from bot4d.records import EV_CONTROL, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE
+from bot4d.records import (EV_CONTROL, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE, INTENT_FLAG_PROTECTIVE,
+                           JFLAG_INTENT_SHIFT)
 from tests.daemon_harness import PY, Stack, free_port, wait_for
 
 SYSTEM_PY = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
@@ -137,8 +138,9 @@ def test_stale_book_after_reconnect_pulls_quotes_and_resyncs_to_venue_depth(stac
     LIVE at once, no order is placed while it is not LIVE, the market maker's quotes are pulled,
     and after resubscribe + snapshot the book is LIVE and equals the venue's REST depth."""
     wait_for(lambda: stack.ok("books", symbol="BTCUSDT")["state"] == "LIVE", 30, "a live book")
-    resting = wait_for(lambda: [o["order_id"] for o in stack.ok("orders", symbol="BTCUSDT") if o["state"] == "ACKED"],
-                       30, "resting BTCUSDT quotes")
+    # (the market maker's quotes: a protective stop keeps resting for its position whatever the book)
+    resting = wait_for(lambda: [o["order_id"] for o in stack.ok("orders", symbol="BTCUSDT")
+                                if o["state"] == "ACKED" and not o["protective"]], 30, "resting BTCUSDT quotes")
     stack.fault("delay", seconds="1.0")
     try:
         stack.fault("disconnect")
@@ -160,7 +162,9 @@ def test_stale_book_after_reconnect_pulls_quotes_and_resyncs_to_venue_depth(stac
     # the book was not LIVE during [first answer, last request] (one contiguous episode)
     lo, hi = seen_non_live[0][1], seen_non_live[-1][0]
     j = stack.journal()
-    btc = j[(j["kind"] == EV_ORDER_NEW) & (j["instrument"] == 0)]
+    # (a protective stop follows the position whatever the book: it is not a strategy's order)
+    btc = j[(j["kind"] == EV_ORDER_NEW) & (j["instrument"] == 0)
+            & (((j["aux0"] >> JFLAG_INTENT_SHIFT) & INTENT_FLAG_PROTECTIVE) == 0)]
     during = btc[(btc["ts_ns"] >= lo) & (btc["ts_ns"] <= hi)]
     assert len(during) == 0, f"{len(during)} BTCUSDT orders placed while its book was not LIVE"
     # the quotes resting before the reconnect were pulled, not left on a stale price
@@ -287,6 +291,7 @@ def test_unauthorised_peer_is_refused_with_the_daemons_sentence(stack):
     if os.geteuid() != 0 or shutil.which("runuser") is None or SYSTEM_PY is None:
         pytest.skip("needs root, runuser and a system python3 to act as another user")
     j0 = len(stack.journal())
+    state = stack.ok("status")["trading_state"]
     for cmd in ("status", "halt"):
         out = subprocess.run(["runuser", "-u", "nobody", "--", SYSTEM_PY, "-c", CLIENT, stack.sock, cmd],
                              capture_output=True, text=True, timeout=20, cwd="/")
@@ -294,7 +299,7 @@ def test_unauthorised_peer_is_refused_with_the_daemons_sentence(stack):
         r = json.loads(out.stdout)
         assert not r["ok"] and "access denied" in r["error"], r
         assert str(pwd.getpwnam("nobody").pw_uid) in r["error"]
-    assert stack.ok("status")["trading_state"] == {"0": "ACTIVE"}
+    assert stack.ok("status")["trading_state"] == state   # the refused halt changed nothing
     j = stack.journal()[j0:]
     assert np.count_nonzero(j["kind"] == EV_CONTROL) == 0, "a refused command was journalled as done"
 
@@ -369,7 +374,8 @@ def test_sigterm_sends_stopping_and_exits_0(stack):
     assert stack.stop_daemon(signal.SIGTERM) == 0
     after = stack.notify.lines()[n_before:]
     assert "STOPPING=1" in after, after
-    assert stack.venue_open_orders() == []
+    # the quotes are cancelled; only protective stops of open positions stay at the venue
+    assert [o for o in stack.venue_open_orders() if o["type"] != "STOP_LOSS_LIMIT"] == []
 
 
 # --------------------------------------------------------------------- own stacks / in-process ------

@@ -242,3 +242,19 @@ def test_full_journal_still_halts_and_counts_the_missing_record():
     assert K.ks_trip(k.ks, k.cfg, K.TRIP_JOURNAL_BACKPRESSURE, 5, T0, ev, k.n, 0)
     assert k.state() == "HALTED" and k.ks[K.K_REASON] == K.TRIP_JOURNAL_BACKPRESSURE
     assert k.ks[K.K_EVENTS_LOST] == 1 and k.n[0] == 0
+
+
+def test_stat_breaker_reduces_and_a_halting_trip_still_escalates():
+    """TRIP_STAT_BREAKER keeps closing possible (REDUCING, until an operator resumes); a storm
+    while reduced still halts, and a second reduce-only trip changes nothing."""
+    k = KS(max_errors=3, window_ns=10 * S)
+    assert K.ks_trip(k.ks, k.cfg, K.TRIP_STAT_BREAKER, 1, T0, k.ev, k.n, 0)
+    assert k.state() == "REDUCING" and k.ks[K.K_PLAN] == K.PLAN_REDUCE and k.ks[K.K_RESUME_AT] == 0
+    assert k.events()[-1]["reason"] == K.TRIP_STAT_BREAKER and k.events()[-1]["state"] == K.TS_REDUCING
+    assert not K.ks_trip(k.ks, k.cfg, K.TRIP_STAT_BREAKER, 0, T0 + 1, k.ev, k.n, 0)
+    assert k.evaluate(now=T0 + 100 * S, md=T0 + 100 * S) == K.TRIP_NONE
+    assert k.state() == "REDUCING"                     # no cool-off back to anything
+    K.ks_note(k.ks, k.cfg, K.NOTE_ERROR, 4, T0 + 101 * S)
+    assert k.evaluate(now=T0 + 101 * S, md=T0 + 101 * S) == K.TRIP_ERROR_STORM
+    assert k.state() == "HALTED" and k.ks[K.K_REASON] == K.TRIP_ERROR_STORM
+    assert k.events()[-1]["aux3"] == K.TS_REDUCING     # the old state, journalled

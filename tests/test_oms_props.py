@@ -124,7 +124,7 @@ class Model:
             elif e["kind"] == EV_ORDER_STATE and e["reason"] == oms.R_TRIGGERED:
                 self.fired.add(oid)
             if e["kind"] == EV_ORDER_STATE and e["reason"] in _TRANSITION_REASONS and oid:
-                a, b = int(e["aux0"]), int(e["state"])
+                a, b = int(e["aux1"]), int(e["state"])  # aux1: the state before (aux0: venue order id)
                 assert a == b or LEGAL[a, b], (a, b)
 
     def check(self) -> None:
@@ -182,6 +182,6 @@ def test_a_repeated_ack_does_not_revive_an_oco_leg_being_cancelled():
     assert int(d.st.o_state[d.slot(peer)]) == S_CANCEL_PENDING  # the situation the bug needed
     m.step(('report', 1, oms.RP_ACK, 1, 95))                    # its repeated ack
     last = d.events[-1]
-    assert (int(last["kind"]), int(last["order_id"]), int(last["reason"]), int(last["aux0"])) == \
-        (EV_ORDER_STATE, peer, oms.R_ILLEGAL, S_ACKED)
+    assert (int(last["kind"]), int(last["order_id"]), int(last["reason"]), int(last["aux2"])) == \
+        (EV_ORDER_STATE, peer, oms.R_ILLEGAL, S_ACKED)   # aux2: the refused target state
     assert int(d.st.o_state[d.slot(peer)]) == S_CANCEL_PENDING

@@ -174,3 +174,18 @@ def test_a_rate_limited_or_unsent_stop_is_retried_without_an_alarm():
         assert r.report(oms_k.RP_REJECT, s1, reason=code) == 0
         r.now += 1000
     assert r.pr.ctr[0, pt.P_REFUSED] == 0
+
+
+def test_a_stop_the_venue_says_would_trigger_at_once_becomes_a_market_exit():
+    """The venue's last price is already through the stop (our book's mid is not): Binance
+    refuses the stop as one that "would trigger immediately", which is the stop firing, not a
+    refusal of protection: the position is closed at market, no alarm."""
+    r = Rig()
+    a = r.entry(SIDE_BID, 10_000, 20, 9_500, 1)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=20, trade_id=1)
+    r.plan()
+    s1 = int(r.pr.st[0, pt.X_OID])
+    assert r.report(oms_k.RP_REJECT, s1, reason=pt.STOP_WOULD_TRIGGER) == 0
+    it = r.plan()
+    assert it["order_type"] == OT_MARKET and it["side"] == SIDE_ASK and it["qty"] == 20
+    assert r.pr.ctr[0, pt.P_REFUSED] == 0 and r.pr.ctr[0, pt.P_EXITS] == 1

@@ -430,7 +430,6 @@ def test_my_trades_honours_from_id_limit_and_order_id_as_binance_documents(sim):
     assert len(trades(fromId=tid[0], limit=1000)) == 517
 
 
-
 # --- the venue rules a client must follow (issue 12): clock, commission, filters, STP ----------------
 def _agent(st, symbol_index, side, price, qty, oid):
     import numpy as np

@@ -41,7 +41,9 @@ import numpy as np
 
 from bot4d import __version__
 from bot4d.config import Config, ConfigError, InstrumentConfig, load, reloadable_changes
+from bot4d.daemon import account as acc
 from bot4d.daemon import fillmarks
+from bot4d.daemon import guards as G
 from bot4d.daemon import riskstate
 from bot4d.daemon import shard_kernel as K
 from bot4d.daemon import venue_rules
@@ -50,8 +52,10 @@ from bot4d.daemon.shard import Shard, ShardRings, tel_index
 from bot4d.fixedpoint import from_fixed, to_fixed
 from bot4d.instruments import InstrumentTable
 from bot4d.kernels import filters as filt
+from bot4d.kernels import breaker as bkr
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms_state as oms
+from bot4d.kernels import protect as pt
 from bot4d.kernels import risk as rk
 from bot4d.sdnotify import Notifier
 from bot4d.strategies import imbalance_taker as it_s
@@ -63,8 +67,8 @@ from ipc.counters import counter_set
 
 log = logging.getLogger("bot4d")
 
-REJECT_REASONS = ["venue"] + [rk.REASON_NAMES[c] for c in range(1, rk.REJ_INSTRUMENT_DISABLED + 1)]
-TRIP_REASONS = [ksk.TRIP_NAMES[c] for c in range(1, ksk.TRIP_MANUAL + 1)]
+REJECT_REASONS = ["venue"] + [rk.REASON_NAMES[c] for c in range(1, rk.REJ_LAST + 1)]
+TRIP_REASONS = [ksk.TRIP_NAMES[c] for c in range(1, ksk.TRIP_LAST + 1)]
 MD_REASONS = [r.name for r in Reason if r not in (Reason.OK, Reason.IGNORED)]
 
 # EV_CONTROL command codes (journal ``reason``); persisted as such by bot4d-persist
@@ -77,6 +81,9 @@ RISK_SAVE_S = 5.0     # and saves a changed peak / day-start equity at most this
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why (exit status 1)."""
+
+
+STOP_TAKEOVER_S = 10.0   # how long an earlier run's protective stop waits to be replaced
 
 
 def _ms(v: int) -> int:
@@ -103,6 +110,7 @@ class Daemon:
         self.status_text = "starting"
         self.ready = False
         self._efds: list[int] = []
+        self._stops_refused: dict[int, int] = {}   # instrument -> protective stops refused, as logged
         self.reconciled: dict[str, Any] = {}
         self.states: Any = None
         self.owner = np.zeros(0, np.int64)
@@ -245,16 +253,23 @@ class Daemon:
                           max_notional=to_fixed(ic.max_notional, rk.QUOTE_SCALE),
                           max_open_orders=ic.max_open_orders, band_bps=ic.band_bps)
 
-    def _limits(self, rs: rk.RiskState, cfg: Config | None = None) -> None:
-        r = (cfg or self.cfg).risk
+    def _limits(self, rs: rk.RiskState, cfg: Config | None = None, shard: int = 0) -> None:
+        """Shard ``shard``'s risk limits: the account's, and its slice of the account's gross
+        exposure limit (bot4d.daemon.account)."""
+        c = cfg or self.cfg
+        r = c.risk
+        gross = None if r.max_gross_exposure is None else to_fixed(r.max_gross_exposure, rk.QUOTE_SCALE)
         rk.set_limits(rs, max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_pos_bps=r.max_pos_bps,
-                      max_dd_bps=r.max_dd_bps, corr_cap_bps=r.corr_cap_bps, kelly_cap_bps=r.kelly_cap_bps)
+                      max_dd_bps=r.max_dd_bps, corr_cap_bps=r.corr_cap_bps, kelly_cap_bps=r.kelly_cap_bps,
+                      kelly_min_trades=r.kelly_min_trades,
+                      max_gross=acc.slices(gross, r.gross_exposure_split, len(c.shard_cores))[shard])
 
     def _kcfg(self, cfg: Config | None = None) -> np.ndarray:
         r = (cfg or self.cfg).risk
         return ksk.make_ks_config(max_daily_loss=to_fixed(r.max_daily_loss, rk.QUOTE_SCALE), max_dd_bps=r.max_dd_bps,
                                   max_rejects=r.reject_storm, max_errors=r.error_storm, md_stale_ns=r.md_stale_ns,
-                                  day_offset_ns=r.day_offset_ns)
+                                  day_offset_ns=r.day_offset_ns, max_breaker_opens=r.breaker_storm,
+                                  window_ns=r.storm_window_ns)
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -264,7 +279,10 @@ class Daemon:
                                    instruments=[(vb.VENUE, x.symbol, x.price_scale, x.qty_scale) for x in self.table],
                                    shards=len(cfg.shard_cores), md_reasons=MD_REASONS, reject_reasons=REJECT_REASONS,
                                    trip_reasons=TRIP_REASONS, config_hash=cfg.source_hash,
-                                   filter_labels=list(filt.FILTER_LABELS.values()))
+                                   filter_labels=list(filt.FILTER_LABELS.values()),
+                                   shard_series=lambda blk, s: G.add_series(blk, s, self._shard_symbols(s)))
+        # venue errors and order-entry breaker opens, from the gateways to every shard's kill switch
+        self.health = G.make_health(len(cfg.shard_cores))
         from bot4d.feed.state import BookStateTable
 
         # the feeds publish each book's state here; the shard kernels read it (same process)
@@ -300,12 +318,16 @@ class Daemon:
                              seen_live=np.zeros(n, np.int64), last_recv=np.zeros(n, np.int64),
                              mids=np.zeros(n, np.int64), corr=np.full((n, n), np.nan), neutral=neutral,
                              conv_mul=conv_mul, conv_div=conv_div, equity0=np.zeros(1, np.int64),
-                             feed_state=self.states.state)
+                             feed_state=self.states.state,
+                             prot=self._protection(n, mine, self.telemetry.hist_unprotected[s].hist),
+                             guard=G.make_guards(n, mine, cfg.risk, self.health, s, self.telemetry.shard_blocks[s],
+                                                 [ic.symbol for ic in self.inst_cfg]),
+                             acv=acc.view(self.telemetry.account, s))
             st = oms.make_oms(1, n, capacity=1 << 14, shard=s)
             # the venue's exchange filters, refused locally before the wire (bot4d.daemon.venue_rules)
             st = venue_rules.install_filters(st, K.ACCOUNT, self.inst_cfg, self.rules, self._scales)
-            rs = rk.make_risk(n)
-            self._limits(rs)
+            rs = rk.make_risk(n, n_strategies=n)   # strategy id = instrument id (Kelly statistics)
+            self._limits(rs, shard=s)
             for i in mine:
                 self._risk_for(rs, i, now)
             v = next(iter(cfg.venues.values()))
@@ -331,6 +353,15 @@ class Daemon:
             cfg.instance, [sh.rings.journal for sh in self.shards], cfg.persist,
             counters=self.telemetry.counter_array(io.name), index=lambda m, s: io.index(m, shard=str(s)),
             stop_trading=self._stop_trading_unpersisted)
+
+    def _protection(self, n: int, mine: list[int], hist: np.ndarray) -> pt.Protection:
+        """Each instrument's protective-stop settings ([instruments.protection])."""
+        pr = pt.make_protection(n, hist)
+        for i in mine:
+            p = self.inst_cfg[i].protection
+            pt.configure(pr, i, enabled=p.enabled, default_bps=p.default_stop_bps,
+                         limit_bps=p.limit_offset_bps, retry_ns=p.retry_ms * 1_000_000)
+        return pr
 
     def _warm(self) -> None:
         """Every kernel a shard runs, called once on its real state's types before anything
@@ -428,7 +459,11 @@ class Daemon:
                                 recv_window_ms=v.recv_window_ms,
                                 t2o_hists={s: h for s, h in enumerate(self.telemetry.hist_tick_to_order)},
                                 ack_hist=self.telemetry.hist_order_ack.get(vb.VENUE), on_halt=self._venue_halt,
-                                time_sync_interval_s=v.time_sync_interval_s, mark_of=venue_rules.mark_of(marks))
+                                time_sync_interval_s=v.time_sync_interval_s, mark_of=venue_rules.mark_of(marks),
+                                breaker=bkr.make_breakers(1, **self.cfg.risk.order_entry_breaker.kernel_args()),
+                                on_breaker=lambda recs, vname=vname: self._on_breaker(vname, recs),
+                                on_error=lambda vname=vname: G.note_health(self.health, self._venue_shards(vname),
+                                                                           G.H_ERRORS))
             await gw.start()
             self.gateways[vname] = gw
             await self._load_fees(vname, gw)
@@ -503,18 +538,31 @@ class Daemon:
             await asyncio.sleep(0.05)
         return False
 
+    def _position_sign(self, vname: str, balances: dict[str, tuple[Decimal, Decimal]]):
+        """symbol -> +1 long / -1 short / 0 flat from the venue's balances (holding - neutral), so
+        reconciliation leaves an earlier run's protective stop on a position in place."""
+        signs = {}
+        for ic in self.inst_cfg:
+            if ic.venue == vname:
+                r = self.rules[(vname, ic.symbol)]
+                held = sum(balances.get(r["base"], (Decimal(0), Decimal(0))))
+                signs[ic.symbol] = (held > ic.neutral_base) - (held < ic.neutral_base)
+        return lambda symbol: signs.get(symbol, 0)
+
     async def _reconcile(self) -> None:
         """Before the first order: every fill the journal misses is recovered (the venue's trades
         after the journal's last one per symbol: an earlier run's are journalled without moving a
         position), our leftovers are cancelled, positions come from balances read after that,
         and equity."""
         await self._follow_fill_marks()
+        base = 0   # the account's quote balances, counted once for the account (bot4d.daemon.account)
         for vname, gw in self.gateways.items():
             gw.set_fill_marks(self.fill_marks.for_venue(vname) if self.fill_marks is not None else {})
             rec = await gw.reconcile()
             log.info("venue %s: open orders: %d ours from earlier runs, %d this run, %d not ours", vname,
                      len(rec.previous_boots), len(rec.ours), len(rec.foreign))
-            cancelled = await gw.cancel_leftovers(rec) if rec.previous_boots else 0
+            cancelled = await gw.cancel_leftovers(rec, self._position_sign(vname, rec.balances)) \
+                if rec.previous_boots else 0
             if rec.foreign:
                 log.warning("venue %s: %d open orders not placed by bot4d are left alone", vname, len(rec.foreign))
             c = gw.counters
@@ -543,11 +591,13 @@ class Daemon:
                 quote_total.setdefault(r["quote"], sum(balances.get(r["quote"], (Decimal(0), Decimal(0)))))
                 log.info("%s %s: holding %s %s (neutral %s): position %s", vname, ic.symbol, free + locked, r["base"],
                          ic.neutral_base, from_fixed(pos, qs))
-            eq0 = sum((to_fixed(v, rk.QUOTE_SCALE) for v in quote_total.values()), 0)
+            base += sum((to_fixed(v, rk.QUOTE_SCALE) for v in quote_total.values()), 0)
             for sh in self.shards:
-                # equity is recorded by the shard once every holding has a mark (K.valued): quote
-                # balances alone are no valuation to measure the day's loss from
-                sh.si.equity0[0] = eq0
+                # the quote balances once in the account area, each shard's holdings in its part;
+                # equity is recorded once every holding of every shard has a mark (K.mark_account):
+                # quote balances alone are no valuation to measure the day's loss from
+                acc.reset(sh.si.acv, base)
+                sh.si.equity0[0] = 0
 
     # --- fill marks in daemon.state_dir (bot4d.daemon.fillmarks) -----------------------------------
     def _load_fill_marks(self) -> None:
@@ -614,17 +664,19 @@ class Daemon:
             log.info("%s", got.message)
             saved = {r.shard: r for r in snap.shards}
             same = set(saved) == {sh.index for sh in self.shards}
-            keep_day = same and snap.day_offset_ns == cfg.risk.day_offset_ns
+            # peak and day-start equity are the account's (bot4d.daemon.account): kept whatever the shards
+            keep_day = snap.day_offset_ns == cfg.risk.day_offset_ns
             if not same:
                 log.warning("risk state: saved for shards %s, this configuration has %d: every shard starts as the "
-                            "most severe saved one, peak and day-start equity are taken afresh", sorted(saved),
+                            "most severe saved one, with the account's peak and day-start equity", sorted(saved),
                             len(self.shards))
-            elif not keep_day:
+            if not keep_day:
                 log.warning("risk state: risk.day_start_utc changed since it was saved: the day-start equity is "
                             "taken afresh")
             for sh in self.shards:
                 rec = saved[sh.index] if same else snap.most_severe()
-                riskstate.restore(rec, sh.rs.ks, sh.rs.acct, equity=same, day=keep_day)
+                riskstate.restore(rec, sh.rs.ks, sh.rs.acct, equity=False, day=False)
+                riskstate.restore_account(snap, sh.rs.acct, day=keep_day)
                 (log.info if rec.trading_state == ksk.TS_ACTIVE else log.warning)(
                     "shard %d starts %s as saved%s", sh.index, rec.describe(),
                     "" if rec.trading_state == ksk.TS_ACTIVE else "; an admin's `bot4ctl resume` returns it to ACTIVE")
@@ -742,10 +794,21 @@ class Daemon:
         log.info("bot4d %s ready: instance %s, boot %s", __version__, self.cfg.instance, self.boot_id)
         self._tasks.append(asyncio.create_task(self._watchdog()))
         self._tasks.append(asyncio.create_task(self._watch_journal()))
+        self._tasks.append(asyncio.create_task(self._drop_unadopted_stops(STOP_TAKEOVER_S)))
         for i in self.py:
             self._tasks.append(asyncio.create_task(self._py_loop(i), name=f"py-strategy-{i}"))
         await self.stopping.wait()
         return await self._shutdown()
+
+    async def _drop_unadopted_stops(self, after_s: float) -> None:
+        """An earlier run's protective stop that this run's first stop has not replaced by now
+        guards nothing this run knows of (position below a lot, protection turned off): cancel it."""
+        await asyncio.sleep(after_s)
+        for vname, gw in self.gateways.items():
+            n = await gw.cancel_unadopted_stops()
+            if n:
+                log.warning("venue %s: %d protective stops of earlier runs were not taken over in %.0f s: "
+                            "cancelled", vname, n, after_s)
 
     def _status(self, text: str) -> None:
         self.status_text = text
@@ -781,11 +844,28 @@ class Daemon:
         sent = sum(int(sh.bufs.ctr[K.C_PLACED]) for sh in self.shards)
         return f"{'/'.join(st)}; books live {live}/{len(self.table)}; orders sent {sent}"
 
+    def _log_protection(self) -> None:
+        """A protective stop the venue refused is an alarm (the shard trips to REDUCING; this says
+        so in the log, once per refusal). Reads counters the shard only ever increments."""
+        for sh in self.shards:
+            refused = sh.si.prot.ctr[:, pt.P_REFUSED]
+            for i in sh.instruments:
+                n = int(refused[i])
+                if n > self._stops_refused.get(i, 0):
+                    log.error("%s: protective stop refused by the venue (code %d; %d so far): the position "
+                              "may be unprotected; trading is REDUCING until an admin resumes",
+                              self.inst_cfg[i].symbol, int(sh.si.prot.st[i, pt.X_LAST_REFUSAL]), n)
+                    self._stops_refused[i] = n
+
     def _publish_io_telemetry(self, now: int) -> None:
+        self._log_protection()
         # counters sit one per cache line (word 8*i): written through ipc.counters only
         tel = self.telemetry
         blk = tel.io
         arr = tel.counter_array(blk.name)
+        if self.shards:   # the account's figures, from every shard's row of the account area
+            for metric, v in acc.telemetry_values(tel.account, int(self.shards[0].si.acv.words[acc.AV_BASE])).items():
+                counter_set(arr, blk.index(metric), v)
         self._publish_rules_telemetry(arr, blk)
         counters = self.feeds.counters() if self.feeds else {}
         for venue, d in counters.items():
@@ -862,6 +942,8 @@ class Daemon:
         for sh in self.shards:
             futs.append(asyncio.wrap_future(sh.submit(lambda sh=sh: self._apply_reload(sh, new, uid, pid))))
         await asyncio.gather(*futs)
+        for gw in self.gateways.values():   # the io thread's own: the order-entry breakers
+            gw.br_cfg[:] = bkr.make_breakers(1, **new.risk.order_entry_breaker.kernel_args())[1]
         # only now does `limits` show the new values: they are in force on every shard
         self.cfg = new
         self.inst_cfg = list(new.instruments)
@@ -873,7 +955,7 @@ class Daemon:
     def _apply_reload(self, sh: Shard, new: Config, uid: int, pid: int) -> None:
         """On the shard thread: limits and strategy parameters; strategy state (live orders) stays."""
         sh.journal_control(CONTROL_CODES["reload"], uid, pid)
-        self._limits(sh.rs, new)
+        self._limits(sh.rs, new, sh.index)
         now = time.time_ns()
         for i in sh.instruments:
             self._risk_for(sh.rs, i, now, new)
@@ -881,6 +963,7 @@ class Daemon:
                 _, p, _ = self._strategy_params(i, i, new)
                 sh.si.params[i, :len(p)] = p
         sh.kcfg[:] = self._kcfg(new)
+        G.configure(sh.si.guard, new.risk)
         v = next(iter(new.venues.values()))
         rk.set_venue_rate(sh.rs, 0, capacity=max(1, v.orders_per_second * 2), per_second=v.orders_per_second, now_ns=now)
 

@@ -17,18 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 from bot4d import __version__
 from bot4d.control import CommandError, ControlServer, Peer, Role
+from bot4d.daemon import account as acc
 from bot4d.daemon import shard_kernel as K
 from bot4d.fixedpoint import from_fixed, to_fixed
 from bot4d.kernels import book as bk
 from bot4d.kernels import killswitch as ksk
+from bot4d.kernels import oms_state as oms
 from bot4d.kernels import risk as rk
 
 if TYPE_CHECKING:
     from bot4d.daemon.app import Daemon
     from bot4d.daemon.shard import Shard
 
+ORDER_TYPE_NAMES = {oms.OT_LIMIT: "LIMIT", oms.OT_MARKET: "MARKET", oms.OT_STOP_LOSS: "STOP_LOSS (local)",
+                    oms.OT_TAKE_PROFIT: "TAKE_PROFIT (local)", oms.OT_STOP_LIMIT: "STOP_LOSS_LIMIT"}
 INSTRUMENT_LIMITS = ("max_position", "max_notional", "max_open_orders", "band_bps")
-ACCOUNT_LIMITS = ("max_daily_loss", "max_drawdown_pct", "max_position_pct")
+ACCOUNT_LIMITS = ("max_daily_loss", "max_drawdown_pct", "max_position_pct", "max_gross_exposure")
+MONEY_LIMITS = ("max_daily_loss", "max_gross_exposure")   # quote currency; the others are percentages
 
 
 def _on(sh: "Shard", fn) -> "asyncio.Future":
@@ -145,8 +150,27 @@ class Commands:
                 if want is not None and i != want:
                     continue
                 out.append({"order_id": o["order_id"], "symbol": self.d.inst_cfg[i].symbol, "side": o["side"],
+                            "type": ORDER_TYPE_NAMES.get(o["type"], str(o["type"])),
                             "state": o["state"], "price": self._px(i, o["price"]), "qty": self._qty(i, o["qty"]),
-                            "filled": self._qty(i, o["filled"])})
+                            "filled": self._qty(i, o["filled"]), "stop_price": self._px(i, o["stop_price"]),
+                            "protective": o["protective"]})
+        return out
+
+    async def protection(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        """Per instrument: the position and the protective stop resting at the venue for it."""
+        out: dict[str, Any] = {}
+        for sh in self.d.shards:
+            for p in await _on(sh, sh.protection):
+                i = p.pop("instrument")
+                flat = p["position"] == 0
+                for k in ("position", "stop_qty"):
+                    p[k] = self._qty(i, p[k])
+                for k in ("stop_price", "limit_price"):
+                    p[k] = self._px(i, p[k])
+                p["unprotected_for_s"] = round(p.pop("unprotected_for_ns") / 1e9, 3)
+                p["protected"] = flat or (bool(p["stop_order_id"]) and p["unprotected_for_s"] == 0
+                                          and p["stop_state"] in ("ACKED", "PARTIALLY_FILLED"))
+                out[self.d.inst_cfg[i].symbol] = p
         return out
 
     async def positions(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +201,9 @@ class Commands:
         return out
 
     def risk(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
-        out = {}
+        """Per shard its trading state and the account figures it measures against; ``account``:
+        the account's figures from every shard's row of the account area (bot4d.daemon.account)."""
+        out: dict[str, Any] = {}
         for sh in self.d.shards:
             ks, acct = sh.rs.ks, sh.rs.acct
             out[str(sh.index)] = {
@@ -192,13 +218,20 @@ class Commands:
                 "risk_rejects": int(sh.bufs.ctr[K.C_RISK_REJECTS]),
                 "paused": [self.d.inst_cfg[i].symbol for i in sh.instruments if sh.si.paused[i]],
             }
+            # correlation cap, Kelly statistics, statistical breakers, storm windows (daemon.guards)
+            out[str(sh.index)].update(sh.guard_view([ic.symbol for ic in self.d.inst_cfg]))
+        if self.d.shards and self.d.telemetry is not None:
+            out["account"] = acc.summary(self.d.telemetry.account,
+                                         int(self.d.shards[0].si.acv.words[acc.AV_BASE]))
         out["saved_state"] = dict(self.d.risk_state)
         return out
 
     def limits(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         r = self.d.cfg.risk
         return {"account": {"max_daily_loss": str(r.max_daily_loss), "max_drawdown_pct": str(r.max_drawdown_pct),
-                            "max_position_pct": str(r.max_position_pct)},
+                            "max_position_pct": str(r.max_position_pct),
+                            "max_gross_exposure": None if r.max_gross_exposure is None else str(r.max_gross_exposure),
+                            "gross_exposure_split": list(r.gross_exposure_split) if r.gross_exposure_split else None},
                 "instruments": {ic.symbol: {"max_position": str(ic.max_position), "max_notional": str(ic.max_notional),
                                             "max_open_orders": ic.max_open_orders, "band_bps": ic.band_bps}
                                 for ic in self.d.inst_cfg}}
@@ -308,8 +341,10 @@ class Commands:
         if key in ACCOUNT_LIMITS:
             import dataclasses
             r = self.d.cfg.risk
-            if key != "max_daily_loss" and val > 100:
+            if key not in MONEY_LIMITS and val > 100:
                 raise CommandError(f"{key} is a percentage: at most 100")
+            if key in MONEY_LIMITS and (val > Decimal(10) ** 10 or val != round(val, rk.QUOTE_SCALE)):
+                raise CommandError(f"{key}={raw}: at most 10000000000 with at most {rk.QUOTE_SCALE} decimals")
             try:
                 nr = dataclasses.replace(r, **{key: val})
                 _ = (nr.max_dd_bps, nr.max_pos_bps)
@@ -318,7 +353,7 @@ class Commands:
             new_cfg = dataclasses.replace(self.d.cfg, risk=nr)
 
             def apply(sh: "Shard") -> None:
-                self.d._limits(sh.rs, new_cfg)
+                self.d._limits(sh.rs, new_cfg, sh.index)
                 sh.kcfg[:] = self.d._kcfg(new_cfg)
             for sh in self.d.shards:
                 await _on(sh, lambda sh=sh: apply(sh))
@@ -367,9 +402,10 @@ def make_server(d: "Daemon") -> ControlServer:
         ("books", M, False, c.books, "top of one book: books SYMBOL [depth=N]"),
         ("orders", M, False, c.orders, "live orders [SYMBOL]"),
         ("positions", M, False, c.positions, "positions per instrument"),
+        ("protection", M, False, c.protection, "protective stops resting at the venue per position"),
         ("balances", M, False, c.balances, "venue balances (asks the venue)"),
         ("pnl", M, False, c.pnl, "realised, unrealised, fees, equity"),
-        ("risk", M, False, c.risk, "trading state, kill switch, equity"),
+        ("risk", M, False, c.risk, "trading state, kill switch, equity, correlations, Kelly, breakers, storms"),
         ("limits", M, False, c.limits, "risk limits in force"),
         ("journal-lag", M, False, c.journal_lag, "journal events produced, persisted, backlog, consumer, kept rings"),
         ("halt", O, True, c.halt, "stop new orders at once (cancels still go out)"),

@@ -129,6 +129,18 @@ def restore(rec: ShardRisk, ks: np.ndarray, acct: np.ndarray, *, equity: bool, d
         acct[rk.A_DAY] = rec.day
 
 
+def restore_account(snap: RiskSnapshot, acct: np.ndarray, *, day: bool) -> None:
+    """The account's peak and, if ``day``, the trading day's start equity into a shard's ``acct``,
+    whatever shards saved them: each shard saved its record of the same account figures
+    (bot4d.daemon.account), so the highest peak, and of the latest day the highest start, is what
+    the strictest of them measured against."""
+    acct[rk.A_PEAK_EQUITY] = max(r.peak_equity for r in snap.shards)
+    if day:
+        d = max(r.day for r in snap.shards)
+        acct[rk.A_DAY_START_EQUITY] = max(r.day_start_equity for r in snap.shards if r.day == d)
+        acct[rk.A_DAY] = d
+
+
 # --- bytes ----------------------------------------------------------------------------------------
 def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

@@ -24,12 +24,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bot4d.daemon import guards as G
 from bot4d.daemon import shard_kernel as K
 from bot4d.feed.state import LIVE as FEED_STATE_LIVE
 from bot4d.kernels import book as bk
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels import oms_state as oms
+from bot4d.kernels import protect as pt
 from bot4d.kernels import risk as rk
 from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_CONTROL, INTENT_FLAG_REDUCE_ONLY, MD_UPDATE_DTYPE,
                            ORDER_COMMAND_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID)
@@ -111,6 +113,9 @@ class Shard:
 
     # --- the loop ---------------------------------------------------------------------------------
     def start(self) -> None:
+        # the positions reconciliation found are where the Kelly statistics' trades begin
+        pb = self.st.positions
+        G.sync_positions(self.si.guard, pb.qty[K.ACCOUNT], pb.realised[K.ACCOUNT], pb.fees[K.ACCOUNT])
         self.thread = threading.Thread(target=self._run, name=f"shard-{self.index}", daemon=True)
         self.thread.start()
 
@@ -235,7 +240,7 @@ class Shard:
                        self.rs.work, ks, self.st.positions.qty[K.ACCOUNT], self.st.open_orders[K.ACCOUNT],
                        self.st.open_buy_qty[K.ACCOUNT], self.st.open_sell_qty[K.ACCOUNT], self.si.mids,
                        self.si.corr, 0, z, z, b.rj, b.rjc, self.index)
-        K.mark_equity(self.st, self.si, scratch, self.kcfg, K.equity(self.st, self.si), 0)
+        K.mark_account(self.st, self.si, scratch, self.kcfg, 0)
         K._on_order(self.si, b.journal, j0, j0)
         oc = int(b.ocount[0])
         b.ocount[0] = 0
@@ -247,10 +252,29 @@ class Shard:
         bk.best_ask(self.books.levels, self.books.state, 0)
         v = np.zeros(1, np.int64)
         bk.top_n(self.books.levels, self.books.state, 0, 1, v, v.copy(), v.copy(), v.copy())
+        G.warm_python_calls(ks, self.kcfg)
 
     # --- operations run on the shard thread (through submit) --------------------------------------
     def _journal_room(self) -> bool:
         return self.bufs.jcount[0] < K.JOURNAL_HIGH
+
+    def journal_records(self, recs: np.ndarray) -> int:
+        """Records made on the io thread (the order-entry breaker's EV_BREAKER) into this shard's
+        journal, stamped as its own; returns how many fitted (the rest is logged by the caller)."""
+        b = self.bufs
+        n = min(len(recs), len(b.journal) - int(b.jcount[0]))
+        for r in recs[:n]:
+            k = int(b.jcount[0])
+            b.journal[k] = r
+            b.journal["seq"][k] = self.st.seq[0]
+            b.journal["shard"][k] = self.index
+            self.st.seq[0] += 1
+            b.jcount[0] += 1
+        return n
+
+    def guard_view(self, symbols: list[str]) -> dict[str, Any]:
+        """``bot4ctl risk``: correlations, Kelly statistics, statistical breakers, storm windows."""
+        return G.read_view(self.si.guard, self.si, self.rs, self.kcfg, symbols, time.time_ns())
 
     def journal_control(self, code: int, uid: int, pid: int, instrument: int = -1, a2: int = 0, a3: int = 0) -> None:
         """EV_CONTROL: who asked for what (uid, pid), in this shard's journal."""
@@ -279,12 +303,48 @@ class Shard:
             ksk.ks_resume(ks, state, time.time_ns(), b.journal, b.jcount, self.index)
         return f"{ksk.STATE_NAMES[old]} -> {ksk.STATE_NAMES[int(ks[ksk.K_STATE])]}"
 
-    def live_orders(self, instrument: int | None = None) -> list[int]:
+    def live_orders(self, instrument: int | None = None, *, protective: bool = False) -> list[int]:
+        """Our live orders; the protective stops (which follow the positions by themselves and
+        stay at the venue when the daemon stops) only with ``protective``."""
         st = self.st
         live = np.isin(st.o_state, LIVE_ORDER_STATES) & (st.o_id != 0)
         if instrument is not None:
             live &= st.o_inst == instrument
+        if not protective:
+            live &= ~np.isin(st.o_id, self.protective_ids())
         return [int(x) for x in st.o_id[live]]
+
+    def protective_ids(self) -> np.ndarray:
+        """Order ids of the protective stops (and market exits) the shard keeps for its positions."""
+        x = self.si.prot.st
+        ids = np.concatenate([x[:, pt.X_OID], x[:, pt.X_EXIT_OID]])
+        return ids[ids != 0]
+
+    def protection(self) -> list[dict[str, Any]]:
+        """``bot4ctl protection``: per instrument, the position and the stop resting for it."""
+        pr, st = self.si.prot, self.st
+        out = []
+        for i in self.instruments:
+            oid = int(pr.st[i, pt.X_OID])
+            s = oid & ((1 << int(st.slot_bits[0])) - 1) if oid else -1
+            live = s >= 0 and int(st.o_id[s]) == oid
+            since = int(pr.st[i, pt.X_SINCE])
+            pos = int(st.positions.qty[K.ACCOUNT, i])
+            out.append({
+                "instrument": i, "enabled": bool(pr.cfg[i, pt.PC_ENABLED]), "position": pos,
+                "stop_order_id": oid if live else 0,
+                "stop_state": STATE_NAMES.get(int(st.o_state[s]), "?") if live else None,
+                "stop_side": ("SELL" if int(st.o_side[s]) == SIDE_ASK else "BUY") if live else None,
+                "stop_qty": int(st.o_qty[s] - st.o_filled[s]) if live else 0,
+                "stop_price": int(st.o_trigger[s]) if live else 0,
+                "limit_price": int(st.o_px[s]) if live else 0,
+                "venue_order_id": int(st.o_venue_id[s]) if live else 0,
+                "unprotected_for_ns": time.time_ns() - since if since else 0,
+                "placed": int(pr.ctr[i, pt.P_PLACED]), "cancelled": int(pr.ctr[i, pt.P_CANCELLED]),
+                "refused": int(pr.ctr[i, pt.P_REFUSED]), "last_refusal_code": int(pr.st[i, pt.X_LAST_REFUSAL]),
+                "refused_locally": int(pr.ctr[i, pt.P_OMS_REFUSED]), "market_exits": int(pr.ctr[i, pt.P_EXITS]),
+                "dust_passes": int(pr.ctr[i, pt.P_DUST])})
+        return out
 
     def _submit_intents(self, intents: np.ndarray, decision: np.ndarray | None = None) -> np.ndarray:
         """Operator intents straight into the OMS (cancels need no risk verdict) or through risk."""
@@ -295,7 +355,7 @@ class Shard:
             decision = np.zeros(n, np.int64)
             approved = np.zeros(n, np.int64)
             b.rjc[0] = 0
-            K.mark_equity(self.st, self.si, self.rs, self.kcfg, K.equity(self.st, self.si), now)
+            K.mark_account(self.st, self.si, self.rs, self.kcfg, now)   # the account's equity, all shards
             rk.check_batch(intents, self.rs.cfg, self.rs.inst, self.rs.acct, self.rs.strat, self.rs.bucket,
                            self.rs.work, self.rs.ks, self.st.positions.qty[K.ACCOUNT],
                            self.st.open_orders[K.ACCOUNT], self.st.open_buy_qty[K.ACCOUNT],
@@ -348,6 +408,8 @@ class Shard:
         it["flags"] = INTENT_FLAG_REDUCE_ONLY
         it["ts_ns"] = time.time_ns()
         it["client_order_id"] = (1 << 62) + (self.index << 48) + (1 << 47) + int(self.st.seq[0])
+        # the protective stop holds the position (a spot venue locks it): the exit replaces it
+        it["replace_order_id"] = int(self.si.prot.st[instrument, pt.X_OID])
         d = self._submit_intents(it)
         verdict = int(d[0])
         return {"cancelled": cancelled, "order": "sent" if verdict == 0 else
@@ -374,11 +436,13 @@ class Shard:
 
     def orders(self) -> list[dict[str, Any]]:
         st = self.st
+        prot = set(self.protective_ids().tolist())
         live = np.flatnonzero(np.isin(st.o_state, LIVE_ORDER_STATES) & (st.o_id != 0))
         return [{"order_id": int(st.o_id[s]), "client_order_id": int(st.o_coid[s]), "instrument": int(st.o_inst[s]),
                  "side": "BUY" if st.o_side[s] == SIDE_BID else "SELL", "state": STATE_NAMES.get(int(st.o_state[s]), "?"),
                  "type": int(st.o_type[s]), "price": int(st.o_px[s]), "qty": int(st.o_qty[s]),
-                 "filled": int(st.o_filled[s])} for s in live.tolist()]
+                 "filled": int(st.o_filled[s]), "stop_price": int(st.o_trigger[s]),
+                 "protective": int(st.o_id[s]) in prot} for s in live.tolist()]
 
     def positions(self) -> dict[int, dict[str, int]]:
         pb = self.st.positions

@@ -13,8 +13,13 @@ without allocating:
    says STALE / RESYNCING, a book error, a pause), gets a mark at the mid (stops trigger, P&L
    marks), then its strategy's ``on_book``; the intents go through pre-trade risk
    (``risk.check_batch``, rejects journalled) and the OMS (``oms.submit``);
-4. the kill switch is evaluated on equity, staleness and journal fill;
-5. the OMS outbox goes to the ``egress-<s>`` ring as ``ORDER_COMMAND_DTYPE`` records carrying the
+4. protective stops (``bot4d.kernels.protect``): every position keeps a stop for its whole size
+   resting at the venue, resized by cancel-replace as fills change it, cancelled when flat; a
+   refused one trips the kill switch to REDUCING;
+5. the account (``bot4d.daemon.account``): the shard publishes its part of the account's equity and
+   exposure in its row of the shared account area and measures the account's equity from every
+   row; the kill switch is evaluated on that, staleness and journal fill;
+6. the OMS outbox goes to the ``egress-<s>`` ring as ``ORDER_COMMAND_DTYPE`` records carrying the
    receive time of the frame that caused them (the gateway records tick-to-order when it writes
    the request), the journal buffer to the ``journal-<s>`` ring, top of book and positions to the
    seqlock snapshots, counters to the shard's counters segment.
@@ -28,16 +33,21 @@ touches only the rows ``mine`` marks), so records need no translation between sh
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numba as nb
 import numpy as np
 
+from bot4d.daemon import account as acc
+from bot4d.daemon import guards as G
+from bot4d.jitcache import drop_stale_cache
 from bot4d.kernels import book as bk
 from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels import oms_state as oms
+from bot4d.kernels import protect as pt
 from bot4d.kernels import risk as rk
 from bot4d.records import (CMD_CANCEL, CMD_PLACE, EV_ORDER_STATE, EV_RISK_REJECT, JOURNAL_EVENT_DTYPE,
                            MD_CLEAR, MD_SNAPSHOT_END, MD_UPDATE_DTYPE, ORDER_COMMAND_DTYPE,
@@ -49,6 +59,13 @@ from ipc import seqlock as SL
 from ipc.atomics import cpu_pause, eventfd_signal, eventfd_wait, load_acquire, monotonic_ns, realtime_ns, sleep_us
 # telemetry counters sit one per cache line (word 8*i): written through ipc.counters only
 from ipc.counters import counter_add, counter_set
+
+# numba keys this module's cache on this file only, and every kernel below has the book, risk, kill
+# switch, OMS, strategies, guards and ipc compiled in: an edit there must recompile the shard loop
+_SRC = Path(__file__).resolve().parents[2]
+drop_stale_cache(__file__, sorted(str(f) for d in ("bot4d/kernels", "bot4d/strategies", "ipc")
+                                  for f in (_SRC / d).glob("*.py"))
+                 + [G.__file__, acc.__file__, str(_SRC / "bot4d/records.py"), str(_SRC / "bot4d/errors.py")])
 
 # strategy kinds (ShardInst.kind)
 K_NONE = 0
@@ -111,8 +128,12 @@ class ShardInst(NamedTuple):
     neutral: np.ndarray     # int64[n] base holding that counts as flat (qty units)
     conv_mul: np.ndarray    # int64[n] notional units -> risk quote units: * mul // div
     conv_div: np.ndarray
-    equity0: np.ndarray     # int64[1] quote units at start, excluding the neutral holdings
+    equity0: np.ndarray     # int64[1] quote units of the shard's part at start beyond its holdings at the
+                            # mark (a position found at start: its value at the first mark)
     feed_state: np.ndarray  # int64[n] the feeds' BookStateTable.state (LIVE = FEED_LIVE)
+    prot: pt.Protection     # protective stops (bot4d.kernels.protect)
+    guard: G.Guards         # correlation, Kelly statistics, storms, stat breakers (bot4d.daemon.guards)
+    acv: acc.AccountView    # the account risk area: every shard's part of equity and exposure
 
 
 class ShardBufs(NamedTuple):
@@ -238,8 +259,9 @@ def _usable(si, bstate, i):
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def equity(st, si):
-    """Equity in risk quote units: start equity + neutral holdings and positions at the mark
-    + realised - fees, exact per instrument then converted."""
+    """This shard's part of the account's equity, in risk quote units: its instruments' neutral
+    holdings and positions at the mark + realised - fees (exact per instrument, then converted),
+    + ``equity0``. The account's quote balances are counted once, in ``acv`` (AV_BASE)."""
     eq = si.equity0[0]
     pb = st.positions
     for i in range(si.mine.shape[0]):
@@ -254,6 +276,18 @@ def equity(st, si):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
+def gross_exposure(st, si):
+    """Sum of |position| x mark over this shard's instruments, risk quote units."""
+    g = np.int64(0)
+    pb = st.positions
+    for i in range(si.mine.shape[0]):
+        q = pb.qty[ACCOUNT, i]
+        if si.mine[i] != 0 and si.mids[i] > 0 and q != 0:
+            g += (q if q > 0 else -q) * si.mids[i] * si.conv_mul[i] // si.conv_div[i]
+    return g
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def valued(st, si):
     """True once every instrument that holds something has a mark. Before that, ``equity`` lacks
     those holdings: it is no valuation to take the day's start or a peak from, nor to trade on."""
@@ -265,14 +299,17 @@ def valued(st, si):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def mark_equity(st, si, rs, kcfg, eq, now):
-    """Record equity ``eq`` in risk's account words (peak, the trading day's start) if it is a full
-    valuation; the trading day starts ``kcfg[KC_DAY_OFFSET_NS]`` after 00:00 UTC. Returns whether
-    it was recorded."""
-    if not valued(st, si):
-        return False
-    rk.update_equity(rs.acct, eq, now - kcfg[ksk.KC_DAY_OFFSET_NS])
-    return True
+def mark_account(st, si, rs, kcfg, now):
+    """Measure the account's equity (``bot4d.daemon.account``: the quote balances, this shard's
+    fresh part, every other shard's published part) and, if it is a full valuation (every holding
+    of every shard has a mark), record it in risk's account words: equity, peak, the trading day's
+    start (the day starts ``kcfg[KC_DAY_OFFSET_NS]`` after 00:00 UTC). Returns (account equity,
+    full valuation, this shard's part)."""
+    part = equity(st, si)
+    eq, whole = acc.account_equity(si.acv, part, valued(st, si))
+    if whole:
+        rk.update_equity(rs.acct, eq, now - kcfg[ksk.KC_DAY_OFFSET_NS])
+    return eq, whole, part
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -289,6 +326,8 @@ def _to_command(c, it, shard, now, anchor):
     c.tif = it.tif
     c.instrument = it.instrument
     c.shard = shard
+    c.stop_price = it.stop_price
+    c.replace_order_id = it.replace_order_id
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -329,10 +368,10 @@ def _account(b, tel, idx, j0, j1):
                     counter_add(tel, idx[T_REJECT_BASE], 1)
         elif e.kind == EV_RISK_REJECT:
             b.ctr[C_RISK_REJECTS] += 1
-            if idx[T_REJECT_BASE] >= 0 and 0 < e.reason <= rk.REJ_INSTRUMENT_DISABLED:
+            if idx[T_REJECT_BASE] >= 0 and 0 < e.reason <= rk.REJ_LAST:
                 counter_add(tel, idx[T_REJECT_BASE] + e.reason, 1)
         elif e.kind == ksk.EV_KILL_SWITCH:
-            if idx[T_TRIP_BASE] >= 0 and 0 < e.reason <= ksk.TRIP_MANUAL:
+            if idx[T_TRIP_BASE] >= 0 and 0 < e.reason <= ksk.TRIP_LAST:
                 counter_add(tel, idx[T_TRIP_BASE] + e.reason - 1, 1)
 
 
@@ -363,13 +402,14 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     pos = st.positions.qty[ACCOUNT, i]
     # HALTED means cancels only: the strategy sees an unusable book, so it pulls its quotes and
     # asks for nothing the risk kernel would refuse anyway
-    # nor does anything trade before every holding has a mark (equity is not known until then)
-    quote = usable and rs.ks[ksk.K_STATE] != ksk.TS_HALTED and valued(st, si)
+    # nor does anything trade before every holding of the account, in every shard, has a mark
+    # (its equity is not known until then); the account measured now is what risk checks against
+    _, whole, _ = mark_account(st, si, rs, kcfg, now)
+    quote = usable and rs.ks[ksk.K_STATE] != ksk.TS_HALTED and whole
     ni = _on_book(kind, levels, bstate, i, now, pos, quote, si.params[i], si.state[i], b.intents, 0)
     if ni == 0:
         return
     b.ctr[C_INTENTS] += ni
-    mark_equity(st, si, rs, kcfg, equity(st, si), now)
     done = 0
     jr0 = b.jcount[0]
     while done < ni:
@@ -398,6 +438,29 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
                  b.outbox, b.ocount)
     _on_order(si, b.journal, jr0, b.jcount[0])
     b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, anchor)
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _protect(now, shard, st, rs, kcfg, si, b, j_start):
+    """Bring each instrument's protective stop in line with its position. Its intents bypass
+    pre-trade risk (they only reduce, and a halted account needs them most) but not the OMS."""
+    pr = si.prot
+    if pt.note_journal(pr, b.journal, j_start, b.jcount[0]) > 0:
+        ksk.ks_trip(rs.ks, kcfg, ksk.TRIP_STOP_REFUSED, 0, now, b.journal, b.jcount, shard)
+    for i in range(si.mine.shape[0]):
+        if si.mine[i] == 0 or pr.cfg[i, pt.PC_ENABLED] == 0:
+            continue
+        if b.jcount[0] + 64 > b.journal.shape[0] or b.ocount[0] + 8 > b.outbox.shape[0]:
+            break   # buffers backed up: the next pass comes back to it
+        if pt.plan(pr, st, i, now, b.intents, 0) == 0:
+            continue
+        b.decision[0] = 0
+        b.approved[0] = 0
+        oms_k.submit(st, b.intents[:1], b.decision[:1], b.approved[:1], now, b.journal, b.jcount,
+                     b.outbox, b.ocount)
+        pt.adopt(pr, st, i, b.intents, 0, now)
+    if b.ocount[0] > 0:
+        b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, 0)
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -551,23 +614,33 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
         # an order caused by market data is timed from the frame that carried it
         anchor = si.last_recv[i] if (b.tmark[i] & 2) != 0 else 0
         _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor)
-    # 4. kill switch: equity, staleness, journal fill
+    # 4. protective stops follow the positions this pass left; a refused one trips the kill switch
+    _protect(now, shard, st, rs, kcfg, si, b, j_start)
+    # venue errors and breaker opens into the storm windows, closed trades into the Kelly
+    # statistics, and when due the correlation matrix and the statistical breakers
+    G.guard_step(si.guard, now, shard, st, rs, kcfg, si, b.journal, b.jcount, j_start, tel, ACCOUNT)
+    # 5. the account: this shard's row, the account's equity; kill switch on it, staleness, journal
     last_md = np.int64(0)
     for i in range(si.mine.shape[0]):
         if si.mine[i] != 0 and si.last_recv[i] > last_md:
             last_md = si.last_recv[i]
-    eq = equity(st, si)
+    eq, whole, part = mark_account(st, si, rs, kcfg, now)
     peak = np.int64(0)   # before the first full valuation no loss is measured (see valued)
     day0 = eq
-    if mark_equity(st, si, rs, kcfg, eq, now):
+    if whole:
         peak = rs.acct[rk.A_PEAK_EQUITY]
         day0 = rs.acct[rk.A_DAY_START_EQUITY]
+    pa = st.positions.qty[ACCOUNT]
+    committed = rk.committed_exposure(pa, st.open_buy_qty[ACCOUNT], st.open_sell_qty[ACCOUNT], si.mids,
+                                      rs.inst, rs.work)
+    acc.publish(si.acv, now, part, valued(st, si), gross_exposure(st, si), committed, rs.cfg[rk.C_MAX_GROSS],
+                eq if whole else 0, peak, day0 if whole else 0, rs.acct[rk.A_DAY] if whole else -1)
     used = np.int64(0)
     if journal_cap > 0:
         prod = load_acquire(jr_ctrl, R.C_PROD)
         used = prod - R._refresh_gate(jr_ctrl, prod)
     ksk.ks_evaluate(rs.ks, kcfg, eq, peak, day0, last_md, used, journal_cap, now, b.journal, b.jcount, shard)
-    # 5. out: counters, snapshots, rings
+    # 6. out: counters, snapshots, rings
     _account(b, tel, idx, j_start, b.jcount[0])
     filt.count_rejects(st.filters, b.journal, j_start, b.jcount[0])   # per-rule exchange-filter refusals
     if idx[T_STATE] >= 0:

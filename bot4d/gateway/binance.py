@@ -15,10 +15,15 @@ The io thread hands ``ORDER_COMMAND_DTYPE`` records to :meth:`BinanceGateway.sen
 * Request weight is charged before sending against a per-minute budget kept in step with
   ``X-MBX-USED-WEIGHT-1M``. Places that do not fit are rejected locally (-1003); cancels and
   reconciliation queries wait, cancels first.
-* Order-entry breaker (a small Python state machine, not the numba breaker kernel: its inputs are
-  HTTP answers on the io thread): 429 / -1003 / -1015 open it for Retry-After; then one probe
-  request at a time (half-open); a probe that is not rate limited closes it. 418 (IP ban) and the
-  CAT_HALT codes call ``on_halt`` and stop all sending.
+* Order-entry circuit breaker: one row of the breaker kernel (``bot4d.kernels.breaker``,
+  configured from ``[risk.order_entry_breaker]``) around every REST call. Consecutive failures
+  (transport errors, 5xx, unknown outcomes), a failure rate over its window or slow answers open it
+  for its cool-down; 429 / -1003 / -1015 open it for Retry-After (at least RATE_LIMIT_MIN_HOLD_S).
+  While open, places are refused locally (-1003) and cancels and queries wait; then probe requests
+  (half-open) close it or open it again. Its changes go to ``on_breaker`` as EV_BREAKER records
+  (the daemon journals them and counts opens into the kill switch's breaker storm); every failed or
+  refused venue call is reported to ``on_error`` (the kill switch's error storm). 418 (IP ban) and
+  the CAT_HALT codes call ``on_halt`` and stop all sending.
 * The API key and secret never appear in logs, exceptions, ``status()`` or reprs.
 * Signed requests are stamped with the venue's time: the local clock plus the offset measured
   with ``GET /api/v3/time`` at start, every ``time_sync_interval_s`` and after a -1021, which is
@@ -42,17 +47,20 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
-from bot4d.errors import CAT_HALT, CAT_RATE_LIMIT, CAT_RECONCILE, CAT_RETRY, CATEGORY_NAMES, classify
+from bot4d.errors import (CAT_HALT, CAT_OK, CAT_RATE_LIMIT, CAT_RECONCILE, CAT_REJECT, CAT_RETRY, CATEGORY_NAMES,
+                          classify)
 from bot4d.feed.backoff import BackoffPolicy
 from bot4d.fixedpoint import decimals, from_fixed, to_fixed
 from bot4d.gateway.clock import VenueClock
 from bot4d.gateway.rest import RestClient, RestError
+from bot4d.kernels import breaker as bkr
 from bot4d.kernels.oms import (
     RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_FLAG_RECOVERED,
     RP_REJECT, RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
 )
-from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, TIF_FOK, TIF_GTC, TIF_IOC, TIF_POST_ONLY
-from bot4d.records import CMD_CANCEL, CMD_PLACE, CMD_REPLACE, ORDER_COMMAND_DTYPE, SIDE_ASK, SIDE_BID
+from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, OT_STOP_LIMIT, TIF_FOK, TIF_GTC, TIF_IOC, TIF_POST_ONLY
+from bot4d.records import (CMD_CANCEL, CMD_PLACE, CMD_REPLACE, JOURNAL_EVENT_DTYPE, ORDER_COMMAND_DTYPE, SIDE_ASK,
+                           SIDE_BID)
 from bot4d.venues.binance import sign
 
 log = logging.getLogger("bot4d.gateway.binance")
@@ -61,6 +69,7 @@ log = logging.getLogger("bot4d.gateway.binance")
 # https://developers.binance.com/docs/binance-spot-api-docs/rest-api (trading-endpoints,
 # account-endpoints, general-endpoints, user-data-stream-endpoints).
 W_ORDER = 1           # POST /api/v3/order
+W_CANCEL_REPLACE = 1  # POST /api/v3/order/cancelReplace
 W_CANCEL = 1          # DELETE /api/v3/order
 W_QUERY_ORDER = 4     # GET /api/v3/order
 W_OPEN_SYMBOL = 6     # GET /api/v3/openOrders with symbol
@@ -72,14 +81,27 @@ W_LISTEN_KEY = 2      # POST/PUT/DELETE /api/v3/userDataStream
 W_TIME = 1            # GET /api/v3/time
 W_COMMISSION = 20     # GET /api/v3/account/commission
 
-CLOSED, OPEN, HALF_OPEN = 0, 1, 2
-BREAKER_NAMES = {CLOSED: "CLOSED", OPEN: "OPEN", HALF_OPEN: "HALF_OPEN"}
+CLOSED, OPEN, HALF_OPEN = bkr.CLOSED, bkr.OPEN, bkr.HALF_OPEN
+BREAKER_NAMES = bkr.BREAKER_STATE_NAMES
+BREAKER_REASONS = {v: k[4:] for k, v in vars(bkr).items() if k.startswith("BRR_")}
+RATE_LIMIT_MIN_HOLD_S = 0.5   # a Retry-After of 0 still keeps the breaker open this long
 
 LOCAL_RATE_LIMIT = -1003   # reason on places refused locally (budget or breaker), Binance's code
 NOT_SENT = -1001           # DISCONNECTED: the request never left (connect failed)
 NO_SUCH_ORDER = -2013
 UNKNOWN_ORDER_CANCEL = -2011
 UNSUPPORTED = -1000        # commands this gateway cannot express on Binance spot (replace)
+# Binance answers -2010 for many refusals; "Stop price would trigger immediately." means the venue's
+# last price is already through the stop (bot4d.kernels.protect then exits at market): reported
+# under a code of its own so the shard can tell it from a refusal of the order itself
+STOP_WOULD_TRIGGER = -20101
+
+
+def _reject_code(code: int, body: Any) -> int:
+    msg = body.get("msg") if isinstance(body, dict) else None
+    if code == -2010 and isinstance(msg, str) and "would trigger immediately" in msg.lower():
+        return STOP_WOULD_TRIGGER
+    return code
 UNKNOWN_OUTCOME_CODES = (-1006, -1007)
 INVALID_TIMESTAMP = -1021  # outside recvWindow, or 1 s ahead of the venue's clock
 EXIT_TYPES = ("MARKET", "STOP_LOSS_LIMIT")   # orders that take by nature (see _order_params' STP)
@@ -188,6 +210,7 @@ class OpenOrder:
     boot_id: str | None    # parsed from the client order id (None: foreign)
     shard: int | None
     order_id: int | None
+    otype: str = ""        # the venue's order type (STOP_LOSS_LIMIT: a protective stop)
 
 
 @dataclass
@@ -211,59 +234,6 @@ class _LocalReject(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-class OrderEntryBreaker:
-    """CLOSED -> (rate limited) OPEN for Retry-After -> HALF_OPEN: one probe at a time;
-    a probe that is not rate limited closes it, one that is reopens it."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, min_open_s: float = 0.5) -> None:
-        self.clock = clock
-        self.min_open_s = min_open_s
-        self._state = CLOSED
-        self.open_until = 0.0
-        self.probe_out = False
-        self.opened = 0
-
-    @property
-    def state(self) -> int:
-        if self._state == OPEN and self.clock() >= self.open_until:
-            self._state = HALF_OPEN
-            self.probe_out = False
-        return self._state
-
-    def try_acquire(self) -> tuple[bool, bool]:
-        """(may send now, this request is the probe)."""
-        st = self.state
-        if st == CLOSED:
-            return True, False
-        if st == HALF_OPEN and not self.probe_out:
-            self.probe_out = True
-            return True, True
-        return False, False
-
-    def wait_s(self) -> float:
-        st = self.state
-        if st == OPEN:
-            return max(0.0, self.open_until - self.clock())
-        return 0.02 if st == HALF_OPEN else 0.0
-
-    def release(self, probe: bool) -> None:
-        """The request got no verdict (transport failure, local refusal)."""
-        if probe and self._state == HALF_OPEN:
-            self.probe_out = False
-
-    def on_answer(self, probe: bool) -> None:
-        if probe and self._state == HALF_OPEN:
-            self._state = CLOSED
-            self.probe_out = False
-
-    def on_rate_limited(self, retry_after_s: float) -> None:
-        if self._state != OPEN:
-            self.opened += 1
-        self._state = OPEN
-        self.probe_out = False
-        self.open_until = max(self.open_until, self.clock() + max(retry_after_s, self.min_open_s))
 
 
 class WeightBudget:
@@ -367,7 +337,10 @@ class BinanceGateway:
                  connections: int = 4, request_timeout_s: float = 5.0,
                  on_halt: Callable[[str], None] | None = None,
                  clock_ns: Callable[[], int] = time.time_ns, time_sync_interval_s: float = 60.0,
-                 mark_of: Callable[[str, str], Decimal | None] | None = None) -> None:
+                 mark_of: Callable[[str, str], Decimal | None] | None = None,
+                 breaker: tuple[np.ndarray, np.ndarray] | None = None,
+                 on_breaker: Callable[[np.ndarray], None] | None = None,
+                 on_error: Callable[[], None] | None = None) -> None:
         # ``clock_ns`` is the local clock; plus the measured offset (``self.clock``, see
         # bot4d.gateway.clock) it is the venue's (request timestamps, the weight minute); latencies
         # always use CLOCK_REALTIME because tick_recv_ns does.
@@ -414,7 +387,15 @@ class BinanceGateway:
         self.budget = WeightBudget(weight_budget_per_min, lambda: self.venue_ns() / 1e9)
         # places may not take the last few percent: a cancel always finds room
         self.place_reserve = max(1, weight_budget_per_min // 20)
-        self.breaker = OrderEntryBreaker()
+        # the order-entry breaker: (state, config) of ``bot4d.kernels.breaker.make_breakers``
+        self.br, self.br_cfg = breaker if breaker is not None else bkr.make_breakers(
+            1, cooldown_ns=5_000_000_000, probes=1, probe_ok_to_close=1)
+        self.br_i = bkr.breaker_id(0, bkr.COMP_ORDER_ENTRY)
+        self._br_ev = np.zeros(8, JOURNAL_EVENT_DTYPE)   # its EV_BREAKER records, for on_breaker
+        self._br_n = np.zeros(1, np.int64)
+        self.on_breaker = on_breaker
+        self.on_error = on_error
+        self.venue_errors = 0   # failed or refused venue calls (reported to on_error)
         self.rest: RestClient | None = None
         self.orders: OrderedDict[str, _Order] = OrderedDict()
         self.errors = {name: 0 for name in CATEGORY_NAMES.values()}
@@ -429,8 +410,8 @@ class BinanceGateway:
             "fee_converted", "fee_no_mark", "clock_syncs_failed",
             "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals",
             "fill_sweeps", "fills_recovered", "fills_recovered_other_runs", "trades_not_ours",
-            "stream_held", "stream_other_boot_fills")}
-        self.breaker_state = CLOSED
+            "stream_held", "stream_other_boot_fills", "cancel_replaces", "swap_cancel_failed",
+            "stops_taken_over")}
         self.halted: str | None = None
         self.halt_code = 0
         self._cancel_waiting = 0
@@ -459,6 +440,9 @@ class BinanceGateway:
         self._gap = asyncio.Event()      # set by a new gap: a recovery that backs off goes again
         # venue order id -> (boot, shard, order id) of its client order id (None: not bot4d's)
         self._owners: OrderedDict[int, tuple[str, int, int] | None] = OrderedDict()
+        # symbol -> an earlier boot's protective stop still guarding the position (see
+        # cancel_leftovers); the first protective stop this boot places there replaces it
+        self.adoptable_stops: dict[str, OpenOrder] = {}
 
     def __repr__(self) -> str:
         return (f"BinanceGateway(rest_base={self.rest_base!r}, boot_id={self.boot_id!r}, "
@@ -514,7 +498,6 @@ class BinanceGateway:
                 raise GatewayError(f"cannot read the account's latest trades: {e}") from None
             # halted (refused credentials, a ban): nothing is sent, so no fill can happen to follow
             log.error("binance gateway: order entry halted before the account's trades were read: %s", e)
-
 
     async def stop(self) -> None:
         self._stopping = True
@@ -735,12 +718,12 @@ class BinanceGateway:
             while True:
                 if self.halted:
                     raise _Halted(self.halted)
-                ok, probe = self.breaker.try_acquire()
-                self.breaker_state = self.breaker.state
+                ok, probe = self._br_allow()
                 if ok:
                     if self._budget_take(weight, kind):
                         return probe
-                    self.breaker.release(probe)
+                    if probe:
+                        bkr.br_release(self.br, self.br_i)
                     if kind == K_PLACE:
                         raise _LocalReject(LOCAL_RATE_LIMIT)
                     if not waited:
@@ -750,7 +733,7 @@ class BinanceGateway:
                 else:
                     if kind == K_PLACE:
                         raise _LocalReject(LOCAL_RATE_LIMIT)
-                    delay = min(max(self.breaker.wait_s(), 0.005), 0.1)
+                    delay = min(max(self._br_wait_s(), 0.005), 0.1)
                 await asyncio.sleep(delay)
         finally:
             if kind == K_CANCEL:
@@ -765,7 +748,7 @@ class BinanceGateway:
         after the venue's clock is measured again; -1021 is refused before the matching engine
         (errors.md), so the second one cannot double an order."""
         assert self.rest is not None
-        probe = await self._admit(kind, weight)
+        await self._admit(kind, weight)   # (a probe that is not sent gives its slot back there)
         ts = 0
         if signed:
             query, ts = self._signed_query(params)
@@ -774,12 +757,13 @@ class BinanceGateway:
         else:
             query = urlencode(params)
         minute = self.budget.minute
+        t0 = time.monotonic_ns()
         try:
             resp = await self.rest.request(method, path, query=query, headers=self._key_header(),
                                            on_written=on_written)
         except RestError as e:
-            self.breaker.release(probe)
             self.errors[CATEGORY_NAMES[CAT_RECONCILE if e.written else CAT_RETRY]] += 1
+            self._br_outcome(CAT_RECONCILE if e.written else CAT_RETRY, time.monotonic_ns() - t0, True)
             log.warning("binance %s %s: transport failure (%s)", method, path, e)
             raise
         used = resp.headers.get("x-mbx-used-weight-1m")
@@ -790,8 +774,7 @@ class BinanceGateway:
         except ValueError:
             data = None
         if 200 <= resp.status < 300:
-            self.breaker.on_answer(probe)
-            self.breaker_state = self.breaker.state
+            self._br_outcome(CAT_OK, time.monotonic_ns() - t0, False)
             return resp.status, data, 0, 0
         code = data.get("code") if isinstance(data, dict) else None
         if not isinstance(code, int):
@@ -807,19 +790,80 @@ class BinanceGateway:
         elif resp.status == 429 or code in (-1003, -1015):
             self.counters["rate_limited"] += 1
             ra = resp.headers.get("retry-after", "")
-            self.breaker.on_rate_limited(float(ra) if ra.isdigit() else 1.0)
+            self._br_hold(float(ra) if ra.isdigit() else 1.0)
         else:
-            self.breaker.on_answer(probe)
+            # an order the venue does not know (filled or cancelled meanwhile) is an answer, not a
+            # failure of the venue; any other refusal counts toward the error storm
+            benign = code in (UNKNOWN_ORDER_CANCEL, NO_SUCH_ORDER)
+            self._br_outcome(CAT_REJECT if benign else err.category, time.monotonic_ns() - t0, not benign)
             if err.category == CAT_HALT:
                 self._halt(f"Binance refused our credentials or request signing: code {code} "
                            f"({err.meaning})", code or -resp.status)
-        self.breaker_state = self.breaker.state
         if code == INVALID_TIMESTAMP and signed and not _retried:
             self.clock.invalid_timestamp += 1
             await self.sync_clock(newer_than_ns=ts * 1_000_000)
             return await self._call(method, path, params, weight, kind, signed=True, on_written=on_written,
                                     sent_ms=sent_ms, _retried=True)
         return resp.status, data, code or 0, err.category
+
+    # ---- order-entry breaker (bot4d.kernels.breaker) ----------------------------------------------
+    @property
+    def breaker_state(self) -> int:
+        """CLOSED / OPEN / HALF_OPEN; an open breaker whose cool-down is over shows HALF_OPEN (its
+        next call is the probe that moves it there)."""
+        st = int(self.br[self.br_i, bkr.BR_STATE])
+        if st == bkr.OPEN and time.time_ns() >= int(self.br[self.br_i, bkr.BR_OPEN_UNTIL]):
+            return bkr.HALF_OPEN
+        return st
+
+    def _br_allow(self) -> tuple[bool, bool]:
+        """(may a request go now, is it a half-open probe)."""
+        ok = bkr.br_allow(self.br, self.br_cfg, self.br_i, time.time_ns(), self._br_ev, self._br_n, 0)
+        self._br_flush()
+        return bool(ok), bool(ok) and int(self.br[self.br_i, bkr.BR_STATE]) == bkr.HALF_OPEN
+
+    def _br_wait_s(self) -> float:
+        return max(0.0, (int(self.br[self.br_i, bkr.BR_OPEN_UNTIL]) - time.time_ns()) / 1e9)
+
+    def _br_outcome(self, category: int, latency_ns: int, venue_error: bool) -> None:
+        bkr.br_record(self.br, self.br_cfg, self.br_i, category, latency_ns, time.time_ns(), self._br_ev,
+                      self._br_n, 0)
+        if venue_error:
+            self._venue_error()
+        self._br_flush()
+
+    def _br_hold(self, retry_after_s: float) -> None:
+        """Rate limited: stay away as long as the venue said."""
+        now = time.time_ns()
+        hold = int(max(retry_after_s, RATE_LIMIT_MIN_HOLD_S) * 1e9)
+        bkr.br_hold(self.br, self.br_cfg, self.br_i, now + hold, now, self._br_ev, self._br_n, 0)
+        self._venue_error()
+        self._br_flush()
+
+    def _venue_error(self) -> None:
+        self.venue_errors += 1
+        if self.on_error is not None:
+            try:
+                self.on_error()
+            except Exception as e:  # the consumer's bug must not kill order entry
+                log.error("binance gateway: on_error failed: %s: %s", type(e).__name__, e)
+
+    def _br_flush(self) -> None:
+        """The breaker's state changes: logged, and handed to ``on_breaker`` (journal, storm)."""
+        n = int(self._br_n[0])
+        if n == 0:
+            return
+        recs = self._br_ev[:n].copy()
+        self._br_n[0] = 0
+        for r in recs:
+            (log.warning if int(r["state"]) != bkr.CLOSED else log.info)(
+                "binance order-entry breaker %s -> %s (%s, %d)", BREAKER_NAMES[int(r["aux0"])],
+                BREAKER_NAMES[int(r["state"])], BREAKER_REASONS.get(int(r["reason"]), "?"), int(r["aux1"]))
+        if self.on_breaker is not None:
+            try:
+                self.on_breaker(recs)
+            except Exception as e:
+                log.error("binance gateway: on_breaker failed: %s: %s", type(e).__name__, e)
 
     # ---- place -------------------------------------------------------------------------------------
     async def _place(self, rec: np.void) -> None:
@@ -859,33 +903,46 @@ class BinanceGateway:
             if tick > 0 and hist is not None:
                 hist.record(now - tick)
 
+        old = self._swap_target(rec, info, params)
+        path, weight = ("/api/v3/order/cancelReplace", W_CANCEL_REPLACE) if old is not None else \
+            ("/api/v3/order", W_ORDER)
+        if old is not None:
+            self.counters["cancel_replaces"] += 1
         sent_ms: list[int] = []
         unknown = False
         status = code = cat = 0
         data: Any = None
         try:
-            status, data, code, cat = await self._call("POST", "/api/v3/order", params, W_ORDER,
+            status, data, code, cat = await self._call("POST", path, params, weight,
                                                        K_PLACE, on_written=written, sent_ms=sent_ms)
         except _LocalReject as r:
             self.counters["local_rejects_rate_limit"] += 1
             o.terminal = RP_REJECT
-            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=r.code)])
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=r.code)] + self._swap_kept(old, r.code))
             return
         except _Halted:
             self.counters["local_rejects_halted"] += 1
             o.terminal = RP_REJECT
-            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=self.halt_code)])
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=self.halt_code)] +
+                       self._swap_kept(old, self.halt_code))
             return
         except RestError as e:
             if not e.written:
                 o.terminal = RP_REJECT
-                self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=NOT_SENT)])
+                self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=NOT_SENT)] + self._swap_kept(old, NOT_SENT))
                 return
             unknown = True
         finally:
             o.sent_ms = sent_ms[0] if sent_ms else 0
             o.unknown = unknown  # set before a cancel waiting on ``placed`` looks at it
             o.placed.set()
+        if old is not None and not unknown and isinstance(data, dict):
+            # a cancel-replace answers for both orders; the stream reports what happened to each
+            # (the cancel, the new order), this answer what did not happen
+            self._swap_answer(o, old, status, code, data)
+            return
+        if old is not None and unknown and isinstance(old, _Order):
+            self._spawn(self._resolve_quiet(old))
         if not unknown and status == 200:
             if isinstance(data, dict) and isinstance(data.get("orderId"), int):
                 o.venue_id = data["orderId"]
@@ -895,7 +952,72 @@ class BinanceGateway:
             return
         if not o.acked and not o.terminal:
             o.terminal = RP_REJECT
-            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=code or -status)])
+            self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=_reject_code(code or -status, data))])
+
+    # ---- cancel-replace (the protective stops' resize and hand-over) ---------------------------
+    def _swap_target(self, rec: np.void, info: SymbolInfo, params: dict[str, Any]) -> "_Order | OpenOrder | None":
+        """The order a place must replace in one request, with the parameters that say so: our own
+        order the OMS named (STOP_ON_FAILURE: if it cannot be cancelled, e.g. it just filled, the
+        new one is not placed), or an earlier boot's protective stop still guarding the position
+        (ALLOW_FAILURE: the new stop goes in whatever became of the old one)."""
+        rid = int(rec["replace_order_id"])
+        if rid != 0:
+            old = self.orders.get(self.client_order_id(int(rec["shard"]), rid))
+            if old is None or old.terminal:
+                return None   # already gone: a plain place
+            params["cancelReplaceMode"] = "STOP_ON_FAILURE"
+            params["cancelOrigClientOrderId"] = old.cid
+            return old
+        if int(rec["order_type"]) == OT_STOP_LIMIT:
+            prev = self.adoptable_stops.pop(info.symbol, None)
+            if prev is not None and prev.side == params.get("side"):
+                params["cancelReplaceMode"] = "ALLOW_FAILURE"
+                params["cancelOrderId"] = prev.venue_order_id
+                self.counters["stops_taken_over"] += 1
+                return prev
+        return None
+
+    def _swap_kept(self, old: "_Order | OpenOrder | None", code: int) -> list[tuple]:
+        """The request never reached the venue: our old order stays (its cancel is refused)."""
+        if isinstance(old, _Order):
+            return [self._rep(RP_CANCEL_REJECT, old.shard, old.order_id, old.info.instrument, reason=code)]
+        if isinstance(old, OpenOrder):
+            self.adoptable_stops.setdefault(old.symbol, old)   # still resting: the next stop takes it over
+        return []
+
+    def _swap_answer(self, o: _Order, old: "_Order | OpenOrder", status: int, code: int, data: dict) -> None:
+        """Reports for what a cancel-replace answer says did not happen (Binance: 200 both done,
+        -2022 cancel failed and the new order not attempted, -2021 one of the two failed, any
+        other code: refused whole before either)."""
+        d = data.get("data") if isinstance(data.get("data"), dict) else data
+        cancel_ok = status == 200 or d.get("cancelResult") == "SUCCESS"
+        new_ok = status == 200 or d.get("newOrderResult") == "SUCCESS"
+        reps = []
+        if new_ok:
+            nr = d.get("newOrderResponse")
+            if isinstance(nr, dict) and isinstance(nr.get("orderId"), int):
+                o.venue_id = nr["orderId"]
+        elif not o.acked and not o.terminal:
+            nr = d.get("newOrderResponse")
+            why = _reject_code(nr["code"], nr) if isinstance(nr, dict) and isinstance(nr.get("code"), int) else code
+            if d.get("newOrderResult") == "NOT_ATTEMPTED":
+                why = -2022   # the swap failed (STOP_ON_FAILURE): the new order was never refused
+            o.terminal = RP_REJECT
+            reps.append(self._rep(RP_REJECT, o.shard, o.order_id, o.info.instrument, reason=why or -status))
+        if not cancel_ok:
+            self.counters["swap_cancel_failed"] += 1
+            cr = d.get("cancelResponse")
+            why = cr.get("code") if isinstance(cr, dict) and isinstance(cr.get("code"), int) else code
+            if isinstance(old, _Order) and not old.terminal:
+                reps.append(self._rep(RP_CANCEL_REJECT, old.shard, old.order_id, old.info.instrument,
+                                      reason=why or -status))
+        self._emit(reps)
+
+    async def _resolve_quiet(self, o: _Order) -> None:
+        """After a cancel-replace whose answer was lost: bring our old order up to date."""
+        js, _code = await self._query_order_safe(o)
+        if js is not None:
+            await self._apply_state(o, js)
 
     def _order_params(self, rec: np.void, info: SymbolInfo, cid: str) -> tuple[dict[str, Any], int]:
         """Binance parameters for a place, or the Binance code it would be refused with."""
@@ -922,6 +1044,15 @@ class BinanceGateway:
         elif ot == OT_MARKET:
             p["type"] = "MARKET"
             p["quantity"] = _fmt_units(qty, info.qty_scale)
+        elif ot == OT_STOP_LIMIT:
+            stop = int(rec["stop_price"])
+            if price <= 0 or stop <= 0:
+                return {}, -1102
+            p["type"] = "STOP_LOSS_LIMIT"
+            p["timeInForce"] = "GTC"
+            p["quantity"] = _fmt_units(qty, info.qty_scale)
+            p["price"] = _fmt_units(price, info.price_scale)
+            p["stopPrice"] = _fmt_units(stop, info.price_scale)
         else:
             return {}, -1116
         p["newClientOrderId"] = cid
@@ -1598,7 +1729,8 @@ class BinanceGateway:
                     oo = OpenOrder(str(js["symbol"]), str(js["side"]), Decimal(js["price"]),
                                    Decimal(js["origQty"]), Decimal(js["executedQty"]), cid,
                                    int(js["orderId"]), parsed[0] if parsed else None,
-                                   parsed[1] if parsed else None, parsed[2] if parsed else None)
+                                   parsed[1] if parsed else None, parsed[2] if parsed else None,
+                                   str(js.get("type", "")))
                 except (KeyError, ValueError, InvalidOperation, TypeError):
                     self.counters["stream_malformed"] += 1
                     continue
@@ -1638,10 +1770,23 @@ class BinanceGateway:
             self.last_reconciliation = rec
             return rec
 
-    async def cancel_leftovers(self, rec: Reconciliation) -> int:
-        """Cancel the open orders of our previous boots; returns how many the venue cancelled."""
+    async def cancel_leftovers(self, rec: Reconciliation,
+                               position_sign: Callable[[str], int] | None = None) -> int:
+        """Cancel the open orders of our previous boots; returns how many the venue cancelled.
+
+        An earlier boot's protective stop that still guards a position (``position_sign(symbol)``
+        says long > 0 / short < 0) is left resting: this boot's first protective stop for that
+        symbol replaces it in one cancel-replace request, so the position is never bare."""
         n = 0
         for oo in rec.previous_boots:
+            if position_sign is not None and oo.otype == "STOP_LOSS_LIMIT" \
+                    and oo.side == ("SELL" if position_sign(oo.symbol) > 0 else
+                                    "BUY" if position_sign(oo.symbol) < 0 else "-") \
+                    and oo.symbol not in self.adoptable_stops:
+                self.adoptable_stops[oo.symbol] = oo
+                log.info("binance gateway: %s protective stop %s of an earlier run left resting "
+                         "until this run replaces it", oo.symbol, oo.client_order_id)
+                continue
             try:
                 status, _d, code, _c = await self._call(
                     "DELETE", "/api/v3/order",
@@ -1657,13 +1802,33 @@ class BinanceGateway:
                             oo.client_order_id, code)
         return n
 
+    async def cancel_unadopted_stops(self) -> int:
+        """Cancel the earlier boots' protective stops no stop of this boot replaced."""
+        n = 0
+        while self.adoptable_stops:
+            _sym, oo = self.adoptable_stops.popitem()
+            try:
+                status, _d, code, _c = await self._call(
+                    "DELETE", "/api/v3/order", {"symbol": oo.symbol, "origClientOrderId": oo.client_order_id},
+                    W_CANCEL, K_CANCEL)
+            except (RestError, _Halted) as e:
+                log.warning("binance gateway: stop %s not cancelled: %s", oo.client_order_id, e)
+                continue
+            n += status == 200
+        return n
+
     # ---- telemetry ---------------------------------------------------------------------------------
     def status(self) -> dict:
-        self.breaker_state = self.breaker.state
+        st = self.breaker_state
+        row = self.br[self.br_i]
         return {
-            "breaker": BREAKER_NAMES[self.breaker_state],
-            "breaker_state": self.breaker_state,
-            "breaker_opened": self.breaker.opened,
+            "breaker": BREAKER_NAMES[st],
+            "breaker_state": st,
+            "breaker_opened": int(row[bkr.BR_TRIPS]),
+            "breaker_reason": BREAKER_REASONS.get(int(row[bkr.BR_REASON])),
+            "breaker_calls_by_category": {CATEGORY_NAMES[c]: int(row[bkr.BR_CAT + c])
+                                          for c in CATEGORY_NAMES if int(row[bkr.BR_CAT + c])},
+            "venue_errors": self.venue_errors,
             "weight_used": self.budget.current(),
             "weight_peak": self.budget.peak,
             "weight_budget": self.budget.budget,

@@ -27,9 +27,12 @@ journal ring fuller than KC_JOURNAL_MAX_BPS, and a manual trip. A trip moves the
 HALTED (cancels only) and records reason, time and the measured value as an EV_KILL_SWITCH event.
 Each reason has a recovery plan: PLAN_MANUAL (stays HALTED until :func:`ks_resume`) or
 PLAN_AUTO_COOLOFF (after KC_COOLOFF_NS the state becomes REDUCING by itself; back to ACTIVE only by
-an operator). Losses default to manual, storms/staleness/backpressure to the cool-off. A second
+an operator) or PLAN_REDUCE (straight to REDUCING, back to ACTIVE only by an operator: a protective
+stop the venue refused, TRIP_STOP_REFUSED, where closing positions must stay possible). Losses default to manual, storms/staleness/backpressure to the cool-off. A second
 condition while tripped does not overwrite the first reason, except that a manual trip upgrades an
-automatic plan to a manual one.
+automatic plan to a manual one, and a trip that halts replaces one that only reduces (a violent
+move's TRIP_STAT_BREAKER is PLAN_REDUCE too). The storms' windows are fed by the shard loop: risk
+rejects, venue errors and order-entry breaker opens (``bot4d.daemon.guards``).
 """
 from __future__ import annotations
 
@@ -53,12 +56,16 @@ TRIP_BREAKER_STORM = 5
 TRIP_STALE_MARKET_DATA = 6
 TRIP_JOURNAL_BACKPRESSURE = 7
 TRIP_MANUAL = 8
+TRIP_STOP_REFUSED = 9    # the venue refused a protective stop: a position may be unprotected
+TRIP_STAT_BREAKER = 10   # a statistical breaker opened (violent return or VaR; bot4d.daemon.guards)
+TRIP_LAST = TRIP_STAT_BREAKER   # trip reasons are 1..TRIP_LAST (telemetry has a series each)
 RESUME_MANUAL = 20       # reason of an EV_TRADING_STATE after an operator's resume
 RESUME_COOLOFF = 21      # reason of an EV_TRADING_STATE after an automatic cool-off
-TRIP_NAMES = {v: k for k, v in globals().items() if k.startswith(("TRIP_", "RESUME_"))}
+TRIP_NAMES = {v: k for k, v in globals().items() if k.startswith(("TRIP_", "RESUME_")) and k != "TRIP_LAST"}
 
 PLAN_MANUAL = 0
 PLAN_AUTO_COOLOFF = 1
+PLAN_REDUCE = 2          # trip straight to REDUCING (positions may still be closed), manual resume
 
 KS_MAGIC = 0x4B494C4C53573031  # "KILLSW01"
 KS_VERSION = 1
@@ -143,6 +150,8 @@ def make_ks_config(
         c[KC_PLAN + r] = PLAN_AUTO_COOLOFF
     for r in (TRIP_DRAWDOWN, TRIP_DAILY_LOSS, TRIP_MANUAL):
         c[KC_PLAN + r] = PLAN_MANUAL
+    c[KC_PLAN + TRIP_STOP_REFUSED] = PLAN_REDUCE
+    c[KC_PLAN + TRIP_STAT_BREAKER] = PLAN_REDUCE   # closing positions must stay possible
     return c
 
 
@@ -201,7 +210,10 @@ def ks_trip(ks, kcfg, reason, detail, now_ns, ev, ev_count, shard):
     """Trip for ``reason``. Returns True if the state changed (an event was written)."""
     plan = kcfg[KC_PLAN + reason]
     if ks[K_TRIPPED] != 0:
-        if not (plan == PLAN_MANUAL and ks[K_PLAN] != PLAN_MANUAL):
+        # a manual plan overrides an automatic one; a trip that halts overrides one that only
+        # reduces (an error storm while REDUCING after a violent move still halts)
+        if not ((plan == PLAN_MANUAL and ks[K_PLAN] != PLAN_MANUAL)
+                or (ks[K_PLAN] == PLAN_REDUCE and plan != PLAN_REDUCE)):
             return False
     old = ks[K_STATE]
     ks[K_TRIPPED] = 1
@@ -211,7 +223,7 @@ def ks_trip(ks, kcfg, reason, detail, now_ns, ev, ev_count, shard):
     ks[K_TRIP_COUNT] += 1
     ks[K_PLAN] = plan
     ks[K_RESUME_AT] = now_ns + kcfg[KC_COOLOFF_NS] if plan == PLAN_AUTO_COOLOFF else 0
-    ks[K_STATE] = TS_HALTED
+    ks[K_STATE] = TS_REDUCING if plan == PLAN_REDUCE else TS_HALTED
     ks[K_CHANGES] += 1
     _event(ev, ev_count, EV_KILL_SWITCH, ks, reason, detail, now_ns, shard, old)
     return True
@@ -251,8 +263,8 @@ def ks_evaluate(ks, kcfg, equity, peak_equity, day_start_equity, last_md_ns, jou
         ks[K_STATE] = TS_REDUCING
         ks[K_CHANGES] += 1
         _event(ev, ev_count, EV_TRADING_STATE, ks, RESUME_COOLOFF, ks[K_REASON], now_ns, shard, old)
-    if ks[K_TRIPPED] != 0:
-        return TRIP_NONE
+    if ks[K_TRIPPED] != 0 and ks[K_PLAN] != PLAN_REDUCE:
+        return TRIP_NONE   # (a REDUCING trip keeps watching: a condition that halts escalates)
     reason = TRIP_NONE
     detail = 0
     if peak_equity > 0 and equity < peak_equity:

@@ -68,7 +68,7 @@ from bot4d.kernels.oms_state import (
 )
 from bot4d.records import (
     CMD_CANCEL, CMD_PLACE, CMD_REPLACE, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE, EV_POSITION,
-    INTENT_FLAG_POST_ONLY, JFLAG_INTENT_SHIFT, JFLAG_OPENS_POSITION, JOURNAL_EVENT_DTYPE,
+    INTENT_FLAG_POST_ONLY, INTENT_FLAG_PROTECTIVE, INTENT_FLAG_REDUCE_ONLY, JFLAG_INTENT_SHIFT, JFLAG_OPENS_POSITION, JOURNAL_EVENT_DTYPE,
     ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID,
 )
 
@@ -259,7 +259,10 @@ def _left(st, s: int) -> int:
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _open_add(st, s: int, sign: int) -> None:
-    """Add (+1) or remove (-1) slot s's remaining qty from the open-order aggregates."""
+    """Add (+1) or remove (-1) slot s's remaining qty from the open-order aggregates (not a
+    protective order's: see oms_state ``o_prot``)."""
+    if st.o_prot[s] != 0:
+        return
     a = st.o_acct[s]
     i = st.o_inst[s]
     st.open_orders[a, i] += sign
@@ -475,6 +478,7 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     # the protective stop an entry asks for (a stop order's own trigger is not one)
     st.o_stop[s] = it.stop_price if ot == OT_LIMIT or ot == OT_MARKET else 0
     st.o_venue_id[s] = 0
+    st.o_prot[s] = 1 if (it.flags & INTENT_FLAG_PROTECTIVE) != 0 else 0
     st.o_peer[s] = -1
     st.o_ts[s] = ts
     st.o_new_px[s] = 0
@@ -621,12 +625,18 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
         return -1
     a = _intent_account(st, it)
     # the rule risk applies: an order opens unless it cannot grow |position| even if every live
-    # order on its side fills (journalled so the database can hold opening orders to a stop-loss)
+    # order on its side fills (journalled so the database can hold opening orders to a stop-loss).
+    # An order the venue cancels in the same request (cancel-replace) is not counted; a reduce-only
+    # order no larger than the position it reduces (a protective stop, its market exit, flatten)
+    # is sized to close, not to open, whatever else rests on its side.
     pos = st.positions.qty[a, it.instrument]
-    if it.side == SIDE_BID:
-        reduces = pos < 0 and st.open_buy_qty[a, it.instrument] + qty <= -pos
-    else:
-        reduces = pos > 0 and st.open_sell_qty[a, it.instrument] + qty <= pos
+    same = st.open_buy_qty[a, it.instrument] if it.side == SIDE_BID else st.open_sell_qty[a, it.instrument]
+    r = _slot_of(st, it.replace_order_id)
+    if r >= 0 and st.o_side[r] == it.side and st.o_inst[r] == it.instrument:
+        same -= _left(st, r)
+    closing = pos < 0 if it.side == SIDE_BID else pos > 0
+    reduces = closing and (same + qty <= abs(pos) or
+                           ((it.flags & INTENT_FLAG_REDUCE_ONLY) != 0 and qty <= abs(pos)))
     flags = (np.int64(it.flags) << JFLAG_INTENT_SHIFT) | (0 if reduces else JFLAG_OPENS_POSITION)
     s = _new_slot(st, it, a, qty, ts)
     k = jc[0]
@@ -889,6 +899,11 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
     kind = rp.kind
     if kind == RP_MARK:
         _mark(st, j, jc, ob, oc, rp)
+        return
+    if kind == RP_FILL and rp.boot != 0:
+        # an earlier run's order: its order id may equal a live one of this run (ids restart with
+        # every run), so it never looks for a slot
+        _recovered_foreign_fill(st, j, jc, rp)
         return
     s = _slot_of(st, rp.order_id)
     if s < 0:

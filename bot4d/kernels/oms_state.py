@@ -38,7 +38,9 @@ int64, ``o_trigger`` int64 stop/take-profit trigger price, ``o_peer`` int32 OCO 
 (kept after the live link ``o_peer`` is broken, so a late fill can still take the partner out),
 ``o_venue_id`` int64 the venue's order id once a report named it (0 unknown), ``o_stop`` int64 the
 protective stop price an opening order asked for (what ``bot4d.kernels.protect`` rests at the
-venue once it fills; 0 none).
+venue once it fills; 0 none), ``o_prot`` int8 1 for a protective order (INTENT_FLAG_PROTECTIVE): it
+is left out of ``open_orders`` / ``open_*_qty``, since it can only close the position it covers
+and must not make a strategy's closing order look like an opening one or use up its order count.
 
 Scalars live in 1-element arrays so kernels can update them: ``seq`` (next journal sequence,
 starts at 1, gap-free per shard), ``serial``, ``nfree``; ``free`` is the free-slot stack.
@@ -176,6 +178,7 @@ class OmsState(NamedTuple):
     o_oco_id: np.ndarray
     o_venue_id: np.ndarray
     o_stop: np.ndarray
+    o_prot: np.ndarray
 
 
 def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard: int = 0,
@@ -225,5 +228,5 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
         fees=make_fees(a, fee_tiers if fee_tiers is not None else [(0, "0", "0")]),
         idem=make_idem(idem_capacity, idem_window_ns, idem_tick_ns, strict=idem_strict),
         o_oco_id=np.zeros(cap, np.int64), o_venue_id=np.zeros(cap, np.int64),
-        o_stop=np.zeros(cap, np.int64),
+        o_stop=np.zeros(cap, np.int64), o_prot=np.zeros(cap, np.int8),
     )

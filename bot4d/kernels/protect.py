@@ -67,13 +67,16 @@ X_COID = 5               # client order id serial for protective intents
 X_PREV_OID = 6           # the stop a cancel-replace is replacing (back in force if the venue
                          # refuses the swap)
 X_LAST_REFUSAL = 7       # the venue's code of the last refusal (> 0: the OMS's own reason R_*)
-X_N = 8
+X_VENUE_CROSSED = 8      # 1: the venue said the stop would trigger at once (its last price is
+                         # through it, whatever our book's mark says): exit at market instead
+X_N = 10
 
 COID_BASE = 1 << 61      # protective intents' client order ids: apart from strategies' ids
 # the code the gateway gives a stop whose cancel-replace was not attempted because the old order
 # could not be cancelled (it had just filled or gone: Binance -2022 with NOT_ATTEMPTED): a race to
 # retry, not a refused stop
 SWAP_NOT_ATTEMPTED = -2022
+STOP_WOULD_TRIGGER = -20101   # bot4d.gateway.binance: the venue's "Stop price would trigger immediately"
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -130,6 +133,9 @@ def note_journal(pr, journal, j0, j1):
         elif e.kind == EV_ORDER_STATE and e.state == S_REJECTED and is_protective(pr, i, e.order_id):
             if _transient(e.aux3):
                 pr.st[i, X_RETRY_AT] = e.ts_ns + pr.cfg[i, PC_RETRY_NS]
+                continue
+            if e.aux3 == STOP_WOULD_TRIGGER:
+                pr.st[i, X_VENUE_CROSSED] = 1   # not a refusal of protection: the stop fired already
                 continue
             pr.ctr[i, P_REFUSED] += 1
             pr.st[i, X_RETRY_AT] = e.ts_ns + pr.cfg[i, PC_RETRY_NS]
@@ -256,7 +262,8 @@ def plan(pr, st, i, now, intents, n):
         return n   # the previous stop has no answer yet (or is being cancelled): one at a time
     replace = pr.st[i, X_OID] if s >= 0 else 0
     mark = st.positions.mark_px[i]
-    crossed = mark > 0 and (mark <= trig if long else mark >= trig)
+    crossed = (mark > 0 and (mark <= trig if long else mark >= trig)) or pr.st[i, X_VENUE_CROSSED] != 0
+    pr.st[i, X_VENUE_CROSSED] = 0
     if crossed:
         # the stop would trigger at once (and the venue would refuse it): do what it would do
         _intent(pr, intents[n], i, CMD_PLACE, OT_MARKET, side, want, 0, 0, replace, now)

@@ -6,7 +6,8 @@
   ``duplicate_fill``: the next N trade execution reports are each sent twice)
   and the transport's: ``delay`` / ``ws_delay`` (``seconds=``: every REST answer / stream
   message late), ``reorder`` (the next N stream messages each arrive after the next one of their stream),
-  ``clock_offset`` (``seconds=``: the venue's clock that far ahead of this machine's, negative behind);
+  ``clock_offset`` (``seconds=``: the venue's clock that far ahead of this machine's, negative behind),
+  ``price_jump`` (``symbol=``, ``bps=``: the agents' resting orders vanish and the price jumps);
   ``GET /sim/stats``: answers per HTTP status, weight used per client, banned clients, order
   requests per symbol, filter failures by message, accepted orders per STP mode, the clock offset.
 * WebSocket on ``ws_port``: ``/ws/<stream>`` (raw payloads), ``/stream?streams=a/b`` (combined:
@@ -31,7 +32,7 @@ from picows import WSListener, WSMsgType, WSTransport, ws_create_server
 
 from bot4d.fixedpoint import to_fixed
 from bot4d.sim import http
-from bot4d.sim.binance_venue import BinanceVenue, SymbolSpec
+from bot4d.sim.binance_venue import STOPS, TYPE_NAMES, BinanceVenue, SymbolSpec
 from bot4d.sim.generator import AgentFlow, MarketParams
 
 log = logging.getLogger("bot4d.sim")
@@ -186,7 +187,23 @@ class SimServer:
                                 for o in v.unknown_outcome_orders if o in v.orders],
             "client_ids_placed_more_than_once": sorted(c for (_a, c), n in v.places_by_client.items() if n > 1),
             "order_requests": dict(v.order_requests), "filter_failures": dict(v.filter_failures),
-            "stp_modes": dict(v.stp_modes), "clock_offset_ms": v.clock_offset_ns // 1_000_000})
+            "stp_modes": dict(v.stp_modes), "clock_offset_ms": v.clock_offset_ns // 1_000_000,
+            "cancel_replaces": v.cancel_replaces,
+            # stop orders resting at the venue, by account: what protects a client's positions
+            "open_stops": [{"account": o.account, "symbol": o.symbol, "side": "BUY" if o.side == 0 else "SELL",
+                            "qty": str(o.qty), "stopPrice": str(o.stop), "price": str(o.price),
+                            "clientOrderId": o.client_order_id, "status": o.status}
+                           for o in v.orders.values() if o.open and o.otype in STOPS],
+            # every API account's open orders and balances (by account index: the first --account
+            # is 1), for tests that watch the venue without spending the daemon's request weight
+            "accounts": {str(a.index): {
+                "open_orders": [{"symbol": o.symbol, "side": "BUY" if o.side == 0 else "SELL",
+                                 "type": TYPE_NAMES[o.otype], "qty": str(o.qty), "price": str(o.price),
+                                 "stopPrice": str(o.stop), "clientOrderId": o.client_order_id,
+                                 "status": o.status}
+                                for o in v.orders.values() if o.open and o.account == a.index],
+                "balances": {k: str(a.free.get(k, 0) + a.locked.get(k, 0)) for k in sorted(set(a.free) | set(a.locked))}}
+                for a in v.accounts.values()}})
 
     def _fault(self, req: http.Request) -> http.Response:
         if req.method != "POST":
@@ -206,11 +223,38 @@ class SimServer:
                 if count < 1:
                     raise ValueError("fault count must be >= 1")
                 self.reorder += count
+            elif kind == "price_jump":
+                self.price_jump(p.get("symbol", ""), int(p.get("bps", "0")))
             else:
                 self.venue.inject(kind, count)
         except ValueError as e:
             return http.Response.json(400, {"code": -1100, "msg": str(e)})
         return http.Response.json(200, {"armed": kind, "count": count})
+
+    def price_jump(self, symbol: str, bps: int) -> None:
+        """A violent move: the agents' resting orders in ``symbol`` vanish and its fundamental
+        jumps ``bps`` basis points; the agents then quote and trade around the new price (our
+        orders stay: crossed ones fill at their own prices)."""
+        import numpy as np
+
+        from bot4d.kernels import matching as m
+        from bot4d.sim.binance_venue import AGENT_ACCOUNT
+
+        flow = self.flows.get(symbol)
+        if flow is None:
+            raise ValueError(f"price_jump: unknown symbol {symbol!r}; known: {', '.join(self.flows)}")
+        if not -9000 <= bps <= 100000 or bps == 0:
+            raise ValueError(f"price_jump: bps={bps} must be non-zero within -9000..100000")
+        e = self.venue.engine
+        i = self.venue.sym_index[symbol]
+        ids = e.o_id[(e.o_state == 1) & (e.o_acct == AGENT_ACCOUNT) & (e.o_inst == i) & (e.o_id != 0)]
+        now = self.venue.now_ns()
+        if len(ids):
+            o = np.zeros(len(ids), m.SIM_ORDER_DTYPE)
+            o["op"], o["order_id"], o["instrument"], o["ts_ns"] = m.OP_CANCEL, ids, i, now
+            self.venue.submit_agent_orders(o, now)
+        flow.fund = max(2, flow.fund * (10000 + bps) // 10000)
+        log.info("price jump: %s %+d bps (%d agent orders pulled)", symbol, bps, len(ids))
 
     def _ws_factory(self, request):
         parts = urlsplit(request.path.decode() if isinstance(request.path, bytes) else request.path)
@@ -279,8 +323,14 @@ DEFAULT_START = {"BTCUSDT": Decimal("60000.00"), "ETHUSDT": Decimal("3000.00"), 
 
 
 def build(seed: int = 1, step_s: float = 0.1, symbols: list[SymbolSpec] = DEFAULT_SYMBOLS,
-          params: MarketParams | None = None) -> SimServer:
-    """A venue with the default symbols and agents whose steps are `step_s` long."""
+          params: MarketParams | None = None, follow: dict[str, str] | None = None) -> SimServer:
+    """A venue with the default symbols and agents whose steps are `step_s` long. ``follow``
+    (follower -> leader symbol): the follower's agents draw the leader's random numbers, so its
+    price makes the same relative moves (a correlated pair)."""
+    index = {s.symbol: k for k, s in enumerate(symbols)}
+    for f, lead in (follow or {}).items():
+        if f not in index or lead not in index or f == lead:
+            raise ValueError(f"--follow {f}={lead}: both must be served symbols, and different")
     venue = BinanceVenue(symbols)
     p = params or MarketParams(step_ns=int(step_s * 1e9), arrival_rate=200.0, size_mu=0.0, size_sigma=0.7)
     flows = {}
@@ -289,7 +339,8 @@ def build(seed: int = 1, step_s: float = 0.1, symbols: list[SymbolSpec] = DEFAUL
         tick = to_fixed(s.tick_size, s.price_scale)
         lot = max(1, to_fixed(s.min_qty, s.qty_scale)) * 100
         flows[s.symbol] = AgentFlow(p, start_price_ticks=to_fixed(start, s.price_scale) // tick,
-                                    tick=tick, lot=lot, seed=seed + k, account=0,
+                                    tick=tick, lot=lot, seed=seed + index[(follow or {}).get(s.symbol, s.symbol)],
+                                    account=0,
                                     first_order_id=(1 << 40) + (k << 32))
     return SimServer(venue, flows, step_s)
 
@@ -310,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="every account's starting balance of ASSET (added to or replacing the defaults)")
     ap.add_argument("--maker-fee", default="0", help="every account's maker commission rate (e.g. 0.001)")
     ap.add_argument("--taker-fee", default="0", help="every account's taker commission rate")
+    ap.add_argument("--follow", action="append", default=[], metavar="SYMBOL=LEADER",
+                    help="SYMBOL's price makes the same relative moves as LEADER's (a correlated pair)")
     ap.add_argument("--fee-asset", default="",
                     help="accounts pay commission in this asset (e.g. BNB, served as BNBUSDT) while it lasts")
     args = ap.parse_args(argv)
@@ -331,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, ArithmeticError) as e:
         print(f"bot4d sim: {e}", file=sys.stderr)
         return 2
-    srv = build(args.seed, symbols=symbols)
+    try:
+        follow = dict(f.split("=", 1) for f in args.follow)
+        srv = build(args.seed, symbols=symbols, follow=follow)
+    except ValueError as e:
+        print(f"bot4d sim: {e}", file=sys.stderr)
+        return 2
     srv.venue.limiter.limit = args.weight_limit
     for path in args.account:
         try:

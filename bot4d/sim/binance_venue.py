@@ -71,6 +71,7 @@ STOPS = {m.T_STOP_LOSS, m.T_STOP_LOSS_LIMIT, m.T_TAKE_PROFIT, m.T_TAKE_PROFIT_LI
 WEIGHTS = {("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1,
            ("GET", "/api/v3/exchangeInfo"): 20, ("GET", "/api/v3/depth"): 5,
            ("POST", "/api/v3/order"): 1, ("DELETE", "/api/v3/order"): 1,
+           ("POST", "/api/v3/order/cancelReplace"): 1,
            ("GET", "/api/v3/order"): 4, ("GET", "/api/v3/openOrders"): 6,
            ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
            ("GET", "/api/v3/account/commission"): 20,
@@ -86,9 +87,9 @@ def _fmt(d: Decimal) -> str:
 
 
 class ApiError(Exception):
-    def __init__(self, http: int, code: int, msg: str):
+    def __init__(self, http: int, code: int, msg: str, data: dict | None = None):
         super().__init__(msg)
-        self.http, self.code, self.msg = http, code, msg
+        self.http, self.code, self.msg, self.data = http, code, msg, data
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ class BinanceVenue:
         # the same trades per (account, symbol), in trade-id order (the engine numbers trades
         # increasingly): myTrades' fromId and "most recent" need no scan of every order
         self.trades_by_account: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        self.cancel_replaces = 0  # POST /api/v3/order/cancelReplace requests (GET /sim/stats)
         # what GET /sim/stats shows of order entry: POST /api/v3/order requests per symbol, filter
         # failures by message, accepted orders per selfTradePreventionMode
         self.order_requests: dict[str, int] = {}
@@ -266,7 +268,7 @@ class BinanceVenue:
 
     # ---- faults --------------------------------------------------------------------------------
     FAULTS = ("http_5xx", "reject_orders", "rate_limit_storm", "depth_gap", "disconnect",
-              "unknown_outcome", "duplicate_fill")
+              "unknown_outcome", "duplicate_fill", "reject_stops")
 
     def inject(self, kind: str, count: int = 1) -> None:
         """Arm a fault for the next `count` occurrences (disconnect acts at once)."""
@@ -315,7 +317,10 @@ class BinanceVenue:
             params = self._params(req)
             body = self._route(req, params, now_ns)
         except ApiError as e:
-            return Response.json(e.http, {"code": e.code, "msg": e.msg}, hdr)
+            err: dict[str, Any] = {"code": e.code, "msg": e.msg}
+            if e.data is not None:
+                err["data"] = e.data
+            return Response.json(e.http, err, hdr)
         if isinstance(body, Response):
             body.headers.update(hdr)
             return body
@@ -358,6 +363,8 @@ class BinanceVenue:
                 del self.listen_keys[lk]
             return {}
         acct = self._signed(req, p, now_ns)
+        if path == "/api/v3/order/cancelReplace":
+            return self._cancel_replace(acct, p, now_ns)
         if path == "/api/v3/order":
             if meth == "POST":
                 return self._new_order(acct, p, now_ns)
@@ -554,6 +561,8 @@ class BinanceVenue:
             raise ApiError(400, -2010, "Duplicate order sent.")
         if self._take_fault("reject_orders"):
             raise ApiError(400, -2010, "Order was rejected by the simulated venue (injected fault).")
+        if otype in STOPS and self._take_fault("reject_stops"):
+            raise ApiError(400, -2010, "Stop order was rejected by the simulated venue (injected fault).")
         ps, qs = spec.price_scale, spec.qty_scale
         try:
             q_units = to_fixed(qty, qs)
@@ -607,6 +616,50 @@ class BinanceVenue:
         if rt == "RESULT":
             resp.pop("fills")
         return resp
+
+    def _cancel_replace(self, acct: Account, p: dict[str, str], now_ns: int) -> Any:
+        """POST /api/v3/order/cancelReplace as Binance documents it (rest-api.md, "Cancel an
+        Existing Order and Send a New Order"): cancel first; with STOP_ON_FAILURE a failed cancel
+        stops there (-2022, new order NOT_ATTEMPTED); with ALLOW_FAILURE the new order is tried
+        anyway. Both done: 200; one failed: 409 with -2021; both failed: 400 with -2022."""
+        mode = self._req(p, "cancelReplaceMode")
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            raise ApiError(400, -1100, "Illegal characters found in parameter 'cancelReplaceMode'; "
+                                       "legal range is 'STOP_ON_FAILURE, ALLOW_FAILURE'.")
+        cp = {"symbol": self._symbol(p)}
+        if "cancelOrderId" in p:
+            cp["orderId"] = p["cancelOrderId"]
+        elif "cancelOrigClientOrderId" in p:
+            cp["origClientOrderId"] = p["cancelOrigClientOrderId"]
+        else:
+            raise ApiError(400, -1102, "Param 'cancelOrigClientOrderId' or 'cancelOrderId' must be sent, "
+                                       "but both were empty/null!")
+        self.cancel_replaces += 1
+        try:
+            cancel: Any = self._cancel_order(acct, cp, now_ns)
+            cancel_ok = True
+        except ApiError as e:
+            cancel, cancel_ok = {"code": e.code, "msg": e.msg}, False
+        if not cancel_ok and mode == "STOP_ON_FAILURE":
+            raise ApiError(400, -2022, "Order cancel-replace failed.", {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+                "cancelResponse": cancel, "newOrderResponse": None})
+        np_ = {k: v for k, v in p.items() if not k.startswith("cancel")}
+        try:
+            new: Any = self._new_order(acct, np_, now_ns)
+            new_ok = True
+        except ApiError as e:
+            new, new_ok = {"code": e.code, "msg": e.msg}, False
+        if isinstance(new, Response):
+            return new   # an injected lost answer
+        data = {"cancelResult": "SUCCESS" if cancel_ok else "FAILURE",
+                "newOrderResult": "SUCCESS" if new_ok else "FAILURE",
+                "cancelResponse": cancel, "newOrderResponse": new}
+        if cancel_ok and new_ok:
+            return data
+        if not cancel_ok and not new_ok:
+            raise ApiError(400, -2022, "Order cancel-replace failed.", data)
+        raise ApiError(409, -2021, "Order cancel-replace partially failed.", data)
 
     def _check_filters(self, acct: Account, spec: SymbolSpec, side: int, otype: int, qty: Decimal,
                        price: Decimal, stop: Decimal) -> None:
