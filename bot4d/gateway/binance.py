@@ -793,8 +793,11 @@ class BinanceGateway:
             self._br_hold(float(ra) if ra.isdigit() else 1.0)
         else:
             # an order the venue does not know (filled or cancelled meanwhile) is an answer, not a
-            # failure of the venue; any other refusal counts toward the error storm
-            benign = code in (UNKNOWN_ORDER_CANCEL, NO_SUCH_ORDER)
+            # failure of the venue, and so is a post-only order refused because it would take (the
+            # venue doing what a market maker asked, routinely near the touch); any other refusal
+            # counts toward the error storm
+            benign = code in (UNKNOWN_ORDER_CANCEL, NO_SUCH_ORDER) or \
+                (code == -2010 and "immediately match" in str(msg).lower())
             self._br_outcome(CAT_REJECT if benign else err.category, time.monotonic_ns() - t0, not benign)
             if err.category == CAT_HALT:
                 self._halt(f"Binance refused our credentials or request signing: code {code} "
