@@ -221,7 +221,7 @@ class RiskConfig:
     correlation_sample_ms: int = 1000
     correlation_min_samples: int = 30       # fewer common returns: the pair is not capped
     kelly_min_trades: int = 20
-    breaker_storm: int = 3                  # order-entry breaker opens per window that trip it
+    breaker_storm: int = 10                 # order-entry breaker opens per window that trip it
     storm_window_s: Decimal = Decimal(10)   # the window of reject_storm, error_storm, breaker_storm
     stat_breaker: StatBreakerConfig = StatBreakerConfig()
     order_entry_breaker: CallBreakerConfig = CallBreakerConfig()
@@ -709,7 +709,7 @@ def _risk_guards(t: _Table) -> dict[str, Any]:
         correlation_window=window, correlation_min_samples=min_samples,
         correlation_sample_ms=t.get_int("correlation_sample_ms", 10, 3_600_000, default=1000),
         kelly_min_trades=t.get_int("kelly_min_trades", 1, 1_000_000, default=20),
-        breaker_storm=t.get_int("breaker_storm", 1, 1_000_000, default=3),
+        breaker_storm=t.get_int("breaker_storm", 1, 1_000_000, default=10),
         storm_window_s=t.get_dec("storm_window_s", lo=0, lo_open=True, hi=86400, places=3, default=Decimal(10)),
         stat_breaker=stat, order_entry_breaker=call)
 
