@@ -47,9 +47,10 @@ Definitions the checks rely on:
   position-% checks hold for the account. Gross exposure: the committed exposure of instrument i
   is its worst-case |position| whichever side fills, ``max(pos + open_buy + batch_buy,
   -(pos - open_sell - batch_sell))``, valued at the mid; the caller's committed gross exposure is
-  the sum over its instruments (those with no mid count 0). An opening order that would take it
-  above ``cfg[C_MAX_GROSS]`` (this shard's slice of the account's limit; INT64_MAX: none) is
-  refused with REJ_GROSS_EXPOSURE. Slices add up to at most the account's limit, so the account
+  the sum over its instruments (those with no mid count 0). An opening order that would grow it
+  and take it above ``cfg[C_MAX_GROSS]`` (this shard's slice of the account's limit; INT64_MAX: none) is
+  refused with REJ_GROSS_EXPOSURE; one that leaves it where it is (its side's worst case stays
+  within the other side's) is not, even above the limit. Slices add up to at most the account's limit, so the account
   never exceeds it whatever the shards do at the same moment, and no shard waits for another.
 * Correlation cap: a buy of i is refused when some other instrument j with a long position has
   ``corr[i, j] > cap`` or one with a short position has ``corr[i, j] < -cap`` (it would add to

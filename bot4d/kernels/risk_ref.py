@@ -144,7 +144,8 @@ class RefRisk:
                     return MAX if v is None else v
                 total = sum(exposure(j) for j in range(len(pos)))
                 after = total - exposure(i) + exposure(i, *((qty, 0) if side == SIDE_BID else (0, qty)))
-                if after > max_gross:
+                # an order that does not grow the exposure is not refused by it
+                if after > max_gross and after > total:
                     return R.REJ_GROSS_EXPOSURE, 0
             d = 1 if side == SIDE_BID else -1
             cap = self.cfg[R.C_CORR_CAP_BPS] / 10000.0
