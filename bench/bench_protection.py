@@ -17,19 +17,6 @@ from pathlib import Path
 from bench.harness import benchmark, result
 from ipc import histogram as H
 
-MM = """
-[instruments.strategy]
-kind = "market_maker"
-quote_qty = "0.001"
-max_inventory = "0.01"
-half_spread_ticks = 20
-skew_ticks_per_lot = 5
-stop_ticks = 300
-requote_ticks = 5
-min_requote_ms = 200
-"""
-
-
 def _percentiles(h) -> dict[str, int]:
     n = int(h[H.H_BUCKETS:].sum())
     if n == 0:
@@ -42,11 +29,11 @@ def _percentiles(h) -> dict[str, int]:
 def bench_protection_gap(quick: bool) -> list[dict]:
     from bench.bench_daemon import hist_window
     from ipc.histogram import LatencyHistogram
-    from tests.daemon_harness import Stack, wait_for
+    from tests.daemon_harness import Stack, market_maker, wait_for
 
     seconds = 20.0 if quick else 120.0
     with tempfile.TemporaryDirectory(prefix="bench-prot-") as tmp:
-        s = Stack(Path(tmp), name="bprot", strategies={"BTCUSDT": MM})
+        s = Stack(Path(tmp), name="bprot", strategies={"BTCUSDT": market_maker("0.001", "0.01", 20, stop_ticks=300)})
         try:
             s.start()
             wait_for(lambda: s.ok("status")["orders_sent"] >= 4, 60, "the market maker to quote")

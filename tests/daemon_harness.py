@@ -52,6 +52,8 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, procs: list[sub
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
+# the market maker's table as text, for tests that still write their own ({qty}, {inv}, {hs}); it
+# renders what market_maker(qty, inv, hs) gives config_toml
 STRATEGY = """
 [instruments.strategy]
 kind = "market_maker"
@@ -65,15 +67,96 @@ min_requote_ms = 200
 """
 
 
+class Raw(str):
+    """TOML text that config_toml puts into its table as it is, after the table's own keys."""
+
+
+def market_maker(qty: str, inv: str, hs: int = 2000, **params: Any) -> dict[str, Any]:
+    """An [instruments.strategy] table of the market maker: Stack's defaults, ``params`` on top."""
+    return {"kind": "market_maker", "quote_qty": qty, "max_inventory": inv, "half_spread_ticks": hs,
+            "skew_ticks_per_lot": 5, "stop_ticks": 2000, "requote_ticks": 5, "min_requote_ms": 200, **params}
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, tables key by key; a value None removes the key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def config_doc(tmp: Path, instance: str, rest_port: int, ws_port: int, key_file: Path | str,
+               secret_file: Path | str, over: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one builder of the daemon configurations tests start: a paper daemon on one shard (the
+    last core), trading BTCUSDT and ETHUSDT on the simulated venue at 127.0.0.1, each with the
+    market maker; ``over`` merged in (:func:`merge`). ``instruments`` is keyed by symbol, so an
+    override names the instrument it changes (``{"instruments": {"ETHUSDT": {"shard": 1}}}``);
+    :func:`config_toml` renders it."""
+    inst = {}
+    for sym, qty, inv, neutral in (("BTCUSDT", "0.001", "0.01", "10"), ("ETHUSDT", "0.02", "0.2", "100")):
+        inst[sym] = {"venue": "binance", "symbol": sym, "shard": 0, "max_position": Decimal10(inv),
+                     "max_notional": "5000", "max_open_orders": 8, "band_bps": 500, "neutral_base": neutral,
+                     "strategy": market_maker(qty, inv)}
+    doc = {
+        "instance": instance, "paper": True,
+        "daemon": {"shard_cores": [max(os.sched_getaffinity(0))], "on_stop": "cancel", "runtime_dir": str(tmp),
+                   "state_dir": f"{tmp}/state"},
+        "persist": {"enabled": True, "journal_capacity": 65536},
+        "risk": {"max_daily_loss": "5000", "first_start_state": "active"},
+        "venues": {"binance": {"kind": "binance", "rest_url": f"http://127.0.0.1:{rest_port}",
+                               "ws_url": f"ws://127.0.0.1:{ws_port}", "api_key_file": str(key_file),
+                               "api_secret_file": str(secret_file), "orders_per_second": 40,
+                               "weight_budget_per_min": 3000}},
+        "instruments": inst,
+    }
+    return merge(doc, over or {})
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        raise TypeError(f"{v!r}: the daemon refuses TOML floats; give a string")
+    return json.dumps(str(v))   # strings, Decimals, paths: a TOML basic string
+
+
+def _toml_table(path: str, d: dict[str, Any], array: bool = False) -> list[str]:
+    keys = [f"{k} = {_toml_value(v)}" for k, v in d.items()
+            if not isinstance(v, (dict, Raw)) and not (isinstance(v, list) and v and isinstance(v[0], dict))]
+    raw = [v.strip("\n") for v in d.values() if isinstance(v, Raw)]
+    out = ([f"[[{path}]]" if array else f"[{path}]"] if path and (keys or raw or array) else []) + keys + raw
+    for k, v in d.items():
+        sub = f"{path}.{k}" if path else k
+        if isinstance(v, dict):
+            out += _toml_table(sub, v)
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                out += _toml_table(sub, item, array=True)
+    return out
+
+
+def config_toml(doc: dict[str, Any]) -> str:
+    """:func:`config_doc`'s dict as the TOML file the daemon reads (instruments in their order)."""
+    if isinstance(doc.get("instruments"), dict):
+        doc = {**doc, "instruments": list(doc["instruments"].values())}
+    return "\n".join(_toml_table("", doc)) + "\n"
+
+
 class Stack:
     """sim + daemon (+ PostgreSQL + sidecar). ``start()``; ``close()`` always."""
 
     def __init__(self, tmp: Path, *, name: str = "e2e", half_spread_ticks: int = 2000, orders_per_second: int = 40,
                  extra_risk: str = "", on_stop: str = "cancel", weight_budget: int = 3000,
                  sim_weight_limit: int | None = None, taker_account: bool = False,
-                 strategies: dict[str, str] | None = None, sim_args: list[str] = ()) -> None:
-        """``strategies``: symbol -> an [instruments.strategy] TOML table replacing the market maker;
-        ``sim_args``: more `bot4d sim` options (symbols, balances, fees)."""
+                 strategies: dict[str, str | dict] | None = None, sim_args: list[str] = (),
+                 config: dict[str, Any] | None = None) -> None:
+        """``strategies``: symbol -> an [instruments.strategy] table replacing the market maker (TOML
+        text, or a dict as :func:`market_maker` gives); ``sim_args``: more `bot4d sim` options
+        (symbols, balances, fees); ``config``: merged last into :func:`config_doc`'s configuration."""
         self.tmp = tmp
         self.instance = f"{name}{os.getpid()}x{int(time.time() * 1000) % 100000}"
         self.rest_port, self.ws_port = free_port(), free_port()
@@ -93,52 +176,26 @@ class Stack:
             (tmp / "sim-taker").write_text(" ".join(self.taker) + "\n")
             self.taker2 = (secrets.token_hex(32), secrets.token_hex(32))
             (tmp / "sim-taker2").write_text(" ".join(self.taker2) + "\n")
-        cores = sorted(os.sched_getaffinity(0))
-        shard_core = cores[-1]
+        over: dict[str, Any] = {
+            "daemon": {"on_stop": on_stop}, "risk": {"extra": Raw(extra_risk)},
+            "venues": {"binance": {"orders_per_second": orders_per_second, "weight_budget_per_min": weight_budget}},
+            "instruments": {sym: {"strategy": {"half_spread_ticks": half_spread_ticks}} for sym in ("BTCUSDT", "ETHUSDT")}}
         self.config = tmp / "bot4d.toml"
-        inst = ""
-        for sym, qty, inv, neutral in (("BTCUSDT", "0.001", "0.01", "10"), ("ETHUSDT", "0.02", "0.2", "100")):
-            inst += f"""
-[[instruments]]
-venue = "binance"
-symbol = "{sym}"
-shard = 0
-max_position = "{Decimal10(inv)}"
-max_notional = "5000"
-max_open_orders = 8
-band_bps = 500
-neutral_base = "{neutral}"
-""" + ((strategies or {}).get(sym) or STRATEGY.format(qty=qty, inv=inv, hs=half_spread_ticks))
-        self.config.write_text(f"""
-instance = "{self.instance}"
-paper = true
-[daemon]
-shard_cores = [{shard_core}]
-on_stop = "{on_stop}"
-runtime_dir = "{tmp}"
-state_dir = "{tmp}/state"
-[persist]
-enabled = true
-journal_capacity = 65536
-[risk]
-max_daily_loss = "5000"
-first_start_state = "active"
-{extra_risk}
-[venues.binance]
-kind = "binance"
-rest_url = "http://127.0.0.1:{self.rest_port}"
-ws_url = "ws://127.0.0.1:{self.ws_port}"
-api_key_file = "{self.key_f}"
-api_secret_file = "{self.sec_f}"
-orders_per_second = {orders_per_second}
-weight_budget_per_min = {weight_budget}
-""" + inst)
+        self.doc = config_doc(tmp, self.instance, self.rest_port, self.ws_port, self.key_f, self.sec_f, over)
+        for sym, st in (strategies or {}).items():   # a strategy replaces the market maker's table
+            self.doc["instruments"][sym]["strategy"] = Raw(st) if isinstance(st, str) else st
+        self.write_config(config)
         self.sock = str(tmp / "control.sock")
         self.sim: subprocess.Popen | None = None
         self.daemon: subprocess.Popen | None = None
         self.daemon_log = tmp / "bot4d.log"
         self.sim_log = tmp / "sim.log"
         self.extra: list[subprocess.Popen] = []
+
+    def write_config(self, over: dict[str, Any] | None = None) -> None:
+        """Merge ``over`` into the configuration and write it (a restart or SIGHUP reads it)."""
+        self.doc = merge(self.doc, over or {})
+        self.config.write_text(config_toml(self.doc))
 
     # --- processes ----------------------------------------------------------------------------------
     def start_sim(self) -> None:

@@ -41,64 +41,32 @@ from bot4d.paperkeys import ensure
 from bot4d.records import (CMD_PLACE, EV_KILL_SWITCH, EV_ORDER_NEW, EV_RISK_REJECT, MD_CLEAR, MD_FLAG_FRAME_END,
                            MD_LEVEL, MD_SNAPSHOT_END, MD_UPDATE_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID)
 from bot4d.venues import binance as vb
-from tests.daemon_harness import PY, STRATEGY, Stack, free_port, wait_for
+from tests.daemon_harness import PY, Raw, Stack, config_doc, config_toml, free_port, market_maker, wait_for
+from tests.risk_engine import RiskEngine
 
 Q = 10**8   # risk quote units per USDT
 CORES = sorted(os.sched_getaffinity(0))
 two_cores = pytest.mark.skipif(len(CORES) < 2, reason="two shards need two cores")
 
 # --- the kernel, on two shards ---------------------------------------------------------------------
-CFG = """
-instance = "{inst}"
-paper = true
-[daemon]
-shard_cores = [{c0}, {c1}]
-runtime_dir = "{d}"
-state_dir = "{d}"
-[persist]
-enabled = false
-[risk]
-max_daily_loss = "1000"
-[venues.binance]
-kind = "binance"
-rest_url = "http://127.0.0.1:1"
-ws_url = "ws://127.0.0.1:1"
-api_key_file = "paper.key"
-api_secret_file = "paper.secret"
-orders_per_second = 1000
-[[instruments]]
-venue = "binance"
-symbol = "BTCUSDT"
-shard = 0
-max_position = "1"
-max_notional = "100000"
-neutral_base = "10"
-[instruments.strategy]
-kind = "market_maker"
-quote_qty = "0.001"
-max_inventory = "0.01"
-half_spread_ticks = 10
-skew_ticks_per_lot = 1
-stop_ticks = 1000
-requote_ticks = 1
-min_requote_ms = 0
-[[instruments]]
-venue = "binance"
-symbol = "ETHUSDT"
-shard = 1
-max_position = "10"
-max_notional = "100000"
-neutral_base = "100"
-[instruments.strategy]
-kind = "market_maker"
-quote_qty = "0.01"
-max_inventory = "0.1"
-half_spread_ticks = 10
-skew_ticks_per_lot = 1
-stop_ticks = 1000
-requote_ticks = 1
-min_requote_ms = 0
-"""
+
+
+def kernel_config(tmp: Path, inst: str, cores: list[int], risk: str = "") -> str:
+    """The kernel tests' daemon: BTCUSDT on shard 0 and ETHUSDT on the last of ``cores``' shards,
+    no journal, no venue behind the URLs; ``risk`` is TOML added to [risk]."""
+    mm = dict(half_spread_ticks=10, skew_ticks_per_lot=1, stop_ticks=1000, requote_ticks=1, min_requote_ms=0)
+    return config_toml(config_doc(tmp, inst, 1, 1, "paper.key", "paper.secret", {
+        "daemon": {"shard_cores": cores, "on_stop": None, "state_dir": str(tmp)},
+        "persist": {"enabled": False, "journal_capacity": None},
+        "risk": {"max_daily_loss": "1000", "first_start_state": None, "extra": Raw(risk)},
+        "venues": {"binance": {"orders_per_second": 1000, "weight_budget_per_min": None}},
+        "instruments": {
+            "BTCUSDT": {"max_position": "1", "max_notional": "100000", "max_open_orders": None, "band_bps": None,
+                        "strategy": market_maker("0.001", "0.01", **mm)},
+            "ETHUSDT": {"shard": len(cores) - 1, "max_position": "10", "max_notional": "100000",
+                        "max_open_orders": None, "band_bps": None, "strategy": market_maker("0.01", "0.1", **mm)}}}))
+
+
 ETH_RULES = dict(PAPER_RULES, base="ETH", stepSize=Decimal("0.0001"), minQty=Decimal("0.0001"), qty_scale=4)
 BASE = 100_000 * Q     # the quote balances, counted once
 
@@ -108,8 +76,8 @@ def two(tmp_path: Path):
     if len(CORES) < 2:
         pytest.skip("two shards need two cores")
     ensure(tmp_path)
-    (tmp_path / "c.toml").write_text(CFG.format(inst=f"ak{os.getpid()}x{time.monotonic_ns() % 10**6}",
-                                                c0=CORES[0], c1=CORES[1], d=tmp_path))
+    (tmp_path / "c.toml").write_text(kernel_config(tmp_path, f"ak{os.getpid()}x{time.monotonic_ns() % 10**6}",
+                                                   CORES[:2]))
     d = Daemon(load(tmp_path / "c.toml"))
     d.rules[("binance", "BTCUSDT")] = PAPER_RULES
     d.rules[("binance", "ETHUSDT")] = ETH_RULES
@@ -236,7 +204,7 @@ def test_position_pct_and_drawdown_are_measured_on_the_accounts_equity(two):
     # position-%: 2 % of the account's equity, not of the shard's part
     rs1 = d.shards[1].rs
     rs1.ks[:] = ksk.make_killswitch()            # (back to ACTIVE for the check)
-    eng = R.RiskEngine(rs1, max_batch=4, shard=1)
+    eng = RiskEngine(rs1, max_batch=4, shard=1)
     st = d.shards[1].st
     pos, oo, ob, osl = (st.positions.qty[K.ACCOUNT], st.open_orders[K.ACCOUNT], st.open_buy_qty[K.ACCOUNT],
                         st.open_sell_qty[K.ACCOUNT])
@@ -288,11 +256,7 @@ def test_slices_of_the_accounts_gross_exposure_never_add_up_to_more():
 def _cfg(tmp_path: Path, risk: str, two_shards: bool = False) -> Path:
     """The kernel tests' configuration with ``risk`` added to [risk], on one shard or two."""
     ensure(tmp_path)
-    text = CFG.format(inst="cfgtest", c0=CORES[0], c1=CORES[-1], d=tmp_path)
-    text = text.replace('max_daily_loss = "1000"\n', 'max_daily_loss = "1000"\n' + risk + "\n")
-    if not two_shards:
-        text = text.replace(f"shard_cores = [{CORES[0]}, {CORES[-1]}]", f"shard_cores = [{CORES[0]}]")
-        text = text.replace("shard = 1", "shard = 0")
+    text = kernel_config(tmp_path, "cfgtest", [CORES[0], CORES[-1]] if two_shards else [CORES[0]], risk)
     p = tmp_path / "a.toml"
     p.write_text(text)
     return p
@@ -333,28 +297,17 @@ def test_config_gross_exposure_split(tmp_path: Path):
 # --- the real processes: two shards against the simulated venue ---------------------------------------
 LOSS_LIMIT = Decimal(20000)
 GROSS_LIMIT = Decimal(2600)    # slices of 1300: BTC's 1200 fits, ETH's 1500 does not; 2700 together
-NO_PROTECTION = "[instruments.protection]\nenabled = false\n"
-STRATEGIES = {
-    # wide quotes: the price moves below never cross them, so the loss is the holdings' (10 BTC, 100 ETH)
-    "BTCUSDT": STRATEGY.format(qty="0.02", inv="0.02", hs=40000) + NO_PROTECTION,
-    "ETHUSDT": STRATEGY.format(qty="0.5", inv="0.5", hs=2000) + NO_PROTECTION,
-}
+NO_PROTECTION = {"protection": {"enabled": False}}
+# wide quotes: the price moves below never cross them, so the loss is the holdings' (10 BTC, 100 ETH)
+STRATEGIES = {"BTCUSDT": market_maker("0.02", "0.02", 40000), "ETHUSDT": market_maker("0.5", "0.5", 2000)}
 EXTRA_RISK = f"""max_gross_exposure = "{GROSS_LIMIT}"
 reject_storm = 1000000
 [risk.stat_breaker]
 enabled = false
 """
-
-
-def two_shards(s: Stack) -> Stack:
-    """The harness's one-shard config with ETHUSDT on a second shard, on the second core."""
-    text = s.config.read_text()
-    head, btc, eth = text.split("[[instruments]]")
-    cores = f"shard_cores = [{max(CORES)}]"
-    assert cores in head and "shard = 0" in eth
-    s.config.write_text(head.replace(cores, f"shard_cores = [{CORES[0]}, {CORES[1]}]") + "[[instruments]]" + btc
-                        + "[[instruments]]" + eth.replace("shard = 0", "shard = 1", 1))
-    return s
+# ETHUSDT on a second shard, on the second core
+TWO_SHARDS = {"daemon": {"shard_cores": CORES[:2]},
+              "instruments": {"BTCUSDT": NO_PROTECTION, "ETHUSDT": {"shard": 1, **NO_PROTECTION}}}
 
 
 def account(s: Stack) -> dict:
@@ -370,7 +323,7 @@ def stack():
     if len(CORES) < 2:
         pytest.skip("two shards need two cores")
     tmp = Path(tempfile.mkdtemp(prefix="bot4d-acct-"))
-    s = two_shards(Stack(tmp, name="acct", extra_risk=EXTRA_RISK, strategies=STRATEGIES))
+    s = Stack(tmp, name="acct", extra_risk=EXTRA_RISK, strategies=STRATEGIES, config=TWO_SHARDS)
     try:
         s.start()
         s.ok("limits-set", key="max_daily_loss", value=str(LOSS_LIMIT))

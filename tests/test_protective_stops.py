@@ -23,37 +23,22 @@ import pytest
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels.oms_state import OT_STOP_LIMIT
 from bot4d.records import EV_KILL_SWITCH, EV_ORDER_NEW, JFLAG_OPENS_POSITION
-from tests.daemon_harness import Stack, wait_for
+from tests.daemon_harness import Raw, Stack, market_maker, wait_for
 
 SYM = "BTCUSDT"
 NEUTRAL = Decimal("10")
-MM = """
-[instruments.strategy]
-kind = "market_maker"
-quote_qty = "{qty}"
-max_inventory = "{qty}0"
-half_spread_ticks = {hs}
-skew_ticks_per_lot = 5
-stop_ticks = {stop}
-requote_ticks = 5
-min_requote_ms = 200
-"""
-
-
 # the market maker's stop: 30000 ticks ($300, 0.5 %) under its entry, beyond what the simulated
 # market drifts during a test (tens of dollars in seconds); quotes of 0.004: the taker takes more
 # from our bid than the agents' flow takes from our ask
-BTC_MM = MM.format(hs=20, stop=30000, qty="0.004")
-NO_STRATEGY = """
-[instruments.strategy]
-kind = "none"
-"""
+BTC_MM = market_maker("0.004", "0.0040", 20, stop_ticks=30000)
+# what a restart quotes on BTCUSDT: nothing
+NO_STRATEGY = {"instruments": {SYM: {"strategy": Raw('[instruments.strategy]\nkind = "none"\n')}}}
 
 
 @pytest.fixture
 def stack(tmp_path):
     s = Stack(tmp_path, name="prot", taker_account=True,
-              strategies={SYM: BTC_MM, "ETHUSDT": MM.format(hs=2000, stop=2000, qty="0.01")})
+              strategies={SYM: BTC_MM, "ETHUSDT": market_maker("0.01", "0.010", 2000)})
     try:
         s.start()
         yield s
@@ -165,7 +150,7 @@ def test_a_position_gets_a_stop_at_the_venue_that_outlives_the_daemon_and_closes
     assert held(stack) == NEUTRAL, "the position is not closed at the venue"
 
     # the next run (quoting nothing on BTCUSDT) finds the position closed and keeps no stop
-    stack.config.write_text(stack.config.read_text().replace(BTC_MM, NO_STRATEGY))
+    stack.write_config(NO_STRATEGY)
     stack.start_daemon()
     assert Decimal(stack.ok("positions")[SYM]["qty"]) == 0
     assert stack.ok("protection")[SYM]["protected"] is True
@@ -178,7 +163,7 @@ def test_restart_takes_the_stop_over_without_leaving_the_position_bare(stack):
     before = stack.sim_stats()["cancel_replaces"]
     stack.stop_daemon(signal.SIGKILL)
     # the next run quotes nothing on BTCUSDT, so the position stays what the stop was made for
-    stack.config.write_text(stack.config.read_text().replace(BTC_MM, NO_STRATEGY))
+    stack.write_config(NO_STRATEGY)
     bare: list[float] = []
     done = threading.Event()
 
