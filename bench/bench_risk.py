@@ -1,11 +1,11 @@
 """Pre-trade risk benchmarks: the kernel against a straightforward pure-Python implementation.
 
 * ``risk.check_batch``: order intents decided per second when many are passed to one kernel call.
-* ``risk.check_single``: one intent from Python through the kernel and back (``RiskEngine.check``),
-  per-call latency histogram.
+* ``risk.check_single``: one intent from Python through the kernel and back
+  (``RiskEngine.check_one``, ``tests/risk_engine.py``), per-call latency histogram.
 
-Both run the pure-Python baseline (:mod:`bot4d.kernels.risk_ref`) on the same intents in the same
-run and fail if the two reach different decisions.
+Both run the pure-Python baseline (``tests/risk_ref.py``) on the same intents in the same run and
+fail if the two reach different decisions.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 
 from bench.harness import baseline_of, benchmark, result
 from bot4d.kernels import risk as R
-from bot4d.kernels.risk_ref import RefRisk, intents_to_dicts
 from bot4d.records import CMD_CANCEL, CMD_PLACE, ORDER_INTENT_DTYPE, SIDE_BID
+from tests.risk_engine import RiskEngine
+from tests.risk_ref import RefRisk, intents_to_dicts
 
 N_INST = 16
 USD = 10**8
@@ -67,7 +68,7 @@ def _flow(n: int, mid: np.ndarray, seed: int = 2) -> np.ndarray:
 
 
 def _dec_kernel(rs, corr, it, pos, oo, ob, osl, mid, batch):
-    eng = R.RiskEngine(rs, max_batch=batch)
+    eng = RiskEngine(rs, max_batch=batch)
     eng.corr[:] = corr
     out = np.empty(it.shape[0], np.int32)
     lat = np.empty(it.shape[0] // batch + 1, np.int64)
@@ -136,7 +137,7 @@ def bench_check_single(quick: bool) -> list[dict]:
         d, _ = ref.check(dicts[k:k + 1], pl, ool, obl, osll, midl, T0 + k)
         blat[k] = time.perf_counter_ns() - t
         ref_dec[k] = d[0]
-    eng = R.RiskEngine(rs, max_batch=1)
+    eng = RiskEngine(rs, max_batch=1)
     eng.corr[:] = corr
     eng.bind(pos, oo, ob, osl, mid)
     lat = np.empty(n, np.int64)

@@ -6,6 +6,7 @@ import pytest
 
 from bot4d.kernels import correlation as C
 from bot4d.kernels import risk as R
+from tests.risk_engine import RiskEngine
 
 
 def _push_all(ring, meta, last, mids):
@@ -63,7 +64,7 @@ def test_risk_cap_uses_the_computed_matrix():
                          max_notional=10**15, max_open_orders=5, band_bps=500)
     R.set_venue_rate(rs, 0, capacity=5, per_second=5, now_ns=0)
     R.update_equity(rs.acct, 10**15, 0)
-    eng = R.RiskEngine(rs, max_batch=2)
+    eng = RiskEngine(rs, max_batch=2)
     eng.corr[:] = corr
     from bot4d.records import CMD_PLACE, ORDER_INTENT_DTYPE, SIDE_BID
     it = np.zeros(1, ORDER_INTENT_DTYPE)

@@ -178,6 +178,7 @@ def test_trip_survives_restart_through_shared_memory(tmp_path):
             import mmap, os, numpy as np
             from bot4d.kernels import killswitch as K, risk as R
             from bot4d.records import ORDER_INTENT_DTYPE, CMD_PLACE, CMD_CANCEL
+            from tests.risk_engine import RiskEngine
             fd = os.open({path!r}, os.O_RDWR)
             mm = mmap.mmap(fd, {K.KS_WORDS * 8})
             ks = K.attach(mm)
@@ -186,7 +187,7 @@ def test_trip_survives_restart_through_shared_memory(tmp_path):
                              max_notional=10**15, max_open_orders=5, band_bps=500)
             R.set_venue_rate(rs, 0, capacity=5, per_second=5, now_ns=0)
             R.update_equity(rs.acct, 10**14, 0)
-            eng = R.RiskEngine(rs, max_batch=2)
+            eng = RiskEngine(rs, max_batch=2)
             it = np.zeros(2, ORDER_INTENT_DTYPE)
             it['command'] = [CMD_PLACE, CMD_CANCEL]
             it['price'] = 100_00; it['qty'] = 1000; it['stop_price'] = 90_00

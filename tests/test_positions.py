@@ -130,14 +130,12 @@ def test_matches_decimal_reference_and_sum_of_fills(seq):
     assert pb.qty[0].sum() == 0 and pb.qty[1, 0] == 0 and pb.balance[0] == 0
 
 
-def test_unrealised_all_reports_overflow_cells():
+def test_unrealised_reports_overflow():
     pb = P.make_positions(1, 2)
     P.apply_fill(pb, 0, 0, True, 10, 4, 0)
     P.apply_fill(pb, 0, 1, True, 1, 10**12, 0)
-    pb.mark_px[:] = [12, 10**8]
-    out = np.zeros((1, 2), np.int64)
-    bad = P.unrealised_all(pb, out)
-    assert bad == 1 and out[0, 0] == 8 and out[0, 1] == 0
+    assert P.unrealised(pb, 0, 0, 12) == (8, True)
+    assert P.unrealised(pb, 0, 1, 10**8)[1] is False   # 10**20 does not fit int64
 
 
 def test_make_positions_refuses_empty():

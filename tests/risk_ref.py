@@ -1,4 +1,5 @@
-"""Straightforward pure-Python pre-trade risk: the benchmark baseline and the kernel's cross-check.
+"""Straightforward pure-Python pre-trade risk: the benchmark baseline and the kernel's cross-check
+(``tests/test_risk_props.py``, ``bench/bench_risk.py``); the daemon never runs it.
 
 Same rules as :mod:`bot4d.kernels.risk` (read its docstring), written the obvious way with Python
 ints (exact, unbounded) over Python lists and dicts. Overflow is therefore detected by comparing
