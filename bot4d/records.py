@@ -147,7 +147,11 @@ ORDER_COMMAND_DTYPE = np.dtype(
         ("stop_price", np.int64),      # venue-native stop orders (OT_STOP_LIMIT): the trigger
         ("replace_order_id", np.int64),# CMD_PLACE: our order the venue cancels in the same
                                        # request (cancel-replace); 0: a plain place
+        ("tp_price", np.int64),        # CMD_PLACE of an OT_STOP_LIMIT: > 0 makes it one venue OCO
+                                       # with a take-profit leg (LIMIT_MAKER at this price, same
+                                       # side and qty; Binance POST /api/v3/orderList/oco); 0: none
+        ("tp_order_id", np.int64),     # that take-profit leg's own shard-local order id
     ],
     align=True,
 )
-assert ORDER_COMMAND_DTYPE.itemsize == 80, ORDER_COMMAND_DTYPE.itemsize
+assert ORDER_COMMAND_DTYPE.itemsize == 96, ORDER_COMMAND_DTYPE.itemsize

@@ -39,12 +39,13 @@ class Rig:
             r[k] = v
         j0 = int(self.jc[0])
         oms_k.apply(self.st, r, self.j, self.jc, self.ob, self.oc)
-        return pt.note_journal(self.pr, self.j, j0, int(self.jc[0]))
+        return pt.note_journal(self.pr, self.st, self.j, j0, int(self.jc[0]))
 
-    def entry(self, side: int, px: int, qty: int, stop: int, coid: int) -> int:
+    def entry(self, side: int, px: int, qty: int, stop: int, coid: int, tp: int = 0) -> int:
         it = np.zeros(1, ORDER_INTENT_DTYPE)
         it["command"], it["side"], it["order_type"], it["tif"] = CMD_PLACE, side, OT_LIMIT, TIF_GTC
         it["price"], it["qty"], it["stop_price"], it["client_order_id"] = px, qty, stop, coid
+        it["take_profit_price"] = tp
         self.submit(it)
         oid = int(self.ob[self.oc[0] - 1]["target_order_id"])
         self.report(oms_k.RP_ACK, oid, venue_order_id=900 + coid)
@@ -54,11 +55,13 @@ class Rig:
         """One protective pass: the intent it made (already submitted), or None."""
         self.oc[0] = 0
         n = pt.plan(self.pr, self.st, 0, self.now, self.it, 0)
+        n = pt.cancel_fired(self.pr, self.st, 0, self.now, self.it, n)
         if n == 0:
             return None
-        self.submit(self.it[:1])
-        pt.adopt(self.pr, self.st, 0, self.it, 0, self.now)
-        return self.it[0].copy()
+        self.submit(self.it[:n])
+        for q in range(n):
+            pt.adopt(self.pr, self.st, 0, self.it, q, self.now)
+        return self.it[0].copy() if n == 1 else self.it[:n].copy()
 
 
 def test_a_fill_gets_a_stop_for_the_whole_position_at_the_strategys_price():
@@ -189,3 +192,81 @@ def test_a_stop_the_venue_says_would_trigger_at_once_becomes_a_market_exit():
     it = r.plan()
     assert it["order_type"] == OT_MARKET and it["side"] == SIDE_ASK and it["qty"] == 20
     assert r.pr.ctr[0, pt.P_REFUSED] == 0 and r.pr.ctr[0, pt.P_EXITS] == 1
+
+
+def test_an_entry_with_a_take_profit_gets_one_oco_request_and_the_take_profit_fill_ends_it():
+    r = Rig()
+    a = r.entry(SIDE_BID, 10_000, 20, 9_500, 1, tp=10_505)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=20, trade_id=1)
+    legs = r.plan()
+    assert len(legs) == 2 and legs[0]["order_type"] == OT_STOP_LIMIT and legs[1]["order_type"] == OT_LIMIT
+    assert legs[1]["price"] == 10_510 and legs[1]["side"] == SIDE_ASK and legs[1]["qty"] == 20  # on the tick, up
+    assert legs[0]["oco_group"] == legs[1]["oco_group"] != 0
+    # one venue request: the stop's record carries the take-profit leg's price and order id
+    assert r.oc[0] == 1
+    stop, tp = int(r.pr.st[0, pt.X_OID]), int(r.pr.st[0, pt.X_TP_OID])
+    assert r.ob[0]["target_order_id"] == stop and r.ob[0]["take_profit_price"] == 10_510
+    assert r.ob[0]["oco_group"] == tp and r.pr.ctr[0, pt.P_OCO] == 1
+    r.report(oms_k.RP_ACK, stop)
+    r.report(oms_k.RP_ACK, tp)
+    assert r.plan() is None and r.pr.st[0, pt.X_SINCE] == 0
+    # the take-profit fills: the OMS takes the stop leg out, nothing new is placed
+    r.oc[0] = 0
+    r.report(oms_k.RP_FILL, tp, price=10_510, qty=20, trade_id=2)
+    assert r.st.positions.qty[0, 0] == 0
+    assert r.oc[0] == 1 and r.ob[0]["command"] == CMD_CANCEL and r.ob[0]["target_order_id"] == stop
+    r.report(oms_k.RP_CANCELLED, stop)
+    assert r.plan() is None
+
+
+def test_a_resize_replaces_the_oco_and_a_reached_take_profit_leaves_a_lone_stop():
+    r = Rig()
+    a = r.entry(SIDE_BID, 10_000, 20, 9_500, 1, tp=10_500)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=10, trade_id=1)
+    r.plan()
+    s1, t1 = int(r.pr.st[0, pt.X_OID]), int(r.pr.st[0, pt.X_TP_OID])
+    r.report(oms_k.RP_ACK, s1)
+    r.report(oms_k.RP_ACK, t1)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=10, trade_id=2)
+    legs = r.plan()
+    assert legs[0]["replace_order_id"] == s1 and legs[0]["qty"] == 20 and legs[1]["qty"] == 20
+    assert r.ob[0]["replace_order_id"] == s1 and r.ob[0]["take_profit_price"] == 10_500
+    # the venue cancels the old list (both legs) and acks the new one
+    r.report(oms_k.RP_CANCELLED, s1)
+    r.report(oms_k.RP_CANCELLED, t1)
+    s2, t2 = int(r.pr.st[0, pt.X_OID]), int(r.pr.st[0, pt.X_TP_OID])
+    r.report(oms_k.RP_ACK, s2)
+    r.report(oms_k.RP_ACK, t2)
+    assert r.plan() is None
+    # the mark reaches the take-profit: a maker order there would take; the stop stays alone
+    r.report(oms_k.RP_MARK, 0, price=10_600)
+    it = r.plan()
+    assert it["order_type"] == OT_STOP_LIMIT and it["replace_order_id"] == s2 and it["oco_group"] == 0
+    assert r.pr.st[0, pt.X_TP_OID] == 0
+
+
+def test_a_protective_fill_cancels_the_strategys_orders_on_its_side():
+    r = Rig()
+    a = r.entry(SIDE_BID, 10_000, 20, 9_500, 1)
+    r.report(oms_k.RP_FILL, a, price=10_000, qty=20, trade_id=1)
+    r.plan()
+    stop = int(r.pr.st[0, pt.X_OID])
+    r.report(oms_k.RP_ACK, stop)
+    sell = r.entry(SIDE_ASK, 10_300, 20, 0, 2)     # the strategy's closing order rests above
+    buy = r.entry(SIDE_BID, 9_000, 5, 8_500, 3)     # and a bid below (not the exit's side)
+    assert r.plan() is None
+    r.report(oms_k.RP_FILL, stop, price=9_450, qty=20, trade_id=2)
+    assert r.st.positions.qty[0, 0] == 0
+    it = r.plan()
+    assert it["command"] == CMD_CANCEL and it["target_order_id"] == sell
+    assert r.pr.ctr[0, pt.P_CLOSING_CANCELLED] == 1
+    assert r.st.o_state[buy & 63] == S_ACKED and r.plan() is None
+
+
+def test_an_earlier_runs_fill_after_the_balances_moves_the_position():
+    r = Rig()
+    r.st.positions.qty[0, 0] = 20       # what the balances said at start
+    r.st.positions.fill_qty[0, 0] = 20
+    for tid, flags in ((1, oms_k.RP_FLAG_RECOVERED), (2, oms_k.RP_FLAG_RECOVERED | oms_k.RP_FLAG_AFTER_BALANCES)):
+        r.report(oms_k.RP_FILL, 77, price=9_450, qty=10, trade_id=tid, side=SIDE_ASK, boot=12345, flags=flags)
+    assert r.st.positions.qty[0, 0] == 10   # only the fill made after the balances were read

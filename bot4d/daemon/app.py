@@ -591,6 +591,12 @@ class Daemon:
                 quote_total.setdefault(r["quote"], sum(balances.get(r["quote"], (Decimal(0), Decimal(0)))))
                 log.info("%s %s: holding %s %s (neutral %s): position %s", vname, ic.symbol, free + locked, r["base"],
                          ic.neutral_base, from_fixed(pos, qs))
+                # an earlier run's protection left resting: this run asks for the same stop (and
+                # take-profit), so its first protective order replaces it like for like
+                kept = gw.adopted_protection().get(ic.symbol) if hasattr(gw, "adopted_protection") else None
+                if kept is not None and pos != 0:
+                    sh.si.prot.st[i, pt.X_WANT_PX] = to_fixed(kept[0], ps)
+                    sh.si.prot.st[i, pt.X_WANT_TP] = to_fixed(kept[1], ps)
             base += sum((to_fixed(v, rk.QUOTE_SCALE) for v in quote_total.values()), 0)
             for sh in self.shards:
                 # the quote balances once in the account area, each shard's holdings in its part;

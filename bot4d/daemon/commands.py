@@ -165,7 +165,7 @@ class Commands:
                 flat = p["position"] == 0
                 for k in ("position", "stop_qty"):
                     p[k] = self._qty(i, p[k])
-                for k in ("stop_price", "limit_price"):
+                for k in ("stop_price", "limit_price", "take_profit_price"):
                     p[k] = self._px(i, p[k])
                 p["unprotected_for_s"] = round(p.pop("unprotected_for_ns") / 1e9, 3)
                 p["protected"] = flat or (bool(p["stop_order_id"]) and p["unprotected_for_s"] == 0

@@ -317,7 +317,7 @@ class Shard:
     def protective_ids(self) -> np.ndarray:
         """Order ids of the protective stops (and market exits) the shard keeps for its positions."""
         x = self.si.prot.st
-        ids = np.concatenate([x[:, pt.X_OID], x[:, pt.X_EXIT_OID]])
+        ids = np.concatenate([x[:, pt.X_OID], x[:, pt.X_EXIT_OID], x[:, pt.X_TP_OID]])
         return ids[ids != 0]
 
     def protection(self) -> list[dict[str, Any]]:
@@ -328,6 +328,9 @@ class Shard:
             oid = int(pr.st[i, pt.X_OID])
             s = oid & ((1 << int(st.slot_bits[0])) - 1) if oid else -1
             live = s >= 0 and int(st.o_id[s]) == oid
+            tp_oid = int(pr.st[i, pt.X_TP_OID])
+            ts = tp_oid & ((1 << int(st.slot_bits[0])) - 1) if tp_oid else -1
+            tp_live = ts >= 0 and int(st.o_id[ts]) == tp_oid
             since = int(pr.st[i, pt.X_SINCE])
             pos = int(st.positions.qty[K.ACCOUNT, i])
             out.append({
@@ -339,6 +342,12 @@ class Shard:
                 "stop_price": int(st.o_trigger[s]) if live else 0,
                 "limit_price": int(st.o_px[s]) if live else 0,
                 "venue_order_id": int(st.o_venue_id[s]) if live else 0,
+                # the take-profit leg resting with the stop as one venue OCO (0: a lone stop)
+                "take_profit_order_id": tp_oid if tp_live else 0,
+                "take_profit_price": int(st.o_px[ts]) if tp_live else 0,
+                "take_profit_state": STATE_NAMES.get(int(st.o_state[ts]), "?") if tp_live else None,
+                "oco_placed": int(pr.ctr[i, pt.P_OCO]),
+                "strategy_orders_cancelled_on_exit": int(pr.ctr[i, pt.P_CLOSING_CANCELLED]),
                 "unprotected_for_ns": time.time_ns() - since if since else 0,
                 "placed": int(pr.ctr[i, pt.P_PLACED]), "cancelled": int(pr.ctr[i, pt.P_CANCELLED]),
                 "refused": int(pr.ctr[i, pt.P_REFUSED]), "last_refusal_code": int(pr.st[i, pt.X_LAST_REFUSAL]),

@@ -328,6 +328,9 @@ def _to_command(c, it, shard, now, anchor):
     c.shard = shard
     c.stop_price = it.stop_price
     c.replace_order_id = it.replace_order_id
+    # a protective stop's OCO take-profit leg, folded into its record by the OMS
+    c.tp_price = it.take_profit_price if it.order_type == oms.OT_STOP_LIMIT else 0
+    c.tp_order_id = it.oco_group if it.order_type == oms.OT_STOP_LIMIT else 0
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -442,23 +445,30 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _protect(now, shard, st, rs, kcfg, si, b, j_start):
-    """Bring each instrument's protective stop in line with its position. Its intents bypass
-    pre-trade risk (they only reduce, and a halted account needs them most) but not the OMS."""
+    """Bring each instrument's protective stop (or stop + take-profit OCO) in line with its
+    position, and cancel the strategy's orders on the side of a protective exit that fired. Its
+    intents bypass pre-trade risk (they only reduce, and a halted account needs them most) but
+    not the OMS."""
     pr = si.prot
-    if pt.note_journal(pr, b.journal, j_start, b.jcount[0]) > 0:
+    if pt.note_journal(pr, st, b.journal, j_start, b.jcount[0]) > 0:
         ksk.ks_trip(rs.ks, kcfg, ksk.TRIP_STOP_REFUSED, 0, now, b.journal, b.jcount, shard)
+    cap = min(b.intents.shape[0], 18)   # an OCO's two legs + up to 16 cancels per instrument and pass
     for i in range(si.mine.shape[0]):
         if si.mine[i] == 0 or pr.cfg[i, pt.PC_ENABLED] == 0:
             continue
-        if b.jcount[0] + 64 > b.journal.shape[0] or b.ocount[0] + 8 > b.outbox.shape[0]:
+        if b.jcount[0] + 16 * cap > b.journal.shape[0] or b.ocount[0] + 2 * cap > b.outbox.shape[0]:
             break   # buffers backed up: the next pass comes back to it
-        if pt.plan(pr, st, i, now, b.intents, 0) == 0:
+        n = pt.plan(pr, st, i, now, b.intents, 0)
+        n = pt.cancel_fired(pr, st, i, now, b.intents[:cap], n)
+        if n == 0:
             continue
-        b.decision[0] = 0
-        b.approved[0] = 0
-        oms_k.submit(st, b.intents[:1], b.decision[:1], b.approved[:1], now, b.journal, b.jcount,
+        for q in range(n):
+            b.decision[q] = 0
+            b.approved[q] = 0
+        oms_k.submit(st, b.intents[:n], b.decision[:n], b.approved[:n], now, b.journal, b.jcount,
                      b.outbox, b.ocount)
-        pt.adopt(pr, st, i, b.intents, 0, now)
+        for q in range(n):
+            pt.adopt(pr, st, i, b.intents, q, now)
     if b.ocount[0] > 0:
         b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, 0)
 

@@ -55,8 +55,8 @@ from bot4d.gateway.clock import VenueClock
 from bot4d.gateway.rest import RestClient, RestError
 from bot4d.kernels import breaker as bkr
 from bot4d.kernels.oms import (
-    RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_FEE_GIVEN, RP_FLAG_RECOVERED,
-    RP_REJECT, RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
+    RP_ACK, RP_CANCEL_REJECT, RP_CANCELLED, RP_EXPIRED, RP_FILL, RP_FLAG_AFTER_BALANCES, RP_FLAG_FEE_GIVEN,
+    RP_FLAG_RECOVERED, RP_REJECT, RP_REPLACE_REJECT, VENUE_REPORT_DTYPE,
 )
 from bot4d.kernels.oms_state import OT_LIMIT, OT_MARKET, OT_STOP_LIMIT, TIF_FOK, TIF_GTC, TIF_IOC, TIF_POST_ONLY
 from bot4d.records import (CMD_CANCEL, CMD_PLACE, CMD_REPLACE, JOURNAL_EVENT_DTYPE, ORDER_COMMAND_DTYPE, SIDE_ASK,
@@ -71,6 +71,7 @@ log = logging.getLogger("bot4d.gateway.binance")
 W_ORDER = 1           # POST /api/v3/order
 W_CANCEL_REPLACE = 1  # POST /api/v3/order/cancelReplace
 W_CANCEL = 1          # DELETE /api/v3/order
+W_ORDER_LIST = 1      # POST /api/v3/orderList/oco, DELETE /api/v3/orderList
 W_QUERY_ORDER = 4     # GET /api/v3/order
 W_OPEN_SYMBOL = 6     # GET /api/v3/openOrders with symbol
 W_OPEN_ALL = 80       # GET /api/v3/openOrders without symbol
@@ -91,6 +92,8 @@ NOT_SENT = -1001           # DISCONNECTED: the request never left (connect faile
 NO_SUCH_ORDER = -2013
 UNKNOWN_ORDER_CANCEL = -2011
 UNSUPPORTED = -1000        # commands this gateway cannot express on Binance spot (replace)
+SWAP_NOT_ATTEMPTED = -2022 # the old order of a swap could not be cancelled: the new one was not
+                           # sent (bot4d.kernels.protect retries it without an alarm)
 # Binance answers -2010 for many refusals; "Stop price would trigger immediately." means the venue's
 # last price is already through the stop (bot4d.kernels.protect then exits at market): reported
 # under a code of its own so the shard can tell it from a refusal of the order itself
@@ -211,6 +214,8 @@ class OpenOrder:
     shard: int | None
     order_id: int | None
     otype: str = ""        # the venue's order type (STOP_LOSS_LIMIT: a protective stop)
+    list_id: int = -1      # the venue's order list (an OCO leg), -1: none
+    stop_price: Decimal = Decimal(0)
 
 
 @dataclass
@@ -294,6 +299,8 @@ class _Order:
     unknown: bool = False       # the place's outcome is being resolved
     placed: asyncio.Event = field(default_factory=asyncio.Event)  # the place request is over
     side: int = -1              # SIDE_BID / SIDE_ASK once a venue answer named it (-1 unknown)
+    peer: "_Order | None" = None  # the other leg of our venue OCO (a protective stop's take-profit)
+    list_cancelled: bool = False  # the venue took a cancel of this leg's list: the other leg needs none
 
 
 class _UserListener(WSListener):
@@ -411,7 +418,8 @@ class BinanceGateway:
             "on_reports_failed", "orders_evicted_live", "rate_limited", "listen_key_renewals",
             "fill_sweeps", "fills_recovered", "fills_recovered_other_runs", "trades_not_ours",
             "stream_held", "stream_other_boot_fills", "cancel_replaces", "swap_cancel_failed",
-            "stops_taken_over")}
+            "stops_taken_over", "oco_places", "list_swaps", "cancel_list_done", "stream_list_status",
+            "fills_after_balances")}
         self.halted: str | None = None
         self.halt_code = 0
         self._cancel_waiting = 0
@@ -443,6 +451,13 @@ class BinanceGateway:
         # symbol -> an earlier boot's protective stop still guarding the position (see
         # cancel_leftovers); the first protective stop this boot places there replaces it
         self.adoptable_stops: dict[str, OpenOrder] = {}
+        # symbol -> the take-profit price of an adoptable stop's OCO (its LIMIT_MAKER leg)
+        self.adoptable_tp: dict[str, Decimal] = {}
+        # venue order ids of earlier boots' orders left resting at start (protective stops and
+        # their OCO legs), and the venue's time of the balances read after that (updateTime, ms):
+        # their fills after it are not in the balances, so they move the position
+        self._kept_vids: set[int] = set()
+        self.balances_ms = 0
 
     def __repr__(self) -> str:
         return (f"BinanceGateway(rest_base={self.rest_base!r}, boot_id={self.boot_id!r}, "
@@ -907,6 +922,22 @@ class BinanceGateway:
                 hist.record(now - tick)
 
         old = self._swap_target(rec, info, params)
+        leg = None
+        if int(rec["tp_price"]) > 0 and int(rec["order_type"]) == OT_STOP_LIMIT:
+            leg = self._tp_leg(rec, info, o)
+            if leg is None:
+                return
+        if old is not None and (leg is not None or self._in_list(old)):
+            # an order list can be neither cancel-replaced nor placed in a cancel-replace: the old
+            # order (with its whole list) is cancelled first, then the new one placed
+            for k in ("cancelReplaceMode", "cancelOrigClientOrderId", "cancelOrderId"):
+                params.pop(k, None)
+            if not await self._cancel_first(o, leg, old, info):
+                return
+            old = None
+        if leg is not None:
+            await self._place_oco(o, leg, int(rec["tp_price"]), params, info, written)
+            return
         path, weight = ("/api/v3/order/cancelReplace", W_CANCEL_REPLACE) if old is not None else \
             ("/api/v3/order", W_ORDER)
         if old is not None:
@@ -956,6 +987,137 @@ class BinanceGateway:
         if not o.acked and not o.terminal:
             o.terminal = RP_REJECT
             self._emit([self._rep(RP_REJECT, shard, oid, inst, reason=_reject_code(code or -status, data))])
+
+    # ---- OCO: a protective stop with its take-profit as one venue order list --------------------
+    @staticmethod
+    def _in_list(old: "_Order | OpenOrder") -> bool:
+        return old.peer is not None if isinstance(old, _Order) else old.list_id >= 0
+
+    def _tp_leg(self, rec: np.void, info: SymbolInfo, o: _Order) -> "_Order | None":
+        """The take-profit leg's record (its own client order id from ``tp_order_id``), linked to
+        the stop leg ``o``; None (both legs reported refused) when it cannot be named."""
+        shard, tid = int(rec["shard"]), int(rec["tp_order_id"])
+        try:
+            tcid = self.client_order_id(shard, tid)
+        except ValueError:
+            tcid = None
+        if tcid is None or tcid in self.orders:
+            self.counters["bad_command"] += 1
+            log.warning("binance gateway: take-profit leg %d of %s cannot be placed (bad or repeated id)",
+                        tid, o.cid)
+            o.terminal = RP_REJECT
+            o.placed.set()
+            reps = [self._rep(RP_REJECT, shard, o.order_id, info.instrument, reason=-1102)]
+            if tcid is None and tid > 0:
+                reps.append(self._rep(RP_REJECT, shard, tid, info.instrument, reason=-1102))
+            self._emit(reps)
+            return None
+        t = _Order(tcid, shard, tid, info, qty=int(rec["qty"]))
+        o.peer, t.peer = t, o
+        self._track(t)
+        return t
+
+    def _legs_rejected(self, legs: list[_Order], code: int) -> None:
+        reps = []
+        for x in legs:
+            x.placed.set()
+            if not x.acked and not x.terminal:
+                x.terminal = RP_REJECT
+                reps.append(self._rep(RP_REJECT, x.shard, x.order_id, x.info.instrument, reason=code))
+        self._emit(reps)
+
+    async def _cancel_first(self, o: _Order, leg: "_Order | None", old: "_Order | OpenOrder",
+                            info: SymbolInfo) -> bool:
+        """Cancel ``old`` (DELETE /api/v3/order on one leg cancels its whole list) before the new
+        protection is placed. False (reported: the new legs refused as a swap not attempted, our old
+        order's cancel refused) when the venue did not cancel it; an earlier run's order that is
+        gone already is no obstacle (ALLOW_FAILURE, as for a lone stop's takeover)."""
+        self.counters["list_swaps"] += 1
+        legs = [o] + ([leg] if leg is not None else [])
+        q = {"symbol": info.symbol, "origClientOrderId": old.cid} if isinstance(old, _Order) else \
+            {"symbol": info.symbol, "orderId": old.venue_order_id}
+        status = code = 0
+        written = True
+        try:
+            status, _d, code, _c = await self._call("DELETE", "/api/v3/order", q, W_CANCEL, K_CANCEL)
+        except _LocalReject as r:
+            code = r.code
+        except _Halted:
+            code = self.halt_code
+        except RestError as e:
+            code, written = NOT_SENT, e.written
+        if status == 200:
+            if isinstance(old, OpenOrder):
+                self.adoptable_tp.pop(old.symbol, None)
+            if isinstance(old, _Order):
+                old.list_cancelled = True
+                if old.peer is not None:
+                    old.peer.list_cancelled = True
+            return True
+        if isinstance(old, OpenOrder):
+            if code == UNKNOWN_ORDER_CANCEL:
+                return True   # gone (filled or cancelled): the new protection goes in anyway
+            self.adoptable_stops.setdefault(old.symbol, old)   # still resting: the next try takes it over
+        why = SWAP_NOT_ATTEMPTED if code == UNKNOWN_ORDER_CANCEL else (code or -status or NOT_SENT)
+        self._legs_rejected(legs, why)
+        if isinstance(old, _Order) and not old.terminal:
+            self._emit([self._rep(RP_CANCEL_REJECT, old.shard, old.order_id, old.info.instrument, reason=why)])
+            if written and status == 0:
+                self._spawn(self._resolve_quiet(old))   # the cancel's outcome is unknown: look
+        return False
+
+    async def _place_oco(self, o: _Order, t: _Order, tp: int, params: dict[str, Any], info: SymbolInfo,
+                         written: Callable[[], None]) -> None:
+        """POST /api/v3/orderList/oco: the stop leg (STOP_LOSS_LIMIT, ``o``) and the take-profit
+        leg (LIMIT_MAKER, ``t``) for the same quantity; for a SELL the take-profit is the above
+        order, for a BUY the below one. The stream reports each leg by its client order id."""
+        side = params["side"]
+        stop = {"Type": "STOP_LOSS_LIMIT", "ClientOrderId": o.cid, "Price": params["price"],
+                "StopPrice": params["stopPrice"], "TimeInForce": "GTC"}
+        take = {"Type": "LIMIT_MAKER", "ClientOrderId": t.cid, "Price": _fmt_units(tp, info.price_scale)}
+        above, below = (take, stop) if side == "SELL" else (stop, take)
+        p: dict[str, Any] = {"symbol": info.symbol, "side": side, "quantity": params["quantity"],
+                             "newOrderRespType": "ACK"}
+        p.update({"above" + k: v for k, v in above.items()})
+        p.update({"below" + k: v for k, v in below.items()})
+        if "selfTradePreventionMode" in params:
+            p["selfTradePreventionMode"] = params["selfTradePreventionMode"]
+        self.counters["oco_places"] += 1
+        sent_ms: list[int] = []
+        unknown = False
+        status = code = cat = 0
+        data: Any = None
+        try:
+            status, data, code, cat = await self._call("POST", "/api/v3/orderList/oco", p, W_ORDER_LIST,
+                                                       K_PLACE, on_written=written, sent_ms=sent_ms)
+        except _LocalReject as r:
+            self.counters["local_rejects_rate_limit"] += 1
+            self._legs_rejected([o, t], r.code)
+            return
+        except _Halted:
+            self.counters["local_rejects_halted"] += 1
+            self._legs_rejected([o, t], self.halt_code)
+            return
+        except RestError as e:
+            if not e.written:
+                self._legs_rejected([o, t], NOT_SENT)
+                return
+            unknown = True
+        finally:
+            for x in (o, t):
+                x.sent_ms = sent_ms[0] if sent_ms else 0
+                x.unknown = unknown
+                x.placed.set()
+        if not unknown and status == 200:
+            for od in (data.get("orders") or []) if isinstance(data, dict) else []:
+                x = o if od.get("clientOrderId") == o.cid else t if od.get("clientOrderId") == t.cid else None
+                if x is not None and isinstance(od.get("orderId"), int):
+                    x.venue_id = od["orderId"]
+            return   # the stream reports each leg
+        if unknown or status >= 500 or cat == CAT_RECONCILE or code in UNKNOWN_OUTCOME_CODES:
+            await asyncio.gather(self._resolve_unknown(o), self._resolve_unknown(t))
+            return
+        self._legs_rejected([o, t], _reject_code(code or -status, data))
 
     # ---- cancel-replace (the protective stops' resize and hand-over) ---------------------------
     def _swap_target(self, rec: np.void, info: SymbolInfo, params: dict[str, Any]) -> "_Order | OpenOrder | None":
@@ -1238,6 +1400,11 @@ class BinanceGateway:
             log.warning("binance gateway: trade %d of %s: the order of boot %s was placed by shard %d, "
                         "the instrument is on shard %d now", tid, info.symbol, boot, shard, info.shard)
         self.counters["fills_recovered_other_runs"] += 1
+        if vid in self._kept_vids and int(t.get("time", 0)) > self.balances_ms > 0:
+            # an earlier run's protective order left resting filled after this run read the
+            # balances its positions come from: the fill moves the position
+            kw["flags"] = int(kw["flags"]) | RP_FLAG_AFTER_BALANCES
+            self.counters["fills_after_balances"] += 1
         return self._rep(RP_FILL, info.shard, oid, info.instrument, boot=n, **kw)
 
     async def _sweep(self, info: SymbolInfo) -> bool:
@@ -1380,6 +1547,11 @@ class BinanceGateway:
         if o is not None and o.terminal:
             self.counters["cancel_for_closed"] += 1  # its final report is already on its way
             return
+        if o is not None and o.list_cancelled:
+            # the venue took the cancel of this OCO leg's list (through the other leg): the stream
+            # reports this leg's end too
+            self.counters["cancel_list_done"] += 1
+            return
         if o is not None and not o.placed.is_set():
             # a cancel that overtakes its own place would be refused as unknown
             try:
@@ -1400,6 +1572,8 @@ class BinanceGateway:
             except RestError:
                 status, code, cat = 0, 0, CAT_RECONCILE
             if status == 200:
+                if o is not None and o.peer is not None:
+                    o.peer.list_cancelled = True   # one leg's cancel ends the whole list
                 return  # the stream reports CANCELED
             if cat == CAT_RATE_LIMIT:
                 continue  # held: the breaker decides when it goes again
@@ -1456,7 +1630,10 @@ class BinanceGateway:
         elif e == "listenKeyExpired":
             self.counters["stream_ignored_event"] += 1
             self._spawn(self._renew_and_reconnect())
-        elif e in ("outboundAccountPosition", "balanceUpdate", "listStatus", "externalLockUpdate"):
+        elif e == "listStatus":
+            # an OCO's status; each leg's own executionReport carries what the OMS needs
+            self.counters["stream_list_status"] += 1
+        elif e in ("outboundAccountPosition", "balanceUpdate", "externalLockUpdate"):
             self.counters["stream_ignored_event"] += 1
         else:
             self.counters["stream_unknown_event"] += 1
@@ -1667,7 +1844,10 @@ class BinanceGateway:
         """The account's balances: asset -> (free, locked). Raises GatewayError."""
         try:
             acct = await self._get_retry("/api/v3/account", {}, W_ACCOUNT)
-            return {str(b["asset"]): (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
+            out = {str(b["asset"]): (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
+            # the venue's time of the account's last change: a later trade is not in these balances
+            self.balances_ms = int(acct.get("updateTime") or 0)
+            return out
         except _Halted as e:
             raise GatewayError(f"halted: {e}") from None
         except (AttributeError, KeyError, InvalidOperation, TypeError) as e:
@@ -1733,7 +1913,8 @@ class BinanceGateway:
                                    Decimal(js["origQty"]), Decimal(js["executedQty"]), cid,
                                    int(js["orderId"]), parsed[0] if parsed else None,
                                    parsed[1] if parsed else None, parsed[2] if parsed else None,
-                                   str(js.get("type", "")))
+                                   str(js.get("type", "")), int(js.get("orderListId", -1)),
+                                   Decimal(js.get("stopPrice") or 0))
                 except (KeyError, ValueError, InvalidOperation, TypeError):
                     self.counters["stream_malformed"] += 1
                     continue
@@ -1778,17 +1959,30 @@ class BinanceGateway:
         """Cancel the open orders of our previous boots; returns how many the venue cancelled.
 
         An earlier boot's protective stop that still guards a position (``position_sign(symbol)``
-        says long > 0 / short < 0) is left resting: this boot's first protective stop for that
-        symbol replaces it in one cancel-replace request, so the position is never bare."""
+        says long > 0 / short < 0) is left resting, with the take-profit leg of its OCO if it has
+        one: this boot's first protective order for that symbol replaces it (a lone stop in one
+        cancel-replace request, so the position is never bare; an OCO is cancelled, then placed
+        anew). Their fills after the balances are read move the position (``_trade_report``)."""
         n = 0
+        keep_lists: set[int] = set()
         for oo in rec.previous_boots:
-            if position_sign is not None and oo.otype == "STOP_LOSS_LIMIT" \
-                    and oo.side == ("SELL" if position_sign(oo.symbol) > 0 else
-                                    "BUY" if position_sign(oo.symbol) < 0 else "-") \
+            sign = position_sign(oo.symbol) if position_sign is not None else 0
+            if oo.otype == "STOP_LOSS_LIMIT" and sign != 0 and oo.side == ("SELL" if sign > 0 else "BUY") \
                     and oo.symbol not in self.adoptable_stops:
                 self.adoptable_stops[oo.symbol] = oo
+                self._kept_vids.add(oo.venue_order_id)
+                if oo.list_id >= 0:
+                    keep_lists.add(oo.list_id)
                 log.info("binance gateway: %s protective stop %s of an earlier run left resting "
                          "until this run replaces it", oo.symbol, oo.client_order_id)
+        for oo in rec.previous_boots:
+            if self.adoptable_stops.get(oo.symbol) is oo:
+                continue
+            if oo.list_id >= 0 and oo.list_id in keep_lists:
+                # the adopted stop's take-profit leg: it goes with its list
+                self._kept_vids.add(oo.venue_order_id)
+                if oo.otype == "LIMIT_MAKER":
+                    self.adoptable_tp[oo.symbol] = oo.price
                 continue
             try:
                 status, _d, code, _c = await self._call(
@@ -1804,6 +1998,12 @@ class BinanceGateway:
                 log.warning("binance gateway: leftover %s not cancelled: code %s",
                             oo.client_order_id, code)
         return n
+
+    def adopted_protection(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """symbol -> (stop price, take-profit price or 0) of the earlier runs' protection left
+        resting: what this run's first protective order for the symbol should ask for again."""
+        return {sym: (oo.stop_price, self.adoptable_tp.get(sym, Decimal(0)))
+                for sym, oo in self.adoptable_stops.items()}
 
     async def cancel_unadopted_stops(self) -> int:
         """Cancel the earlier boots' protective stops no stop of this boot replaced."""

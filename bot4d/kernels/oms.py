@@ -44,6 +44,13 @@ Rules:
   stops of ``bot4d.kernels.protect``). A place intent with ``replace_order_id`` naming a live
   order of ours asks the venue to cancel that order in the same request (cancel-replace): the old
   order goes to CANCEL_PENDING and the venue's answers finish both.
+* An OCO pair whose first leg is an OT_STOP_LIMIT and whose second is a limit order (the
+  protective stop and its take-profit, ``bot4d.kernels.protect``) goes to the venue as ONE order
+  list: the second leg's place is folded into the first's outbox record (``take_profit_price`` its
+  price, ``oco_group`` its order id; the shard copies them to ``tp_price`` / ``tp_order_id``).
+  Each leg keeps its slot; the venue's reports for each leg finish it.
+* An opening order's ``take_profit_price`` is kept like its stop (``o_tp``); its fill records it in
+  ``tp_fill`` for the protective OCO.
 * Local stop-loss / take-profit orders wait in VALIDATED; a mark at or through the trigger sends them
   as market orders (Binance's rule: BUY STOP_LOSS when price >= stop, SELL STOP_LOSS when price <=
   stop, TAKE_PROFIT the opposite). One that would trigger at once is rejected (R_WOULD_TRIGGER).
@@ -87,6 +94,9 @@ RP_MARK = 9
 
 RP_FLAG_FEE_GIVEN = 1   # ``fee`` is the venue's own figure: use it instead of the fee model
 RP_FLAG_RECOVERED = 2   # a fill found by reconciliation (query), not seen on the venue's stream
+RP_FLAG_AFTER_BALANCES = 4  # an earlier run's fill (``boot`` != 0) the venue made after this run
+                            # read its balances (an earlier run's protective stop left resting
+                            # on the position): it moves the position (the balances lack it)
 
 VENUE_REPORT_DTYPE = np.dtype(
     [
@@ -477,6 +487,8 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     st.o_trigger[s] = trig
     # the protective stop an entry asks for (a stop order's own trigger is not one)
     st.o_stop[s] = it.stop_price if ot == OT_LIMIT or ot == OT_MARKET else 0
+    st.o_tp[s] = it.take_profit_price if (ot == OT_LIMIT or ot == OT_MARKET) and \
+        (it.flags & INTENT_FLAG_PROTECTIVE) == 0 else 0
     st.o_venue_id[s] = 0
     st.o_prot[s] = 1 if (it.flags & INTENT_FLAG_PROTECTIVE) != 0 else 0
     st.o_peer[s] = -1
@@ -670,6 +682,15 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
             st.o_peer[prev_slot] = s
             st.o_oco_id[s] = prev_id
             st.o_oco_id[prev_slot] = st.o_id[s]
+            # a venue-native stop and a limit leg are one venue order list (OCO): one request,
+            # the first leg's record carrying the second's price and order id
+            k = oc[0]
+            if st.o_type[prev_slot] == OT_STOP_LIMIT and st.o_type[s] == OT_LIMIT and k >= 2 \
+                    and ob[k - 1].command == CMD_PLACE and ob[k - 1].target_order_id == st.o_id[s] \
+                    and ob[k - 2].command == CMD_PLACE and ob[k - 2].target_order_id == prev_id:
+                ob[k - 2].take_profit_price = st.o_px[s]
+                ob[k - 2].oco_group = st.o_id[s]
+                oc[0] = k - 1
         elif s >= 0:
             st.counters[C_OCO_CANCELLED] += 1
             _cancel(st, j, jc, ob, oc, s, ts, R_OCO_PEER)
@@ -786,7 +807,10 @@ def _report_unknown(st, j, jc, rp) -> None:
 def _recovered_foreign_fill(st, j, jc, rp) -> None:
     """A fill that reconciliation found for an order this run has no slot for (an earlier run's):
     journalled so the audit trail equals the venue's trades, not applied (the position at start
-    already came from the venue's balances, which include it)."""
+    already came from the venue's balances, which include it), unless the gateway flags it
+    RP_FLAG_AFTER_BALANCES: an earlier run's stop left resting on the position that filled after
+    those balances were read moves the position (account 0, the protective stops'): the fill is
+    then followed by an EV_POSITION."""
     i = rp.instrument
     if i < 0 or i >= st.open_orders.shape[1] or rp.qty <= 0 or rp.price <= 0 \
             or (rp.side != SIDE_BID and rp.side != SIDE_ASK):
@@ -794,8 +818,21 @@ def _recovered_foreign_fill(st, j, jc, rp) -> None:
         _state_ev(st, j, jc, rp.ts_ns, -1, 0, R_BAD_INPUT, rp.price, rp.qty, rp.fee, 0, 0, 0,
                   RP_FILL, rp.venue_order_id)
         return
+    moves = (rp.flags & RP_FLAG_AFTER_BALANCES) != 0
+    fee = rp.fee
+    if moves:
+        # the balances this run's positions came from were read before this fill: apply it
+        a = 0
+        ok = True
+        if (rp.flags & RP_FLAG_FEE_GIVEN) == 0:
+            fee, ok = _fees.quote(st.fees, a, rp.price, rp.qty, rp.maker != 0)
+        if ok:
+            ok = _pos.apply_fill(st.positions, a, i, rp.side == SIDE_BID, rp.price, rp.qty, fee)
+        if not ok:
+            st.counters[C_OVERFLOW] += 1
+            moves = False
     k = jc[0]
-    _emit(st, j, jc, EV_FILL, rp.ts_ns, -1, 0, R_NONE, rp.price, rp.qty, rp.fee,
+    _emit(st, j, jc, EV_FILL, rp.ts_ns, -1, 0, R_NONE, rp.price, rp.qty, fee,
           1 if rp.maker != 0 else 2, rp.trade_id, rp.venue_order_id)
     e = j[k]
     e.instrument = i
@@ -803,6 +840,13 @@ def _recovered_foreign_fill(st, j, jc, rp) -> None:
     e.side = rp.side
     e.aux3 = 1
     e.aux4 = rp.boot
+    if moves:
+        pb = st.positions
+        kp = jc[0]
+        _emit(st, j, jc, EV_POSITION, rp.ts_ns, -1, 0, R_NONE, pb.avg_px[0, i], pb.qty[0, i],
+              pb.fees[0, i], pb.realised[0, i], pb.cost[0, i], pb.balance[0])
+        j[kp].instrument = i
+        j[kp].aux3 = 0
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
@@ -841,6 +885,8 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
         _state_ev(st, j, jc, ts, s, cur, R_OVERFLOW, px, q, 0, cur, cur, 0, RP_FILL, 0)
         return
     _fees.add_volume(st.fees, a, px, q)
+    if st.o_stop[s] > 0 and st.o_prot[s] == 0:
+        st.tp_fill[a, i] = st.o_tp[s]   # what protection rests beside the stop (0: a lone stop)
     _open_add(st, s, -1)
     st.o_filled[s] += q
     _open_add(st, s, 1)

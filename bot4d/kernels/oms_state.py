@@ -41,6 +41,9 @@ protective stop price an opening order asked for (what ``bot4d.kernels.protect``
 venue once it fills; 0 none), ``o_prot`` int8 1 for a protective order (INTENT_FLAG_PROTECTIVE): it
 is left out of ``open_orders`` / ``open_*_qty``, since it can only close the position it covers
 and must not make a strategy's closing order look like an opening one or use up its order count.
+``o_tp`` int64 the take-profit price an opening order asked for (``take_profit_price``, kept like
+``o_stop``); ``tp_fill[account, instrument]`` int64 the take-profit of the last opening fill that
+named a stop (0 none): what ``bot4d.kernels.protect`` rests beside the stop as one venue OCO.
 
 Scalars live in 1-element arrays so kernels can update them: ``seq`` (next journal sequence,
 starts at 1, gap-free per shard), ``serial``, ``nfree``; ``free`` is the free-slot stack.
@@ -179,6 +182,8 @@ class OmsState(NamedTuple):
     o_venue_id: np.ndarray
     o_stop: np.ndarray
     o_prot: np.ndarray
+    o_tp: np.ndarray
+    tp_fill: np.ndarray
 
 
 def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard: int = 0,
@@ -229,4 +234,5 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
         idem=make_idem(idem_capacity, idem_window_ns, idem_tick_ns, strict=idem_strict),
         o_oco_id=np.zeros(cap, np.int64), o_venue_id=np.zeros(cap, np.int64),
         o_stop=np.zeros(cap, np.int64), o_prot=np.zeros(cap, np.int8),
+        o_tp=np.zeros(cap, np.int64), tp_fill=np.zeros((a, n), np.int64),
     )

@@ -189,6 +189,14 @@ class SimServer:
             "order_requests": dict(v.order_requests), "filter_failures": dict(v.filter_failures),
             "stp_modes": dict(v.stp_modes), "clock_offset_ms": v.clock_offset_ns // 1_000_000,
             "cancel_replaces": v.cancel_replaces,
+            # order lists (OCO): how many were placed, and those still executing with their legs
+            "oco_places": v.oco_places,
+            "open_order_lists": [{"account": lst["account"], "symbol": lst["symbol"], "orderListId": lid,
+                                  "legs": [{"type": TYPE_NAMES[v.orders[o].otype], "clientOrderId": v.orders[o].client_order_id,
+                                            "qty": str(v.orders[o].qty), "price": str(v.orders[o].price),
+                                            "stopPrice": str(v.orders[o].stop), "status": v.orders[o].status}
+                                           for o in lst["orders"]]}
+                                 for lid, lst in v.order_lists.items() if lst["status"] == "EXECUTING"],
             # stop orders resting at the venue, by account: what protects a client's positions
             "open_stops": [{"account": o.account, "symbol": o.symbol, "side": "BUY" if o.side == 0 else "SELL",
                             "qty": str(o.qty), "stopPrice": str(o.stop), "price": str(o.price),

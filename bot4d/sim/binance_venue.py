@@ -72,6 +72,8 @@ WEIGHTS = {("GET", "/api/v3/ping"): 1, ("GET", "/api/v3/time"): 1,
            ("GET", "/api/v3/exchangeInfo"): 20, ("GET", "/api/v3/depth"): 5,
            ("POST", "/api/v3/order"): 1, ("DELETE", "/api/v3/order"): 1,
            ("POST", "/api/v3/order/cancelReplace"): 1,
+           ("POST", "/api/v3/orderList/oco"): 1, ("DELETE", "/api/v3/orderList"): 1,
+           ("GET", "/api/v3/openOrderList"): 6,
            ("GET", "/api/v3/order"): 4, ("GET", "/api/v3/openOrders"): 6,
            ("GET", "/api/v3/account"): 20, ("GET", "/api/v3/myTrades"): 20,
            ("GET", "/api/v3/account/commission"): 20,
@@ -127,6 +129,7 @@ class Account:
     free: dict[str, Decimal]
     locked: dict[str, Decimal] = field(default_factory=dict)
     fee_asset: str = ""   # commission paid in this asset (e.g. BNB) while it lasts; "": the quote
+    update_ms: int = 0    # the venue's time of the last balance change (GET /api/v3/account updateTime)
 
 
 @dataclass
@@ -151,6 +154,9 @@ class OrderInfo:
     lock_left: Decimal = Decimal(0)
     open: bool = True        # still on the venue's books (resting or waiting for its trigger)
     triggered: bool = False  # a stop order whose condition was met
+    list_id: int = -1        # the order list (OCO) this order is a leg of; -1: none
+    peer: int = 0            # the OCO's other leg (order id); 0: none
+    expiry_reason: str = ""  # executionReport eR (OCO_TRIGGER: the other leg started working)
 
     @property
     def working(self) -> bool:
@@ -159,7 +165,7 @@ class OrderInfo:
 
     def as_json(self, spec: SymbolSpec) -> dict[str, Any]:
         return {
-            "symbol": self.symbol, "orderId": self.order_id, "orderListId": -1,
+            "symbol": self.symbol, "orderId": self.order_id, "orderListId": self.list_id,
             "clientOrderId": self.client_order_id, "price": _fmt(self.price),
             "origQty": _fmt(self.qty), "executedQty": _fmt(self.cum_qty),
             "cummulativeQuoteQty": _fmt(self.cum_quote), "status": self.status,
@@ -242,6 +248,11 @@ class BinanceVenue:
         # increasingly): myTrades' fromId and "most recent" need no scan of every order
         self.trades_by_account: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self.cancel_replaces = 0  # POST /api/v3/order/cancelReplace requests (GET /sim/stats)
+        # order lists (OCO): id -> {"symbol", "account", "orders": [order ids], "client_id", "status"}
+        self.order_lists: dict[int, dict[str, Any]] = {}
+        self.next_list_id = 1
+        self.oco_places = 0       # POST /api/v3/orderList/oco requests accepted (GET /sim/stats)
+        self._oco_due: list[int] = []   # OCO legs to take out after the engine events at hand
         # what GET /sim/stats shows of order entry: POST /api/v3/order requests per symbol, filter
         # failures by message, accepted orders per selfTradePreventionMode
         self.order_requests: dict[str, int] = {}
@@ -363,6 +374,13 @@ class BinanceVenue:
                 del self.listen_keys[lk]
             return {}
         acct = self._signed(req, p, now_ns)
+        if path == "/api/v3/orderList/oco":
+            return self._new_oco(acct, p, now_ns)
+        if path == "/api/v3/orderList":
+            return self._cancel_list(acct, p, now_ns)
+        if path == "/api/v3/openOrderList":
+            return [self._list_json(lid) for lid, lst in self.order_lists.items()
+                    if lst["account"] == acct.index and lst["status"] == "EXECUTING"]
         if path == "/api/v3/order/cancelReplace":
             return self._cancel_replace(acct, p, now_ns)
         if path == "/api/v3/order":
@@ -380,7 +398,7 @@ class BinanceVenue:
         if path == "/api/v3/account":
             assets = sorted(set(acct.free) | set(acct.locked))
             return {"makerCommission": 0, "takerCommission": 0, "canTrade": True,
-                    "canWithdraw": False, "canDeposit": False, "updateTime": now_ns // 1_000_000,
+                    "canWithdraw": False, "canDeposit": False, "updateTime": acct.update_ms or now_ns // 1_000_000,
                     "accountType": "SPOT", "permissions": ["SPOT"],
                     "balances": [{"asset": a, "free": _fmt(acct.free.get(a, Decimal(0))),
                                   "locked": _fmt(acct.locked.get(a, Decimal(0)))} for a in assets]}
@@ -528,7 +546,10 @@ class BinanceVenue:
                 "exchangeFilters": [], "symbols": syms}
 
     # ---- orders --------------------------------------------------------------------------------
-    def _new_order(self, acct: Account, p: dict[str, str], now_ns: int) -> Any:
+    def _new_order(self, acct: Account, p: dict[str, str], now_ns: int, *, list_id: int = -1,
+                   lock: bool = True) -> Any:
+        """POST /api/v3/order; also one leg of an order list (``list_id``; ``lock=False``: the
+        list's lock is held by its other leg)."""
         sym = self._symbol(p)
         spec = self.specs[sym]
         side = SIDES.get(self._req(p, "side"))
@@ -576,6 +597,8 @@ class BinanceVenue:
 
         # balance check and lock (exact Decimal); market buys are checked against the book
         lock_asset, lock_amt = self._lock_needed(spec, acct, side, otype, qty, price, stop)
+        if not lock:
+            lock_amt = Decimal(0)
         if acct.free.get(lock_asset, Decimal(0)) < lock_amt:
             raise ApiError(400, -2010, "Account has insufficient balance for requested action.")
 
@@ -586,9 +609,10 @@ class BinanceVenue:
         o["instrument"], o["account"], o["ts_ns"], o["order_id"] = self.sym_index[sym], acct.index, now_ns, oid
         o["price"], o["qty"], o["stop_price"] = px_units, q_units, st_units
         info = OrderInfo(oid, sym, acct.index, cid, side, otype, tif, price, qty, stop, stp,
-                         now_ns // 1_000_000, lock_asset=lock_asset, lock_left=lock_amt)
+                         now_ns // 1_000_000, lock_asset=lock_asset, lock_left=lock_amt, list_id=list_id)
         self.orders[oid] = info
         if lock_amt:
+            acct.update_ms = now_ns // 1_000_000
             acct.free[lock_asset] -= lock_amt
             acct.locked[lock_asset] = acct.locked.get(lock_asset, Decimal(0)) + lock_amt
         ev = m.submit(self.engine, o)
@@ -616,6 +640,141 @@ class BinanceVenue:
         if rt == "RESULT":
             resp.pop("fills")
         return resp
+
+    # ---- order lists (OCO) ----------------------------------------------------------------------
+    OCO_BAD_PRICES = "The relationship of the prices for the orders is not correct."
+
+    def _new_oco(self, acct: Account, p: dict[str, str], now_ns: int) -> Any:
+        """POST /api/v3/orderList/oco as rest-api.md documents it ("New Order list - OCO"), for
+        the pair bot4d sends: a STOP_LOSS_LIMIT and a LIMIT_MAKER of one quantity. SELL: the
+        LIMIT_MAKER's price > last price > the stop's stopPrice; BUY the opposite. The list locks
+        its balance once (held by the stop leg, moved to whichever leg trades). When one leg trades
+        or triggers, the other expires (eR OCO_TRIGGER); cancelling one leg cancels the list;
+        listStatus events on placement and when the list is ALL_DONE."""
+        sym = self._symbol(p)
+        spec = self.specs[sym]
+        side_s = self._req(p, "side")
+        if side_s not in SIDES:
+            raise ApiError(400, -1100, "Illegal characters found in parameter 'side'; legal range is 'BUY, SELL'.")
+        qty = self._req(p, "quantity")
+        legs: dict[str, dict[str, str]] = {}
+        for pos in ("above", "below"):
+            lp = {"symbol": sym, "side": side_s, "type": self._req(p, pos + "Type"), "quantity": qty,
+                  "newOrderRespType": "ACK"}
+            for k, name in (("Price", "price"), ("StopPrice", "stopPrice"), ("TimeInForce", "timeInForce"),
+                            ("ClientOrderId", "newClientOrderId")):
+                if pos + k in p:
+                    lp[name] = p[pos + k]
+            if "selfTradePreventionMode" in p:
+                lp["selfTradePreventionMode"] = p["selfTradePreventionMode"]
+            legs[pos] = lp
+        by_type = {lp["type"]: lp for lp in legs.values()}
+        if set(by_type) != {"STOP_LOSS_LIMIT", "LIMIT_MAKER"}:
+            raise ApiError(400, -1116, "Invalid orderType: this simulator's OCO is one STOP_LOSS_LIMIT "
+                                       "and one LIMIT_MAKER.")
+        stop_p, take_p = by_type["STOP_LOSS_LIMIT"], by_type["LIMIT_MAKER"]
+        sell = side_s == "SELL"
+        if legs["above" if sell else "below"] is not take_p:
+            raise ApiError(400, -1106, "The LIMIT_MAKER leg is the above order of a SELL OCO and the "
+                                       "below order of a BUY OCO.")
+        stop_px, take_px = self._dec(stop_p, "stopPrice"), self._dec(take_p, "price")
+        i = self.sym_index[sym]
+        last = int(self.engine.last_px[i])
+        if last > 0:
+            ref = from_fixed(last, spec.price_scale)
+            if (sell and not take_px > ref > stop_px) or (not sell and not take_px < ref < stop_px):
+                raise ApiError(400, -2010, self.OCO_BAD_PRICES)
+        # the maker leg must not take (checked before either leg is placed)
+        opp = m.best_level(self.engine, i, SIDE_BID if sell else SIDE_ASK)
+        if opp:
+            best = from_fixed(opp[0], spec.price_scale)
+            if (sell and take_px <= best) or (not sell and take_px >= best):
+                raise ApiError(400, -2010, "Order would immediately match and take.")
+        lid = self.next_list_id
+        self.next_list_id += 1
+        first = self._new_order(acct, stop_p, now_ns, list_id=lid)
+        unknown = isinstance(first, Response)
+        oid1 = self.open_by_client.get((acct.index, stop_p.get("newClientOrderId", ""))) if unknown else first["orderId"]
+        try:
+            second = self._new_order(acct, take_p, now_ns, list_id=lid, lock=False)
+        except ApiError:
+            info = self.orders.get(oid1) if oid1 else None
+            if info is not None and info.open:
+                self._cancel_order(acct, {"symbol": sym, "orderId": str(info.order_id)}, now_ns)
+            raise
+        unknown = unknown or isinstance(second, Response)
+        oid2 = self.open_by_client.get((acct.index, take_p.get("newClientOrderId", ""))) \
+            if isinstance(second, Response) else second["orderId"]
+        a, b = self.orders.get(oid1 or 0), self.orders.get(oid2 or 0)
+        if a is not None and b is not None:
+            a.peer, b.peer = b.order_id, a.order_id
+        self.order_lists[lid] = {"symbol": sym, "account": acct.index, "status": "EXECUTING",
+                                 "client_id": p.get("listClientOrderId") or f"simlist{secrets.token_hex(6)}",
+                                 "orders": [x.order_id for x in (a, b) if x is not None],
+                                 "time_ms": now_ns // 1_000_000}
+        self.oco_places += 1
+        self._list_status(lid, now_ns // 1_000_000, "EXEC_STARTED", "EXECUTING")
+        # a leg that traded or triggered at once took the other out already
+        self._run_oco_due(now_ns)
+        if unknown:
+            return Response(504, silent=True)
+        out = self._list_json(lid)
+        out["orderReports"] = [self.orders[o].as_json(spec) for o in self.order_lists[lid]["orders"]]
+        return out
+
+    def _list_json(self, lid: int) -> dict[str, Any]:
+        lst = self.order_lists[lid]
+        done = lst["status"] != "EXECUTING"
+        return {"orderListId": lid, "contingencyType": "OCO",
+                "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
+                "listOrderStatus": "ALL_DONE" if done else "EXECUTING",
+                "listClientOrderId": lst["client_id"], "transactionTime": lst["time_ms"],
+                "symbol": lst["symbol"],
+                "orders": [{"symbol": lst["symbol"], "orderId": o, "clientOrderId": self.orders[o].client_order_id}
+                           for o in lst["orders"]]}
+
+    def _list_status(self, lid: int, now_ms: int, ltype: str, lstatus: str) -> None:
+        lst = self.order_lists[lid]
+        ev = {"e": "listStatus", "E": now_ms, "s": lst["symbol"], "g": lid, "c": "OCO", "l": ltype,
+              "L": lstatus, "r": "NONE", "C": lst["client_id"], "T": now_ms,
+              "O": [{"s": lst["symbol"], "i": o, "c": self.orders[o].client_order_id} for o in lst["orders"]]}
+        for lk, idx in list(self.listen_keys.items()):
+            if idx == lst["account"]:
+                for cb in list(self.user_listeners):
+                    cb(lk, ev)
+
+    def _cancel_list(self, acct: Account, p: dict[str, str], now_ns: int) -> Any:
+        """DELETE /api/v3/orderList (rest-api.md "Cancel Order list"): by orderListId or
+        listClientOrderId; every open leg is cancelled."""
+        sym = self._symbol(p)
+        if "orderListId" in p:
+            lid = self._int(p, "orderListId")
+        elif "listClientOrderId" in p:
+            lid = next((k for k, v in self.order_lists.items() if v["client_id"] == p["listClientOrderId"]
+                        and v["account"] == acct.index), -1)
+        else:
+            raise ApiError(400, -1102, "Param 'orderListId' or 'listClientOrderId' must be sent, but both were empty/null!")
+        lst = self.order_lists.get(lid)
+        if lst is None or lst["account"] != acct.index or lst["symbol"] != sym or lst["status"] != "EXECUTING":
+            raise ApiError(400, -2011, "Unknown order list sent.")
+        for oid in lst["orders"]:
+            if self.orders[oid].open:
+                self._cancel_order(acct, {"symbol": sym, "orderId": str(oid)}, now_ns)
+        out = self._list_json(lid)
+        out["orderReports"] = [self.orders[o].as_json(self.specs[sym]) for o in lst["orders"]]
+        return out
+
+    def _run_oco_due(self, now_ns: int) -> None:
+        """Take out the OCO legs whose other leg traded, triggered or was cancelled."""
+        while self._oco_due:
+            oid, reason = self._oco_due.pop(0)
+            info = self.orders.get(oid)
+            if info is None or not info.open:
+                continue
+            info.expiry_reason = reason
+            o = np.zeros(1, m.SIM_ORDER_DTYPE)
+            o["op"], o["order_id"], o["instrument"], o["ts_ns"] = m.OP_CANCEL, oid, self.sym_index[info.symbol], now_ns
+            self.apply_events(m.submit(self.engine, o), now_ns)
 
     def _cancel_replace(self, acct: Account, p: dict[str, str], now_ns: int) -> Any:
         """POST /api/v3/order/cancelReplace as Binance documents it (rest-api.md, "Cancel an
@@ -832,6 +991,7 @@ class BinanceVenue:
         for sym, t in trades:
             for cb in list(self.market_listeners):
                 cb(f"{sym.lower()}@trade", t)
+        self._run_oco_due(now_ns)
         return fills
 
     def _apply_own(self, info: OrderInfo, e: np.void, kind: int, spec: SymbolSpec, now_ms: int,
@@ -844,6 +1004,18 @@ class BinanceVenue:
             return
         last_q = last_p = commission = Decimal(0)
         fee_asset = spec.quote
+        peer = self.orders.get(info.peer) if info.peer else None
+        if kind == m.E_TRADE and peer is not None and peer.lock_left and peer.lock_asset == info.lock_asset:
+            # the list's lock moves to the leg that trades
+            info.lock_left += peer.lock_left
+            peer.lock_left = Decimal(0)
+        if peer is not None and peer.open and (kind in (m.E_TRADE, m.E_TRIGGERED, m.E_EXPIRED) or
+                                               (kind == m.E_CANCELED and not info.expiry_reason)):
+            # one-cancels-the-other: a leg that works (trades, triggers) or expires takes the other
+            # out (EXPIRED, OCO_TRIGGER); a leg cancelled by its owner cancels the list
+            self._oco_due.append((peer.order_id, "" if kind == m.E_CANCELED else "OCO_TRIGGER"))
+        if kind == m.E_CANCELED and info.expiry_reason:
+            exec_type = "EXPIRED"
         if kind == m.E_TRADE:
             last_q = from_fixed(int(e["qty"]), spec.qty_scale)
             last_p = from_fixed(int(e["price"]), spec.price_scale)
@@ -872,7 +1044,7 @@ class BinanceVenue:
                  "commissionAsset": fee_asset, "tradeId": int(e["trade_id"])})
             trade = {
                 "symbol": info.symbol, "id": int(e["trade_id"]), "orderId": info.order_id,
-                "orderListId": -1, "price": _fmt(last_p), "qty": _fmt(last_q),
+                "orderListId": info.list_id, "price": _fmt(last_p), "qty": _fmt(last_q),
                 "quoteQty": _fmt(quote), "commission": _fmt(commission),
                 "commissionAsset": fee_asset, "time": now_ms,
                 "isBuyer": info.side == SIDE_BID, "isMaker": bool(e["maker"]), "isBestMatch": True}
@@ -881,7 +1053,7 @@ class BinanceVenue:
         elif kind == m.E_TRIGGERED:
             info.triggered = True
         elif kind == m.E_CANCELED:
-            info.status = "CANCELED"
+            info.status = "EXPIRED" if info.expiry_reason else "CANCELED"
         elif kind == m.E_EXPIRED:
             info.status = "EXPIRED_IN_MATCH" if int(e["code"]) == m.EXP_STP else "EXPIRED"
         closed = info.status in ("FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH")
@@ -889,12 +1061,14 @@ class BinanceVenue:
             info.open = False
             self._unlock(acct, info)
             self.open_by_client.pop((info.account, info.client_order_id), None)
+        if kind == m.E_TRADE or closed:
+            acct.update_ms = now_ms   # balances (or locks) changed
         info.update_ms = now_ms
         report = {
             "e": "executionReport", "E": now_ms, "s": info.symbol, "c": info.client_order_id,
             "S": SIDE_NAMES[info.side], "o": TYPE_NAMES[info.otype],
             "f": TIF_NAMES.get(info.tif, "GTC"), "q": _fmt(info.qty), "p": _fmt(info.price),
-            "P": _fmt(info.stop), "F": "0.00000000", "g": -1, "C": "", "x": exec_type,
+            "P": _fmt(info.stop), "F": "0.00000000", "g": info.list_id, "C": "", "x": exec_type,
             "X": info.status, "r": "NONE", "i": info.order_id, "l": _fmt(last_q),
             "z": _fmt(info.cum_qty), "L": _fmt(last_p), "n": _fmt(commission),
             "N": fee_asset if kind == m.E_TRADE else None, "T": now_ms,
@@ -903,6 +1077,8 @@ class BinanceVenue:
             "O": info.time_ms, "Z": _fmt(info.cum_quote), "Y": _fmt(last_p * last_q),
             "Q": "0.00000000", "V": info.stp,
         }
+        if info.expiry_reason and exec_type == "EXPIRED":
+            report["eR"] = info.expiry_reason
         # a venue may deliver one execution report twice (at-least-once streams); the client
         # must count the fill once, by its trade id
         listening = [lk for lk, idx in self.listen_keys.items() if idx == info.account]
@@ -918,6 +1094,10 @@ class BinanceVenue:
                         for a in (spec.base, spec.quote)]}
                     for cb in list(self.user_listeners):
                         cb(lk, bal)
+        lst = self.order_lists.get(info.list_id) if closed and info.list_id >= 0 else None
+        if lst is not None and lst["status"] == "EXECUTING" and not any(self.orders[o].open for o in lst["orders"]):
+            lst["status"] = "ALL_DONE"
+            self._list_status(info.list_id, now_ms, "ALL_DONE", "ALL_DONE")
 
     def _publish_depth(self, sym: str, levels: set[tuple[int, int]], now_ms: int) -> None:
         i = self.sym_index[sym]

@@ -77,8 +77,11 @@ class Context:
         return it
 
     def place(self, now_ns: int, side: int, price: int, qty: int, *, stop: int = 0, post_only: bool = False,
-              tif: int = oms.TIF_GTC, reduce_only: bool = False, sized: bool = False) -> np.void:
-        """A limit order (``post_only``: rejected rather than taking). Opening orders need ``stop``.
+              tif: int = oms.TIF_GTC, reduce_only: bool = False, sized: bool = False,
+              take_profit: int = 0) -> np.void:
+        """A limit order (``post_only``: rejected rather than taking). Opening orders need ``stop``;
+        ``take_profit`` > 0 makes the position's protection at the venue an OCO of the stop and a
+        take-profit at that price (bot4d.kernels.protect).
         ``sized``: risk sets the quantity by the Kelly fraction of this strategy's closed trades
         (``risk.kelly_cap``, ``risk.kelly_min_trades``; ``qty`` > 0 caps it); before enough trades
         it is refused (REJ_KELLY_NO_STATS)."""
@@ -90,6 +93,7 @@ class Context:
         it["price"] = price
         it["qty"] = qty
         it["stop_price"] = stop
+        it["take_profit_price"] = take_profit
         it["flags"] = (INTENT_FLAG_REDUCE_ONLY if reduce_only else 0) | (INTENT_FLAG_WANTS_SIZING if sized else 0)
         return it
 
