@@ -57,6 +57,7 @@ from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms_state as oms
 from bot4d.kernels import protect as pt
 from bot4d.kernels import risk as rk
+from bot4d.kernels.stp import STP_POLICIES
 from bot4d.sdnotify import Notifier
 from bot4d.strategies import imbalance_taker as it_s
 from bot4d.strategies import market_maker as mm_s
@@ -67,7 +68,8 @@ from ipc.counters import counter_set
 
 log = logging.getLogger("bot4d")
 
-REJECT_REASONS = ["venue"] + [rk.REASON_NAMES[c] for c in range(1, rk.REJ_LAST + 1)]
+# "venue": refused by the venue or the gateway; risk's reasons; "local": the OMS's own refusals
+REJECT_REASONS = ["venue"] + [rk.REASON_NAMES[c] for c in range(1, rk.REJ_LAST + 1)] + ["local"]
 TRIP_REASONS = [ksk.TRIP_NAMES[c] for c in range(1, ksk.TRIP_LAST + 1)]
 MD_REASONS = [r.name for r in Reason if r not in (Reason.OK, Reason.IGNORED)]
 
@@ -324,6 +326,8 @@ class Daemon:
                                                  [ic.symbol for ic in self.inst_cfg]),
                              acv=acc.view(self.telemetry.account, s))
             st = oms.make_oms(1, n, capacity=1 << 14, shard=s)
+            for i in mine:   # the local self-trade check applies the instrument's own policy ([[instruments]] stp)
+                st.stp_mode[K.ACCOUNT, i] = STP_POLICIES[self.inst_cfg[i].stp]
             # the venue's exchange filters, refused locally before the wire (bot4d.daemon.venue_rules)
             st = venue_rules.install_filters(st, K.ACCOUNT, self.inst_cfg, self.rules, self._scales)
             rs = rk.make_risk(n, n_strategies=n)   # strategy id = instrument id (Kelly statistics)

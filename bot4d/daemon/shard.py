@@ -28,6 +28,7 @@ from bot4d.daemon import guards as G
 from bot4d.daemon import shard_kernel as K
 from bot4d.feed.state import LIVE as FEED_STATE_LIVE
 from bot4d.kernels import book as bk
+from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels import oms_state as oms
@@ -242,6 +243,8 @@ class Shard:
                        self.si.corr, 0, z, z, b.rj, b.rjc, self.index)
         K.mark_account(self.st, self.si, scratch, self.kcfg, 0)
         K._on_order(self.si, b.journal, j0, j0)
+        K._account(b, self.tel, self.tel_idx, j0, j0)
+        filt.count_rejects(self.st.filters, b.journal, j0, j0)
         oc = int(b.ocount[0])
         b.ocount[0] = 0
         K._outbox_to_egress(b, self.index, 0, 0)
@@ -360,6 +363,7 @@ class Shard:
         b = self.bufs
         n = len(intents)
         now = time.time_ns()
+        j_in = int(b.jcount[0])
         if decision is None:
             decision = np.zeros(n, np.int64)
             approved = np.zeros(n, np.int64)
@@ -371,7 +375,10 @@ class Shard:
                            self.st.open_sell_qty[K.ACCOUNT], self.si.mids, self.si.corr, now, decision,
                            approved, b.rj, b.rjc, self.index)
             for q in range(int(b.rjc[0])):
-                b.journal[b.jcount[0]] = b.rj[q]
+                k = int(b.jcount[0])
+                b.journal[k] = b.rj[q]
+                b.journal["seq"][k] = self.st.seq[0]   # the shard's journal is gap-free (as in the kernel)
+                self.st.seq[0] += 1
                 b.jcount[0] += 1
         else:
             approved = np.zeros(n, np.int64)
@@ -379,6 +386,11 @@ class Shard:
         oms_k.submit(self.st, intents, decision, approved, now, b.journal, b.jcount, b.outbox, b.ocount)
         K._on_order(self.si, b.journal, j0, int(b.jcount[0]))
         K._outbox_to_egress(b, self.index, now, 0)
+        # counted as the kernel counts what its own passes journal (the next pass starts after
+        # these records): rejects by reason, fills, and the exchange filters' per-rule refusals
+        j1 = int(b.jcount[0])
+        K._account(b, self.tel, self.tel_idx, j_in, j1)
+        filt.count_rejects(self.st.filters, b.journal, j_in, j1)
         return decision
 
     def cancel_all(self, instrument: int | None = None) -> int:
@@ -485,4 +497,6 @@ def tel_index(block: Any, shard: int, reject_reasons: list[str], trip_reasons: l
     # reasons are listed in code order: index 0 is the venue's, then risk's REJ_1.. in order
     idx[K.T_REJECT_BASE] = block.index("bot4d_orders_rejected_total", shard=sh, reason=reject_reasons[0])
     idx[K.T_TRIP_BASE] = block.index("bot4d_killswitch_trips_total", shard=sh, reason=trip_reasons[0])
+    if "local" in reject_reasons:
+        idx[K.T_LOCAL_REJECT] = block.index("bot4d_orders_rejected_total", shard=sh, reason="local")
     return idx

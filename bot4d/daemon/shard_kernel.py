@@ -92,6 +92,7 @@ C_EGRESS_BACKPRESSURE = 11
 C_JOURNAL_EVENTS = 12
 C_EGRESS_SENT = 13
 C_RP_PENDING = 14       # reports taken from the ring but not yet applied (kept at rp_ok[0:n])
+C_LOCAL_REJECTS = 15    # orders the OMS refused itself (filters, STP, duplicates, no slot): never sent
 N_CTR = 16
 
 # indices into the telemetry counters array (ShardTel.idx), -1 = not shown
@@ -102,6 +103,7 @@ T_STATE = 3
 T_BACKPRESSURE = 4
 T_REJECT_BASE = 5      # idx[T_REJECT_BASE] + risk reason code; the venue's rejects at code 0
 T_TRIP_BASE = 6        # idx[T_TRIP_BASE] + TRIP_* - 1
+T_LOCAL_REJECT = 7     # the OMS's own refusals (reason "local")
 N_T = 8
 
 MAX_MD = 4096
@@ -357,7 +359,9 @@ def _outbox_to_egress(b, shard, now, anchor):
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def _account(b, tel, idx, j0, j1):
-    """Counters from the journal events of this call."""
+    """Counters from the journal events ``j0..j1`` (a pass's, or an operator command's). A
+    rejected order is the venue's reject only when the venue (or the gateway on its behalf)
+    refused it (R_VENUE); what the OMS refused itself never left (``C_LOCAL_REJECTS``)."""
     for k in range(j0, j1):
         e = b.journal[k]
         if e.kind == EV_ORDER_STATE:
@@ -366,9 +370,14 @@ def _account(b, tel, idx, j0, j1):
                 if idx[T_FILLED] >= 0:
                     counter_add(tel, idx[T_FILLED], 1)
             elif e.state == oms.S_REJECTED:
-                b.ctr[C_VENUE_REJECTS] += 1
-                if idx[T_REJECT_BASE] >= 0:
-                    counter_add(tel, idx[T_REJECT_BASE], 1)
+                if e.reason == oms_k.R_VENUE:
+                    b.ctr[C_VENUE_REJECTS] += 1
+                    if idx[T_REJECT_BASE] >= 0:
+                        counter_add(tel, idx[T_REJECT_BASE], 1)
+                else:
+                    b.ctr[C_LOCAL_REJECTS] += 1
+                    if idx[T_LOCAL_REJECT] >= 0:
+                        counter_add(tel, idx[T_LOCAL_REJECT], 1)
         elif e.kind == EV_RISK_REJECT:
             b.ctr[C_RISK_REJECTS] += 1
             if idx[T_REJECT_BASE] >= 0 and 0 < e.reason <= rk.REJ_LAST:

@@ -412,7 +412,7 @@ def _reserve(st, it) -> int:
 def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
     """Self-trade prevention for new slot s; returns False if the new order must be rejected."""
     a = st.o_acct[s]
-    mode = st.stp_mode[a]
+    mode = st.stp_mode[a, st.o_inst[s]]   # the instrument's configured policy
     if mode == stpk.STP_NONE:
         return True
     buy = st.o_side[s] == SIDE_BID
@@ -495,7 +495,7 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     st.o_ts[s] = ts
     st.o_new_px[s] = 0
     st.o_new_qty[s] = 0
-    st.o_stp[s] = st.stp_mode[a]
+    st.o_stp[s] = st.stp_mode[a, it.instrument]
     st.o_strategy[s] = it.strategy
     st.o_oco_id[s] = 0
     # link at the head of its (account, instrument) list

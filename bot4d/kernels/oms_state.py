@@ -19,7 +19,9 @@ The OMS also owns, per shard: ``filters`` (``bot4d.kernels.filters.FilterTable``
 (``bot4d.kernels.fees.FeeSchedule``) and ``idem`` (``bot4d.kernels.idempotency.IdemTable``).
 Live orders of one (account, instrument) are chained through ``o_next``/``o_prev_link`` from
 ``list_head[account, instrument]`` so self-trade checks and stop triggers touch only them.
-``stp_mode[account]`` is the account's self-trade policy (``bot4d.kernels.stp``),
+``stp_mode[account, instrument]`` is the self-trade policy of an account's orders on an instrument
+(``bot4d.kernels.stp``; the daemon sets each instrument's from its ``stp`` key, the mode it also
+asks of the venue),
 ``strat_acct[strategy]`` maps an intent's strategy to its account, ``policy[P_*]`` holds
 shard policies (batch all-or-none).
 
@@ -193,7 +195,7 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
     """Preallocate one shard's order table (``capacity`` rounded up to a power of two).
 
     Filters start disabled (load them with ``filters.set_from_binance`` or set the arrays);
-    fees default to one zero-rate tier; every account's STP policy is cancel-new.
+    fees default to one zero-rate tier; the STP policy of every (account, instrument) is cancel-new.
     """
     if n_accounts < 1 or n_instruments < 1 or capacity < 2:
         raise ValueError("need >= 1 account, >= 1 instrument, capacity >= 2")
@@ -226,7 +228,7 @@ def make_oms(n_accounts: int, n_instruments: int, capacity: int = 1 << 14, shard
         positions=make_positions(a, n),
         o_next=np.full(cap, -1, np.int32), o_prev_link=np.full(cap, -1, np.int32),
         list_head=np.full((a, n), -1, np.int32),
-        stp_mode=np.full(a, STP_CANCEL_NEW, np.int8),
+        stp_mode=np.full((a, n), STP_CANCEL_NEW, np.int8),
         strat_acct=np.zeros(MAX_STRATEGIES, np.int32),
         policy=pol,
         filters=make_filters(n),
