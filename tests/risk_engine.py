@@ -5,10 +5,12 @@ The daemon calls ``bot4d.kernels.risk.check_batch`` from compiled code (the shar
 benchmark can decide intents with one call, and :meth:`RiskEngine.check_one` decides one intent
 from Python as cheaply as numba allows (``bench/bench_risk.py``: ``risk.check_single``).
 
-Why check_one goes through a struct: calling a compiled function from Python unboxes each array
+Why check_one goes through a jitclass: calling a compiled function from Python unboxes each array
 argument (a numba MemInfo is made for each numpy array, then released): with the kernel's 19
 arrays that was about 2 us of a single check. :meth:`RiskEngine.bind` puts every array in one
-numba StructRef once; a check then unboxes that struct, the intent and the clock.
+jitclass instance once; a check then unboxes that instance (a pointer read: a numba StructRef
+measured ~0.4 us more per call), the intent and the clock. The jitclass and the function taking
+it compile in each process (a few seconds, at the first bind), which tests and benchmarks can pay.
 """
 from __future__ import annotations
 
@@ -16,30 +18,46 @@ import operator
 
 import numba as nb
 import numpy as np
-from numba.core import types
-from numba.experimental import structref
+from numba.experimental import jitclass
 
 from bot4d.kernels.risk import RiskState, check_batch
 from bot4d.records import JOURNAL_EVENT_DTYPE, ORDER_INTENT_DTYPE
 
-_FIELDS = ("cfg", "inst", "acct", "strat", "bucket", "work", "ks", "pos", "open_orders",
-           "open_buy", "open_sell", "mid", "corr", "decision", "out_qty", "ev", "ev_count", "shard")
+_I1 = nb.int64[::1]
+_I2 = nb.int64[:, ::1]
 
 
-@structref.register
-class _BoundType(types.StructRef):
-    def preprocess_fields(self, fields):
-        return tuple((name, types.unliteral(typ)) for name, typ in fields)
-
-
-class _Bound(structref.StructRefProxy):
+@jitclass([("cfg", _I1), ("inst", _I2), ("acct", _I1), ("strat", _I2), ("bucket", _I2),
+           ("work", _I2), ("ks", _I1), ("pos", _I1), ("open_orders", _I1), ("open_buy", _I1),
+           ("open_sell", _I1), ("mid", _I1), ("corr", nb.float64[:, ::1]),
+           ("decision", nb.int32[::1]), ("out_qty", _I1),
+           ("ev", nb.typeof(np.zeros(1, JOURNAL_EVENT_DTYPE))), ("ev_count", _I1), ("shard", nb.int64)])
+class _Bound:
     """Every array one single check reads or writes, passed to compiled code as one object."""
 
+    def __init__(self, cfg, inst, acct, strat, bucket, work, ks, pos, open_orders, open_buy,
+                 open_sell, mid, corr, decision, out_qty, ev, ev_count, shard):
+        self.cfg = cfg
+        self.inst = inst
+        self.acct = acct
+        self.strat = strat
+        self.bucket = bucket
+        self.work = work
+        self.ks = ks
+        self.pos = pos
+        self.open_orders = open_orders
+        self.open_buy = open_buy
+        self.open_sell = open_sell
+        self.mid = mid
+        self.corr = corr
+        self.decision = decision
+        self.out_qty = out_qty
+        self.ev = ev
+        self.ev_count = ev_count
+        self.shard = shard
 
-structref.define_proxy(_Bound, _BoundType, list(_FIELDS))
 
-
-@nb.njit(cache=True, nogil=True)
+@nb.njit(nogil=True)
 def _check_bound(b, intent, now_ns):
     b.ev_count[0] = 0
     check_batch(intent, b.cfg, b.inst, b.acct, b.strat, b.bucket, b.work, b.ks, b.pos,
@@ -103,7 +121,7 @@ class RiskEngine:
                    open_buy, open_sell, mid, self.corr, self.decision, self.out_qty, self.ev,
                    self.ev_count, self.shard)
         one = np.zeros(1, ORDER_INTENT_DTYPE)
-        sig = (nb.typeof(b), nb.typeof(one), types.int64)
+        sig = (nb.typeof(b), nb.typeof(one), nb.int64)
         _check_bound.compile(sig)
         self._entry = _check_bound.overloads[sig].entry_point
         self._bound = b
