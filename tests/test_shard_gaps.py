@@ -133,17 +133,20 @@ def _venue_balances(s: Stack) -> dict[str, Decimal]:
 
 
 def test_equity_values_a_position_found_at_start_at_its_mark(tmp_path):
-    """The venue holds 10.05 BTC (neutral 10: long 0.05) and 99 ETH (neutral 100: short 1). No
-    strategy trades. `bot4ctl risk`'s account equity equals the venue's balances valued at the
-    daemon's marks, at start and after the prices moved."""
+    """The venue holds 10.05000741 BTC (neutral 10: long 0.05, and 0.00000741 below BTCUSDT's
+    0.00001 step, as a commission paid in the base asset leaves) and 99 ETH (neutral 100: short 1).
+    The daemon starts (it used to stop on the finer balance), no strategy trades, and `bot4ctl
+    risk`'s account equity equals the venue's balances valued at the daemon's marks, at start and
+    after the prices moved."""
     s = Stack(tmp_path, name="eq0", strategies={"BTCUSDT": NONE, "ETHUSDT": NONE},
-              sim_args=["--balance", "BTC=10.05", "--balance", "ETH=99"])
+              sim_args=["--balance", "BTC=10.05000741", "--balance", "ETH=99"])
     try:
         s.start()
         pos = s.ok("positions")
         assert Decimal(pos["BTCUSDT"]["qty"]) == Decimal("0.05") and Decimal(pos["ETHUSDT"]["qty"]) == -1, pos
         bal = _venue_balances(s)
-        assert bal["BTC"] == Decimal("10.05") and bal["ETH"] == 99 and bal["USDT"] == 100000, bal
+        assert bal["BTC"] == Decimal("10.05000741") and bal["ETH"] == 99 and bal["USDT"] == 100000, bal
+        assert "0.00000741 BTC below the quantity step is valued at the mark" in s.daemon_log.read_text()
 
         def snapshot():
             """Equity with the marks it was measured at (the marks did not move around the read)."""
@@ -230,3 +233,27 @@ def test_local_stp_follows_the_instruments_policy(tmp_path, mode):
             assert Decimal(s.ok("positions")["ETHUSDT"]["qty"]) == 0
     finally:
         s.close()
+
+
+def test_dust_below_the_step_is_split_off_and_valued_at_the_mark():
+    from bot4d.daemon import account as acc
+    from bot4d.telemetry import ACCOUNT_ROW_DTYPE
+    from ipc.seqlock import CL
+
+    assert acc.split_holding(Decimal("10.05000741"), 5) == (1005000, Decimal("0.00000741"))
+    assert acc.split_holding(Decimal("99"), 4) == (990000, Decimal(0))
+    rows, seqs = np.zeros(1, ACCOUNT_ROW_DTYPE), np.zeros(CL, np.int64)
+    mids = np.zeros(2, np.int64)
+    av = acc.AccountView(rows, seqs, np.zeros(2, ACCOUNT_ROW_DTYPE), np.zeros(acc.AV_N, np.int64),
+                         np.zeros(2, np.int64), np.array([100, 100], np.int64), mids)
+    acc.set_dust(av, 0, Decimal("0.00000741"))
+    assert acc.dust_value(av) == 0                       # no mark yet
+    mids[0] = 6_000_012                                  # 60000.12 at price scale 2
+    # 0.00000741 x 60000.12 = 0.4446008892 quote, in 10**-8 units (rounded down)
+    assert acc.dust_value(av) == 44460088
+    eq, whole = acc.account_equity(av, 5, True)
+    assert eq == 5 + 44460088 and whole
+    acc.publish(av, 1, 5, True, 0, 0, 0, 0, 0, 0, -1)
+    assert rows[0]["part"] == 5 + 44460088               # the other shards see it in this shard's part
+    with pytest.raises(ValueError):
+        acc.set_dust(av, 1, Decimal("-0.1"))

@@ -7,7 +7,9 @@ monitors read it too) and only that shard writes it, once per pass of its loop:
 
 * ``part``: its part of the account's equity in risk quote units (10**-8): its instruments'
   holdings (neutral base + position) at the mark, realised P&L, minus fees, and the value a
-  position found at start had at its first mark (``ShardInst.equity0``);
+  position found at start had at its first mark (``ShardInst.equity0``), + the holdings found at
+  start below one quantity step of their instrument (``dust``, at the mark: a balance with more
+  decimals than the instrument's step, e.g. after a commission paid in the base asset or BNB);
 * ``valued``: 1 once every holding of its instruments has a mark;
 * ``gross``: sum of |position| x mark of its instruments; ``committed``: the worst case with its
   live orders (``risk.committed_exposure``), which its exposure slice bounds; ``max_gross``: that
@@ -35,6 +37,7 @@ A reader's copy of a row is taken with the seqlock protocol; a copy that cannot 
 from __future__ import annotations
 
 import time
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
 import numba as nb
@@ -63,22 +66,66 @@ class AccountView(NamedTuple):
     seqs: np.ndarray     # their seqlock versions
     copy: np.ndarray     # ACCOUNT_ROW_DTYPE[n_shards + 1]: last consistent copy of each row, + scratch
     words: np.ndarray    # int64[AV_N]
+    dust: np.ndarray     # int64[n] base held beyond the instrument's quantity step, 10**-8 units (set_dust)
+    px_one: np.ndarray   # int64[n] 10**price_scale of each instrument
+    mids: np.ndarray     # int64[n] the shard's marks (the same array as ShardInst.mids)
 
 
-def view(area: SnapshotArea, shard: int) -> AccountView:
-    """Shard ``shard``'s view of the area (its own row is ``shard``)."""
+def view(area: SnapshotArea, shard: int, mids: np.ndarray | None = None,
+         price_scales: list[int] | None = None) -> AccountView:
+    """Shard ``shard``'s view of the area (its own row is ``shard``); ``mids``: the shard's marks,
+    which value its instruments' dust (``price_scales`` their price scales)."""
     if not 0 <= shard < area.n:
         raise ValueError(f"shard {shard} has no row in an account area of {area.n}")
     w = np.zeros(AV_N, np.int64)
     w[AV_ME] = shard
-    return AccountView(area.records, area.seqs, np.zeros(area.n + 1, ACCOUNT_ROW_DTYPE), w)
+    if mids is None:
+        mids = np.zeros(1, np.int64)
+    n = len(mids)
+    ps = list(price_scales) if price_scales is not None else [0] * n
+    if len(ps) != n:
+        raise ValueError(f"{len(ps)} price scales for {n} instruments")
+    return AccountView(area.records, area.seqs, np.zeros(area.n + 1, ACCOUNT_ROW_DTYPE), w,
+                       np.zeros(n, np.int64), np.array([10 ** p for p in ps], np.int64), mids)
+
+
+DUST_SCALE = 8   # balances come with up to 8 decimals (Binance); finer is dropped, rounded down
+
+
+def split_holding(held: Decimal, qty_scale: int) -> tuple[int, Decimal]:
+    """A balance as (quantity units of the instrument, rounded down; what is left below one
+    unit). A position lives in quantity units; the rest is still the account's money."""
+    units = int(held.scaleb(qty_scale).to_integral_value(rounding=ROUND_FLOOR))
+    return units, held - Decimal(units).scaleb(-qty_scale)
+
+
+def set_dust(av: AccountView, instrument: int, dust: Decimal) -> None:
+    """At reconciliation, before the shards start: ``dust`` base units of ``instrument`` held
+    below its quantity step, valued at the mark in this shard's part of equity."""
+    if dust < 0:
+        raise ValueError(f"instrument {instrument}: negative dust {dust}")
+    av.dust[instrument] = int(dust.scaleb(DUST_SCALE).to_integral_value(rounding=ROUND_FLOOR))
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def dust_value(av):
+    """The dust of this shard's instruments at their marks, risk quote units (10**-8): dust
+    (10**-8 base) x mark (10**-price_scale quote) / 10**price_scale, split so it cannot overflow."""
+    v = np.int64(0)
+    for i in range(av.dust.shape[0]):
+        d = av.dust[i]
+        m = av.mids[i]
+        if d != 0 and m > 0:
+            p = av.px_one[i]
+            v += (d // p) * m + (d % p) * m // p
+    return v
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def account_equity(av, part, valued):
     """(account equity, whether it is a full valuation) from this shard's fresh ``part`` (``valued``:
     every holding of it has a mark) and every other shard's last published row."""
-    eq = av.words[AV_BASE] + part
+    eq = av.words[AV_BASE] + part + dust_value(av)
     whole = valued
     me = av.words[AV_ME]
     n = av.rows.shape[0]
@@ -100,7 +147,7 @@ def publish(av, now, part, valued, gross, committed, max_gross, equity, peak, da
     me = av.words[AV_ME]
     SL.write_begin(av.seqs, me)
     r = av.rows[me]
-    r.part = part
+    r.part = part + dust_value(av)   # what account_equity adds to this shard's part, for the others
     r.valued = 1 if valued else 0
     r.gross = gross
     r.committed = committed
@@ -201,6 +248,7 @@ def warmup() -> None:
     area_rows = np.zeros(2, ACCOUNT_ROW_DTYPE)
     seqs = np.zeros(2 * SL.CL, np.int64)
     w = np.zeros(AV_N, np.int64)
-    av = AccountView(area_rows, seqs, np.zeros(3, ACCOUNT_ROW_DTYPE), w)
+    av = AccountView(area_rows, seqs, np.zeros(3, ACCOUNT_ROW_DTYPE), w, np.ones(1, np.int64),
+                     np.ones(1, np.int64), np.ones(1, np.int64))
     publish(av, 1, 0, True, 0, 0, INT64_MAX, 0, 0, 0, -1)
     account_equity(av, 0, True)

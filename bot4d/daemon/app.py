@@ -315,16 +315,17 @@ class Daemon:
                 e = ps + qs - rk.QUOTE_SCALE
                 conv_mul[i], conv_div[i] = (10 ** -e, 1) if e < 0 else (1, 10 ** e)
                 neutral[i] = to_fixed(self.inst_cfg[i].neutral_base, qs)
+            mids = np.zeros(n, np.int64)   # the shard's marks: its strategies', risk's and its dust's
             si = K.ShardInst(mine=np.isin(np.arange(n), mine).astype(np.int64), kind=kinds, params=P, state=S,
                              paused=np.zeros(n, np.int64), live=np.zeros(n, np.int64),
                              seen_live=np.zeros(n, np.int64), last_recv=np.zeros(n, np.int64),
-                             mids=np.zeros(n, np.int64), corr=np.full((n, n), np.nan), neutral=neutral,
+                             mids=mids, corr=np.full((n, n), np.nan), neutral=neutral,
                              conv_mul=conv_mul, conv_div=conv_div, equity0=np.zeros(1, np.int64),
                              feed_state=self.states.state,
                              prot=self._protection(n, mine, self.telemetry.hist_unprotected[s].hist),
                              guard=G.make_guards(n, mine, cfg.risk, self.health, s, self.telemetry.shard_blocks[s],
                                                  [ic.symbol for ic in self.inst_cfg]),
-                             acv=acc.view(self.telemetry.account, s))
+                             acv=acc.view(self.telemetry.account, s, mids, [self._scales(i)[0] for i in range(n)]))
             st = oms.make_oms(1, n, capacity=1 << 14, shard=s)
             for i in mine:   # the local self-trade check applies the instrument's own policy ([[instruments]] stp)
                 st.stp_mode[K.ACCOUNT, i] = STP_POLICIES[self.inst_cfg[i].stp]
@@ -546,11 +547,13 @@ class Daemon:
         """symbol -> +1 long / -1 short / 0 flat from the venue's balances (holding - neutral), so
         reconciliation leaves an earlier run's protective stop on a position in place."""
         signs = {}
-        for ic in self.inst_cfg:
+        for i, ic in enumerate(self.inst_cfg):
             if ic.venue == vname:
                 r = self.rules[(vname, ic.symbol)]
-                held = sum(balances.get(r["base"], (Decimal(0), Decimal(0))))
-                signs[ic.symbol] = (held > ic.neutral_base) - (held < ic.neutral_base)
+                qs = self._scales(i)[1]
+                held, _ = acc.split_holding(sum(balances.get(r["base"], (Decimal(0), Decimal(0)))), qs)
+                neutral = to_fixed(ic.neutral_base, qs)   # (dust below a step is no position)
+                signs[ic.symbol] = (held > neutral) - (held < neutral)
         return lambda symbol: signs.get(symbol, 0)
 
     async def _reconcile(self) -> None:
@@ -587,8 +590,14 @@ class Daemon:
                 r = self.rules[(vname, ic.symbol)]
                 free, locked = balances.get(r["base"], (Decimal(0), Decimal(0)))
                 ps, qs = self._scales(i)
-                held = to_fixed(free + locked, qs)
+                # a balance finer than the instrument's step (a commission paid in the base asset):
+                # the position is what can trade, the rest is valued at the mark as it is
+                held, dust = acc.split_holding(free + locked, qs)
                 sh = self._shard_of(i)
+                acc.set_dust(sh.si.acv, i, dust)
+                if dust:
+                    log.info("%s %s: %s %s below the quantity step is valued at the mark, not traded", vname,
+                             ic.symbol, dust, r["base"])
                 pos = held - int(sh.si.neutral[i])
                 sh.st.positions.qty[K.ACCOUNT, i] = pos
                 sh.st.positions.fill_qty[K.ACCOUNT, i] = pos
