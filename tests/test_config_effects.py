@@ -4,7 +4,7 @@ daemon (docs/config.md names these tests beside the keys).
 Real processes on loopback (tests/daemon_harness.py): the simulated venue and the daemon, watched
 through bot4ctl, the venue's own view (/sim/stats) and, where the key is about it, the operating
 system (a thread's CPU affinity, the sd_notify socket, another Unix user on the control socket).
-Three daemon starts (one test class each), each with several keys set:
+Four daemon starts (one test class each), each with several keys set:
 
 * ``TestDaemonKeys``: ``[daemon] io_core`` and ``watchdog_interval_s``, ``[control] socket`` and
   ``monitor_group``, credentials from ``$CREDENTIALS_DIRECTORY`` (``api_key_credential``),
@@ -16,6 +16,8 @@ Three daemon starts (one test class each), each with several keys set:
 * ``TestRiskKeys``: ``[risk] max_position_pct`` and ``[[instruments]] max_notional`` refuse the
   quotes before the wire, ``reject_storm`` trips the kill switch on those refusals;
   ``[persist] enabled = false`` and ``journal_capacity``.
+* ``TestLimitKeys``: ``[[instruments]] max_open_orders`` and ``band_bps`` refuse before the wire,
+  ``[risk] breaker_storm`` trips the kill switch.
 
 And a refusal with a clear message for a bad value of each validated key no other test covers.
 """
@@ -318,6 +320,58 @@ class TestRiskKeys:
         assert ring.exists()
         assert s.stop_daemon(signal.SIGTERM) == 0
         assert not ring.exists()
+
+
+# --- [[instruments]] max_open_orders, band_bps; [risk] breaker_storm ---------------------------------
+@pytest.fixture(scope="class")
+def limit_keys(tmp_path_factory):
+    # BTCUSDT's market maker wants two quotes and may have one open; ETHUSDT's quotes, 20 USDT
+    # (about 67 bps) from the mid, are outside a 10 bps band. The refusals are no storm here.
+    s = Stack(tmp_path_factory.mktemp("cfgl"), name="cfgl",
+              extra_risk='reject_storm = 1000000\nbreaker_storm = 1\n'
+                         '[risk.order_entry_breaker]\nmax_consecutive = 1\ncooldown_s = "0.3"\n',
+              config={"instruments": {"BTCUSDT": {"max_open_orders": 1, "protection": {"enabled": False}},
+                                      "ETHUSDT": {"band_bps": 10, "protection": {"enabled": False}}}})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.close()
+
+
+class TestLimitKeys:
+    """The daemon with max_open_orders, band_bps and breaker_storm set (one start)."""
+
+    def test_max_open_orders_and_band_bps_refuse_before_the_wire(self, limit_keys):
+        """[[instruments]] max_open_orders = 1: BTCUSDT rests one quote at the venue at most, its second is
+        refused (REJ_MAX_OPEN_ORDERS); band_bps = 10: every ETHUSDT quote is refused
+        (REJ_PRICE_BAND) and none reaches the venue."""
+        s = limit_keys
+
+        def rejects():
+            j = s.journal()
+            r = j[j["kind"] == EV_RISK_REJECT]
+            got = {(int(i), int(k)) for i, k in zip(r["instrument"], r["reason"])}
+            return got if {(0, R.REJ_MAX_OPEN_ORDERS), (1, R.REJ_PRICE_BAND)} <= got else None
+        got = wait_for(rejects, 30, "both refusals in the journal")
+        assert {k for i, k in got if i == 1} == {R.REJ_PRICE_BAND}, got
+        wait_for(lambda: [o for o in venue_account(s)["open_orders"] if o["symbol"] == "BTCUSDT"], 30,
+                 "the BTCUSDT quote at the venue")
+        at_venue = venue_account(s)["open_orders"]
+        assert len([o for o in at_venue if o["symbol"] == "BTCUSDT"]) <= 1, at_venue
+        assert not [o for o in at_venue if o["symbol"] == "ETHUSDT"], at_venue
+        j = s.journal()
+        assert not np.any((j["kind"] == EV_ORDER_NEW) & (j["instrument"] == 1))
+
+    def test_breaker_storm_trips_the_kill_switch(self, limit_keys):
+        """[risk] breaker_storm = 1: the venue answers HTTP 5xx; the order-entry breaker
+        (max_consecutive = 1) opens, its probe after cooldown_s meets the next 5xx and opens it
+        again: a second open in the window trips the kill switch (TRIP_BREAKER_STORM, HALTED)."""
+        s = limit_keys
+        s.fault("http_5xx", 6)
+        r = wait_for(lambda: (r := s.ok("risk")["0"])["tripped"] and r, 60, "the breaker storm")
+        assert (r["trading_state"], r["trip_reason"]) == ("HALTED", "TRIP_BREAKER_STORM"), r
+        assert s.ok("status")["venues"]["binance"]["breaker_opened"] >= 2
 
 
 # --- bad values: refused at load, naming the key ----------------------------------------------------
