@@ -257,3 +257,47 @@ def test_dust_below_the_step_is_split_off_and_valued_at_the_mark():
     assert rows[0]["part"] == 5 + 44460088               # the other shards see it in this shard's part
     with pytest.raises(ValueError):
         acc.set_dust(av, 1, Decimal("-0.1"))
+
+
+# ==================================================================================================
+def test_a_reconciliation_that_waits_for_the_weight_budget_does_not_start_stale(tmp_path):
+    """Forty of our orders from an earlier boot rest at the venue; the start-up's requests and
+    their cancels need more than the 160/min weight budget, so reconciliation waits for the next
+    minute while the feeds fill the shard's ingress ring. The shard then starts with seconds of
+    market data to read: its first passes read old records, which is no stale feed. It used to
+    trip TRIP_STALE_MARKET_DATA (HALTED) on its first pass."""
+    import time
+
+    from bot4d.kernels import killswitch as KS
+    from bot4d.records import EV_KILL_SWITCH
+
+    budget = 160
+    s = Stack(tmp_path, name="waitstale", weight_budget=budget, sim_weight_limit=budget + 15,
+              strategies={"BTCUSDT": NONE, "ETHUSDT": NONE}, extra_risk='md_stale_s = "2"\n')
+    try:
+        s.start_sim()
+        for k in range(40):
+            sym, px, qty = ("BTCUSDT", f"{120000 + k}.00", "0.001") if k % 2 else ("ETHUSDT", f"{6000 + k}.00", "0.02")
+            st, body = s.rest("POST", "/api/v3/order", {"symbol": sym, "side": "BUY", "type": "STOP_LOSS_LIMIT",
+                                                        "timeInForce": "GTC", "quantity": qty, "price": px,
+                                                        "stopPrice": px, "newClientOrderId": f"b4zzzzzz-0-{k + 1}"},
+                                 signed=True)
+            assert st == 200, body
+        # early in a minute: the start-up spends the minute's budget at once and then waits for
+        # the next one, far longer than md_stale_s
+        while time.time() % 60 > 20:
+            time.sleep(0.5)
+        s.start_daemon()
+        gw = s.ok("status")["venues"]["binance"]
+        assert gw["counters"]["weight_waits"] >= 1 and gw["weight_peak"] <= budget, gw
+        assert s.ok("status")["reconciled"]["binance"]["leftover_orders_cancelled"] == 40
+        time.sleep(3)
+        risk = s.ok("risk")["0"]
+        assert risk["trading_state"] == "ACTIVE" and not risk["tripped"], risk
+        j = s.journal()
+        stale = j[(j["kind"] == EV_KILL_SWITCH) & (j["reason"] == KS.TRIP_STALE_MARKET_DATA)]
+        assert len(stale) == 0, stale
+        st = s.sim_stats()
+        assert st["answers"].get("429", 0) == 0 and st["answers"].get("418", 0) == 0, st
+    finally:
+        s.close()

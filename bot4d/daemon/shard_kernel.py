@@ -606,6 +606,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
         b.ctr[C_RP_PENDING] = k - done
     # 2. market data
     n = R.consume_batch(md_rec, md_ctrl, 0, b.md, b.md.shape[0])
+    behind = n == b.md.shape[0]   # a full batch: the ring may hold more (a backlog)
     if n > 0:
         took += n
         b.ctr[C_MD] += n
@@ -639,9 +640,12 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     # statistics, and when due the correlation matrix and the statistical breakers
     G.guard_step(si.guard, now, shard, st, rs, kcfg, si, b.journal, b.jcount, j_start, tel, ACCOUNT)
     # 5. the account: this shard's row, the account's equity; kill switch on it, staleness, journal
+    # the age of the market data taken so far is the feed's age only once the backlog is read: a
+    # shard that starts after a reconciliation that waited for the venue's weight budget finds
+    # seconds of data in its ring, and its first passes must not call that stale (0: not known)
     last_md = np.int64(0)
     for i in range(si.mine.shape[0]):
-        if si.mine[i] != 0 and si.last_recv[i] > last_md:
+        if not behind and si.mine[i] != 0 and si.last_recv[i] > last_md:
             last_md = si.last_recv[i]
     eq, whole, part = mark_account(st, si, rs, kcfg, now)
     peak = np.int64(0)   # before the first full valuation no loss is measured (see valued)
