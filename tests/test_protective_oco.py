@@ -106,6 +106,18 @@ def jump(s: Stack, bps: int) -> None:
     s.fault("price_jump", symbol=SYM, bps=bps)
 
 
+def walls(s: Stack, ref: Decimal, *, ask_bps: int = 0, bid_bps: int = 0, qty: str = "0.5") -> None:
+    """A third party rests a sell ``ask_bps`` over ``ref`` and a buy ``bid_bps`` under it. The
+    simulated book is thin: an agent's market order can sweep it to any resting order of ours
+    (seen: a take-profit 5 % away filled within a second); a wall stops the sweeps short of it."""
+    for side, bps in (("SELL", ask_bps), ("BUY", -bid_bps)):
+        if bps:
+            px = (ref * (10000 + bps) / 10000).quantize(Decimal("0.01"))
+            st, r = s.rest("POST", "/api/v3/order", {"symbol": SYM, "side": side, "type": "LIMIT", "timeInForce": "GTC",
+                                                     "quantity": qty, "price": px}, signed=True, account=s.taker2)
+            assert st == 200, r
+
+
 def order(s: Stack, cid: str) -> dict:
     return s.rest("GET", "/api/v3/order", {"symbol": SYM, "origClientOrderId": cid}, signed=True)[1]
 
@@ -130,23 +142,26 @@ def protective_places(s: Stack) -> int:
 
 
 def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_position(tmp_path, stacks):
-    s = stack_with(tmp_path, entry(tp_ticks=30000))
+    # the take-profit 2 % over the entry (the agents' flow alone does not reach it in seconds)
+    s = stack_with(tmp_path, entry(tp_ticks=120000))
     stacks.append(s)
     seen = wait_for(lambda: oco_in_place(s), 60, "one OCO (stop + take-profit) for the whole position")
     d, stop, tp = seen["daemon"], seen["stop"], seen["tp"]
     boot = s.ok("status")["boot"]
     assert stop["clientOrderId"].startswith("b4" + boot) and tp["clientOrderId"].startswith("b4" + boot)
-    # the strategy's prices: $300 under and over the entry; the stop-limit's limit under its trigger
+    # the strategy's prices: $300 under and $1200 over its entry's limit (which the fills are at or
+    # under); the stop-limit's limit under its trigger
     fills = [t for t in s.rest("GET", "/api/v3/myTrades", {"symbol": SYM}, signed=True)[1] if t["isBuyer"]]
-    entry_px = Decimal(fills[-1]["price"])
-    assert Decimal(tp["price"]) == Decimal(d["take_profit_price"]) == entry_px + 300
-    assert Decimal(stop["stopPrice"]) == Decimal(d["stop_price"]) == entry_px - 300
+    limit_px = Decimal(stop["stopPrice"]) + 300
+    assert all(Decimal(t["price"]) <= limit_px for t in fills)
+    assert Decimal(tp["price"]) == Decimal(d["take_profit_price"]) == limit_px + 1200
+    assert Decimal(stop["stopPrice"]) == Decimal(d["stop_price"])
     assert Decimal(stop["price"]) < Decimal(stop["stopPrice"])
     assert d["oco_placed"] == 1 and s.sim_stats()["oco_places"] == 1
     placed = protective_places(s)
 
     # the market rises through the take-profit: that leg fills, the venue expires the stop leg
-    jump(s, 150)
+    jump(s, 400)
     wait_for(lambda: order(s, tp["clientOrderId"])["status"] == "FILLED", 30, "the take-profit leg to fill")
     assert order(s, stop["clientOrderId"])["status"] == "EXPIRED"
     assert lists(s) == []
@@ -171,9 +186,12 @@ def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_p
 
 
 def test_sigkill_leaves_both_legs_and_a_restart_takes_the_list_over_without_a_second_one(tmp_path, stacks):
-    s = stack_with(tmp_path, entry(tp_ticks=30000))
+    # stop 1 % under, take-profit 5 % over: the agents' flow reaches neither while the daemon is down
+    s = stack_with(tmp_path, entry(stop_ticks=60000, tp_ticks=300000))
     stacks.append(s)
     seen = wait_for(lambda: oco_in_place(s), 60, "one OCO for the whole position")
+    ref = Decimal(seen["stop"]["stopPrice"]) + 600
+    walls(s, ref, ask_bps=100, bid_bps=50)
     old = {seen["stop"]["clientOrderId"], seen["tp"]["clientOrderId"]}
     old_boot = s.ok("status")["boot"]
     s.stop_daemon(signal.SIGKILL)
@@ -213,6 +231,7 @@ def test_a_stop_that_fires_cancels_the_strategys_order_on_its_side_so_the_positi
     sells = wait_for(lambda: [o for o in venue(s)["open_orders"] if o["symbol"] == SYM and o["type"] == "LIMIT"
                               and o["side"] == "SELL"], 30, "the strategy's closing sell")
     assert Decimal(sells[0]["qty"]) == pos
+    walls(s, Decimal(sells[0]["price"]) - 200, ask_bps=20, bid_bps=25, qty="0.05")   # sweeps stop short of ours
     stop = wait_for(lambda: [o for o in venue(s)["open_orders"] if o["symbol"] == SYM
                              and o["type"] == "STOP_LOSS_LIMIT"], 30, "the protective stop")[0]
     assert Decimal(stop["qty"]) == pos
@@ -234,6 +253,7 @@ def test_an_earlier_runs_stop_filling_after_the_restart_read_balances_moves_the_
     pos = wait_for(lambda: (lambda p: p if p > 0 else None)(position(s)), 60, "a position")
     stop = wait_for(lambda: [o for o in venue(s)["open_orders"] if o["symbol"] == SYM and o["type"] == "STOP_LOSS_LIMIT"
                              and Decimal(o["qty"]) == pos], 30, "the protective stop")[0]
+    walls(s, Decimal(stop["stopPrice"]) + 300, bid_bps=25, qty="0.05")   # no sweep reaches the stop early
     s.stop_daemon(signal.SIGKILL)
     # the next run keeps no protection of its own here (so nothing replaces the earlier stop for
     # its first seconds) and quotes nothing: the earlier run's stop is left resting at start
