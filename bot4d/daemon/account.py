@@ -37,11 +37,10 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import from_fixed
-from bot4d.jitcache import drop_stale_cache, files
+from bot4d.jitcache import drop_stale_cache, files, kernel
 from bot4d.kernels.risk import INT64_MAX, QUOTE_SCALE
 from bot4d.telemetry import ACCOUNT_ROW_DTYPE
 from ipc import atomics, seqlock as SL
@@ -74,7 +73,7 @@ def view(area: SnapshotArea, shard: int) -> AccountView:
     return AccountView(area.records, area.seqs, np.zeros(area.n + 1, ACCOUNT_ROW_DTYPE), w)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def account_equity(av, part, valued):
     """(account equity, whether it is a full valuation) from this shard's fresh ``part`` (``valued``:
     every holding of it has a mark) and every other shard's last published row."""
@@ -94,7 +93,7 @@ def account_equity(av, part, valued):
     return eq, whole
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def publish(av, now, part, valued, gross, committed, max_gross, equity, peak, day_start, day):
     """Write this shard's row (its single writer)."""
     me = av.words[AV_ME]

@@ -36,12 +36,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.daemon import account as acc
 from bot4d.daemon import guards as G
-from bot4d.jitcache import drop_stale_cache
+from bot4d.jitcache import drop_stale_cache, helper, kernel
 from bot4d.kernels import book as bk
 from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
@@ -175,18 +174,18 @@ def make_bufs(n_instruments: int) -> ShardBufs:
 
 
 # --- fill dedup: two generations of an open-addressing set; the older one is dropped whole -----
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _key(instrument, trade_id):
     return (trade_id << 12) ^ (instrument + 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _slot(key, cap):
     h = (key * np.int64(-7046029254386353131)) >> 20
     return h & (cap - 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def dedup_has(tbl, key):
     cap = tbl.shape[1]
     for g in range(2):
@@ -198,7 +197,7 @@ def dedup_has(tbl, key):
     return False
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def dedup_add(tbl, n, key):
     cap = tbl.shape[1]
     g = n[2]
@@ -218,7 +217,7 @@ def dedup_add(tbl, n, key):
 
 
 # --- strategies: dispatch on the kind (each kind is compiled in; no function pointers) ---------
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _on_book(kind, levels, bstate, i, now, pos, live, params, state, out, n):
     if kind == K_MARKET_MAKER:
         return mm_s.on_book(levels, bstate, i, now, pos, live, params, state, out, n)
@@ -227,7 +226,7 @@ def _on_book(kind, levels, bstate, i, now, pos, live, params, state, out, n):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _on_order(si, journal, start, end):
     if end <= start:
         return
@@ -241,7 +240,7 @@ def _on_order(si, journal, start, end):
             it_s.on_order(journal, start, end, si.params[i], si.state[i])
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _touch(b, i, n, flag):
     """List instrument i for this call; ``flag`` 2 marks that market data touched it."""
     if b.tmark[i] == 0:
@@ -251,13 +250,13 @@ def _touch(b, i, n, flag):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _usable(si, bstate, i):
     return si.live[i] != 0 and si.feed_state[i] == FEED_LIVE and bstate[i, bk.S_ERROR] == 0 \
         and si.paused[i] == 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def equity(st, si):
     """This shard's part of the account's equity, in risk quote units: its instruments' neutral
     holdings and positions at the mark + realised - fees (exact per instrument, then converted),
@@ -275,7 +274,7 @@ def equity(st, si):
     return eq
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def gross_exposure(st, si):
     """Sum of |position| x mark over this shard's instruments, risk quote units."""
     g = np.int64(0)
@@ -287,7 +286,7 @@ def gross_exposure(st, si):
     return g
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def valued(st, si):
     """True once every instrument that holds something has a mark. Before that, ``equity`` lacks
     those holdings: it is no valuation to take the day's start or a peak from, nor to trade on."""
@@ -298,7 +297,7 @@ def valued(st, si):
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mark_account(st, si, rs, kcfg, now):
     """Measure the account's equity (``bot4d.daemon.account``: the quote balances, this shard's
     fresh part, every other shard's published part) and, if it is a full valuation (every holding
@@ -312,7 +311,7 @@ def mark_account(st, si, rs, kcfg, now):
     return eq, whole, part
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _to_command(c, it, shard, now, anchor):
     c.ts_ns = now
     c.tick_recv_ns = anchor
@@ -330,7 +329,7 @@ def _to_command(c, it, shard, now, anchor):
     c.replace_order_id = it.replace_order_id
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _outbox_to_egress(b, shard, now, anchor):
     """Move the OMS outbox into the egress buffer (room permitting); returns places moved."""
     placed = 0
@@ -352,7 +351,7 @@ def _outbox_to_egress(b, shard, now, anchor):
     return placed
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _account(b, tel, idx, j0, j1):
     """Counters from the journal events of this call."""
     for k in range(j0, j1):
@@ -375,7 +374,7 @@ def _account(b, tel, idx, j0, j1):
                 counter_add(tel, idx[T_TRIP_BASE] + e.reason - 1, 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     """Mark instrument i, run its strategy, risk and the OMS on what it asks."""
     usable = _usable(si, bstate, i)
@@ -440,7 +439,7 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, anchor)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _protect(now, shard, st, rs, kcfg, si, b, j_start):
     """Bring each instrument's protective stop in line with its position. Its intents bypass
     pre-trade risk (they only reduce, and a halted account needs them most) but not the OMS."""
@@ -463,7 +462,7 @@ def _protect(now, shard, st, rs, kcfg, si, b, j_start):
         b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, 0)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _publish_held(rec, ctrl, buf, count):
     """Publish ``buf[:count[0]]`` to a ring; what a full ring refused moves to the front of
     ``buf`` for the next call. Returns (published, refused any)."""
@@ -479,7 +478,7 @@ def _publish_held(rec, ctrl, buf, count):
     return d, d < n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl):
     """Publish buffered egress and journal records; keep what a full ring refused."""
     d, refused = _publish_held(eg_rec, eg_ctrl, b.egress, b.ecount)
@@ -494,7 +493,7 @@ def _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl):
     b.ctr[C_JOURNAL_EVENTS] += d
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, snap_ps, feed_states):
     pb = st.positions
     for k in range(n_t):
@@ -522,7 +521,7 @@ def _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, 
         SL.write_end(snap_ps, i)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, jr_ctrl,
          levels, bstate, bstats, bscratch, st, rs, kcfg, si, b, tel, idx,
          snap_b, snap_bs, snap_p, snap_ps, journal_cap):
@@ -656,7 +655,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     return took
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def wait_input(md_ctrl, rp_ctrl, spin_ns):
     """Spin (with pause) up to ``spin_ns`` until either input ring has records; True if any."""
     t0 = monotonic_ns()
@@ -676,7 +675,7 @@ CTL_LOOPS = 16   # passes so far (the shard writes it)
 CTL_WORDS = 24   # one cache line per word that two threads touch
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def run(ctl, efd, in_fd, spin_ns, idle_us, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, jr_ctrl,
         levels, bstate, bstats, bscratch, st, rs, kcfg, si, b, tel, idx, snap_b, snap_bs, snap_p, snap_ps,
         journal_cap):

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels.oms_state import (OT_MARKET, OT_STOP_LIMIT, S_ACKED, S_PARTIALLY_FILLED,
                                      S_REJECTED, S_SUBMITTED, TIF_GTC)
@@ -79,7 +79,7 @@ SWAP_NOT_ATTEMPTED = -2022
 STOP_WOULD_TRIGGER = -20101   # bot4d.gateway.binance: the venue's "Stop price would trigger immediately"
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _transient(code):
     """A refusal that says nothing about the stop itself: the swap was not attempted, the request
     was held back or refused for rate (-1003 also when the gateway's budget or breaker held it
@@ -113,12 +113,12 @@ def configure(pr: Protection, i: int, *, enabled: bool, default_bps: int, limit_
     pr.cfg[i, PC_RETRY_NS] = retry_ns
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def is_protective(pr, i, oid):
     return oid != 0 and (pr.st[i, X_OID] == oid or pr.st[i, X_EXIT_OID] == oid)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def note_journal(pr, journal, j0, j1):
     """Learn from this pass's journal: the stop prices opening fills asked for, and refusals of
     protective orders. Returns how many protective orders were refused (the caller trips)."""
@@ -144,12 +144,12 @@ def note_journal(pr, journal, j0, j1):
     return refused
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _round_down(x, unit):
     return x if unit <= 1 else x - x % unit
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _round_up(x, unit):
     if unit <= 1:
         return x
@@ -157,7 +157,7 @@ def _round_up(x, unit):
     return x if r == 0 else x + unit - r
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _live(st, oid):
     """Slot and state of our order ``oid`` while the venue may hold it, else (-1, 0)."""
     s = oms_k._slot_of(st, oid)
@@ -166,7 +166,7 @@ def _live(st, oid):
     return s, st.o_state[s]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _trigger(pr, st, i, long):
     """The stop's trigger for instrument i, on the tick (always on the protective side)."""
     tick = st.filters.tick[i]
@@ -182,7 +182,7 @@ def _trigger(pr, st, i, long):
     return _round_down(px, tick) if long else _round_up(px, tick)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
     pr.st[i, X_COID] += 1
     it.client_order_id = COID_BASE + (np.int64(i) << 32) + pr.st[i, X_COID]
@@ -204,7 +204,7 @@ def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
     it.replace_order_id = replace if cmd == CMD_PLACE else 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _covered(pr, i, now):
     """The position is fully protected from now on: record how long it was not."""
     since = pr.st[i, X_SINCE]
@@ -213,7 +213,7 @@ def _covered(pr, i, now):
         pr.st[i, X_SINCE] = 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def plan(pr, st, i, now, intents, n):
     """Intents (appended at ``intents[n:]``) that bring instrument i's protection in line with
     its position; returns the new count. Leaves room checks to the caller (at most 1 intent)."""
@@ -280,7 +280,7 @@ def plan(pr, st, i, now, intents, n):
     return n + 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def adopt(pr, st, i, intents, n, now):
     """After ``oms.submit`` took the intents that :func:`plan` wrote at ``intents[n]``: remember
     the order it created (a refusal by the OMS itself counts as a refusal)."""
