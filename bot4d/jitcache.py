@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import numba
-from numba.core import types
+from numba.core import event, types
 from numba.core.registry import CPUDispatcher
 
 
@@ -109,3 +109,28 @@ def helper(fn: Callable | None = None, **options: Any):
     """A kernel only other kernels call: as ``kernel``, without Python or C entry wrappers."""
     return _dispatcher(HelperDispatcher, fn, {"no_cpython_wrapper": True, "no_cfunc_wrapper": True,
                                                **options})
+
+
+class CompileCounter(event.Listener):
+    """Counts numba compilations while installed (``with CompileCounter() as c: ...; c.count``):
+    after set-up a daemon start compiles nothing, and one that does says so."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.names: list[str] = []
+
+    def on_start(self, ev: event.Event) -> None:
+        d = ev.data.get("dispatcher")
+        self.count += 1
+        if d is not None and len(self.names) < 20:
+            self.names.append(f"{d.py_func.__module__}.{d.py_func.__qualname__}")
+
+    def on_end(self, ev: event.Event) -> None:
+        pass
+
+    def __enter__(self) -> "CompileCounter":
+        event.register("numba:compile", self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.unregister("numba:compile", self)

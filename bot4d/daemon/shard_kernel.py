@@ -129,7 +129,9 @@ class ShardInst(NamedTuple):
     conv_div: np.ndarray
     equity0: np.ndarray     # int64[1] quote units of the shard's part at start beyond its holdings at the
                             # mark (a position found at start: its value at the first mark)
-    feed_state: np.ndarray  # int64[n] the feeds' BookStateTable.state (LIVE = FEED_LIVE)
+    feed_state: np.ndarray  # STATE_TABLE_DTYPE[n] the feeds' BookStateTable rows: .state (LIVE = FEED_LIVE);
+                            # the rows, not the strided .state column, whose numba layout would
+                            # differ between one instrument and several (a second compile at start)
     prot: pt.Protection     # protective stops (bot4d.kernels.protect)
     guard: G.Guards         # correlation, Kelly statistics, storms, stat breakers (bot4d.daemon.guards)
     acv: acc.AccountView    # the account risk area: every shard's part of equity and exposure
@@ -252,7 +254,7 @@ def _touch(b, i, n, flag):
 
 @kernel(_nrt=False)
 def _usable(si, bstate, i):
-    return si.live[i] != 0 and si.feed_state[i] == FEED_LIVE and bstate[i, bk.S_ERROR] == 0 \
+    return si.live[i] != 0 and si.feed_state[i].state == FEED_LIVE and bstate[i, bk.S_ERROR] == 0 \
         and si.paused[i] == 0
 
 
@@ -500,7 +502,7 @@ def _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, 
         i = b.touched[k]
         SL.write_begin(snap_bs, i)
         r = snap_b[i]
-        r.state = feed_states[i]
+        r.state = feed_states[i].state
         bb, bq = bk.best_bid(levels, bstate, i)
         ba, aq = bk.best_ask(levels, bstate, i)
         r.best_bid = bb
