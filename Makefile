@@ -13,20 +13,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,sim]'
 	touch $@
 
-# numba's cache is warmed here so that no kernel is compiled on a first tick.
-# flock: two set-ups at once (two shells, parallel make targets) would compile the same kernels twice
-# on two cores; the second waits, and skips the warm-up if the first finished it after the last edit.
-$(VENV)/.warmed: $(VENV)/.installed $(shell find bot4d ipc -name '*.py' 2>/dev/null)
-	flock $(VENV)/.warm.lock sh -c 'if [ ! -f $@ ] || [ -n "$$(find bot4d ipc -name "*.py" -newer $@)" ]; then \
-		touch $@.start && $(PY) -m bot4d.warmup && mv $@.start $@; fi'
-	@# (the stamp is the warm-up's start: an edit made while it ran is warmed by the next set-up)
+# numba's cache is warmed here so that no kernel is compiled on a first tick (bot4d.warmup: one worker
+# per core). `make run` warms only what the daemon, its sidecar and the simulator run; `setup` (and
+# so `make test`) warms everything, the backtest too, and so stamps both.
+# flock: two set-ups at once (two shells, parallel make targets) would compile the same kernels twice;
+# the second waits, and skips the warm-up if the first finished it after the last edit.
+KERNEL_SRC := $(shell find bot4d ipc -name '*.py' 2>/dev/null)
+WARM = flock $(VENV)/.warm.lock sh -c 'if [ ! -f $@ ] || [ -n "$$(find bot4d ipc -name "*.py" -newer $@)" ]; then \
+		touch $@.start && $(PY) -m bot4d.warmup $(1) && mv $@.start $@; fi'
+# (the stamp is the warm-up's start: an edit made while it ran is warmed by the next set-up)
+
+$(VENV)/.warmed: $(VENV)/.installed $(KERNEL_SRC)
+	$(call WARM,)
+	cp -p $@ $(VENV)/.warmed-daemon
+
+$(VENV)/.warmed-daemon: $(VENV)/.installed $(KERNEL_SRC)
+	$(call WARM,--only daemon)
 
 setup: $(VENV)/.warmed
 
 warm: setup
 
+# both cores: tests are independent (own ports, temp dirs, instance names, PostgreSQL clusters)
+PYTEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,sim,bench]'
@@ -47,7 +58,7 @@ SOAK_MINUTES ?= 10
 soak: setup $(VENV)/.bench-installed
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
-run: setup
+run: $(VENV)/.warmed-daemon
 	$(PY) -m bot4d.cli run-paper
 
 $(VENV)/.audit-installed: $(VENV)/.installed

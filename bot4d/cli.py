@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bot4d", description="low-latency crypto trading engine")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("version", help="print the version")
-    sub.add_parser("warmup", help="compile all numba kernels into the cache")
+    sub.add_parser("warmup", help="compile the numba kernels into the cache", add_help=False)
     sub.add_parser("run", help="run the trading daemon: run --config FILE", add_help=False)
     sub.add_parser("run-paper", help="paper trading against the built-in simulated venue", add_help=False)
     sub.add_parser("calibrate", help="fit the market generator to a trade file", add_help=False)
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot4d.daemon.paper import main as paper
 
         return paper(argv[1:])
+    if argv[:1] == ["warmup"]:
+        from bot4d.warmup import main as warm
+
+        return warm(argv[1:])
     if argv[:1] == ["sim"]:
         from bot4d.sim.binance_server import main as sim
 
@@ -44,10 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "version":
         print(f"bot4d {__version__}")
         return 0
-    if args.cmd == "warmup":
-        from bot4d.warmup import main as warm
-
-        return warm()
     return 2
 
 

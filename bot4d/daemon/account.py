@@ -40,11 +40,10 @@ import time
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import from_fixed
-from bot4d.jitcache import drop_stale_cache, files
+from bot4d.jitcache import drop_stale_cache, files, kernel
 from bot4d.kernels.risk import INT64_MAX, QUOTE_SCALE
 from bot4d.telemetry import ACCOUNT_ROW_DTYPE
 from ipc import atomics, seqlock as SL
@@ -107,7 +106,7 @@ def set_dust(av: AccountView, instrument: int, dust: Decimal) -> None:
     av.dust[instrument] = int(dust.scaleb(DUST_SCALE).to_integral_value(rounding=ROUND_FLOOR))
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def dust_value(av):
     """The dust of this shard's instruments at their marks, risk quote units (10**-8): dust
     (10**-8 base) x mark (10**-price_scale quote) / 10**price_scale, split so it cannot overflow."""
@@ -121,7 +120,7 @@ def dust_value(av):
     return v
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def account_equity(av, part, valued):
     """(account equity, whether it is a full valuation) from this shard's fresh ``part`` (``valued``:
     every holding of it has a mark) and every other shard's last published row."""
@@ -141,7 +140,7 @@ def account_equity(av, part, valued):
     return eq, whole
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def publish(av, now, part, valued, gross, committed, max_gross, equity, peak, day_start, day):
     """Write this shard's row (its single writer)."""
     me = av.words[AV_ME]

@@ -115,6 +115,7 @@ class Daemon:
         self._stops_refused: dict[int, int] = {}   # instrument -> protective stops refused, as logged
         self.reconciled: dict[str, Any] = {}
         self.states: Any = None
+        self.kernels: dict[str, Any] = {}   # how the start found numba's cache (bot4ctl status)
         self.owner = np.zeros(0, np.int64)
         self._tasks: list[asyncio.Task] = []
         self.py: dict[int, tuple[Any, Any, float]] = {}
@@ -321,7 +322,7 @@ class Daemon:
                              seen_live=np.zeros(n, np.int64), last_recv=np.zeros(n, np.int64),
                              mids=mids, corr=np.full((n, n), np.nan), neutral=neutral,
                              conv_mul=conv_mul, conv_div=conv_div, equity0=np.zeros(1, np.int64),
-                             feed_state=self.states.state,
+                             feed_state=self.states.rows,
                              prot=self._protection(n, mine, self.telemetry.hist_unprotected[s].hist),
                              guard=G.make_guards(n, mine, cfg.risk, self.health, s, self.telemetry.shard_blocks[s],
                                                  [ic.symbol for ic in self.inst_cfg]),
@@ -371,10 +372,20 @@ class Daemon:
     def _warm(self) -> None:
         """Every kernel a shard runs, called once on its real state's types before anything
         connects: numba loads them from its cache (or compiles) now, never on a tick."""
+        from bot4d.jitcache import CompileCounter
+
         t0 = time.perf_counter()
-        for sh in self.shards:
-            sh.warm()
-        log.info("kernels ready in %.1f s", time.perf_counter() - t0)
+        with CompileCounter() as compiled:
+            for sh in self.shards:
+                sh.warm()
+        took = time.perf_counter() - t0
+        self.kernels = {"ready_s": round(took, 2), "compiled_at_start": compiled.count}
+        if compiled.count:
+            log.warning("kernels ready in %.1f s: %d compiled now, not loaded from the cache (run `bot4d "
+                        "warmup` after installing or editing; first: %s)", took, compiled.count,
+                        ", ".join(compiled.names[:3]))
+        else:
+            log.info("kernels ready in %.1f s (all from the cache)", took)
 
     def _shard_of(self, instrument: int) -> Shard:
         return self.shards[self.inst_cfg[instrument].shard]

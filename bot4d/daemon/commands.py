@@ -104,6 +104,7 @@ class Commands:
             "reconciled": d.reconciled, "persistence": d.cfg.persist.enabled,
             "journal": d.journal_watch.summary() if d.journal_watch is not None else None,
             "venue_rules": d.rules_status(),
+            "kernels": d.kernels,
         }
 
     def shards(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:

@@ -32,10 +32,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import from_fixed
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels import breaker as bkr
 from bot4d.kernels import correlation as cr
 from bot4d.kernels import killswitch as ksk
@@ -103,7 +103,7 @@ class Guards(NamedTuple):
 
 
 # --- the shard's part ---------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _venue_health(g, ks, kcfg, now):
     base = g.hrow[0] * H_N
     e = counter_get(g.health, base + H_ERRORS)
@@ -116,7 +116,7 @@ def _venue_health(g, ks, kcfg, now):
         g.hseen[H_BREAKER_OPENS] = o
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _kelly(g, strat, si, journal, j0, j1, acct):
     """Closed trades from this pass's EV_POSITION records (one per fill, in order)."""
     n = g.kq.shape[0]
@@ -137,7 +137,7 @@ def _kelly(g, strat, si, journal, j0, j1, acct):
             g.kbase[i] = net
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _sample_mids(g, si):
     """The usable mids of the shard's instruments into ``g.smid``; how many there are."""
     have = 0
@@ -150,7 +150,7 @@ def _sample_mids(g, si):
     return have
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _correlation(g, si):
     if g.cols.shape[0] < 2 or _sample_mids(g, si) == 0:
         return
@@ -158,7 +158,7 @@ def _correlation(g, si):
     cr.corr_compute(g.cring, g.cmeta, si.corr, g.cfg[G_CORR_MIN_SAMPLES], g.cols)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _stat(g, rs, kcfg, st, si, journal, jcount, now, shard, acct):
     _sample_mids(g, si)
     for k in range(g.cols.shape[0]):
@@ -177,7 +177,7 @@ def _stat(g, rs, kcfg, st, si, journal, jcount, now, shard, acct):
             ksk.ks_trip(rs.ks, kcfg, ksk.TRIP_STAT_BREAKER, i, now, journal, jcount, shard)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _publish(g, rs, kcfg, si, tel, now):
     for k in range(g.cols.shape[0]):
         i = g.cols[k]
@@ -205,7 +205,7 @@ def _publish(g, rs, kcfg, si, tel, now):
         counter_set(tel, s[TS_WIN_BREAKERS], ksk.ks_window(rs.ks, kcfg, ksk.NOTE_BREAKER_OPEN, now))
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def guard_step(g, now, shard, st, rs, kcfg, si, journal, jcount, j0, tel, acct):
     """One pass (after the shard decided its instruments, before the kill switch is evaluated):
     venue health into the storm windows, this pass's closed trades into the Kelly statistics,

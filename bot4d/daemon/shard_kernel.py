@@ -36,12 +36,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.daemon import account as acc
 from bot4d.daemon import guards as G
-from bot4d.jitcache import drop_stale_cache
+from bot4d.jitcache import drop_stale_cache, helper, kernel
 from bot4d.kernels import book as bk
 from bot4d.kernels import filters as filt
 from bot4d.kernels import killswitch as ksk
@@ -132,7 +131,9 @@ class ShardInst(NamedTuple):
     conv_div: np.ndarray
     equity0: np.ndarray     # int64[1] quote units of the shard's part at start beyond its holdings at the
                             # mark (a position found at start: its value at the first mark)
-    feed_state: np.ndarray  # int64[n] the feeds' BookStateTable.state (LIVE = FEED_LIVE)
+    feed_state: np.ndarray  # STATE_TABLE_DTYPE[n] the feeds' BookStateTable rows: .state (LIVE = FEED_LIVE);
+                            # the rows, not the strided .state column, whose numba layout would
+                            # differ between one instrument and several (a second compile at start)
     prot: pt.Protection     # protective stops (bot4d.kernels.protect)
     guard: G.Guards         # correlation, Kelly statistics, storms, stat breakers (bot4d.daemon.guards)
     acv: acc.AccountView    # the account risk area: every shard's part of equity and exposure
@@ -177,18 +178,18 @@ def make_bufs(n_instruments: int) -> ShardBufs:
 
 
 # --- fill dedup: two generations of an open-addressing set; the older one is dropped whole -----
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _key(instrument, trade_id):
     return (trade_id << 12) ^ (instrument + 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _slot(key, cap):
     h = (key * np.int64(-7046029254386353131)) >> 20
     return h & (cap - 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def dedup_has(tbl, key):
     cap = tbl.shape[1]
     for g in range(2):
@@ -200,7 +201,7 @@ def dedup_has(tbl, key):
     return False
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def dedup_add(tbl, n, key):
     cap = tbl.shape[1]
     g = n[2]
@@ -220,7 +221,7 @@ def dedup_add(tbl, n, key):
 
 
 # --- strategies: dispatch on the kind (each kind is compiled in; no function pointers) ---------
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _on_book(kind, levels, bstate, i, now, pos, live, params, state, out, n):
     if kind == K_MARKET_MAKER:
         return mm_s.on_book(levels, bstate, i, now, pos, live, params, state, out, n)
@@ -229,7 +230,7 @@ def _on_book(kind, levels, bstate, i, now, pos, live, params, state, out, n):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _on_order(si, journal, start, end):
     if end <= start:
         return
@@ -243,7 +244,7 @@ def _on_order(si, journal, start, end):
             it_s.on_order(journal, start, end, si.params[i], si.state[i])
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _touch(b, i, n, flag):
     """List instrument i for this call; ``flag`` 2 marks that market data touched it."""
     if b.tmark[i] == 0:
@@ -253,13 +254,13 @@ def _touch(b, i, n, flag):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _usable(si, bstate, i):
-    return si.live[i] != 0 and si.feed_state[i] == FEED_LIVE and bstate[i, bk.S_ERROR] == 0 \
+    return si.live[i] != 0 and si.feed_state[i].state == FEED_LIVE and bstate[i, bk.S_ERROR] == 0 \
         and si.paused[i] == 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def equity(st, si):
     """This shard's part of the account's equity, in risk quote units: its instruments' neutral
     holdings and positions at the mark + realised - fees (exact per instrument, then converted),
@@ -277,7 +278,7 @@ def equity(st, si):
     return eq
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def gross_exposure(st, si):
     """Sum of |position| x mark over this shard's instruments, risk quote units."""
     g = np.int64(0)
@@ -289,7 +290,7 @@ def gross_exposure(st, si):
     return g
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def valued(st, si):
     """True once every instrument that holds something has a mark. Before that, ``equity`` lacks
     those holdings: it is no valuation to take the day's start or a peak from, nor to trade on."""
@@ -300,7 +301,7 @@ def valued(st, si):
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mark_account(st, si, rs, kcfg, now):
     """Measure the account's equity (``bot4d.daemon.account``: the quote balances, this shard's
     fresh part, every other shard's published part) and, if it is a full valuation (every holding
@@ -314,7 +315,7 @@ def mark_account(st, si, rs, kcfg, now):
     return eq, whole, part
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _to_command(c, it, shard, now, anchor):
     c.ts_ns = now
     c.tick_recv_ns = anchor
@@ -335,7 +336,7 @@ def _to_command(c, it, shard, now, anchor):
     c.tp_order_id = it.oco_group if it.order_type == oms.OT_STOP_LIMIT else 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _outbox_to_egress(b, shard, now, anchor):
     """Move the OMS outbox into the egress buffer (room permitting); returns places moved."""
     placed = 0
@@ -357,7 +358,7 @@ def _outbox_to_egress(b, shard, now, anchor):
     return placed
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _account(b, tel, idx, j0, j1):
     """Counters from the journal events ``j0..j1`` (a pass's, or an operator command's). A
     rejected order is the venue's reject only when the venue (or the gateway on its behalf)
@@ -387,7 +388,7 @@ def _account(b, tel, idx, j0, j1):
                 counter_add(tel, idx[T_TRIP_BASE] + e.reason - 1, 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     """Mark instrument i, run its strategy, risk and the OMS on what it asks."""
     usable = _usable(si, bstate, i)
@@ -452,7 +453,7 @@ def _decide(now, shard, levels, bstate, st, rs, kcfg, si, b, i, anchor):
     b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, anchor)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _protect(now, shard, st, rs, kcfg, si, b, j_start):
     """Bring each instrument's protective stop (or stop + take-profit OCO) in line with its
     position, and cancel the strategy's orders on the side of a protective exit that fired. Its
@@ -482,7 +483,7 @@ def _protect(now, shard, st, rs, kcfg, si, b, j_start):
         b.ctr[C_PLACED] += _outbox_to_egress(b, shard, now, 0)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _publish_held(rec, ctrl, buf, count):
     """Publish ``buf[:count[0]]`` to a ring; what a full ring refused moves to the front of
     ``buf`` for the next call. Returns (published, refused any)."""
@@ -498,7 +499,7 @@ def _publish_held(rec, ctrl, buf, count):
     return d, d < n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl):
     """Publish buffered egress and journal records; keep what a full ring refused."""
     d, refused = _publish_held(eg_rec, eg_ctrl, b.egress, b.ecount)
@@ -513,14 +514,14 @@ def _flush(b, eg_rec, eg_ctrl, jr_rec, jr_ctrl):
     b.ctr[C_JOURNAL_EVENTS] += d
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, snap_ps, feed_states):
     pb = st.positions
     for k in range(n_t):
         i = b.touched[k]
         SL.write_begin(snap_bs, i)
         r = snap_b[i]
-        r.state = feed_states[i]
+        r.state = feed_states[i].state
         bb, bq = bk.best_bid(levels, bstate, i)
         ba, aq = bk.best_ask(levels, bstate, i)
         r.best_bid = bb
@@ -541,7 +542,7 @@ def _publish_snapshots(st, levels, bstate, si, b, n_t, snap_b, snap_bs, snap_p, 
         SL.write_end(snap_ps, i)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, jr_ctrl,
          levels, bstate, bstats, bscratch, st, rs, kcfg, si, b, tel, idx,
          snap_b, snap_bs, snap_p, snap_ps, journal_cap):
@@ -679,7 +680,7 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
     return took
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def wait_input(md_ctrl, rp_ctrl, spin_ns):
     """Spin (with pause) up to ``spin_ns`` until either input ring has records; True if any."""
     t0 = monotonic_ns()
@@ -699,7 +700,7 @@ CTL_LOOPS = 16   # passes so far (the shard writes it)
 CTL_WORDS = 24   # one cache line per word that two threads touch
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def run(ctl, efd, in_fd, spin_ns, idle_us, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, jr_ctrl,
         levels, bstate, bstats, bscratch, st, rs, kcfg, si, b, tel, idx, snap_b, snap_bs, snap_p, snap_ps,
         journal_cap):

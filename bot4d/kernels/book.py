@@ -62,6 +62,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.book_math import add128, div128, frac_e9, memmove_within, mul64, muldiv_floor
 from bot4d.records import (
     MD_BBO,
@@ -371,7 +372,7 @@ def _crossed(levels, state, i):
     return nb_ > 0 and na_ > 0 and levels[i, 0, nb_ - 1] >= levels[i, 2, na_ - 1]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _raise(state, stats, scratch, i, code, at):
     state[i, S_ERROR] = code
     stats[i, code] += 1
@@ -382,7 +383,7 @@ def _raise(state, stats, scratch, i, code, at):
         scratch[B_FIRST_ERROR_INST] = i
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def apply_batch(levels, state, stats, scratch, updates, start, end):
     """Apply ``updates[start:end]`` (MD_UPDATE_DTYPE) to the books held in ``levels``/``state``
     (a ``Books``' backing arrays); return the number of MD_LEVEL/MD_CLEAR records applied. Never
@@ -481,7 +482,7 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
 
 # ------------------------------------------------------------------------------------------------
 # accessors: njit over (levels, state, i), for other kernels; the Books methods wrap them
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def best_bid(levels, state, i):
     """(price, qty) of the best bid; (0, 0) when the side is empty."""
     n = state[i, S_BID_LEN]
@@ -490,7 +491,7 @@ def best_bid(levels, state, i):
     return levels[i, 0, n - 1], levels[i, 1, n - 1]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def best_ask(levels, state, i):
     """(price, qty) of the best ask; (0, 0) when the side is empty."""
     n = state[i, S_ASK_LEN]
@@ -499,13 +500,13 @@ def best_ask(levels, state, i):
     return levels[i, 2, n - 1], levels[i, 3, n - 1]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def is_crossed(levels, state, i):
     """Both sides present and best bid >= best ask."""
     return _crossed(levels, state, i)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mid(levels, state, i):
     """floor((best bid + best ask) / 2) in price units; 0 when a side is empty."""
     nb_ = state[i, S_BID_LEN]
@@ -515,7 +516,7 @@ def mid(levels, state, i):
     return (levels[i, 0, nb_ - 1] + levels[i, 2, na_ - 1]) // 2
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def microprice(levels, state, i):
     """(bid*ask_qty + ask*bid_qty) / (bid_qty + ask_qty) at the top of the book, as
     (units, frac_e9, ok): units + frac_e9/1e9 price units, floor at 1e-9. ok False (0, 0) when a
@@ -536,7 +537,7 @@ def microprice(levels, state, i):
     return np.int64(q), frac_e9(r, d), True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def depth(levels, state, i, n):
     """(sum of bid qty, sum of ask qty) over the best n levels of each side."""
     nb_ = state[i, S_BID_LEN]
@@ -550,7 +551,7 @@ def depth(levels, state, i, n):
     return sb, sa
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def imbalance(levels, state, i, n):
     """(bid depth - ask depth) / (bid depth + ask depth) over the best n levels, scaled by 1e9
     and truncated toward zero; 0 when both are empty."""
@@ -563,7 +564,7 @@ def imbalance(levels, state, i, n):
     return -muldiv_floor(sa - sb, E9, tot)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def vwap_to_fill(levels, state, i, side, qty):
     """Average price to fill ``qty`` with an order of ``side`` (SIDE_BID = buy: walks the asks;
     SIDE_ASK = sell: walks the bids), best level first.
@@ -591,7 +592,7 @@ def vwap_to_fill(levels, state, i, side, qty):
     return np.int64(q), frac_e9(r, np.uint64(filled)), np.int64(filled), left == 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def top_n(levels, state, i, n, out_bid_px, out_bid_qty, out_ask_px, out_ask_qty):
     """Copy the best n levels of each side, best first, into the out arrays (checksum-ready);
     returns (nbid, nask) actually copied (limited by the book and by the out arrays)."""

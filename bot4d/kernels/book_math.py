@@ -15,6 +15,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from bot4d.jitcache import kernel
+
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _S63 = np.uint64(63)
@@ -47,7 +49,7 @@ def add128(hi: np.uint64, lo: np.uint64, hi2: np.uint64, lo2: np.uint64) -> tupl
     return hi + hi2 + c, s
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def div128(hi: np.uint64, lo: np.uint64, d: np.uint64) -> tuple[np.uint64, np.uint64]:
     """(quotient, remainder) of the 128-bit (hi, lo) by d > 0; requires hi < d so that the
     quotient fits 64 bits (callers guarantee it: every quotient here is a price or a ratio)."""
@@ -68,7 +70,7 @@ def div128(hi: np.uint64, lo: np.uint64, d: np.uint64) -> tuple[np.uint64, np.ui
     return q, r
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def muldiv_floor(a: np.int64, b: np.int64, d: np.int64) -> np.int64:
     """floor(a * b / d) exactly, for a, b >= 0 and d > 0 with a result that fits int64."""
     hi, lo = mul64(np.uint64(a), np.uint64(b))
@@ -76,7 +78,7 @@ def muldiv_floor(a: np.int64, b: np.int64, d: np.int64) -> np.int64:
     return np.int64(q)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def frac_e9(r: np.uint64, d: np.uint64) -> np.int64:
     """floor(r * 1e9 / d) for 0 <= r < d: the first nine decimals of the fraction r/d."""
     hi, lo = mul64(r, np.uint64(1_000_000_000))

@@ -13,9 +13,9 @@ stays numpy/numba only.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import kernel
 from bot4d.kernels.book import (
     B_FIRST_ERROR,
     B_TOUCHED,
@@ -51,7 +51,7 @@ TOP_OF_BOOK_DTYPE = np.dtype(
 AREA_NAME = "book_top"
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def publish_one(levels, state, stats, records, seqs, i):
     """Publish instrument ``i``'s top of book as snapshot record ``i``."""
     nb_ = state[i, S_BID_LEN]
@@ -79,7 +79,7 @@ def publish_one(levels, state, stats, records, seqs, i):
     SL.write_end(seqs, i)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def publish_touched(levels, state, stats, scratch, records, seqs):
     """Publish every instrument the last ``apply_batch`` touched; returns how many."""
     n = scratch[B_TOUCHED]
@@ -88,7 +88,7 @@ def publish_touched(levels, state, stats, scratch, records, seqs):
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def apply_and_publish(levels, state, stats, scratch, records, seqs, updates, start, end):
     """``apply_batch`` then ``publish_touched`` in one call (one Python->numba crossing)."""
     applied = apply_batch(levels, state, stats, scratch, updates, start, end)

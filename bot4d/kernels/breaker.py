@@ -50,6 +50,7 @@ import numba as nb
 import numpy as np
 
 from bot4d.errors import CAT_HALT, CAT_OK, CAT_RATE_LIMIT, CAT_RECONCILE, CAT_RETRY, N_CATEGORIES
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.risk_window import win_add, win_clear, win_sum
 from bot4d.records import EV_BREAKER
 
@@ -139,7 +140,7 @@ def make_breakers(n_venues: int, *, max_consec: int = 5, window_ns: int = 10_000
     return br, cfg
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _bev(ev, ev_count, instrument, ident, new_state, old_state, reason, detail, now_ns, shard):
     """Append one EV_BREAKER record; False when the array is full (the caller counts the loss:
     the state change itself is kept, a breaker must open even when the journal cannot keep up)."""
@@ -173,7 +174,7 @@ def _bev(ev, ev_count, instrument, ident, new_state, old_state, reason, detail, 
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard, open_until):
     old = br[i, BR_STATE]
     br[i, BR_STATE] = new_state
@@ -193,12 +194,12 @@ def _set(br, i, new_state, reason, detail, now_ns, ev, ev_count, shard, open_unt
         br[i, BR_LOST] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _trip(br, cfg, i, reason, detail, now_ns, ev, ev_count, shard):
     _set(br, i, OPEN, reason, detail, now_ns, ev, ev_count, shard, now_ns + cfg[i, BC_COOLDOWN_NS])
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def br_allow(br, cfg, i, now_ns, ev, ev_count, shard):
     """May a call go through breaker ``i`` now? Counts half-open probes."""
     st = br[i, BR_STATE]
@@ -215,7 +216,7 @@ def br_allow(br, cfg, i, now_ns, ev, ev_count, shard):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def br_release(br, i):
     """A call :func:`br_allow` admitted was not made (refused locally before it left): in
     HALF_OPEN its probe slot is free again, or the breaker would wait for an answer never coming."""
@@ -223,7 +224,7 @@ def br_release(br, i):
         br[i, BR_PROBES] -= 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def br_hold(br, cfg, i, until_ns, now_ns, ev, ev_count, shard):
     """The venue asked us to stay away until ``until_ns`` (rate limited, with its Retry-After):
     open now (a probe that earned this fails), or keep an open breaker open at least that long.
@@ -244,7 +245,7 @@ def is_failure(category):
             or category == CAT_HALT)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def br_record(br, cfg, i, category, latency_ns, now_ns, ev, ev_count, shard):
     """Report one call's outcome; returns the breaker's state afterwards."""
     if 0 <= category < br.shape[1] - BR_CAT:
@@ -335,7 +336,7 @@ def make_stat_breakers(n_instruments: int, *, window: int = 100, z_milli: int = 
     return st, ring, cfg
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _mean_std(ring, i, count):
     s = 0.0
     for k in range(count):
@@ -348,7 +349,7 @@ def _mean_std(ring, i, count):
     return mean, math.sqrt(v / (count - 1))
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def stat_update(st, ring, cfg, i, mid, position_notional, now_ns, ev, ev_count, shard):
     """Feed instrument ``i``'s mid (price units) and its |position| notional (quote units)."""
     if mid <= 0:

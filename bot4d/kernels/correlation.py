@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
+
+from bot4d.jitcache import kernel
 
 CR_COUNT = 0
 CR_HEAD = 1
@@ -37,7 +38,7 @@ def make_correlation(n_instruments: int, window: int = 256, cols: np.ndarray | N
     return ring, meta, last, corr
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def corr_push(ring, meta, last, mids, cols):
     """Append one sample as a row of returns: column k is instrument ``cols[k]``, whose mid is
     ``mids[cols[k]]`` (price units, 0 = none: no return in this row)."""
@@ -53,7 +54,7 @@ def corr_push(ring, meta, last, mids, cols):
         meta[CR_COUNT] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def corr_compute(ring, meta, out, min_samples, cols):
     """Fill ``out[cols[a], cols[b]]`` with pairwise Pearson correlations over the ring
     (two-pass per pair)."""

@@ -18,10 +18,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import to_fixed
+from bot4d.jitcache import kernel
 from bot4d.kernels.oms_arith import add_ok, mul_div_ceil_nonneg_div, mul_ok
 
 RATE_SCALE = 100_000_000
@@ -91,7 +91,7 @@ def rates_from_binance(c: dict) -> tuple[Decimal, Decimal]:
     return maker, taker
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def tier_of(fs, acct: int) -> int:
     v = fs.volume[acct]
     k = 0
@@ -101,7 +101,7 @@ def tier_of(fs, acct: int) -> int:
     return k
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def fee_for(notional: int, rate: int) -> tuple[int, bool]:
     """ceil(notional * rate / 1e8) for notional >= 0."""
     if notional < 0:
@@ -109,7 +109,7 @@ def fee_for(notional: int, rate: int) -> tuple[int, bool]:
     return mul_div_ceil_nonneg_div(notional, rate, RATE_SCALE)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def quote(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     """Fee of one fill at the account's current tier, without recording its volume."""
     notional, ok = mul_ok(px, qty)
@@ -119,7 +119,7 @@ def quote(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     return fee_for(notional, fs.maker[k] if maker else fs.taker[k])
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def add_volume(fs, acct: int, px: int, qty: int) -> None:
     """Record a fill's notional in the account's trailing volume (saturating at int64 max: the
     top tier is reached long before)."""
@@ -130,7 +130,7 @@ def add_volume(fs, acct: int, px: int, qty: int) -> None:
     fs.volume[acct] = vol if ok else 9223372036854775807
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def charge(fs, acct: int, px: int, qty: int, maker: bool) -> tuple[int, bool]:
     """``quote`` then ``add_volume``: the tier is the one before this fill. On overflow nothing
     changes and ok is False."""

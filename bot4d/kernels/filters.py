@@ -38,10 +38,10 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import INT64_MAX, FixedPointError, to_fixed
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.oms_arith import mul_div_ceil_nonneg_div, mul_ok
 from bot4d.records import EV_ORDER_STATE, JOURNAL_EVENT_DTYPE
 
@@ -233,7 +233,7 @@ def parse_binance(filters: list[dict], price_scale: int, qty_scale: int) -> dict
     return r
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _price_rules(ft, inst: int, px: int, r_min: int, r_max: int, r_tick: int) -> int:
     if ft.min_price[inst] != 0 and px < ft.min_price[inst]:
         return r_min
@@ -244,7 +244,7 @@ def _price_rules(ft, inst: int, px: int, r_min: int, r_max: int, r_tick: int) ->
     return F_OK
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def check_order(ft, inst: int, buy: bool, market: bool, px: int, qty: int, stop_px: int) -> int:
     """F_OK or the first failing rule's F_* code. ``px`` is ignored for market orders."""
     if inst < 0 or inst >= ft.tick.shape[0]:
@@ -314,7 +314,7 @@ def check_order(ft, inst: int, buy: bool, market: bool, px: int, qty: int, stop_
     return F_OK
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def check_batch(ft, inst, buy, market, px, qty, stop_px, out) -> int:
     """check_order over arrays; writes codes into ``out`` and returns how many failed."""
     bad = 0
@@ -325,7 +325,7 @@ def check_batch(ft, inst, buy, market, px, qty, stop_px, out) -> int:
     return bad
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def count_rejects(ft, journal, j0: int, j1: int) -> None:
     """Tally the filter refusals among journal records ``j0..j1`` into ``ft.rejects``: the OMS
     journals a refused command as EV_ORDER_STATE with its F_* code as the reason (no other

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
+
+from bot4d.jitcache import helper, kernel
 
 IDEM_NEW = 0        # inserted: first time this id is seen inside its window
 IDEM_DUPLICATE = 1  # seen before inside the window: do not send again
@@ -89,14 +90,14 @@ def make_idem(capacity: int, window_ns: int, tick_ns: int = 100_000_000,
     )
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _hash(t, k: int) -> int:
     # Fibonacci hashing: client ids are often sequential, this spreads them over the buckets
     h = np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)
     return int(h >> np.uint64(32)) & (t.heads.shape[0] - 1)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _find(t, k: int) -> int:
     s = t.heads[_hash(t, k)]
     while s >= 0:
@@ -106,7 +107,7 @@ def _find(t, k: int) -> int:
     return -1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _lru_unlink(t, s: int) -> None:
     p = t.lru_prev[s]
     n = t.lru_next[s]
@@ -122,7 +123,7 @@ def _lru_unlink(t, s: int) -> None:
     t.lru_next[s] = -1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _lru_push_front(t, s: int) -> None:
     h = t.state[_HEAD]
     t.lru_prev[s] = -1
@@ -134,7 +135,7 @@ def _lru_push_front(t, s: int) -> None:
     t.state[_HEAD] = s
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _remove(t, s: int) -> None:
     """Take slot s out of the hash chain, the LRU list and the wheel, and free it."""
     b = _hash(t, t.key[s])
@@ -166,7 +167,7 @@ def _remove(t, s: int) -> None:
     t.free[t.params[3] - t.state[_COUNT] - 1] = s
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def advance(t, now_ns: int) -> int:
     """Expire every entry whose window ended at or before ``now_ns``; returns how many."""
     tick = t.params[1]
@@ -196,7 +197,7 @@ def advance(t, now_ns: int) -> int:
     return gone
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def lookup(t, coid: int, now_ns: int) -> int:
     """Expire, then return the order id recorded for ``coid`` (-1 if not live). A hit counts
     as a use for the LRU order."""
@@ -209,7 +210,7 @@ def lookup(t, coid: int, now_ns: int) -> int:
     return t.val[s]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def check_and_insert(t, coid: int, order_id: int, now_ns: int) -> int:
     """IDEM_NEW (recorded now), IDEM_DUPLICATE (already live: do not act) or IDEM_FULL."""
     if lookup(t, coid, now_ns) >= 0:
@@ -251,7 +252,7 @@ def check_and_insert(t, coid: int, order_id: int, now_ns: int) -> int:
     return IDEM_NEW
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def set_value(t, coid: int, val: int) -> bool:
     """Record what a live id was accepted as (the order id, once it has one)."""
     s = _find(t, coid)
@@ -261,7 +262,7 @@ def set_value(t, coid: int, val: int) -> bool:
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def count(t) -> int:
     return t.state[_COUNT]
 

@@ -36,9 +36,9 @@ rejects, venue errors and order-entry breaker opens (``bot4d.daemon.guards``).
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.risk_window import win_add, win_clear, win_sum
 from bot4d.records import EV_KILL_SWITCH, EV_TRADING_STATE
 
@@ -170,7 +170,7 @@ def attach(buf) -> np.ndarray:
     return a
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _event(ev, ev_count, kind, ks, reason, detail, now_ns, shard, old_state):
     n = ev_count[0]
     if n >= ev.shape[0]:
@@ -205,7 +205,7 @@ def _event(ev, ev_count, kind, ks, reason, detail, now_ns, shard, old_state):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ks_trip(ks, kcfg, reason, detail, now_ns, ev, ev_count, shard):
     """Trip for ``reason``. Returns True if the state changed (an event was written)."""
     plan = kcfg[KC_PLAN + reason]
@@ -229,7 +229,7 @@ def ks_trip(ks, kcfg, reason, detail, now_ns, ev, ev_count, shard):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ks_resume(ks, to_state, now_ns, ev, ev_count, shard):
     """An operator's resume: clears the trip and sets ACTIVE or REDUCING."""
     old = ks[K_STATE]
@@ -240,19 +240,19 @@ def ks_resume(ks, to_state, now_ns, ev, ev_count, shard):
     _event(ev, ev_count, EV_TRADING_STATE, ks, RESUME_MANUAL, 0, now_ns, shard, old)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ks_note(ks, kcfg, which, n, now_ns):
     """Count ``n`` rejects / venue errors / breaker opens at ``now_ns`` (NOTE_*)."""
     base = K_WIN_REJECTS + which * 2 * KS_NB
     win_add(ks, base, KS_NB, kcfg[KC_WINDOW_NS] // KS_NB, now_ns, n)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ks_window(ks, kcfg, which, now_ns):
     return win_sum(ks, K_WIN_REJECTS + which * 2 * KS_NB, KS_NB, kcfg[KC_WINDOW_NS] // KS_NB, now_ns)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ks_evaluate(ks, kcfg, equity, peak_equity, day_start_equity, last_md_ns, journal_used,
                 journal_cap, now_ns, ev, ev_count, shard):
     """Check every trip condition at ``now_ns``; finish an auto cool-off. Returns the TRIP_* that

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.records import SIDE_ASK, SIDE_BID
 
 # --- order input -------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def make_engine(
     )
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def event_reserve(s) -> int:
     """Events the next order can produce at most: each live order traded, decremented or expired
     (4 each, plus an OCO cancel), each pending stop triggering and trading, plus the order's own few."""
@@ -241,7 +242,7 @@ def _hash(key, mask):
     return np.int64(h >> np.uint64(17)) & mask
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _h_find(h_key, h_val, key):
     mask = h_key.shape[0] - 1
     i = _hash(key, mask)
@@ -252,7 +253,7 @@ def _h_find(h_key, h_val, key):
     return -1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _h_put(h_key, h_val, key, slot):
     mask = h_key.shape[0] - 1
     i = _hash(key, mask)
@@ -262,7 +263,7 @@ def _h_put(h_key, h_val, key, slot):
     h_val[i] = slot
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _h_del(h_key, h_val, i):
     # backward-shift deletion keeps probe chains intact without tombstones
     mask = h_key.shape[0] - 1
@@ -289,7 +290,7 @@ def _better(side, a, b):
     return a > b if side == SIDE_BID else a < b
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _level_index(st_px, cnt, side, px):
     """Index of px in a worst-first level row, or -(insert position) - 1."""
     lo, hi = 0, cnt
@@ -305,7 +306,7 @@ def _level_index(st_px, cnt, side, px):
     return -lo - 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def _fee(notional, rate):
     if rate == 0:
         return np.int64(0)
@@ -321,7 +322,7 @@ def _fee(notional, rate):
     return -q
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _emit(ev, n, kind, ts, st_o_id, st_o_acct, st_o_inst, st_o_side, st_o_type,
           px, qty, leaves, cum, maker, fee, counter, trade_id, code):
     e = ev[n]
@@ -344,14 +345,14 @@ def _emit(ev, n, kind, ts, st_o_id, st_o_acct, st_o_inst, st_o_side, st_o_type,
     return n + 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _emit_slot(s, ev, n, kind, ts, slot, px, qty, maker, fee, counter, trade_id, code):
     return _emit(ev, n, kind, ts, s.o_id[slot], s.o_acct[slot], s.o_inst[slot],
                  s.o_side[slot], s.o_type[slot], px, qty, s.o_left[slot], s.o_cum[slot],
                  maker, fee, counter, trade_id, code)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _release(s, slot):
     hi = _h_find(s.h_key, s.h_val, s.o_id[slot])
     if hi >= 0:
@@ -365,7 +366,7 @@ def _release(s, slot):
     s.nfree[0] += 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _unlink_resting(s, slot):
     """Take a resting order out of its level (and the level out of the book if it empties)."""
     inst = s.o_inst[slot]
@@ -392,7 +393,7 @@ def _unlink_resting(s, slot):
         s.lv_cnt[inst, side] = cnt - 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _rest(s, slot):
     """Append a live limit order at the back of its price level's queue. False if no room."""
     inst = s.o_inst[slot]
@@ -426,7 +427,7 @@ def _rest(s, slot):
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _remove_stop(s, slot):
     inst = s.o_inst[slot]
     c = s.st_cnt[inst]
@@ -437,7 +438,7 @@ def _remove_stop(s, slot):
             return
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cancel_slot(s, slot, ev, n, ts, reason):
     """Cancel a live order (resting or pending stop), emit E_CANCELED, free it."""
     if s.o_state[slot] == _RESTING:
@@ -449,7 +450,7 @@ def _cancel_slot(s, slot, ev, n, ts, reason):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _oco_fire(s, slot, ev, n, ts):
     """A leg traded, triggered or was cancelled: cancel its peer, once."""
     peer = s.o_peer[slot]
@@ -461,7 +462,7 @@ def _oco_fire(s, slot, ev, n, ts):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _available(s, inst, side, limit, is_market):
     """Quantity the opposite side offers at prices acceptable to a taker on `side`."""
     opp = 1 - side
@@ -477,7 +478,7 @@ def _available(s, inst, side, limit, is_market):
     return tot
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _match(s, t, ev, n, ts, is_market):
     """Trade taker slot t against the opposite side. Returns (n, expired_by_stp)."""
     inst = s.o_inst[t]
@@ -544,7 +545,7 @@ def _match(s, t, ev, n, ts, is_market):
     return n, False
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _validate(s, o):
     inst = o.instrument
     if inst < 0 or inst >= s.tick.shape[0]:
@@ -579,7 +580,7 @@ def _stop_triggered(otype, side, stop, last):
     return last >= stop if rising else last <= stop
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _execute(s, t, ev, n, ts):
     """Run a live (accepted or triggered) order: match, then rest or expire its remainder."""
     inst = s.o_inst[t]
@@ -613,7 +614,7 @@ def _execute(s, t, ev, n, ts):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _run_triggers(s, inst, ev, n, ts):
     """Trigger every pending stop whose condition the last trade price now meets; a triggered
     stop may trade and move the price, so scan again until nothing triggers."""
@@ -636,13 +637,13 @@ def _run_triggers(s, inst, ev, n, ts):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _reject(o, ev, n, code):
     return _emit(ev, n, E_REJECTED, o.ts_ns, o.order_id, o.account, o.instrument, o.side,
                  o.otype, o.price, o.qty, 0, 0, 0, 0, 0, 0, code)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _new_order(s, o, ev, n):
     ts = o.ts_ns
     code = _validate(s, o)
@@ -709,7 +710,7 @@ def _new_order(s, o, ev, n):
     return _run_triggers(s, inst, ev, n, ts)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cancel(s, o, ev, n):
     hi = _h_find(s.h_key, s.h_val, o.order_id)
     if hi < 0 or (o.instrument >= 0 and s.o_inst[s.h_val[hi]] != o.instrument):
@@ -725,7 +726,7 @@ def _cancel(s, o, ev, n):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def match_batch(s, orders, ev):
     """Process orders in sequence into events. Returns (orders consumed, events written); stops
     early (never mid-order) when the event buffer might not hold the next order's events."""
@@ -759,7 +760,7 @@ def submit(s: MatchState, orders: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, SIM_EVENT_DTYPE)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def level_qty(s, inst, side, px):
     """Total resting quantity at (side, price); 0 when there is no such level."""
     li = _level_index(s.lv_px[inst, side], s.lv_cnt[inst, side], side, px)

@@ -57,9 +57,9 @@ Rules:
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels import fees as _fees
 from bot4d.kernels import filters as _filters
 from bot4d.kernels import idempotency as _idem
@@ -121,7 +121,7 @@ VENUE_REPORT_DTYPE = np.dtype(
     align=True,
 )
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mark_report(r, ts_ns, instrument, price):
     """Fill report record ``r`` as an RP_MARK: ``instrument`` last priced at ``price``."""
     r.kind = RP_MARK
@@ -168,7 +168,7 @@ _WORST_FIXED = 8      # events of one input besides the per-order part
 _OCO_DEAD = -2        # o_peer marker: this leg's partner fired, so this leg must not stay live
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _slot_of(st, order_id: int) -> int:
     """Slot of a live order id, or -1 (unknown, stale or malformed)."""
     if order_id <= 0:
@@ -179,7 +179,7 @@ def _slot_of(st, order_id: int) -> int:
     return s
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: int, qty: int,
           fee: int, a0: int, a1: int, a2: int) -> None:
     """One journal record from slot ``s`` (or without an order when s < 0)."""
@@ -222,7 +222,7 @@ def _emit(st, j, jc, kind: int, ts: int, s: int, state: int, reason: int, px: in
     jc[0] = k + 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _state_ev(st, j, jc, ts: int, s: int, state: int, reason: int, px: int, qty: int, fee: int,
               frm: int, target: int, detail: int, cause: int, vid: int) -> int:
     """One EV_ORDER_STATE: aux0 the venue's order id, aux1 the state before, aux2 the state asked
@@ -236,7 +236,7 @@ def _state_ev(st, j, jc, ts: int, s: int, state: int, reason: int, px: int, qty:
     return k
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     k = oc[0]
     o = ob[k]
@@ -262,12 +262,12 @@ def _out(st, ob, oc, cmd: int, s: int, ts: int, px: int, qty: int) -> None:
     oc[0] = k + 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _left(st, s: int) -> int:
     return st.o_qty[s] - st.o_filled[s]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _open_add(st, s: int, sign: int) -> None:
     """Add (+1) or remove (-1) slot s's remaining qty from the open-order aggregates (not a
     protective order's: see oms_state ``o_prot``)."""
@@ -282,7 +282,7 @@ def _open_add(st, s: int, sign: int) -> None:
         st.open_sell_qty[a, i] += sign * _left(st, s)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _release(st, s: int) -> None:
     """Terminal state reached: drop from aggregates and lists, free the slot."""
     _open_add(st, s, -1)
@@ -307,7 +307,7 @@ def _release(st, s: int) -> None:
     st.nfree[0] += 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _to(st, j, jc, s: int, new: int, ts: int, reason: int, a0: int) -> bool:
     """Apply a transition if legal (journalled); refuse and count it otherwise."""
     cur = st.o_state[s]
@@ -322,7 +322,7 @@ def _to(st, j, jc, s: int, new: int, ts: int, reason: int, a0: int) -> bool:
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cancel(st, j, jc, ob, oc, s: int, ts: int, reason: int) -> None:
     """Cancel slot s: at once if it never left, through CANCEL_PENDING if the venue has it."""
     cur = st.o_state[s]
@@ -338,7 +338,7 @@ def _cancel(st, j, jc, ob, oc, s: int, ts: int, reason: int) -> None:
         _to(st, j, jc, s, S_CANCELLED, ts, reason, 0)  # refused and counted (terminal/NEW)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _would_trigger(otype: int, buy: bool, trig: int, mark: int) -> bool:
     if mark <= 0:
         return False
@@ -351,7 +351,7 @@ def _would_trigger(otype: int, buy: bool, trig: int, mark: int) -> bool:
 
 # --- submit: commands ------------------------------------------------------------------------------
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _intent_account(st, it) -> int:
     sg = it.strategy
     if sg < 0 or sg >= st.strat_acct.shape[0]:
@@ -359,7 +359,7 @@ def _intent_account(st, it) -> int:
     return st.strat_acct[sg]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _place_verdict(st, it, qty: int) -> int:
     """R_NONE or why a place intent cannot be accepted (stateless checks only)."""
     if it.side != SIDE_BID and it.side != SIDE_ASK:
@@ -396,7 +396,7 @@ def _place_verdict(st, it, qty: int) -> int:
     return R_NONE
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _reserve(st, it) -> int:
     """Journal records a command can produce at most (STP may touch every live order of its
     account and instrument: state change + cancel/replace each)."""
@@ -408,7 +408,7 @@ def _reserve(st, it) -> int:
     return _WORST_FIXED + extra
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
     """Self-trade prevention for new slot s; returns False if the new order must be rejected."""
     a = st.o_acct[s]
@@ -457,7 +457,7 @@ def _stp(st, j, jc, ob, oc, s: int, ts: int) -> bool:
     return not reject_new
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     s = st.free[st.nfree[0] - 1]
     st.nfree[0] -= 1
@@ -509,7 +509,7 @@ def _new_slot(st, it, a: int, qty: int, ts: int) -> int:
     return s
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _reject_intent(st, j, jc, it, ts: int, reason: int, detail: int, order_id: int) -> None:
     """Journal a command refused before it had an order slot."""
     k = _state_ev(st, j, jc, ts, -1, S_REJECTED, reason, it.price, it.qty, 0, S_NEW, S_REJECTED,
@@ -524,7 +524,7 @@ def _reject_intent(st, j, jc, it, ts: int, reason: int, detail: int, order_id: i
     e.stop_price = it.stop_price
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _unit_end(intents, k: int, n: int) -> int:
     """End (exclusive) of the batch / OCO pair starting at k."""
     e = k + 1
@@ -540,7 +540,7 @@ def _unit_end(intents, k: int, n: int) -> int:
     return e
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cancel_by_id(st, j, jc, ob, oc, s: int, oid: int, ts: int, reason: int) -> None:
     """Cancel slot s only if it still holds order oid (it may have been released and reused)."""
     if s >= 0 and oid > 0 and st.o_id[s] == oid:
@@ -550,7 +550,7 @@ def _cancel_by_id(st, j, jc, ob, oc, s: int, oid: int, ts: int, reason: int) -> 
         _cancel(st, j, jc, ob, oc, s, ts, reason)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _unpair(st, s: int) -> tuple[int, int]:
     """Break s's OCO link before s changes state; returns the partner (slot, id) or (-1, 0)."""
     p = st.o_peer[s]
@@ -562,7 +562,7 @@ def _unpair(st, s: int) -> tuple[int, int]:
     return p, st.o_id[p]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cmd_cancel(st, j, jc, ob, oc, it, ts: int) -> None:
     s = _slot_of(st, it.target_order_id)
     if s < 0:
@@ -578,14 +578,14 @@ def _cmd_cancel(st, j, jc, ob, oc, it, ts: int) -> None:
     _cancel_by_id(st, j, jc, ob, oc, p, pid, ts, R_OCO_PEER)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _illegal_note(st, j, jc, s: int, target: int, ts: int) -> None:
     st.counters[C_ILLEGAL_TRANSITION] += 1
     _state_ev(st, j, jc, ts, s, st.o_state[s], R_ILLEGAL, st.o_px[s], st.o_qty[s], 0,
               st.o_state[s], target, 0, 0, 0)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cmd_replace(st, j, jc, ob, oc, it, qty: int, ts: int) -> None:
     s = _slot_of(st, it.target_order_id)
     if s < 0:
@@ -613,7 +613,7 @@ def _cmd_replace(st, j, jc, ob, oc, it, qty: int, ts: int) -> None:
     _out(st, ob, oc, CMD_REPLACE, s, ts, it.price, qty)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: int,
                prev_slot: int, prev_id: int) -> int:
     """Place one intent whose verdict is decided; returns its slot or -1.
@@ -700,7 +700,7 @@ def _cmd_place(st, j, jc, ob, oc, it, qty: int, ts: int, verdict: int, detail: i
     return s
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def submit(st, intents, decision, approved_qty, now_ns: int, journal, jcount, outbox, ocount) -> int:
     """Apply commands with risk's decisions; returns how many intents were consumed."""
     n = intents.shape[0]
@@ -791,7 +791,7 @@ def submit(st, intents, decision, approved_qty, now_ns: int, journal, jcount, ou
 
 # --- apply: venue reports --------------------------------------------------------------------------
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _report_unknown(st, j, jc, rp) -> None:
     st.counters[C_UNKNOWN_ORDER] += 1
     k = _state_ev(st, j, jc, rp.ts_ns, -1, 0, R_UNKNOWN_ORDER, rp.price, rp.qty, rp.fee, 0, 0,
@@ -803,7 +803,7 @@ def _report_unknown(st, j, jc, rp) -> None:
         j[k].instrument = rp.instrument
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _recovered_foreign_fill(st, j, jc, rp) -> None:
     """A fill that reconciliation found for an order this run has no slot for (an earlier run's):
     journalled so the audit trail equals the venue's trades, not applied (the position at start
@@ -849,7 +849,7 @@ def _recovered_foreign_fill(st, j, jc, rp) -> None:
         j[kp].aux3 = 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
     ts = rp.ts_ns
     cur = st.o_state[s]
@@ -918,7 +918,7 @@ def _fill(st, j, jc, ob, oc, s: int, rp) -> None:
         _cancel_by_id(st, j, jc, ob, oc, oco & ((1 << st.slot_bits[0]) - 1), oco, ts, R_OCO_PEER)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _mark(st, j, jc, ob, oc, rp) -> None:
     i = rp.instrument
     if i < 0 or i >= st.open_orders.shape[1] or rp.price <= 0:
@@ -940,7 +940,7 @@ def _mark(st, j, jc, ob, oc, rp) -> None:
             r = st.o_next[r]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _apply_one(st, j, jc, ob, oc, rp) -> None:
     kind = rp.kind
     if kind == RP_MARK:
@@ -1021,7 +1021,7 @@ def _apply_one(st, j, jc, ob, oc, rp) -> None:
         _state_ev(st, j, jc, ts, s, cur, R_BAD_INPUT, rp.price, rp.qty, 0, cur, cur, 0, kind, 0)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def apply(st, reports, journal, jcount, outbox, ocount) -> int:
     """Apply venue reports in order; returns how many were consumed."""
     n = reports.shape[0]

@@ -11,14 +11,15 @@ needs ``cost * closed / open`` exactly and that product can exceed int64 for big
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from bot4d.jitcache import helper, kernel
 
 INT64_MAX = np.int64((1 << 63) - 1)
 INT64_MIN = np.int64(-(1 << 63))
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def add_ok(a: int, b: int) -> tuple[int, bool]:
     """a + b and whether it fit in int64."""
     if b > 0 and a > INT64_MAX - b:
@@ -28,7 +29,7 @@ def add_ok(a: int, b: int) -> tuple[int, bool]:
     return a + b, True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mul_ok(a: int, b: int) -> tuple[int, bool]:
     """a * b and whether it fit in int64 (checked before multiplying, so nothing wraps)."""
     if a == 0 or b == 0:
@@ -44,7 +45,7 @@ def mul_ok(a: int, b: int) -> tuple[int, bool]:
     return a * b, True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _umul128(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
     """Full 128-bit product of two unsigned 64-bit numbers as (hi, lo), from 32-bit limbs."""
     m32 = np.uint64(0xFFFFFFFF)
@@ -63,7 +64,7 @@ def _umul128(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
     return hi, lo
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _udiv128(hi: np.uint64, lo: np.uint64, d: np.uint64) -> tuple[np.uint64, np.uint64, np.uint64, bool]:
     """(hi:lo) // d as (q_hi, q_lo, remainder, ok) by binary long division; ok=False if d == 0."""
     if d == 0:
@@ -90,7 +91,7 @@ def _udiv128(hi: np.uint64, lo: np.uint64, d: np.uint64) -> tuple[np.uint64, np.
     return q_hi, q_lo, r, True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mul_div_half_even(a: int, b: int, c: int) -> tuple[int, bool]:
     """round_half_even(a * b / c) exactly; ok=False if c == 0 or the result leaves int64."""
     if c == 0:
@@ -119,13 +120,13 @@ def mul_div_half_even(a: int, b: int, c: int) -> tuple[int, bool]:
     return (-v if neg else v), True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def div_half_even(a: int, c: int) -> tuple[int, bool]:
     """round_half_even(a / c)."""
     return mul_div_half_even(a, 1, c)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def mul_div_ceil_nonneg_div(a: int, b: int, c: int) -> tuple[int, bool]:
     """ceil(a * b / c) for c > 0 (toward +infinity for either sign of a*b), exactly."""
     if c <= 0:

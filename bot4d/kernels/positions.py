@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import kernel
 from bot4d.kernels.oms_arith import add_ok, div_half_even, mul_div_half_even, mul_ok
 
 
@@ -59,7 +59,7 @@ def make_positions(n_accounts: int, n_instruments: int) -> PositionBook:
                         balance=np.zeros(n_accounts, np.int64))
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def apply_fill(pb, acct: int, inst: int, buy: bool, px: int, q: int, fee: int) -> bool:
     """Apply one fill of ``q`` > 0 units at ``px`` with ``fee`` (notional units, signed).
 
@@ -143,7 +143,7 @@ def apply_fill(pb, acct: int, inst: int, buy: bool, px: int, q: int, fee: int) -
     return True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def unrealised(pb, acct: int, inst: int, mark: int) -> tuple[int, bool]:
     """Mark-to-market P&L of the open position at ``mark``: qty x mark - cost."""
     v, ok = mul_ok(pb.qty[acct, inst], mark)

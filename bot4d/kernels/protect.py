@@ -45,9 +45,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels import oms as oms_k
 from bot4d.kernels.oms_state import (OT_LIMIT, OT_MARKET, OT_STOP_LIMIT, S_ACKED, S_PARTIALLY_FILLED,
                                      S_REJECTED, S_SUBMITTED, S_VALIDATED, TIF_GTC, TIF_POST_ONLY)
@@ -99,7 +99,7 @@ SWAP_NOT_ATTEMPTED = -2022
 STOP_WOULD_TRIGGER = -20101   # bot4d.gateway.binance: the venue's "Stop price would trigger immediately"
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _transient(code):
     """A refusal that says nothing about the stop itself: the swap was not attempted, the request
     was held back or refused for rate (-1003 also when the gateway's budget or breaker held it
@@ -133,13 +133,13 @@ def configure(pr: Protection, i: int, *, enabled: bool, default_bps: int, limit_
     pr.cfg[i, PC_RETRY_NS] = retry_ns
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def is_protective(pr, i, oid):
     return oid != 0 and (pr.st[i, X_OID] == oid or pr.st[i, X_EXIT_OID] == oid or pr.st[i, X_TP_OID] == oid
                          or pr.st[i, X_PREV_OID] == oid)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def note_journal(pr, st, journal, j0, j1):
     """Learn from this pass's journal: the stop (and take-profit) prices opening fills asked for,
     protective orders that filled, and refusals of protective orders. Returns how many protective
@@ -169,12 +169,12 @@ def note_journal(pr, st, journal, j0, j1):
     return refused
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _round_down(x, unit):
     return x if unit <= 1 else x - x % unit
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _round_up(x, unit):
     if unit <= 1:
         return x
@@ -182,7 +182,7 @@ def _round_up(x, unit):
     return x if r == 0 else x + unit - r
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _live(st, oid):
     """Slot and state of our order ``oid`` while the venue may hold it, else (-1, 0)."""
     s = oms_k._slot_of(st, oid)
@@ -191,7 +191,7 @@ def _live(st, oid):
     return s, st.o_state[s]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _trigger(pr, st, i, long):
     """The stop's trigger for instrument i, on the tick (always on the protective side)."""
     tick = st.filters.tick[i]
@@ -207,7 +207,7 @@ def _trigger(pr, st, i, long):
     return _round_down(px, tick) if long else _round_up(px, tick)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
     pr.st[i, X_COID] += 1
     it.client_order_id = COID_BASE + (np.int64(i) << 32) + pr.st[i, X_COID]
@@ -229,7 +229,7 @@ def _intent(pr, it, i, cmd, otype, side, qty, trig, limit, replace, now):
     it.replace_order_id = replace if cmd == CMD_PLACE else 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _covered(pr, i, now):
     """The position is fully protected from now on: record how long it was not."""
     since = pr.st[i, X_SINCE]
@@ -238,12 +238,12 @@ def _covered(pr, i, now):
         pr.st[i, X_SINCE] = 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _working(ss):
     return ss == S_SUBMITTED or ss == S_ACKED or ss == S_PARTIALLY_FILLED
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _take_profit(pr, st, i, long, trig):
     """The take-profit leg's price for instrument i (on the tick, toward the profit), or 0: none
     asked for, on the wrong side of the stop, or already reached (a maker order there would take:
@@ -261,7 +261,7 @@ def _take_profit(pr, st, i, long, trig):
     return tp
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def plan(pr, st, i, now, intents, n):
     """Intents (appended at ``intents[n:]``) that bring instrument i's protection in line with
     its position; returns the new count. Leaves room checks to the caller (at most 2 intents:
@@ -366,7 +366,7 @@ def plan(pr, st, i, now, intents, n):
     return n + 2
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def cancel_fired(pr, st, i, now, intents, n):
     """After a protective order filled or a market exit was sent (``X_FIRED``): cancel every
     non-protective live order of instrument i on the exit's side, which would otherwise add to the
@@ -391,7 +391,7 @@ def cancel_fired(pr, st, i, now, intents, n):
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def adopt(pr, st, i, intents, n, now):
     """After ``oms.submit`` took the intents that :func:`plan` wrote at ``intents[n]``: remember
     the order it created (a refusal by the OMS itself counts as a refusal)."""

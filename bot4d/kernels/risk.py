@@ -85,6 +85,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.killswitch import K_STATE, TS_HALTED, TS_REDUCING, make_killswitch
 from bot4d.records import (
     CMD_CANCEL,
@@ -336,7 +337,7 @@ def _bps_of(x: int, bps: int) -> int:
     return (x // 10000) * bps + ((x % 10000) * bps) // 10000
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def update_equity(acct: np.ndarray, equity: int, now_ns: int) -> None:
     """Record equity: keeps the peak and the equity at the start of the UTC day."""
     day = now_ns // DAY_NS
@@ -348,7 +349,7 @@ def update_equity(acct: np.ndarray, equity: int, now_ns: int) -> None:
         acct[A_PEAK_EQUITY] = equity
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def note_trade(strat: np.ndarray, s: int, pnl_quote: int) -> None:
     """Feed one closed trade's realised P&L (quote units) into strategy ``s``'s Kelly statistics.
 
@@ -468,7 +469,7 @@ def _inst_exposure(m: int, p: int, buy: int, sell: int, mul: int, div: int) -> i
     return _raw_to_quote(_product(m, w), mul, div)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def committed_exposure(pos, open_buy, open_sell, mid, inst, work) -> int:
     """The committed gross exposure (quote units, saturated at INT64_MAX) of the positions and live
     orders in these arrays, with the effects ``work`` holds of intents accepted in the current call
@@ -481,7 +482,7 @@ def committed_exposure(pos, open_buy, open_sell, mid, inst, work) -> int:
     return total
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _corr_cache(work, corr, pos, i, cap):
     """Which existing position (if any) blocks a buy / a sell of i by correlation. Positions and
     correlations do not change inside one call, so this is computed once per instrument."""
@@ -502,7 +503,7 @@ def _corr_cache(work, corr, pos, i, cap):
     work[i, W_FLAGS] |= WF_CORR
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _undo(intents, k, inst, bucket, work, qty):
     it = intents[k]
     i = it["instrument"]
@@ -518,7 +519,7 @@ def _undo(intents, k, inst, bucket, work, qty):
     bucket[v, B_TOKENS] += TOKEN
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _journal(ev, n, intents, k, state, reason, detail, now_ns, shard):
     it = intents[k]
     e = ev[n]
@@ -546,7 +547,7 @@ def _journal(ev, n, intents, k, state, reason, detail, now_ns, shard):
     e["aux4"] = 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def check_batch(intents, cfg, inst, acct, strat, bucket, work, ks, pos, open_orders, open_buy,
                 open_sell, mid, corr, now_ns, decision, out_qty, ev, ev_count, shard):
     """Decide ``intents``; ``decision[k]`` = 0 (accept) or REJ_*, ``out_qty[k]`` = approved qty.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from bot4d.jitcache import kernel
+
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def win_add(a: np.ndarray, base: int, nbk: int, width: int, now_ns: int, n: int) -> None:
@@ -32,7 +34,7 @@ def win_sum(a: np.ndarray, base: int, nbk: int, width: int, now_ns: int) -> int:
     return tot
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def win_clear(a: np.ndarray, base: int, nbk: int) -> None:
     for s in range(nbk):
         a[base + s] = -1

@@ -46,7 +46,8 @@ smaller order and decrement larger order by the smaller size. If the same size, 
 """
 from __future__ import annotations
 
-import numba as nb
+from bot4d.jitcache import kernel
+
 
 STP_NONE = 0
 STP_CANCEL_NEW = 1
@@ -92,7 +93,7 @@ def venue_mode(venue: str, policy: int) -> str | None:
     return modes[policy]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def crosses(new_buy: bool, new_market: bool, new_px: int, rest_px: int) -> bool:
     """Would a new order trade against our resting order on the other side?"""
     if new_market:
@@ -100,7 +101,7 @@ def crosses(new_buy: bool, new_market: bool, new_px: int, rest_px: int) -> bool:
     return new_px >= rest_px if new_buy else new_px <= rest_px
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def decrement(new_left: int, rest_left: int) -> tuple[int, int]:
     """DECREMENT_BOTH on one pair: both reduced by the smaller remaining quantity."""
     d = new_left if new_left < rest_left else rest_left

@@ -8,28 +8,28 @@ temporary arrays per NUMERIC column).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-_J = dict(cache=True, nogil=True)
+from bot4d.jitcache import helper, kernel
+
 PG_EPOCH_NS = 946_684_800 * 1_000_000_000
 NUMERIC_BYTES = 28  # 4 header words + 10 digits, int16 each
 
 
-@numba.njit(**_J)
+@helper
 def _be(out, p, v, width):
     """Store the low ``width`` bytes of ``v`` big-endian at ``out[p:]``."""
     for b in range(width):
         out[p + b] = (v >> (8 * (width - 1 - b))) & 0xFF
 
 
-@numba.njit(**_J)
+@kernel
 def put_count(out, stride, nfields, n):
     for i in range(n):
         _be(out, i * stride, nfields, 2)
 
 
-@numba.njit(**_J)
+@kernel
 def put_int(out, stride, off, width, vals, n):
     """Integers of any numpy int type as big-endian ``width``-byte fields (caller checks range)."""
     for i in range(n):
@@ -38,7 +38,7 @@ def put_int(out, stride, off, width, vals, n):
         _be(out, p + 4, np.int64(vals[i]), width)
 
 
-@numba.njit(**_J)
+@kernel
 def put_ts(out, stride, off, ts_ns, n):
     """timestamptz from Unix ns: µs since 2000-01-01, floor."""
     for i in range(n):
@@ -49,7 +49,7 @@ def put_ts(out, stride, off, ts_ns, n):
         _be(out, p + 4, us, 8)
 
 
-@numba.njit(**_J)
+@kernel
 def put_numeric(out, stride, off, units, scales, idx, n):
     """NUMERIC ``units[i] / 10**scales[idx[i]]``, exactly, in the fixed 10-digit binary form."""
     for i in range(n):

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 
 from bot4d.fixedpoint import decimals, from_fixed, to_fixed
+from bot4d.jitcache import drop_stale_cache, helper, kernel  # noqa: E402
 from bot4d.kernels import book as bk
 from bot4d.kernels import matching as m
 from bot4d.kernels import oms as oms_k
@@ -49,7 +49,6 @@ def _compiled_in() -> list[str]:
                  oms_arith, rk, killswitch, mm, api, records)
 
 
-from bot4d.jitcache import drop_stale_cache  # noqa: E402
 
 drop_stale_cache(__file__, _compiled_in())
 
@@ -88,7 +87,7 @@ class BacktestConfig:
     replay_speed: float = 1.0
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _mid(books):
     bb, _ = bk.best_bid(books.levels, books.state, INST)
     ba, _ = bk.best_ask(books.levels, books.state, INST)
@@ -97,7 +96,7 @@ def _mid(books):
     return (bb + ba) // 2
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _to_engine(o, it, now_ns):
     """An OMS outbox order as the venue receives it."""
     o.ts_ns = now_ns
@@ -125,7 +124,7 @@ def _to_engine(o, it, now_ns):
         o.tif = it.tif
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _events(s, ev, n, was_cancel, md, reports, nrep, ts):
     """Engine events -> L2 level updates for our book and venue reports for the OMS."""
     nmd = 0
@@ -175,7 +174,7 @@ def _events(s, ev, n, was_cancel, md, reports, nrep, ts):
     return nmd, nrep
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def run_kernel(agents, s, books, st, rs, params, sstate, latency, notional_mul, notional_div,
                journal, equity_t, equity_v, sample_ns, out):
     """The whole backtest in one call. Returns the journal count (or -1 when it filled up)."""

@@ -30,9 +30,9 @@ risk and OMS kernels as everything else, on the shard's thread.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import kernel
 from bot4d.kernels import oms_state as oms
 from bot4d.records import CMD_CANCEL, CMD_PLACE, ORDER_INTENT_DTYPE
 
@@ -48,13 +48,13 @@ N_COMMON_STATE = 1
 TERMINAL_STATES = (oms.S_FILLED, oms.S_CANCELLED, oms.S_REJECTED, oms.S_EXPIRED)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def next_coid(params, state):
     state[S_NEXT_COID] += 1
     return params[P_COID_BASE] + state[S_NEXT_COID]
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def emit_place(out, n, params, state, inst, now_ns, side, order_type, tif, price, qty, stop, flags):
     """Append a place intent; returns (new n, its client order id). n unchanged when out is full."""
     if n >= out.shape[0]:
@@ -80,7 +80,7 @@ def emit_place(out, n, params, state, inst, now_ns, side, order_type, tif, price
     return n + 1, coid
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def emit_cancel(out, n, params, state, inst, now_ns, order_id):
     """Append a cancel of OMS order ``order_id``; returns (new n, the cancel's client order id)."""
     if n >= out.shape[0]:
@@ -106,7 +106,7 @@ def emit_cancel(out, n, params, state, inst, now_ns, order_id):
     return n + 1, coid
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def is_terminal(state):
     return (state == oms.S_FILLED or state == oms.S_CANCELLED or state == oms.S_REJECTED
             or state == oms.S_EXPIRED)

@@ -9,15 +9,14 @@ only reduces). Nothing is sent while the book is not LIVE.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import drop_stale_cache, files, kernel
 from bot4d.kernels import book as bk
 from bot4d.kernels import oms_state as oms
 from bot4d.records import (EV_ORDER_STATE, EV_RISK_REJECT, INTENT_FLAG_REDUCE_ONLY, SIDE_ASK,
                            SIDE_BID)
 from bot4d.strategies import api
-from bot4d.jitcache import drop_stale_cache, files
 from bot4d.kernels import book_math
 
 drop_stale_cache(__file__, files(bk, api, oms, book_math))  # book accessors are compiled in
@@ -53,7 +52,7 @@ def make(strategy_id: int, *, tick: int, levels: int, threshold_e9: int, qty: in
     return p, np.zeros(N_STATE, np.int64)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def on_book(levels, bstate, inst, now_ns, pos, book_live, params, state, out, n):
     if state[S_LAST_POS] == 0 and pos != 0:
         state[S_OPENED_NS] = now_ns
@@ -99,7 +98,7 @@ def on_book(levels, bstate, inst, now_ns, pos, book_live, params, state, out, n)
     return n2
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def on_order(events, start, end, params, state):
     for k in range(start, end):
         e = events[k]

@@ -11,14 +11,13 @@ protective stop STOP_TICKS beyond its price; a bid too close to zero for its sto
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import drop_stale_cache, files, helper, kernel
 from bot4d.kernels import book as bk
 from bot4d.kernels import oms_state as oms
 from bot4d.records import EV_ORDER_NEW, EV_ORDER_STATE, EV_RISK_REJECT, SIDE_ASK, SIDE_BID
 from bot4d.strategies import api
-from bot4d.jitcache import drop_stale_cache, files
 from bot4d.kernels import book_math
 
 drop_stale_cache(__file__, files(bk, api, oms, book_math))  # book accessors are compiled in
@@ -65,12 +64,12 @@ def make(strategy_id: int, *, tick: int, half_spread_ticks: int, qty: int, max_i
     return p, np.zeros(N_STATE, np.int64)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _floor_tick(px, tick):
     return (px // tick) * tick
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _side(out, n, params, state, base, inst, now_ns, side, want, px, stop):
     live = state[base + _LIVE]
     tick = params[api.P_TICK]
@@ -97,7 +96,7 @@ def _side(out, n, params, state, base, inst, now_ns, side, want, px, stop):
     return n, False
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def on_book(levels, bstate, inst, now_ns, pos, book_live, params, state, out, n):
     tick = params[api.P_TICK]
     if not book_live:
@@ -133,7 +132,7 @@ def on_book(levels, bstate, inst, now_ns, pos, book_live, params, state, out, n)
     return n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@helper(_nrt=False)
 def _track(state, base, e):
     coid = e.client_order_id
     if coid == 0:
@@ -153,7 +152,7 @@ def _track(state, base, e):
             state[base + _LIVE] = LIVE_WORKING
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@kernel(_nrt=False)
 def on_order(events, start, end, params, state):
     for k in range(start, end):
         e = events[k]

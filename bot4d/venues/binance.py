@@ -20,10 +20,10 @@ import hmac
 import json
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from bot4d.instruments import Instrument, InstrumentTable
+from bot4d.jitcache import helper, kernel
 from bot4d.records import (
     MD_BBO, MD_CLEAR, MD_FLAG_FRAME_END, MD_SNAPSHOT_END, MD_TRADE, MD_UPDATE_DTYPE, SIDE_ASK,
     SIDE_BID,
@@ -147,7 +147,7 @@ R_BATCH_FULL = int(Reason.BATCH_FULL)
 R_IGNORED = int(Reason.IGNORED)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _str_field(buf, i, n, fld, f0, f1, have, bit):
     s, e, j = string_span(buf, i, n)
     if j < 0:
@@ -158,7 +158,7 @@ def _str_field(buf, i, n, fld, f0, f1, have, bit):
     return j
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _int_field(buf, i, n, fld, f, bit):
     v, j = parse_int(buf, i, n)
     if j < 0:
@@ -168,7 +168,7 @@ def _int_field(buf, i, n, fld, f, bit):
     return j
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _side_field(buf, i, n, fld, f0, f1, ft, bit, is_a):
     """``b``/``a``: an array of levels (depth), a price string (bookTicker) or a number (the
     aggregate trade id in an aggTrade's ``a``; order ids in a trade's ``b``/``a``)."""
@@ -197,7 +197,7 @@ def _side_field(buf, i, n, fld, f0, f1, ft, bit, is_a):
     return j
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def parse_frame(buf, i, n, fld):
     """Walk one Binance frame (combined-stream wrapper or raw event) and note its fields in fld.
 
@@ -320,7 +320,7 @@ def parse_frame(buf, i, n, fld):
                 return False
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame, tab, ip, out, fres,
                   work):
     """Parse frames ``first..first+nframes`` of a batch into ``out`` and advance sync state.
@@ -515,7 +515,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, futures, max_frame, tab, i
     return f - first, k
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def frame_apply(buf, ends, recv_ns, futures, max_frame, tab, ip, out, fres, work,
                 levels, bstate, bstats, bscratch):
     """One frame parsed, sync-checked and applied to the book in a single call: the
@@ -526,7 +526,7 @@ def frame_apply(buf, ends, recv_ns, futures, max_frame, tab, ip, out, fres, work
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def parse_snapshot(buf, n, inst, ps, qs, mp, mq, rts, out, fld):
     """A REST depth snapshot body -> MD_CLEAR, levels, MD_SNAPSHOT_END in ``out``.
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 
-import numba
 import numpy as np
 
 from bot4d.instruments import Instrument, InstrumentTable
+from bot4d.jitcache import helper, kernel
 from bot4d.records import (
     MD_CLEAR, MD_FLAG_FRAME_END, MD_SNAPSHOT_END, MD_TRADE, MD_UPDATE_DTYPE, SIDE_ASK, SIDE_BID,
 )
@@ -128,7 +128,7 @@ R_BATCH_FULL = int(Reason.BATCH_FULL)
 R_IGNORED = int(Reason.IGNORED)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _prefix(buf, s, e, const):
     m = const.shape[0]
     if e - s < m:
@@ -139,7 +139,7 @@ def _prefix(buf, s, e, const):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def parse_frame(buf, i, n, g):
     """Walk a Bybit public frame; note topic kind, type, ts and the book fields of ``data``.
 
@@ -247,7 +247,7 @@ def parse_frame(buf, i, n, g):
                 return False
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _digits_or_zero(buf, s, e):
     """Spot trade ids are decimal strings; derivatives use UUIDs (not a sequence): 0 then."""
     v = 0
@@ -264,7 +264,7 @@ def _digits_or_zero(buf, s, e):
     return v
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def emit_trades(buf, s, e, tab, ip, rts, out, k, cap):
     """``[{"T":..,"s":..,"S":"Buy","v":"..","p":"..","i":"..",..},...]`` -> MD_TRADE records.
 
@@ -349,7 +349,7 @@ def emit_trades(buf, s, e, tab, ip, rts, out, k, cap):
         return k0, R_MALFORMED
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def process_batch(buf, ends, first, nframes, recv_ns, max_frame, tab, ip, out, fres, work):
     """Bybit counterpart of ``binance.process_batch``: frames -> records + sync state."""
     g = work[W_FLD:]
@@ -473,7 +473,7 @@ def process_batch(buf, ends, first, nframes, recv_ns, max_frame, tab, ip, out, f
     return f - first, k
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def frame_apply(buf, ends, recv_ns, max_frame, tab, ip, out, fres, work,
                 levels, bstate, bstats, bscratch):
     """One frame parsed, sync-checked and applied to the book in a single call."""

@@ -21,6 +21,8 @@ from typing import Sequence
 import numba as nb
 import numpy as np
 
+from bot4d.jitcache import kernel
+
 
 def _crc_table() -> np.ndarray:
     t = np.zeros(256, np.uint32)
@@ -116,14 +118,14 @@ def crc_digits_buf(crc: np.uint32, v: np.int64, table: np.ndarray, scratch: np.n
     return crc
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def crc_digits(crc: np.uint32, v: np.int64, table: np.ndarray) -> np.uint32:
     """crc_digits_buf with its own scratch (for callers outside the per-level loops)."""
     scratch = np.empty(24, np.uint8)
     return crc_digits_buf(crc, v, table, scratch)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def crc_decimal(crc: np.uint32, units: np.int64, scale: np.int64, table: np.ndarray) -> np.uint32:
     """Feed the shortest decimal text of units * 10**-scale ("30316", "0.0652", "5.16")."""
     p = np.int64(1)
@@ -153,7 +155,7 @@ def crc_decimal(crc: np.uint32, units: np.int64, scale: np.int64, table: np.ndar
     return crc
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def crc32_buf(buf: np.ndarray, n: int, t8: np.ndarray) -> np.uint32:
     """zlib-compatible CRC32 of buf[:n], eight bytes per step (slicing-by-8): the byte-at-a-time
     loop is one long dependency chain and cost ~2 ns/byte here, this about a quarter of it."""
@@ -208,7 +210,7 @@ def put_digits(out: np.ndarray, n: int, v: np.int64, tmp: np.ndarray) -> int:
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def kraken_book_crc_fast(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul, qty_div,
                          qty_mul, t8, text) -> np.int64:
     """kraken_book_crc with the checksum text built in ``text`` (>= 800 bytes, caller-owned:
@@ -263,7 +265,7 @@ def put_decimal(out: np.ndarray, n: int, units: np.int64, scale: np.int64, tmp: 
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def okx_book_crc_fast(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_scale, qty_scale, t8,
                       text) -> np.int64:
     """okx_book_crc with the text built in ``text`` (>= 2200 bytes, caller-owned) and hashed
@@ -295,7 +297,7 @@ def okx_book_crc_fast(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_scale, qt
     return v
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def kraken_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_div, px_mul, qty_div, qty_mul,
                     table) -> np.int64:
     """Kraken's checksum from best-first int levels. A level's token is the digits of its value
@@ -324,7 +326,7 @@ def kraken_scaling(scale: int, wire_decimals: int) -> tuple[int, int]:
     return 1, 10 ** (wire_decimals - scale)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def okx_book_crc(bid_px, bid_qty, nbid, ask_px, ask_qty, nask, px_scale, qty_scale, table) -> np.int64:
     """OKX's signed checksum from best-first int levels (top 25 each, interleaved bid:ask)."""
     crc = np.uint32(0xFFFFFFFF)

@@ -16,11 +16,9 @@ top 10 and compare Kraken's CRC32.
 from __future__ import annotations
 
 
-import numba as nb
 import numpy as np
 
-
-from bot4d.jitcache import drop_stale_cache  # noqa: E402  (okx_scan and kraken_v2_scan import it from here)
+from bot4d.jitcache import drop_stale_cache, helper, kernel  # (okx_scan and kraken_v2_scan import it from here)
 
 
 def _deps() -> list[str]:
@@ -80,7 +78,7 @@ class Symbols:
             self.meta[row] = (len(b), iid)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def sym_lookup(buf, s, e, keys, meta):
     """Instrument id of the symbol ``buf[s:e]``, or -1."""
     ln = e - s
@@ -97,7 +95,7 @@ def sym_lookup(buf, s, e, keys, meta):
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def ascii_only(buf, s, e):
     """A skipped string must still be one strict JSON accepts: non-ASCII bytes could be invalid
     UTF-8, which the Python path refuses, so they go there."""
@@ -107,7 +105,7 @@ def ascii_only(buf, s, e):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def json_int_ok(buf, i, n):
     """False for an integer JSON would refuse although parse_int reads it: a leading zero
     ("0123", "-01"). The hot paths must never accept a frame the Python path calls malformed."""
@@ -116,7 +114,7 @@ def json_int_ok(buf, i, n):
     return not (i + 1 < n and buf[i] == 48 and 48 <= buf[i + 1] <= 57)
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _levels(buf, s, e, side, inst, ps, qs, mp, mq, rts, out, k):
     """``buf[s:e]`` is ``[["p","v","ts"(,...)],...]`` -> MD_LEVEL records from out[k].
     Returns (k, status): 0 ok, 1 malformed/bad number, 2 out is full."""
@@ -188,7 +186,7 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, rts, out, k):
         return k, 1
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _object(buf, s, e, inst, ps, qs, mp, mq, rts, out, k):
     """One ``{"a":[...],"b":[...],"c":"..."}`` payload. Returns (k, checksum or -1, status)
     with status 0 ok, 1 fallback, 2 out full."""
@@ -233,7 +231,7 @@ def _object(buf, s, e, inst, ps, qs, mp, mq, rts, out, k):
             return k, ck, 0
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def kraken_v1_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bstats, scratch,
                   out, k, tops, text, stats):
     """Process frames f0.. of the batch (frame f is buf[ends[f-1]:ends[f]]). Returns

@@ -10,9 +10,9 @@ reference handles and counts that frame: the two paths cannot disagree.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.venues.kraken_scan import _deps, drop_stale_cache
 
 drop_stale_cache(__file__, _deps() + [drop_stale_cache.__code__.co_filename])
@@ -45,7 +45,7 @@ V_BOOK = const("book")
 V_UPDATE = const("update")
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _number(buf, i, n):
     """A JSON number token at i that ``json.loads`` accepts and that is a plain non-negative
     decimal: -> (start, end) or (-1, -1). Signs, exponents, leading zeros, "1." and ".5" are
@@ -72,7 +72,7 @@ def _number(buf, i, n):
     return i, j
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _two(buf, s):
     a = buf[s]
     b = buf[s + 1]
@@ -81,7 +81,7 @@ def _two(buf, s):
     return (a - 48) * 10 + (b - 48)
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _days_from_civil(y, m, d):
     if m <= 2:
         y -= 1
@@ -93,7 +93,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def rfc3339(buf, s, e):
     """buf[s:e] = "YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z" -> ns since epoch, or -1 (the rules of
     ``l2sync.rfc3339_ns``; anything it would refuse is -1 here and goes to Python)."""
@@ -131,7 +131,7 @@ def rfc3339(buf, s, e):
     return secs * 1000000000 + ns
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _levels(buf, s, e, side, inst, ps, qs, mp, mq, ets, rts, out, k):
     """``[{"price":N,"qty":N},...]`` -> MD_LEVEL records. (k, status): 0 ok, 1 fallback, 2 full."""
     cap = out.shape[0]
@@ -194,7 +194,7 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, ets, rts, out, k):
         return k, 1
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _frame(buf, s, n):
     """(ok, sym_s, sym_e, bids_s, bids_e, asks_s, asks_e, checksum, ts_s, ts_e)"""
     bad = (False, -1, -1, -1, -1, -1, -1, np.int64(-1), -1, -1)
@@ -288,7 +288,7 @@ def _frame(buf, s, n):
     return (True, y0, y1, b0, b1, a0, a1, ck, t0, t1)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def kraken_v2_run(buf, ends, f0, recv, keys, meta, params, states, depth, levels, state, bstats,
                   scratch, out, k, tops, text, stats):
     """Process frames f0.. of the batch; same contract as ``kraken_scan.kraken_v1_run``."""

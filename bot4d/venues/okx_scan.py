@@ -11,9 +11,9 @@ check, exactly as in ``bot4d.venues.okx``.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from bot4d.jitcache import helper, kernel
 from bot4d.kernels.book import B_FIRST_ERROR, ERR_CAPACITY, ERR_CROSSED, apply_batch, top_n
 from bot4d.records import MD_FLAG_FRAME_END, SIDE_ASK, SIDE_BID
 from bot4d.venues.checksum import CRC_TABLE8, okx_book_crc_fast
@@ -47,7 +47,7 @@ V_BOOKS = const("books")
 V_UPDATE = const("update")
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _digits(buf, s, e):
     """Unsigned decimal digits buf[s:e] -> value, or -1."""
     if e <= s or e - s > 18:
@@ -61,7 +61,7 @@ def _digits(buf, s, e):
     return v
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k):
     """``[["px","sz","0","n"],...]`` -> MD_LEVEL records; every member must be a plain string
     (strict: anything JSON might refuse goes to Python). (k, status): 0 ok, 1 fallback, 2 full."""
@@ -123,7 +123,7 @@ def _levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k):
         return k, 1
 
 
-@nb.njit(cache=True, nogil=True)
+@helper
 def _frame(buf, s, n):
     """Walk one frame's structure. Returns (ok, inst_s, inst_e, asks_s, asks_e, bids_s, bids_e,
     ts_ms, checksum, has_seq, seq, prev)."""
@@ -256,7 +256,7 @@ def _frame(buf, s, n):
     return (True, i0, i1, a0, a1, b0, b1, ts, ck, has_seq, seq, prev)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def okx_run(buf, ends, f0, recv, keys, meta, params, states, levels, state, bstats, scratch, out,
             k, tops, text, stats):
     """Process frames f0.. (frame f = buf[ends[f-1]:ends[f]]). Returns (frame, STOP_*, k, value);

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bot4d.jitcache import drop_stale_cache, kernel  # noqa: F401  (venue modules call scan.drop_stale_cache)
 from bot4d.records import MD_FLAG_FRAME_END, MD_LEVEL
 from bot4d.venues.sync import Reason
 
@@ -60,7 +61,7 @@ def skip_ws(buf, i, n):
     return i
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def skip_string(buf, i, n):
     """``buf[i]`` is an opening quote; return the index after the closing quote, or -1."""
     if i >= n or buf[i] != _Q:
@@ -79,7 +80,7 @@ def skip_string(buf, i, n):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def skip_value(buf, i, n):
     """Skip one JSON value starting at ``i`` (after whitespace); return the index after it or -1.
 
@@ -125,7 +126,7 @@ def skip_value(buf, i, n):
     return j
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def parse_int(buf, i, n):
     """A JSON integer at ``i`` -> (value, end); end == -1 if it is not a plain int64 integer."""
     neg = False
@@ -151,7 +152,7 @@ def parse_int(buf, i, n):
     return (-v if neg else v), i
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def parse_dec(buf, s, e, scale):
     """Decimal text ``buf[s:e]`` -> (units of 10**-scale, DEC_* code); rules of parse_units."""
     if s >= e:
@@ -190,7 +191,7 @@ def parse_dec(buf, s, e, scale):
     return v, DEC_OK
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def read_key(buf, i, n):
     """At a key's opening quote: -> (key_start, key_end, index of the value) or (-1, -1, -1)."""
     j = skip_string(buf, i, n)
@@ -207,7 +208,7 @@ def read_key(buf, i, n):
     return ks, ke, j
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def after_value(buf, i, n):
     """After a member's value: -> (i, 0) at the next key's quote, (i, 1) after '}', or (-1, -1)."""
     i = skip_ws(buf, i, n)
@@ -224,7 +225,7 @@ def after_value(buf, i, n):
     return -1, -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def string_span(buf, i, n):
     """A JSON string without escapes at ``i`` -> (start, end, next) of its content, or -1s."""
     if i >= n or buf[i] != _Q:
@@ -240,7 +241,7 @@ def string_span(buf, i, n):
     return -1, -1, -1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def eq_const(buf, s, e, const):
     if e - s != const.shape[0]:
         return False
@@ -250,13 +251,13 @@ def eq_const(buf, s, e, const):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def only_ws_left(buf, i, n):
     return skip_ws(buf, i, n) == n
 
 
 # --- level arrays -> records ----------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
+@kernel
 def emit_levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k, cap):
     """Parse a ``[["price","qty"],...]`` array into MD_LEVEL records from ``out[k]``.
 
@@ -319,7 +320,7 @@ def emit_levels(buf, s, e, side, inst, ps, qs, mp, mq, seq, ets, rts, out, k, ca
         return k, LV_MALFORMED
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def emit_one(out, k, kind, side, inst, px, qty, seq, ets, rts, apx, aqty):
     r = out[k]
     r.seq = 0
@@ -341,7 +342,7 @@ def emit_one(out, k, kind, side, inst, px, qty, seq, ets, rts, apx, aqty):
 SYM_MAX = 32
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def sym_hash(buf, s, e):
     h = np.uint64(1469598103934665603)
     for k in range(s, e):
@@ -354,7 +355,7 @@ SYM_ID = SYM_MAX + 1    # 4 columns: instrument id + 1, little-endian (0 = empty
 SYM_COLS = SYM_MAX + 8
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def sym_lookup(buf, s, e, tab):
     """Instrument id of the symbol ``buf[s:e]``, or -1 when it is not configured.
 
@@ -420,7 +421,6 @@ W_FLD = 32
 W_SIZE = 96
 
 
-from bot4d.jitcache import drop_stale_cache  # noqa: E402,F401  (venue modules call scan.drop_stale_cache)
 
 
 def _venue_deps() -> list[str]:
@@ -447,7 +447,7 @@ def const(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("ascii"), np.uint8).copy()
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def skip_levels(buf, i, n):
     """Skip a ``[["p","q"],...]`` array quickly; return the index after it or -1.
 
