@@ -387,14 +387,23 @@ def test_sigterm_sends_stopping_and_exits_0(stack):
 
 
 # --------------------------------------------------------------------- own stacks / in-process ------
-@pytest.mark.skip(reason="known regression (issue 12/13 session): after the start-up's new weight (commission, "
-                         "trade sweep, clock) the market maker no longer runs into a 160/min budget within the "
-                         "wait; the burst's own property (no 429/418, peak in budget) needs a new trigger")
+@pytest.mark.skip(reason="since the stale-start fix (acbcaf2) it passed 2 runs of 3 (the maker quoted after 4 starts of 5); "
+                         "in the other, no valuation ever came; likely cause: the shard reads its "
+                         "backlog in 4096-record batches, one ends inside a venue frame that is crossed for a moment, "
+                         "bot4d.kernels.book.apply_batch's end-of-batch check sets ERR_CROSSED, which stays until a "
+                         "resync nobody asks for: BTCUSDT is never usable, the account never valued, the maker never "
+                         "quotes (a product bug in the book / shard loop, reported to the lead)")
 def test_reconciliation_burst_stays_within_the_weight_budget(tmp_path):
     """Reported: after a crash the restart's reconciliation burst got the IP banned. Forty of our
     orders from an earlier boot rest at a venue whose limit is just above our small budget: at
     start the daemon cancels all of them, then its market maker runs into the budget (places
     refused locally), and the venue never answers 429/418; the peak weight stays in budget.
+
+    The start-up (rules, commission, account, the trade sweep, the leftovers' cancels) needs more
+    than the minute's 160, so reconciliation waits for the next minute while the feeds queue
+    market data for the shard; the shard then starts behind its data, which is no stale feed (it
+    used to trip TRIP_STALE_MARKET_DATA on its first pass and never quote: the maker never reached
+    the budget, tests/test_shard_gaps.py::test_a_reconciliation_that_waits_for_the_weight_budget_does_not_start_stale).
 
     The venue counts weight per IP, so this test's own 40 places count too (as a second process
     on the host would): the budget leaves room for them and for the feeds' depth snapshots."""
