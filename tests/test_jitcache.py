@@ -10,12 +10,13 @@ from bot4d.jitcache import drop_stale_cache, helper, kernel
 K_LIMIT = 7   # a module constant: numba types it as a literal of its own value
 
 
-@helper
+# cache=False: compiled in this process every run, so its specialisations can be counted
+@helper(cache=False)
 def _scaled(a, k, m):
     return a[0] * k + m
 
 
-@kernel
+@kernel(cache=False)
 def entry(a, small):
     # an int8 from an array, a literal, a module constant and an int64: one signature in all
     return (_scaled(a, small[0], 3) + _scaled(a, K_LIMIT, np.int64(2)) + _scaled(a, 1, small[1])

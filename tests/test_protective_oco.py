@@ -157,7 +157,9 @@ def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_p
     assert Decimal(tp["price"]) == Decimal(d["take_profit_price"]) == limit_px + 1200
     assert Decimal(stop["stopPrice"]) == Decimal(d["stop_price"])
     assert Decimal(stop["price"]) < Decimal(stop["stopPrice"])
-    assert d["oco_placed"] == s.sim_stats()["oco_places"] >= 1   # one per size the position had
+    # one per size the position had (read again until both sides agree: a resize may be in flight)
+    wait_for(lambda: s.ok("protection")[SYM]["oco_placed"] == s.sim_stats()["oco_places"] >= 1, 15,
+             "the daemon's and the venue's count of placed OCOs to agree")
     placed = protective_places(s)
 
     # the market rises through the take-profit: that leg fills, the venue expires the stop leg
