@@ -180,15 +180,57 @@ def test_crossed_at_frame_end_batch_end_and_snapshot_end() -> None:
     u = recs([lv(0, SIDE_BID, 102, 1, flags=MD_FLAG_FRAME_END), lv(0, SIDE_BID, 102, 0)])
     assert b.apply(u) == bk.ERR_CROSSED and b.batch[bk.B_FIRST_ERROR_AT] == 0
     assert b.is_crossed(0) is False  # the second record uncrossed it; the error stays reported
-    # crossed at the end of a batch without frame flags
+    # crossed at the end of a batch, its frame not ended: judged at the frame end, not before
     b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
-    assert b.apply(recs([lv(0, SIDE_BID, 105, 1), lv(0, SIDE_ASK, 104, 1)])) == bk.ERR_CROSSED
-    assert b.batch[bk.B_FIRST_ERROR_AT] == -1 and b.is_crossed(0)
+    assert b.apply(recs([lv(0, SIDE_BID, 105, 1), lv(0, SIDE_ASK, 104, 1)])) == 0
+    assert b.is_crossed(0) and b.error[0] == 0 and b.state[0, bk.S_DIRTY] == bk.DIRTY_OPEN
+    assert b.apply(recs([(MD_TRADE, 0, SIDE_BID, 104, 1, 0, MD_FLAG_FRAME_END)])) == bk.ERR_CROSSED
+    assert b.batch[bk.B_FIRST_ERROR_AT] == 0 and b.state[0, bk.S_DIRTY] == 0
     # snapshot end
     b.apply(recs([(MD_CLEAR, 0, 0, 0, 0)]))
     u = recs([lv(0, SIDE_BID, 105, 1), lv(0, SIDE_ASK, 105, 1), (MD_SNAPSHOT_END, 0, 0, 0, 0)])
     assert b.apply(u) == bk.ERR_CROSSED and b.batch[bk.B_FIRST_ERROR_AT] == 2
     assert b.batch[bk.B_ERRORS] == 1  # reported once, not again at the batch end
+
+
+def test_a_batch_cut_inside_a_crossed_frame_leaves_no_error_once_the_frame_completes() -> None:
+    """A shard reading a backlog takes a full buffer of records, which may end inside a venue
+    frame; in the middle of that frame the book can be crossed for a moment (the new best bid
+    arrives before the asks it passes are deleted). The frame completes in the next batch, and
+    the book must then be clean: before, the batch end judged it and left ERR_CROSSED for good."""
+    b = bk.make_books(2, 8)
+    seed = recs([lv(0, SIDE_BID, 100, 1), lv(0, SIDE_ASK, 101, 1), lv(0, SIDE_ASK, 102, 1),
+                 (MD_SNAPSHOT_END, 0, 0, 0, 0, 1)])
+    assert b.apply(seed) == 0
+    # one venue frame: bid 102 (crossing asks 101 and 102), delete 101, delete 102, ask 103
+    frame = recs([lv(0, SIDE_BID, 102, 1, 2), lv(0, SIDE_ASK, 101, 0, 2), lv(0, SIDE_ASK, 102, 0, 2),
+                  lv(1, SIDE_BID, 7, 1, 9, MD_FLAG_FRAME_END),  # another instrument's frame between
+                  lv(0, SIDE_ASK, 103, 1, 2, MD_FLAG_FRAME_END)])
+    for cut in range(1, 5):  # every cut inside instrument 0's frame (crossed after 1 and 2 records)
+        c = bk.make_books(2, 8)
+        c.apply(seed)
+        assert bk.apply_batch(*c[:4], frame, 0, cut) >= 1 and c.batch[bk.B_FIRST_ERROR] == 0
+        assert c.is_crossed(0) == (cut < 3) and c.error[0] == bk.ERR_OK
+        assert c.state[0, bk.S_DIRTY] == bk.DIRTY_OPEN  # judged later, at its frame end
+        bk.apply_batch(*c[:4], frame, cut, len(frame))
+        assert c.batch[bk.B_FIRST_ERROR] == 0 and c.batch[bk.B_ERRORS] == 0
+        assert c.error[0] == bk.ERR_OK and not c.is_crossed(0)
+        assert c.err_counts[0, bk.ERR_CROSSED] == 0 and c.state[0, bk.S_DIRTY] == 0
+        assert c.levels_of(0, SIDE_ASK) == [(103, 1)] and c.best_bid(0) == (102, 1)
+    # a frame that really ends crossed is still reported, at its frame-end record, after a cut
+    bad = recs([lv(0, SIDE_BID, 106, 1, 3), lv(0, SIDE_ASK, 105, 1, 3, MD_FLAG_FRAME_END)])
+    assert b.apply(frame) == 0
+    assert bk.apply_batch(*b[:4], bad, 0, 1) == 1 and b.error[0] == bk.ERR_OK
+    bk.apply_batch(*b[:4], bad, 1, 2)
+    assert b.batch[bk.B_FIRST_ERROR] == bk.ERR_CROSSED and b.batch[bk.B_FIRST_ERROR_AT] == 1
+    assert b.batch[bk.B_FIRST_ERROR_INST] == 0 and b.error[0] == bk.ERR_CROSSED
+    assert b.err_counts[0, bk.ERR_CROSSED] == 1
+    # a frame closed by a refused record is judged there too
+    b.apply(recs([(MD_CLEAR, 0, 0, 0, 0, 4, MD_FLAG_FRAME_END)]))
+    assert bk.apply_batch(*b[:4], recs([lv(0, SIDE_BID, 50, 1), lv(0, SIDE_ASK, 49, 1)]), 0, 2) == 2
+    assert b.error[0] == bk.ERR_OK
+    assert b.apply(recs([lv(0, SIDE_BID, -1, 1, 0, MD_FLAG_FRAME_END)])) == bk.ERR_BAD_PRICE
+    assert b.err_counts[0, bk.ERR_CROSSED] == 2 and b.error[0] == bk.ERR_CROSSED
 
 
 def test_make_books_refuses_nonsense() -> None:

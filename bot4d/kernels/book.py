@@ -39,9 +39,13 @@ Bad input never raises and never corrupts silently: the record is skipped (or, f
 worst level is dropped), ``error[i]`` takes the code (sticky until the next MD_CLEAR), the
 per-code counter ``err_counts[i, code]`` is bumped, and the batch summary in ``batch`` says which
 code came first so the feed can resync that instrument. Codes are the ``ERR_*`` constants below.
-A crossed book (best bid >= best ask) is legal for a moment inside a venue frame, so it is checked
-at every record flagged ``MD_FLAG_FRAME_END``, at ``MD_SNAPSHOT_END`` and for every touched
-instrument at the end of a batch; the book is kept as received and ``ERR_CROSSED`` is reported.
+A crossed book (best bid >= best ask) is legal for a moment inside a venue frame (the venue's
+atomic update), so it is judged only where a frame ends: at a record of the instrument flagged
+``MD_FLAG_FRAME_END`` and at ``MD_SNAPSHOT_END``; the book is kept as received and ``ERR_CROSSED``
+is reported. A batch is a window over a ring and may end inside a frame (a shard reading a backlog
+takes a full buffer): the instrument's frame then stays open (``S_DIRTY`` = ``DIRTY_OPEN``) and is
+judged at its frame end in a later batch, so where batches are cut never changes the errors. The
+producers' contract (``bot4d.records``) is that every frame's last record carries the flag.
 
 Range: prices must be in ``1..max_px[i]`` and quantities in ``0..max_qty[i]``. ``max_qty`` is
 capped at ``INT64_MAX // (2 * capacity)`` so that any sum of quantities over both sides of a book
@@ -86,7 +90,7 @@ ERR_NEG_QTY = 1         # quantity < 0: record skipped
 ERR_BAD_PRICE = 2       # price <= 0 or > max_px[i]: record skipped
 ERR_BAD_QTY = 3         # quantity > max_qty[i]: record skipped
 ERR_CAPACITY = 4        # a side is full: the worst level was dropped (or the new, worse, one)
-ERR_CROSSED = 5         # best bid >= best ask at a frame end / snapshot end / batch end
+ERR_CROSSED = 5         # best bid >= best ask at a frame end / snapshot end
 ERR_BAD_SIDE = 6        # side not SIDE_BID/SIDE_ASK: record skipped
 ERR_BAD_KIND = 7        # unknown record kind: record skipped
 ERR_BAD_INSTRUMENT = 8  # instrument id outside 0..n-1: counted in batch/glob only
@@ -122,9 +126,11 @@ S_SEQ = 2
 S_ERROR = 3
 S_MAX_PX = 4
 S_MAX_QTY = 5
-S_DIRTY = 6             # 0 untouched in this batch, 1 changed since its last crossed check, 2 checked
+S_DIRTY = 6             # 0 untouched in this batch, 1 changed since its last crossed check, 2 checked,
+                        # DIRTY_OPEN between batches: a frame an earlier batch left open (unchecked)
 S_RECV_TS = 7           # recv_ts_ns of the last accepted book record
 NS = 8
+DIRTY_OPEN = 3
 
 
 class Books(NamedTuple):
@@ -414,6 +420,7 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
             continue
         kind = u.kind
         code = ERR_OK
+        ignored = False
         if kind == MD_LEVEL:
             price = u.price
             q = u.qty
@@ -446,35 +453,38 @@ def apply_batch(levels, state, stats, scratch, updates, start, end):
             stats[i, N_ERR + CTR_SNAPSHOT_ENDS] += 1
         elif kind == MD_TRADE or kind == MD_BBO:
             stats[i, N_ERR + CTR_IGNORED] += 1
-            continue
+            ignored = True
         else:
             code = ERR_BAD_KIND
+        frame_end = kind == MD_SNAPSHOT_END or (u.flags & MD_FLAG_FRAME_END) != 0
+        d = state[i, S_DIRTY]
+        pending = d == 1 or d == DIRTY_OPEN  # changes since the last crossed check
+        if ignored and not (frame_end and pending):
+            continue  # a trade / BBO: not a book change (unless it closes an open frame)
+        if d == 0 or d == DIRTY_OPEN:
+            scratch[N_B + ndirty] = i
+            ndirty += 1
         if code != ERR_OK:
             # refused: the book did not change, but its error did, so it is published
             _raise(state, stats, scratch, i, code, r)
-            if state[i, S_DIRTY] == 0:
-                scratch[N_B + ndirty] = i
-                ndirty += 1
-                state[i, S_DIRTY] = 2
-            continue
-        state[i, S_RECV_TS] = u.recv_ts_ns
-        if u.venue_seq != 0:
-            state[i, S_SEQ] = u.venue_seq
-        if state[i, S_DIRTY] == 0:
-            scratch[N_B + ndirty] = i
-            ndirty += 1
-        if kind == MD_SNAPSHOT_END or (u.flags & MD_FLAG_FRAME_END) != 0:
+        elif not ignored:
+            state[i, S_RECV_TS] = u.recv_ts_ns
+            if u.venue_seq != 0:
+                state[i, S_SEQ] = u.venue_seq
+            pending = True
+        if frame_end and pending:
             if _crossed(levels, state, i):
                 _raise(state, stats, scratch, i, ERR_CROSSED, r)
             state[i, S_DIRTY] = 2
-        else:
+        elif pending:
             state[i, S_DIRTY] = 1
-    # end of batch: a book left crossed by records without a frame-end flag is still reported
+        else:
+            state[i, S_DIRTY] = 2  # refused only: nothing to judge
+    # end of batch: no crossed check here. The batch is a window over a ring and may end inside a
+    # frame, where a crossed book is legal; that frame is judged at its frame end in a later batch.
     for k in range(ndirty):
         i = scratch[N_B + k]
-        if state[i, S_DIRTY] == 1 and _crossed(levels, state, i):
-            _raise(state, stats, scratch, i, ERR_CROSSED, -1)
-        state[i, S_DIRTY] = 0
+        state[i, S_DIRTY] = DIRTY_OPEN if state[i, S_DIRTY] == 1 else 0
     scratch[B_APPLIED] = applied
     scratch[B_TOUCHED] = ndirty
     return applied
