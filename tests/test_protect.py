@@ -270,3 +270,53 @@ def test_an_earlier_runs_fill_after_the_balances_moves_the_position():
     for tid, flags in ((1, oms_k.RP_FLAG_RECOVERED), (2, oms_k.RP_FLAG_RECOVERED | oms_k.RP_FLAG_AFTER_BALANCES)):
         r.report(oms_k.RP_FILL, 77, price=9_450, qty=10, trade_id=tid, side=SIDE_ASK, boot=12345, flags=flags)
     assert r.st.positions.qty[0, 0] == 10   # only the fill made after the balances were read
+
+
+def _found(r: Rig, qty: int) -> None:
+    """A position found at start: reconciliation sets its size only (no fill, no entry price)."""
+    r.st.positions.qty[0, 0] = qty
+    r.st.positions.fill_qty[0, 0] = qty
+
+
+def test_a_position_without_an_entry_price_keeps_the_trigger_of_its_first_mark():
+    """A reference that followed the mark would trail the price down (a stop that never fires):
+    the first mark is the reference, kept while the mark falls and rises, until flat."""
+    r = Rig()
+    _found(r, 20)
+    r.report(oms_k.RP_MARK, 0, price=10_000)
+    assert r.st.positions.avg_px[0, 0] == 0
+    it = r.plan()
+    assert it["side"] == SIDE_ASK and it["stop_price"] == 9_800 and it["qty"] == 20   # 200 bps under
+    stop = int(r.pr.st[0, pt.X_OID])
+    r.report(oms_k.RP_ACK, stop)
+    for mark in (9_950, 9_900, 9_850, 10_400, 9_820):   # a slow decline, a bounce, down again
+        r.report(oms_k.RP_MARK, 0, price=mark)
+        assert r.plan() is None, f"the stop moved with the mark at {mark}"
+        assert r.pr.st[0, pt.X_OID] == stop
+    r.report(oms_k.RP_MARK, 0, price=9_790)   # through it: the venue's stop does the rest
+    assert r.plan() is None
+    # flat: the stop is cancelled and the reference goes; the next position takes its own
+    r.report(oms_k.RP_FILL, stop, price=9_790, qty=20, trade_id=1)
+    assert r.st.positions.qty[0, 0] == 0
+    assert r.plan() is None and r.pr.st[0, pt.X_REF_PX] == 0
+    _found(r, -20)
+    r.st.positions.cost[0, 0] = r.st.positions.avg_px[0, 0] = 0
+    r.report(oms_k.RP_MARK, 0, price=9_500)
+    it = r.plan()
+    assert it["side"] == SIDE_BID and it["stop_price"] == 9_690   # 200 bps over 9_500
+
+
+def test_a_found_position_carried_at_its_first_mark_keeps_its_trigger_while_the_mark_falls():
+    """What the shard does with a position found at start: carried at the first mark (its cost
+    and avg_px), so its stop is measured from that price and stays there."""
+    r = Rig()
+    _found(r, 20)
+    r.st.positions.cost[0, 0] = 20 * 10_000
+    r.st.positions.avg_px[0, 0] = 10_000
+    r.report(oms_k.RP_MARK, 0, price=10_000)
+    it = r.plan()
+    assert it["stop_price"] == 9_800
+    r.report(oms_k.RP_ACK, int(r.pr.st[0, pt.X_OID]))
+    for mark in (9_950, 9_900, 9_850):
+        r.report(oms_k.RP_MARK, 0, price=mark)
+        assert r.plan() is None

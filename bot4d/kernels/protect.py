@@ -8,7 +8,10 @@ protection enabled it compares what rests at the venue with what the position ne
   a BUY stop);
 * the trigger: the stop price that the last opening order which filled asked for (a strategy's
   ``stop_price``), or, when none did (a position found at start, an operator's order), the
-  average entry price moved ``default_bps`` against the position. The limit price sits
+  average entry price moved ``default_bps`` against the position. The shard carries a position
+  found at start at its first mark (its avg_px); should a position have no entry price yet, the
+  mark of the first pass that sees it is the reference, kept until the position is flat: a
+  reference that followed the mark would trail the price down and protect nothing. The limit price sits
   ``limit_bps`` beyond the trigger so that the triggered order fills in a fast market.
 
 and asks the OMS for the difference as intents that bypass pre-trade risk (they only ever reduce
@@ -89,7 +92,9 @@ X_TP_OID = 9             # the take-profit leg resting with the stop as one OCO 
 X_WANT_TP = 10           # take-profit asked for by the last opening fill (0: a lone stop)
 X_FIRED = 11             # side + 1 of a protective order that filled or an exit sent: the
                          # strategy's live orders on that side are to be cancelled (0: none)
-X_N = 12
+X_REF_PX = 12            # the mark a position without an entry price is measured from, taken
+                         # once (0: none taken); cleared when flat
+X_N = 13
 
 COID_BASE = 1 << 61      # protective intents' client order ids: apart from strategies' ids
 # the code the gateway gives a stop whose cancel-replace was not attempted because the old order
@@ -199,7 +204,11 @@ def _trigger(pr, st, i, long):
     if px <= 0:
         avg = st.positions.avg_px[ACCOUNT, i]
         if avg <= 0:
-            avg = st.positions.mark_px[i]
+            # no entry price: the mark, once; kept, so the stop does not trail the price down
+            avg = pr.st[i, X_REF_PX]
+            if avg <= 0:
+                avg = st.positions.mark_px[i]
+                pr.st[i, X_REF_PX] = avg
         if avg <= 0:
             return 0
         d = avg // 10_000 * pr.cfg[i, PC_DEFAULT_BPS] + avg % 10_000 * pr.cfg[i, PC_DEFAULT_BPS] // 10_000
@@ -299,6 +308,7 @@ def plan(pr, st, i, now, intents, n):
         if pos == 0:
             pr.st[i, X_WANT_PX] = 0
             pr.st[i, X_WANT_TP] = 0
+            pr.st[i, X_REF_PX] = 0
         if s >= 0 and _working(ss):
             # (the OMS cancels an OCO's other leg with it)
             _intent(pr, intents[n], i, CMD_CANCEL, OT_STOP_LIMIT, st.o_side[s], 0, 0, 0, pr.st[i, X_OID], now)
