@@ -369,7 +369,7 @@ class Daemon:
                          limit_bps=p.limit_offset_bps, retry_ns=p.retry_ms * 1_000_000)
         return pr
 
-    def _warm(self) -> None:
+    def _warm(self, setup: bool = False) -> None:
         """Every kernel a shard runs, called once on its real state's types before anything
         connects: numba loads them from its cache (or compiles) now, never on a tick."""
         from bot4d.jitcache import CompileCounter
@@ -380,7 +380,9 @@ class Daemon:
                 sh.warm()
         took = time.perf_counter() - t0
         self.kernels = {"ready_s": round(took, 2), "compiled_at_start": compiled.count}
-        if compiled.count:
+        if compiled.count and setup:   # bot4d.warmup: compiling is this start's purpose
+            log.info("kernels compiled in %.1f s (%d)", took, compiled.count)
+        elif compiled.count:
             log.warning("kernels ready in %.1f s: %d compiled now, not loaded from the cache (run `bot4d "
                         "warmup` after installing or editing; first: %s)", took, compiled.count,
                         ", ".join(compiled.names[:3]))

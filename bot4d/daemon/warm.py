@@ -61,7 +61,7 @@ min_requote_ms = 0
         d.table.add(vb.VENUE, "BTCUSDT", 2, 5)
         try:
             d._build()
-            d._warm()
+            d._warm(setup=True)
         finally:
             for sh in d.shards:
                 sh.rings.journal.unlink()
