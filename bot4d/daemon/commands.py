@@ -97,6 +97,9 @@ class Commands:
             "status": d.status_text,
             "trading_state": {str(sh.index): ksk.STATE_NAMES[int(sh.rs.ks[ksk.K_STATE])] for sh in d.shards},
             "books_live": f"{int(d.feeds.live().sum()) if d.feeds else 0}/{len(d.table)}",
+            # a feed LIVE does not make its book usable: the shard's copy may hold an error
+            "books_in_error": {d.inst_cfg[i].symbol: bk.ERR_NAMES[int(sh.books.error[i])]
+                               for sh in d.shards for i in sh.instruments if int(sh.books.error[i]) != 0},
             "orders_sent": sum(int(sh.bufs.ctr[K.C_PLACED]) for sh in d.shards),
             "orders_filled": sum(int(sh.bufs.ctr[K.C_FILLED]) for sh in d.shards),
             "venue_reports": sum(int(sh.bufs.ctr[K.C_REPORTS]) for sh in d.shards),
@@ -133,11 +136,15 @@ class Commands:
             bp, bq, ap, aq = (np.zeros(depth, np.int64) for _ in range(4))
             nb_, na_ = bk.top_n(b.levels, b.state, i, depth, bp, bq, ap, aq)
             return (bp[:nb_].tolist(), bq[:nb_].tolist(), ap[:na_].tolist(), aq[:na_].tolist(),
-                    int(sh.si.live[i]), int(sh.si.last_recv[i]), int(b.state[i, bk.S_SEQ]))
-        bp, bq, ap, aq, live, last, seq = await _on(sh, read)
+                    int(sh.si.live[i]), int(sh.si.last_recv[i]), int(b.state[i, bk.S_SEQ]),
+                    int(b.state[i, bk.S_ERROR]), bool(K._usable(sh.si, b.state, i)))
+        bp, bq, ap, aq, live, last, seq, err, usable = await _on(sh, read)
         state = self.d.feeds.states.state[i] if self.d.feeds else 0
         from bot4d.telemetry import BOOK_STATES
+        # "state" is the feed's; "usable" is whether the shard trades on this book (a feed LIVE
+        # with a book in error, e.g. CROSSED, is not), "book_error" why not
         return {"symbol": self.d.inst_cfg[i].symbol, "state": BOOK_STATES[int(state)] if 0 <= state < len(BOOK_STATES) else str(state),
+                "usable": usable, "book_error": bk.ERR_NAMES[err] if 0 < err < len(bk.ERR_NAMES) else (str(err) if err else None),
                 "venue_seq": seq, "age_s": round((time.time_ns() - last) / 1e9, 3) if last else None,
                 "bids": [f"{self._qty(i, q)} @ {self._px(i, p)}" for p, q in zip(bp, bq)],
                 "asks": [f"{self._qty(i, q)} @ {self._px(i, p)}" for p, q in zip(ap, aq)]}

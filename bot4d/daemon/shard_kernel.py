@@ -623,10 +623,13 @@ def step(now, shard, md_rec, md_ctrl, rp_rec, rp_ctrl, eg_rec, eg_ctrl, jr_rec, 
                 si.live[i] = 1
             if u.recv_ts_ns > si.last_recv[i]:
                 si.last_recv[i] = u.recv_ts_ns
-            n_t = _touch(b, i, n_t, 2)
+            # a full batch may end inside a venue frame: that book is half-applied (maybe crossed
+            # for a moment), so neither marks nor strategies see it before its frame ends
+            if bstate[i, bk.S_DIRTY] != bk.DIRTY_OPEN:
+                n_t = _touch(b, i, n_t, 2)
     # 3. usability changes without data (feed went STALE, pause) also reach the strategy
     for i in range(si.mine.shape[0]):
-        if si.mine[i] != 0 and b.tmark[i] == 0:
+        if si.mine[i] != 0 and b.tmark[i] == 0 and bstate[i, bk.S_DIRTY] != bk.DIRTY_OPEN:
             u = 1 if _usable(si, bstate, i) else 0
             if u != si.seen_live[i]:
                 n_t = _touch(b, i, n_t, 1)
