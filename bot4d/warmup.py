@@ -24,7 +24,7 @@ from multiprocessing import get_context
 
 @dataclass(frozen=True)
 class KernelModule:
-    name: str
+    name: str                       # a module (its warmup()) or module:function
     after: tuple[str, ...] = ()     # modules whose kernels this one compiles in
     groups: frozenset[str] = field(default_factory=lambda: frozenset({"daemon", "backtest"}))
 
@@ -51,6 +51,7 @@ KERNEL_MODULES: list[KernelModule] = [
     KernelModule("bot4d.venues.kraken_v2_scan", (_BOOK, "bot4d.venues.kraken_scan")),
     KernelModule("bot4d.venues.okx_scan", (_BOOK, "bot4d.venues.kraken_scan")),
     KernelModule("bot4d.daemon.account", ("ipc",)),
+    KernelModule("bot4d.daemon.shard:warm_rings", ("ipc",)),
     KernelModule("bot4d.strategies.market_maker", (_OMS, _BOOK)),
     KernelModule("bot4d.strategies.imbalance_taker", (_OMS, _BOOK)),
     KernelModule("bot4d.sim.generator", groups=_BACKTEST),
@@ -60,14 +61,17 @@ KERNEL_MODULES: list[KernelModule] = [
     # the shard loop, with the daemon's own array types: everything the daemon runs is compiled in
     KernelModule("bot4d.daemon.warm", (_OMS, _BOOK, "bot4d.kernels.risk", "bot4d.kernels.killswitch",
                                        "bot4d.kernels.breaker", "bot4d.kernels.correlation", "ipc",
+                                       "bot4d.daemon.shard:warm_rings",
                                        "bot4d.venues.binance", "bot4d.daemon.account",
                                        "bot4d.strategies.market_maker", "bot4d.strategies.imbalance_taker")),
 ]
 
 
 def _warm_one(name: str) -> tuple[str, float]:
+    """``module`` (its ``warmup()``) or ``module:function``."""
     t = time.perf_counter()
-    importlib.import_module(name).warmup()
+    mod, _, fn = name.partition(":")
+    getattr(importlib.import_module(mod), fn or "warmup")()
     return name, time.perf_counter() - t
 
 

@@ -48,6 +48,16 @@ LIVE_ORDER_STATES = (oms.S_VALIDATED, oms.S_SUBMITTED, oms.S_ACKED, oms.S_PARTIA
 STATE_NAMES = {v: k[2:] for k, v in vars(oms).items() if k.startswith("S_") and isinstance(v, int)}
 
 
+def warm_rings() -> None:
+    """The ring kernels for the record types a shard's rings carry (set-up warms them beside the
+    OMS, so the shard loop's warm-up waits for less)."""
+    from ipc.ring import warmup_dtype
+    from bot4d.records import JOURNAL_EVENT_DTYPE
+
+    for dt in (MD_UPDATE_DTYPE, oms_k.VENUE_REPORT_DTYPE, ORDER_COMMAND_DTYPE, JOURNAL_EVENT_DTYPE):
+        warmup_dtype(dt, readonly_too=False)
+
+
 @dataclass
 class ShardRings:
     ingress: Ring   # MD_UPDATE_DTYPE, io thread (feeds) -> shard
@@ -204,11 +214,7 @@ class Shard:
     def warm(self) -> None:
         """Call every kernel this shard will run, with the real state's types and no effect on it,
         so numba loads (or compiles) them now and not on a tick or an operator's command."""
-        from ipc.ring import warmup_dtype
-        from bot4d.records import JOURNAL_EVENT_DTYPE
-
-        for dt in (MD_UPDATE_DTYPE, oms_k.VENUE_REPORT_DTYPE, ORDER_COMMAND_DTYPE, JOURNAL_EVENT_DTYPE):
-            warmup_dtype(dt, readonly_too=False)
+        warm_rings()
         # risk's arrays are copies of the same types: the pass below would otherwise record the
         # equity of an account not yet reconciled (0) as the day's start, and daily loss would be
         # measured against 0 all day
