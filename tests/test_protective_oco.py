@@ -19,6 +19,7 @@ import signal
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -74,10 +75,15 @@ def entry(**params) -> str:
             "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in p.items()))
 
 
-def stack_with(tmp_path, strategy: str, protection: dict | None = None) -> Stack:
+def stack_with(tmp_path, strategy: str, protection: dict | None = None,
+               before_daemon: Callable[[Stack], object] | None = None) -> Stack:
+    """``before_daemon`` runs against the simulated venue before the daemon (and so the strategy's
+    entry) starts."""
     s = Stack(tmp_path, name="oco", taker_account=True, strategies={SYM: strategy, "ETHUSDT": NONE},
               config={"instruments": {SYM: {"protection": protection}}} if protection else None)
     s.start_sim()
+    if before_daemon is not None:
+        before_daemon(s)
     s.start_daemon(env={"PYTHONPATH": ROOT})
     return s
 
@@ -106,16 +112,34 @@ def jump(s: Stack, bps: int) -> None:
     s.fault("price_jump", symbol=SYM, bps=bps)
 
 
-def walls(s: Stack, ref: Decimal, *, ask_bps: int = 0, bid_bps: int = 0, qty: str = "0.5") -> None:
+def walls(s: Stack, ref: Decimal, *, ask_bps: int = 0, bid_bps: int = 0, qty: str = "0.5") -> list[int]:
     """A third party rests a sell ``ask_bps`` over ``ref`` and a buy ``bid_bps`` under it. The
     simulated book is thin: an agent's market order can sweep it to any resting order of ours
-    (seen: a take-profit 5 % away filled within a second); a wall stops the sweeps short of it."""
+    (seen: a take-profit 5 % away filled within a second; a 2 % one 30 ms after it was placed);
+    a wall stops the sweeps short of it. Returns the walls' venue order ids."""
+    ids = []
     for side, bps in (("SELL", ask_bps), ("BUY", -bid_bps)):
         if bps:
             px = (ref * (10000 + bps) / 10000).quantize(Decimal("0.01"))
             st, r = s.rest("POST", "/api/v3/order", {"symbol": SYM, "side": side, "type": "LIMIT", "timeInForce": "GTC",
                                                      "quantity": qty, "price": px}, signed=True, account=s.taker2)
             assert st == 200, r
+            ids.append(r["orderId"])
+    return ids
+
+
+def unwall(s: Stack, ids: list[int]) -> None:
+    """Take the walls away (before a jump that must reach our orders)."""
+    for oid in ids:
+        st, r = s.rest("DELETE", "/api/v3/order", {"symbol": SYM, "orderId": oid}, signed=True, account=s.taker2)
+        assert st == 200, r
+
+
+def mid(s: Stack) -> Decimal:
+    def book():
+        d = s.rest("GET", "/api/v3/depth", {"symbol": SYM, "limit": 5})[1]
+        return (Decimal(d["bids"][0][0]) + Decimal(d["asks"][0][0])) / 2 if d["bids"] and d["asks"] else None
+    return wait_for(book, 30, "a two-sided book")
 
 
 def order(s: Stack, cid: str) -> dict:
@@ -142,8 +166,12 @@ def protective_places(s: Stack) -> int:
 
 
 def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_position(tmp_path, stacks):
-    # the take-profit 2 % over the entry (the agents' flow alone does not reach it in seconds)
-    s = stack_with(tmp_path, entry(tp_ticks=120000))
+    # the take-profit 2 % over the entry, the stop 0.5 % under it; walls 1 % over and 0.25 % under
+    # the price before the entry keep the agents' sweeps from reaching either (seen: the take-profit
+    # filled 30 ms after it rested, the position flat before the OCO could be looked at)
+    wall_ids: list[int] = []
+    s = stack_with(tmp_path, entry(tp_ticks=120000),
+                   before_daemon=lambda s: wall_ids.extend(walls(s, mid(s), ask_bps=100, bid_bps=25)))
     stacks.append(s)
     seen = wait_for(lambda: oco_in_place(s), 60, "one OCO (stop + take-profit) for the whole position")
     d, stop, tp = seen["daemon"], seen["stop"], seen["tp"]
@@ -163,6 +191,7 @@ def test_an_entry_with_a_take_profit_rests_an_oco_whose_take_profit_closes_the_p
     placed = protective_places(s)
 
     # the market rises through the take-profit: that leg fills, the venue expires the stop leg
+    unwall(s, wall_ids)
     jump(s, 400)
     wait_for(lambda: order(s, tp["clientOrderId"])["status"] == "FILLED", 30, "the take-profit leg to fill")
     assert order(s, stop["clientOrderId"])["status"] == "EXPIRED"
