@@ -221,6 +221,16 @@ class Stack:
         wait_for(lambda: call(self.sock, "status", timeout=2)["result"]["ready"], DAEMON_START_S,
                  "the daemon to be ready", [self.daemon])
 
+    def start_exporter(self) -> str:
+        """bot4d-exporter attached to this instance on a free loopback port (stopped by close());
+        returns and keeps its metrics URL."""
+        port = free_port()
+        self.extra.append(subprocess.Popen([str(Path(PY).parent / "bot4d-exporter"), "--instance", self.instance,
+                                            "--listen", f"127.0.0.1:{port}"],
+                                           stdout=open(self.tmp / "exporter.log", "ab"), stderr=subprocess.STDOUT))
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return self.metrics_url
+
     def start(self) -> "Stack":
         self.start_sim()
         self.start_daemon()

@@ -17,7 +17,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -41,7 +40,7 @@ from bot4d.paperkeys import ensure
 from bot4d.records import (CMD_PLACE, EV_KILL_SWITCH, EV_ORDER_NEW, EV_RISK_REJECT, MD_CLEAR, MD_FLAG_FRAME_END,
                            MD_LEVEL, MD_SNAPSHOT_END, MD_UPDATE_DTYPE, ORDER_INTENT_DTYPE, SIDE_ASK, SIDE_BID)
 from bot4d.venues import binance as vb
-from tests.daemon_harness import PY, Raw, Stack, config_doc, config_toml, free_port, market_maker, wait_for
+from tests.daemon_harness import Raw, Stack, config_doc, config_toml, market_maker, wait_for
 from tests.risk_engine import RiskEngine
 
 Q = 10**8   # risk quote units per USDT
@@ -332,12 +331,7 @@ def stack():
         a = wait_for(lambda: (lambda a: a if a["valued"] and Decimal(a["day_start_equity"]) > 0 else None)(
             account(s)), 60, "the account's first valuation")
         s.parts0 = parts(a)
-        port = free_port()
-        exporter = subprocess.Popen([str(Path(PY).parent / "bot4d-exporter"), "--instance", s.instance, "--listen",
-                                     f"127.0.0.1:{port}"], stdout=open(tmp / "exporter.log", "ab"),
-                                    stderr=subprocess.STDOUT)
-        s.extra.append(exporter)
-        s.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        s.start_exporter()
         yield s
     finally:
         s.close()

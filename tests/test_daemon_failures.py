@@ -28,7 +28,7 @@ from bot4d.daemon.app import CONTROL_CODES
 from bot4d.kernels import oms_state as oms
 from bot4d.records import (EV_CONTROL, EV_FILL, EV_ORDER_NEW, EV_ORDER_STATE, INTENT_FLAG_PROTECTIVE,
                            JFLAG_INTENT_SHIFT)
-from tests.daemon_harness import PY, Stack, free_port, wait_for
+from tests.daemon_harness import PY, Stack, wait_for
 
 SYSTEM_PY = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
 # a control client that imports nothing of ours, so `nobody` can run it (as in tests/test_control.py)
@@ -85,18 +85,12 @@ def stack():
     s = Stack(tmp, name="fail", taker_account=True, half_spread_ticks=20)
     note = NotifySocket(str(tmp / "notify.sock"))
     s.notify = note
-    exporter = None
     try:
         s.start_sim()
         env = {"BOT4D_LOG_LEVEL": "DEBUG", "NOTIFY_SOCKET": note.path, "WATCHDOG_USEC": "500000"}
         os.environ.pop("WATCHDOG_PID", None)  # systemd's pid filter: unset means "this process"
         s.start_daemon(env=env)
-        port = free_port()
-        exporter = subprocess.Popen([str(Path(PY).parent / "bot4d-exporter"), "--instance", s.instance, "--listen",
-                                     f"127.0.0.1:{port}"], stdout=open(tmp / "exporter.log", "ab"),
-                                    stderr=subprocess.STDOUT)
-        s.extra.append(exporter)
-        s.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        s.start_exporter()
         wait_for(lambda: s.ok("status")["orders_sent"] >= 4, 60, "the market maker to quote")
         yield s
     finally:

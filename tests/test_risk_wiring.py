@@ -23,7 +23,7 @@ from bot4d.kernels import risk as rk
 from bot4d.records import (EV_BREAKER, EV_KILL_SWITCH, EV_ORDER_NEW, EV_RISK_REJECT, INTENT_FLAG_WANTS_SIZING,
                            JFLAG_INTENT_SHIFT, SIDE_ASK, SIDE_BID)
 from bot4d.strategies.pyapi import BUY, SELL
-from tests.daemon_harness import PY, ROOT, STRATEGY, Stack, free_port, wait_for
+from tests.daemon_harness import PY, ROOT, STRATEGY, Stack, wait_for
 from tests.test_config import BASE, cfgdir, edit, refused, write  # noqa: F401 (cfgdir: a fixture)
 
 S = 1_000_000_000
@@ -137,11 +137,7 @@ class RiskStack(Stack):
     def start(self) -> "RiskStack":
         self.start_sim()
         self.start_daemon(env={"PYTHONPATH": str(ROOT)})
-        port = free_port()
-        self.extra.append(subprocess.Popen([str(Path(PY).parent / "bot4d-exporter"), "--instance", self.instance,
-                                            "--listen", f"127.0.0.1:{port}"],
-                                           stdout=open(self.tmp / "exporter.log", "ab"), stderr=subprocess.STDOUT))
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.start_exporter()
         wait_for(lambda: self.metric("bot4d_up") == 1, 30, "the exporter", self.extra)
         return self
 
